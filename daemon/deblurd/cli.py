@@ -1,0 +1,180 @@
+"""``deblurd`` command line (DESIGN §4).
+
+Subcommands: ``process`` (the whole method on a saved burst), ``deblur`` (single-frame
+U-Net), ``simulate`` (write a synthetic burst), ``check-config`` (validate a config).
+Errors of our own print one line naming the file or key and exit non-zero (78 for
+config errors); nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from deblurd import __version__
+from deblurd.errors import ConfigError, DeblurdError
+
+EX_USAGE = 2
+EX_FAILURE = 1
+EX_CONFIG = 78
+
+
+def _load_settings(path: str | None):  # type: ignore[no-untyped-def]
+    from deblurd.settings.load import load_settings
+
+    return load_settings(path)
+
+
+def _check_folder(path: str) -> Path:
+    """Fail before any work when the file's folder is missing (no partial output)."""
+    p = Path(path)
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise DeblurdError(f"{p}: output folder {folder} does not exist")
+    return p
+
+
+def _check_output_path(out: str) -> Path:
+    p = _check_folder(out)
+    if p.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise DeblurdError(f"{p}: output must end in .png, .jpg or .jpeg")
+    return p
+
+
+def _cmd_process(args: argparse.Namespace) -> int:
+    from deblurd.burstdir import read_burst
+    from deblurd.imaging import atomic_write_bytes, write_image
+    from deblurd.inference.base import open_deblurrer
+    from deblurd.pipeline.process import process_burst
+
+    settings = _load_settings(args.config)
+    out = _check_output_path(args.output)
+    if args.json:
+        _check_folder(args.json)
+    burst = read_burst(args.burst_dir)
+    passes = args.unet or settings.inference.passes
+    deblurrer = None
+    if passes != "off":
+        deblurrer = open_deblurrer(settings.inference.model_copy(update={"passes": passes}))
+    try:
+        result = process_burst(burst, settings, deblurrer, passes)
+    finally:
+        if deblurrer is not None:
+            deblurrer.close()
+    write_image(out, result.image)
+    rep = result.report
+    if args.json:
+        doc = {"burst": str(Path(args.burst_dir)), "output": str(out), **rep.to_json()}
+        atomic_write_bytes(args.json, (json.dumps(doc, indent=2) + "\n").encode())
+    print(
+        f"{out}: frame {rep.selected} selected, {len(rep.used)} fused, "
+        f"{len(rep.rejected)} rejected, {rep.stage_ms.get('total', 0):.0f} ms"
+    )
+    return 0
+
+
+def _cmd_deblur(args: argparse.Namespace) -> int:
+    from deblurd.imaging import linear_to_srgb, read_rgb8, srgb_to_linear, write_image
+    from deblurd.inference.base import open_deblurrer
+
+    settings = _load_settings(args.config)
+    out = _check_output_path(args.output)
+    image = read_rgb8(args.image)
+    inference = settings.inference.model_copy(update={"passes": "first"})
+    deblurrer = open_deblurrer(inference)
+    if deblurrer is None:  # pragma: no cover - passes forced to "first"
+        raise DeblurdError("no deblurring runtime configured")
+    try:
+        result = deblurrer.deblur(srgb_to_linear(image), "first")
+    finally:
+        deblurrer.close()
+    write_image(out, linear_to_srgb(result))
+    print(f"{out}: deblurred with {deblurrer.name}")
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from deblurd.sim.cli import simulate_command
+
+    return simulate_command(
+        out_dir=args.out_dir,
+        seed=args.seed,
+        width=args.width,
+        height=args.height,
+        frames=args.frames,
+        extra=args.extra,
+        shake=args.shake,
+        subject=args.subject,
+        scene=args.scene,
+    )
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from deblurd.settings.load import check_config
+
+    return check_config(args.path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deblurd", description="Burst deblurring: turn a shutter press into a sharp photo."
+    )
+    parser.add_argument("--version", action="version", version=f"deblurd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("process", help="run the whole method on a saved burst directory")
+    p.add_argument("burst_dir", metavar="BURST_DIR")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png")
+    p.add_argument("--json", metavar="REPORT.json", help="write the per-stage report here")
+    p.add_argument("--config", metavar="PATH", help="config file (default: built-in defaults)")
+    p.add_argument(
+        "--unet", choices=["off", "first", "both"], help="U-Net passes (default: the config's)"
+    )
+    p.set_defaults(func=_cmd_process)
+
+    p = sub.add_parser("deblur", help="single-frame deblur of one image with the U-Net")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png")
+    p.add_argument("--config", metavar="PATH")
+    p.set_defaults(func=_cmd_deblur)
+
+    p = sub.add_parser("simulate", help="write a synthetic handheld burst (and its ground truth)")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--height", type=int, default=720)
+    p.add_argument("--frames", type=int, default=9, help="ring frames around the trigger")
+    p.add_argument("--extra", type=int, default=0, help="extra long-exposure frames after")
+    p.add_argument("--shake", type=float, default=1.0, help="hand-shake level (1 = typical)")
+    p.add_argument("--subject", action="store_true", help="add a subject moving on its own")
+    p.add_argument("--scene", metavar="IMAGE", help="photo to use as the scene")
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("check-config", help="validate a config file (exit 78 on error)")
+    p.add_argument("path", metavar="PATH")
+    p.set_defaults(func=_cmd_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        for key, message in exc.problems or [("", str(exc))]:
+            print(f"deblurd: config error: {key + ': ' if key else ''}{message}", file=sys.stderr)
+        return EX_CONFIG
+    except DeblurdError as exc:
+        print(f"deblurd: error: {exc}", file=sys.stderr)
+        return EX_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

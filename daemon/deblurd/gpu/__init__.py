@@ -1,0 +1,1 @@
+"""deblurd.gpu"""

@@ -1,0 +1,156 @@
+"""Image conventions, colour transfer functions and atomic image files.
+
+Conventions used everywhere in deblurd:
+
+* A *frame* as stored or captured: ``uint8`` array, shape ``(H, W, 3)``, sRGB-encoded,
+  channel order **RGB** (OpenCV's BGR appears only inside this module).
+* A *linear image* inside the pipeline: ``float32`` array, shape ``(H, W, 3)``, linear
+  light in ``[0, 1]`` (values may leave that range slightly after filtering).
+* A *gray image* for scoring and registration: ``float32`` array, shape ``(H, W)``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from deblurd.errors import ImageError
+
+U8Image = npt.NDArray[np.uint8]
+F32Image = npt.NDArray[np.float32]
+
+# sRGB -> linear lookup table for 8-bit codes (IEC 61966-2-1).
+_codes = np.arange(256, dtype=np.float64) / 255.0
+_SRGB_TO_LINEAR_LUT = np.where(
+    _codes <= 0.04045, _codes / 12.92, ((_codes + 0.055) / 1.055) ** 2.4
+).astype(np.float32)
+
+
+def srgb_to_linear(frame: U8Image) -> F32Image:
+    """Decode an 8-bit sRGB frame ``(H, W[, 3]) uint8`` to linear light ``float32`` in [0, 1]."""
+    if frame.dtype != np.uint8:
+        raise ImageError(f"expected uint8 sRGB image, got {frame.dtype}")
+    out: F32Image = _SRGB_TO_LINEAR_LUT[frame]
+    return out
+
+
+def linear_to_srgb_float(linear: npt.NDArray[np.floating]) -> F32Image:
+    """Encode linear light (any shape, float) to sRGB values in [0, 1], ``float32``."""
+    x = np.clip(np.asarray(linear, dtype=np.float32), 0.0, 1.0)
+    out = np.where(x <= 0.0031308, x * 12.92, 1.055 * np.power(x, 1.0 / 2.4) - 0.055)
+    return out.astype(np.float32)
+
+
+def linear_to_srgb(linear: npt.NDArray[np.floating]) -> U8Image:
+    """Encode linear light (float, [0, 1]) to an 8-bit sRGB frame (rounded, clipped)."""
+    return np.round(linear_to_srgb_float(linear) * 255.0).astype(np.uint8)
+
+
+def to_gray(image: npt.NDArray[np.generic]) -> F32Image:
+    """Luma of an RGB image ``(H, W, 3)`` as ``float32 (H, W)``; a 2-D input is returned as float32.
+
+    uint8 input is scaled to [0, 1] (sRGB codes, not linearised: scoring and registration
+    work on the encoded values, which are closer to perceptually uniform).
+    """
+    arr = np.asarray(image)
+    scale = 1.0 / 255.0 if arr.dtype == np.uint8 else 1.0
+    if arr.ndim == 2:
+        return (arr.astype(np.float32) * scale).astype(np.float32)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ImageError(f"expected (H, W, 3) image, got shape {arr.shape}")
+    f = arr.astype(np.float32) * np.float32(scale)
+    gray = 0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2]
+    return gray.astype(np.float32)
+
+
+def read_rgb8(path: str | os.PathLike[str]) -> U8Image:
+    """Read an 8-bit RGB image file (PNG, JPEG …) as ``uint8 (H, W, 3)`` RGB.
+
+    Raises :class:`ImageError` naming the file when it is missing, unreadable, not 8-bit
+    or not 3-channel RGB (gray and RGBA are refused, not converted silently).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ImageError(f"{p}: no such file")
+    data = np.fromfile(str(p), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ImageError(f"{p}: not a readable image")
+    if img.dtype != np.uint8:
+        raise ImageError(f"{p}: expected 8 bits per channel, got {img.dtype}")
+    if img.ndim != 3 or img.shape[2] != 3:
+        channels = 1 if img.ndim == 2 else img.shape[2]
+        raise ImageError(f"{p}: expected an RGB image with 3 channels, got {channels}")
+    rgb: U8Image = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return rgb
+
+
+def encode_image(frame: U8Image, fmt: str = "png", jpeg_quality: int = 92) -> bytes:
+    """Encode an RGB ``uint8 (H, W, 3)`` frame as PNG or JPEG bytes."""
+    ext = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg"}.get(fmt.lower())
+    if ext is None:
+        raise ImageError(f"unsupported image format {fmt!r} (png or jpeg)")
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ImageError(f"expected uint8 (H, W, 3) frame, got {frame.dtype} {frame.shape}")
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if ext == ".jpg" else []
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise ImageError(f"could not encode image as {fmt}")
+    return bytes(buf.tobytes())
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> Path:
+    """Write ``data`` to ``path`` atomically: a temp file in the same folder, fsync, rename.
+
+    Either the whole file appears under its name or nothing does. The folder must exist.
+    """
+    p = Path(path)
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise ImageError(f"{p}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode & ~_current_umask())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return p
+
+
+def _current_umask() -> int:
+    """The process umask, read without changing it (``os.umask`` round-trips race threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def write_image(path: str | os.PathLike[str], frame: U8Image, jpeg_quality: int = 92) -> Path:
+    """Encode by the file's extension (.png, .jpg/.jpeg) and write atomically."""
+    p = Path(path)
+    fmt = p.suffix.lower().lstrip(".") or "png"
+    try:
+        data = encode_image(frame, "jpeg" if fmt in ("jpg", "jpeg") else fmt, jpeg_quality)
+    except ImageError as exc:
+        raise ImageError(f"{p}: {exc}") from exc
+    try:
+        return atomic_write_bytes(p, data)
+    except OSError as exc:
+        raise ImageError(f"{p}: cannot write: {exc.strerror or exc}") from exc

@@ -1,0 +1,110 @@
+"""onnxruntime runtime of the U-Net: CPU, every machine.
+
+The model contract (shared with ``deblurd.training``): input ``image`` float32
+``(1, 3, H, W)`` sRGB-encoded values in [0, 1] (the network learns on what the camera
+writes), optional second input ``noise`` float32 ``(1, 1, H, W)`` noise level map for
+networks conditioned on the pass; output float32 ``(1, 3, H, W)``. H and W dynamic,
+multiples of ``multiple`` (metadata key ``deblurd.multiple``, default 16) — inputs are
+padded by reflection and cropped back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from deblurd.errors import InferenceError
+from deblurd.imaging import linear_to_srgb_float
+from deblurd.inference.base import Pass
+from deblurd.inference.tiling import run_tiled
+from deblurd.settings.inference import OnnxRuntimeSettings
+
+F32 = npt.NDArray[np.float32]
+
+# sRGB decode for float inputs (the LUT in imaging is for uint8 codes).
+def _srgb_float_to_linear(x: F32) -> F32:
+    x = np.clip(x, 0.0, 1.0)
+    out = np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+    return out.astype(np.float32)
+
+
+class OnnxDeblurrer:
+    """A U-Net in an ONNX file, run by onnxruntime's CPU provider with tiling."""
+
+    def __init__(self, settings: OnnxRuntimeSettings, model_path: str | Path | None = None) -> None:
+        path = Path(model_path or settings.model)
+        if not path.is_file():
+            raise InferenceError(
+                f"{path}: ONNX model not found (set inference.runtime.model, "
+                "or inference.passes = \"off\")"
+            )
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise InferenceError("onnxruntime is not installed: pip install onnxruntime") from exc
+        opts = ort.SessionOptions()
+        if settings.threads:
+            opts.intra_op_num_threads = settings.threads
+        opts.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(
+                str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise InferenceError(f"{path}: not a loadable ONNX model: {exc}") from exc
+        inputs = self._session.get_inputs()
+        names = [i.name for i in inputs]
+        if not inputs or inputs[0].shape[1] != 3:
+            raise InferenceError(
+                f"{path}: expected first input of shape (1, 3, H, W), got "
+                f"{[(i.name, i.shape) for i in inputs]}"
+            )
+        self._image_name = names[0]
+        self._noise_name = names[1] if len(names) > 1 else None
+        meta = self._session.get_modelmeta().custom_metadata_map
+        try:
+            self.multiple = int(meta.get("deblurd.multiple", "16"))
+        except ValueError as exc:
+            raise InferenceError(f"{path}: bad metadata deblurd.multiple") from exc
+        self._tile = settings.tile
+        self.name = f"onnxruntime:{path.name}"
+        self.path = path
+
+    def _run(self, srgb: F32, noise: float) -> F32:
+        h, w = srgb.shape[:2]
+        m = self.multiple
+        ph, pw = (-h) % m, (-w) % m
+        padded = np.pad(srgb, ((0, ph), (0, pw), (0, 0)), mode="reflect") if ph or pw else srgb
+        feed: dict[str, F32] = {
+            self._image_name: np.ascontiguousarray(padded.transpose(2, 0, 1)[None])
+        }
+        if self._noise_name is not None:
+            feed[self._noise_name] = np.full((1, 1, *padded.shape[:2]), noise, dtype=np.float32)
+        try:
+            (out,) = self._session.run(None, feed)
+        except Exception as exc:
+            raise InferenceError(f"{self.name}: inference failed: {exc}") from exc
+        result: F32 = np.asarray(out[0].transpose(1, 2, 0)[:h, :w], dtype=np.float32)
+        return result
+
+    def deblur_srgb(self, srgb: F32, noise: float = 0.0) -> F32:
+        """Deblur sRGB-encoded ``float32 (H, W, 3)`` in [0, 1], tiled; same shape out."""
+        if srgb.ndim != 3 or srgb.shape[2] != 3:
+            raise InferenceError(f"expected (H, W, 3) image, got {srgb.shape}")
+        if min(srgb.shape[:2]) < self.multiple:
+            raise InferenceError(
+                f"image {srgb.shape[1]}x{srgb.shape[0]} is too small for the network "
+                f"(at least {self.multiple} px each side)"
+            )
+        return run_tiled(srgb, lambda t: self._run(t, noise), self._tile, 32, self.multiple)
+
+    def deblur(self, image: F32, pass_: Pass) -> F32:
+        """Linear ``float32 (H, W, 3)`` in, linear out (the network works in sRGB)."""
+        noise = 1.0 if pass_ == "first" else 0.0
+        out = self.deblur_srgb(linear_to_srgb_float(image), noise)
+        return _srgb_float_to_linear(out)
+
+    def close(self) -> None:
+        self._session = None  # type: ignore[assignment]

@@ -1,0 +1,262 @@
+"""The whole method on one burst (DESIGN §1): select → deblur → decide → register → fuse → finish.
+
+Pure arrays in, arrays and a report out: the daemon runs it on frames from its ring,
+``deblurd process`` on a saved burst directory. Each stage is a call into its own module;
+this module only sequences them, times them and records what each decided.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from deblurd.burstdir import Burst
+from deblurd.imaging import linear_to_srgb, srgb_to_linear, to_gray
+from deblurd.inference.base import Deblurrer
+from deblurd.pipeline.blur import blur_score
+from deblurd.pipeline.decision import Decision, decide
+from deblurd.pipeline.finishing import finish
+from deblurd.pipeline.fusion import AlignedFrame, fuse
+from deblurd.pipeline.noise import estimate_noise_sigma
+from deblurd.pipeline.registration import OpenCVRegistrar
+from deblurd.pipeline.selection import select_first_frame, walk_order
+from deblurd.settings.models import DeblurdSettings
+
+UnetPasses = Literal["off", "first", "both"]
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass
+class FrameRecord:
+    """One frame of the burst as the report shows it."""
+
+    index: int
+    file: str
+    role: str
+    exposure_us: int
+    blur_score: float
+
+
+@dataclass
+class UsedFrame:
+    """A second frame that was fused: registration quality and the weight it got."""
+
+    index: int
+    inliers: int
+    residual_px: float
+    frame_weight: float
+    mean_pixel_weight: float
+
+
+@dataclass
+class RejectedFrame:
+    """A second frame that was not fused, and why."""
+
+    index: int
+    reason: str
+
+
+@dataclass
+class ProcessReport:
+    """Everything the pipeline decided, for ``--json`` and the daemon's result metadata."""
+
+    frames: list[FrameRecord] = field(default_factory=list)
+    candidates: list[int] = field(default_factory=list)
+    selected: int = -1
+    selection_rule: str = ""
+    unet_passes: str = "off"
+    deblurred_blur_score: float | None = None
+    decision: dict[str, Any] = field(default_factory=dict)
+    noise_sigma: float = 0.0
+    used: list[UsedFrame] = field(default_factory=list)
+    rejected: list[RejectedFrame] = field(default_factory=list)
+    fusion_mode: str = ""
+    stage_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ProcessResult:
+    """The output frame ``uint8 (H, W, 3)`` sRGB RGB in the selected frame's geometry."""
+
+    image: npt.NDArray[np.uint8]
+    report: ProcessReport
+
+
+class _Timer:
+    def __init__(self, report: ProcessReport) -> None:
+        self._report = report
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            ms = (time.perf_counter() - t0) * 1000.0
+            self._report.stage_ms[name] = round(self._report.stage_ms.get(name, 0.0) + ms, 2)
+
+
+def candidate_indices(burst: Burst, before: int, after: int) -> list[int]:
+    """Ring frames within ``before``/``after`` ring positions of the trigger, in file order."""
+    ring = burst.indices("ring")
+    pos = ring.index(burst.trigger_index)
+    return ring[max(0, pos - before) : pos + after + 1]
+
+
+def _second_frame_pool(
+    burst: Burst, decision: Decision, candidates: list[int], selected: int
+) -> tuple[list[int], str | None]:
+    """Indices to try as second frames, nearest first, and a note when the plan changed."""
+    if decision.source == "extra":
+        extra = burst.indices("extra")
+        if extra:
+            return extra[: decision.frames], None
+        note = "decision asked for extra frames but the burst has none: ring frames used"
+    else:
+        note = None
+    ring_order = [candidates[i] for i in walk_order(len(candidates), candidates.index(selected))]
+    pool = [i for i in ring_order if i != selected]
+    return pool[: decision.frames] if decision.source == "ring" else pool, note
+
+
+def process_burst(
+    burst: Burst,
+    settings: DeblurdSettings,
+    deblurrer: Deblurrer | None = None,
+    unet: UnetPasses | None = None,
+) -> ProcessResult:
+    """Run the method on ``burst``; ``unet`` overrides ``settings.inference.passes``.
+
+    A U-Net pass is requested but ``deblurrer`` is ``None`` → :class:`ValueError`
+    (the caller opens the runtime; a pass is never silently skipped).
+    """
+    passes: UnetPasses = unet or settings.inference.passes
+    if passes != "off" and deblurrer is None:
+        raise ValueError(f"U-Net passes {passes!r} need a deblurrer")
+    report = ProcessReport(unet_passes=passes, fusion_mode=settings.fusion.mode)
+    timer = _Timer(report)
+
+    # Stage 1: score every frame, pick the first frame among the ring candidates.
+    with timer.stage("blur_score"):
+        scores = [blur_score(f, settings.blur_score.size) for f in burst.frames]
+    report.frames = [
+        FrameRecord(i, info.file, info.role, info.exposure_us, round(s, 4))
+        for i, (info, s) in enumerate(zip(burst.infos, scores, strict=True))
+    ]
+    sel_cfg = settings.selection
+    with timer.stage("select"):
+        candidates = candidate_indices(burst, sel_cfg.frames_before, sel_cfg.frames_after)
+        selection = select_first_frame(
+            [scores[i] for i in candidates],
+            candidates.index(burst.trigger_index),
+            sel_cfg.first_blur_threshold,
+        )
+    selected = candidates[selection.index]
+    report.candidates, report.selected, report.selection_rule = candidates, selected, selection.rule
+
+    # Stage 2: the first deblurred image (or the selected frame itself with the U-Net off).
+    with timer.stage("decode"):
+        first = srgb_to_linear(burst.frames[selected])
+    if passes != "off" and deblurrer is not None:
+        with timer.stage("unet_first"):
+            first = deblurrer.deblur(first, "first")
+        first_score = blur_score(linear_to_srgb(first), settings.blur_score.size)
+        report.deblurred_blur_score = round(first_score, 4)
+    else:
+        first_score = scores[selected]
+
+    # Stage 3: decide which second frames to take.
+    with timer.stage("decide"):
+        decision = decide(first_score, settings.decision)
+        pool, note = _second_frame_pool(burst, decision, candidates, selected)
+    report.decision = {
+        "source": decision.source,
+        "frames": decision.frames,
+        "exposure_us": decision.exposure_us,
+        "reason": decision.reason + (f"; {note}" if note else ""),
+    }
+
+    # Stage 4: register and fuse (linear light).
+    fused = _register_and_fuse(burst, settings, first, first_score, scores, pool, report, timer)
+
+    # Stage 5: finish, then the U-Net once more.
+    with timer.stage("finish"):
+        fused = finish(fused, settings.finishing)
+    if passes == "both" and deblurrer is not None:
+        with timer.stage("unet_second"):
+            fused = deblurrer.deblur(fused, "second")
+    with timer.stage("encode"):
+        image = linear_to_srgb(fused)
+    report.stage_ms["total"] = round(sum(report.stage_ms.values()), 2)
+    return ProcessResult(image, report)
+
+
+def _register_and_fuse(
+    burst: Burst,
+    settings: DeblurdSettings,
+    first: F32,
+    first_score: float,
+    scores: list[float],
+    pool: list[int],
+    report: ProcessReport,
+    timer: _Timer,
+) -> F32:
+    gate = settings.second_frames
+    kept: list[int] = []
+    for i in pool:
+        excess = scores[i] - first_score
+        if excess > gate.max_blur_excess:
+            report.rejected.append(
+                RejectedFrame(i, f"blur score {scores[i]:.3f} exceeds the first frame's "
+                              f"{first_score:.3f} by more than {gate.max_blur_excess}")
+            )
+        else:
+            kept.append(i)
+    if not kept:
+        return first
+
+    with timer.stage("noise"):
+        noise_sigma = estimate_noise_sigma(first)
+    report.noise_sigma = round(float(noise_sigma), 6)
+    registrar = OpenCVRegistrar(settings.registration)
+    with timer.stage("register"):
+        registrar.set_reference(to_gray(linear_to_srgb(first)))
+
+    streamed_ms = 0.0  # registration time spent inside a streaming (sequential) fusion
+
+    def aligned_frames() -> Iterator[AlignedFrame]:
+        nonlocal streamed_ms
+        for i in kept:
+            t0 = time.perf_counter()
+            with timer.stage("register"):
+                reg = registrar.register(to_gray(burst.frames[i]))
+            if not reg.accepted:
+                report.rejected.append(RejectedFrame(i, f"registration: {reg.reason}"))
+                continue
+            with timer.stage("warp"):
+                image, valid = registrar.warp(srgb_to_linear(burst.frames[i]), reg)
+            weight = float(np.exp(-max(0.0, scores[i] - first_score) / gate.sharpness_scale))
+            report.used.append(
+                UsedFrame(i, reg.inliers, round(reg.residual_px, 4), round(weight, 4), 0.0)
+            )
+            streamed_ms += (time.perf_counter() - t0) * 1000.0
+            yield AlignedFrame(image, valid, weight)
+
+    frames = list(aligned_frames()) if settings.fusion.mode == "reference" else aligned_frames()
+    with timer.stage("fuse"):
+        result = fuse(first, frames, settings.fusion, noise_sigma)
+    for used, w in zip(report.used, result.frame_weights, strict=False):
+        used.mean_pixel_weight = round(float(w), 4)
+    if settings.fusion.mode == "sequential":
+        # Registration and warping ran inside the streaming fusion: count them once.
+        report.stage_ms["fuse"] = round(report.stage_ms["fuse"] - streamed_ms, 2)
+    return result.image

@@ -1,0 +1,40 @@
+"""Settings of the U-Net step (stages 2 and 5): which runtime runs which model."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from deblurd.settings.base import Section
+
+
+class OnnxRuntimeSettings(Section):
+    """onnxruntime on the CPU: works on every machine."""
+
+    type: Literal["onnxruntime"] = "onnxruntime"
+    model: str = Field("engines/unet.onnx", description="ONNX model path")
+    threads: int = Field(0, ge=0, le=64, description="intra-op threads, 0 = all cores")
+    tile: int = Field(512, ge=64, le=4096, description="tile side for large images, px")
+
+
+class TensorRTSettings(Section):
+    """TensorRT on Jetson: plans built on the device by `deblurd build-engine`."""
+
+    type: Literal["tensorrt"] = "tensorrt"
+    model: str = Field("engines/unet.onnx", description="ONNX model the plan is built from")
+    fallback_to_onnxruntime: bool = False
+
+
+RuntimeSettings = Annotated[
+    OnnxRuntimeSettings | TensorRTSettings, Field(discriminator="type")
+]
+
+
+class InferenceSettings(Section):
+    """Which U-Net passes run. Off until a trained model ships (never faked)."""
+
+    passes: Literal["off", "first", "both"] = Field(
+        "off", description="off | first (stage 2 only) | both (stage 2 and stage 5)"
+    )
+    runtime: RuntimeSettings = Field(default_factory=OnnxRuntimeSettings)
