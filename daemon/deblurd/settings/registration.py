@@ -1,4 +1,8 @@
-"""Settings of stage 4a: registering second frames to the deblurred first frame."""
+"""Settings of stage 4a: registering second frames to the deblurred first frame.
+
+Pixel distances are **full-resolution pixels** unless a field says otherwise; tracking
+may run on a coarser pyramid level (``tracking_max_side_px``) and the registrar converts.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +20,80 @@ class RegistrationSettings(Section):
         "opencv", description="opencv everywhere; cuda on Jetson; auto = cuda where available"
     )
     levels: int = Field(4, ge=1, le=6, description="pyramid levels (1, 1/2, 1/4, 1/8 for 4)")
-    max_corners: int = Field(1000, ge=16, le=20000, description="Harris corners kept at most")
+    tracking_max_side_px: int = Field(
+        1024,
+        ge=64,
+        le=16384,
+        description="corners and optical flow run on the finest pyramid level whose longer "
+        "side is at most this (1080p: 1/2, 12 MP: 1/4); the homography is scaled back, px",
+    )
+
+    # Corners (on the reference, once per job).
+    max_corners: int = Field(400, ge=16, le=20000, description="Harris corners tracked at most")
+    corner_quality: float = Field(
+        0.01, gt=0.0, lt=1.0, description="Harris response relative to the strongest corner"
+    )
+    corner_min_distance_px: float = Field(
+        8.0, ge=1.0, description="spacing between corners, tracking-level px"
+    )
+    persistence_levels: int = Field(
+        2,
+        ge=0,
+        le=5,
+        description="coarser pyramid levels on which a corner must also be found to be kept "
+        "(0 = no persistence test; clamped to the levels there are)",
+    )
+    persistence_radius_px: float = Field(
+        1.5,
+        gt=0.0,
+        le=4.0,
+        description="a coarser-level corner within this distance confirms a corner, "
+        "measured in that coarser level's px",
+    )
+    grid_cells: int = Field(
+        8, ge=1, le=64, description="grid cells along the longer side used to spread corners"
+    )
+
+    # Tracking (pyramidal Lucas-Kanade, forward and backward).
+    lk_window_px: int = Field(21, ge=5, le=61, description="LK window side, tracking-level px")
+    lk_iterations: int = Field(20, ge=1, le=100, description="LK iterations per level at most")
+    lk_min_eigen: float = Field(
+        1e-3,
+        gt=0.0,
+        description="LK drops a point whose window's smallest gradient eigenvalue "
+        "(normalised by the window area, OpenCV's minEigThreshold) is below this",
+    )
+    fb_max_error_px: float = Field(
+        1.0, gt=0.0, description="forward-backward tracking disagreement that drops a track"
+    )
+
+    # Robust fit and quality gate.
     min_inliers: int = Field(24, ge=8, description="fewer robust inliers rejects the frame")
-    min_inlier_ratio: float = Field(0.4, gt=0.0, le=1.0)
+    min_inlier_ratio: float = Field(
+        0.4, gt=0.0, le=1.0, description="inliers / tracked corners below this rejects"
+    )
     ransac_threshold_px: float = Field(1.5, gt=0.0, description="inlier reprojection error, px")
-    max_residual_px: float = Field(0.9, gt=0.0, description="median inlier residual above this rejects")
+    max_residual_px: float = Field(
+        0.9, gt=0.0, description="median inlier reprojection error above this rejects, px"
+    )
+    max_scale_change: float = Field(
+        0.1,
+        gt=0.0,
+        lt=1.0,
+        description="singular values of the homography's linear part outside 1 +- this "
+        "reject (zoom or shear a handheld burst cannot have)",
+    )
+    max_rotation_deg: float = Field(5.0, gt=0.0, le=90.0, description="larger in-plane rotation rejects, degrees")
+    max_perspective: float = Field(
+        0.05,
+        gt=0.0,
+        description="largest change of the projective divisor across the frame "
+        "(|h20| W + |h21| H) above this rejects",
+    )
+    max_shift_fraction: float = Field(
+        0.15,
+        gt=0.0,
+        le=1.0,
+        description="largest displacement of a frame corner, as a fraction of the frame "
+        "diagonal, above this rejects",
+    )

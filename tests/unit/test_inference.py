@@ -1,0 +1,107 @@
+"""The inference interface: onnxruntime runtime with tiling, on a tiny real ONNX model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deblurd.errors import InferenceError
+from deblurd.inference.base import open_deblurrer
+from deblurd.inference.onnx import OnnxDeblurrer
+from deblurd.inference.tiling import run_tiled
+from deblurd.settings.inference import InferenceSettings, OnnxRuntimeSettings
+
+onnx = pytest.importorskip("onnx")
+
+
+def _box_blur_model(path: Path, with_noise_input: bool = False) -> Path:
+    """A 3x3 depthwise box filter as an ONNX model: input (1,3,H,W) -> (1,3,H,W)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.full((3, 1, 3, 3), 1.0 / 9.0, np.float32)
+    nodes = [helper.make_node("Conv", ["image", "w"], ["out"], group=3, pads=[1, 1, 1, 1])]
+    inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "H", "W"])]
+    if with_noise_input:
+        inputs.append(helper.make_tensor_value_info("noise", TensorProto.FLOAT, [1, 1, "H", "W"]))
+        nodes = [
+            helper.make_node("Conv", ["image", "w"], ["blurred"], group=3, pads=[1, 1, 1, 1]),
+            helper.make_node("Add", ["blurred", "noise"], ["out"]),
+        ]
+    graph = helper.make_graph(
+        nodes, "box", inputs,
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, "H", "W"])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    meta = model.metadata_props.add()
+    meta.key, meta.value = "deblurd.multiple", "8"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_tiled_equals_whole_for_local_filter() -> None:
+    rng = np.random.default_rng(0)
+    img = rng.random((150, 230, 3), dtype=np.float32)
+
+    def shift_invariant(t: np.ndarray) -> np.ndarray:
+        return np.asarray(t * 2.0 + 1.0, dtype=np.float32)
+
+    out = run_tiled(img, shift_invariant, tile=64, overlap=16, multiple=8)
+    np.testing.assert_allclose(out, img * 2.0 + 1.0, atol=1e-5)
+
+
+def test_onnx_runtime_tiled_matches_whole(tmp_path: Path) -> None:
+    model = _box_blur_model(tmp_path / "box.onnx")
+    rng = np.random.default_rng(1)
+    srgb = rng.random((200, 260, 3), dtype=np.float32)
+    whole = OnnxDeblurrer(OnnxRuntimeSettings(model=str(model), tile=1024)).deblur_srgb(srgb)
+    tiled = OnnxDeblurrer(OnnxRuntimeSettings(model=str(model), tile=96)).deblur_srgb(srgb)
+    assert whole.shape == srgb.shape
+    # The 3x3 box filter touches 1 px over a tile border; blending hides it.
+    assert np.abs(tiled - whole).mean() < 1.0 / 255.0
+    inner = (slice(2, -2), slice(2, -2))
+    expected = sum(
+        np.roll(np.roll(srgb, dy, 0), dx, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+    ) / 9.0
+    np.testing.assert_allclose(whole[inner], expected[inner], atol=1e-5)
+
+
+def test_odd_sizes_are_padded_and_cropped(tmp_path: Path) -> None:
+    model = _box_blur_model(tmp_path / "box.onnx")
+    d = OnnxDeblurrer(OnnxRuntimeSettings(model=str(model)))
+    out = d.deblur(np.full((37, 51, 3), 0.5, np.float32), "first")
+    assert out.shape == (37, 51, 3)
+    np.testing.assert_allclose(out[1:-1, 1:-1], 0.5, atol=1e-4)  # zero-padded conv border
+
+
+def test_noise_input_is_fed_per_pass(tmp_path: Path) -> None:
+    model = _box_blur_model(tmp_path / "n.onnx", with_noise_input=True)
+    d = OnnxDeblurrer(OnnxRuntimeSettings(model=str(model)))
+    zeros = np.zeros((16, 16, 3), np.float32)
+    assert d.deblur_srgb(zeros, noise=1.0).mean() == pytest.approx(1.0)
+    assert d.deblur_srgb(zeros, noise=0.0).mean() == pytest.approx(0.0)
+
+
+def test_missing_model_names_file_and_fix(tmp_path: Path) -> None:
+    with pytest.raises(InferenceError, match=r"nope.onnx: ONNX model not found.*passes"):
+        OnnxDeblurrer(OnnxRuntimeSettings(model=str(tmp_path / "nope.onnx")))
+
+
+def test_corrupt_model(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(InferenceError, match=r"bad.onnx: not a loadable ONNX model"):
+        OnnxDeblurrer(OnnxRuntimeSettings(model=str(bad)))
+
+
+def test_too_small_image(tmp_path: Path) -> None:
+    d = OnnxDeblurrer(OnnxRuntimeSettings(model=str(_box_blur_model(tmp_path / "b.onnx"))))
+    with pytest.raises(InferenceError, match="too small"):
+        d.deblur_srgb(np.zeros((4, 40, 3), np.float32))
+
+
+def test_open_deblurrer_off_is_none() -> None:
+    assert open_deblurrer(InferenceSettings()) is None
