@@ -16,16 +16,9 @@ from pathlib import Path
 
 from deblurd import __version__
 from deblurd.errors import ConfigError, DeblurdError
+from deblurd.settings.load import EX_CONFIG, load_settings
 
-EX_USAGE = 2
 EX_FAILURE = 1
-EX_CONFIG = 78
-
-
-def _load_settings(path: str | None):  # type: ignore[no-untyped-def]
-    from deblurd.settings.load import load_settings
-
-    return load_settings(path)
 
 
 def _check_folder(path: str) -> Path:
@@ -50,7 +43,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
     from deblurd.inference.base import open_deblurrer
     from deblurd.pipeline.process import process_burst
 
-    settings = _load_settings(args.config)
+    settings = load_settings(args.config)
     out = _check_output_path(args.output)
     if args.json:
         _check_folder(args.json)
@@ -80,7 +73,7 @@ def _cmd_deblur(args: argparse.Namespace) -> int:
     from deblurd.imaging import linear_to_srgb, read_rgb8, srgb_to_linear, write_image
     from deblurd.inference.base import open_deblurrer
 
-    settings = _load_settings(args.config)
+    settings = load_settings(args.config)
     out = _check_output_path(args.output)
     image = read_rgb8(args.image)
     inference = settings.inference.model_copy(update={"passes": "first"})

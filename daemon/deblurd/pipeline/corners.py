@@ -140,27 +140,46 @@ def spread(points: F32, shape: tuple[int, int], grid: int, cap: int) -> F32:
     return out
 
 
+def persistence_depth(points: F32, pyramid: list[U8], params: CornerParams) -> npt.NDArray[
+    np.intp
+]:
+    """For each base-level point, how many consecutive coarser levels have a corner near it.
+
+    ``pyramid[k]`` is ``2**k`` times coarser than the level of ``points``; a level
+    confirms a point when one of its Harris corners lies within ``params.radius_px`` of
+    it (that level's pixels). Returns ``intp (N,)`` in ``0 .. len(pyramid) - 1``.
+    """
+    depth = np.zeros(len(points), np.intp)
+    alive = np.ones(len(points), np.bool_)
+    for k in range(1, len(pyramid)):
+        if not alive.any():
+            break
+        level = pyramid[k]
+        coarse = harris_corners(level, 0, params.quality, 1.0, max(1, params.margin_px >> k))
+        alive &= persists(points, coarse, level.shape[:2], float(2**k), params.radius_px)
+        depth += alive
+    return depth
+
+
 def persistent_corners(pyramid: list[U8], params: CornerParams) -> F32:
     """Persistent, spread, sub-pixel Harris corners of ``pyramid[0]``, ``float32 (N, 2)``.
 
     ``pyramid`` is the reference pyramid from its base level on (element ``k`` is ``2**k``
     times coarser than element 0). Candidates at the base level are taken generously
-    (8x the budget) so that the persistence test and the grid still leave ``max_corners``.
+    (8x the budget). A candidate's *depth* is the number of consecutive coarser levels
+    that confirm it (see the module docstring); candidates with a depth below
+    ``persistence_levels`` (clamped to the coarser levels there are) are dropped, and
+    deeper ones go first when the grid spreads the budget (then the stronger ones).
     """
     base = pyramid[0]
     candidates = harris_corners(
         base, 8 * params.max_corners, params.quality, params.min_distance_px, params.margin_px
     )
-    confirm = min(params.persistence_levels, len(pyramid) - 1)
-    for k in range(1, confirm + 1):
-        if not len(candidates):
-            break
-        level = pyramid[k]
-        coarse = harris_corners(
-            level, 0, params.quality, 1.0, max(1, params.margin_px >> k)
-        )
-        keep = persists(candidates, coarse, level.shape[:2], float(2**k), params.radius_px)
-        candidates = candidates[keep]
+    depth = persistence_depth(candidates, pyramid, params)
+    required = min(params.persistence_levels, len(pyramid) - 1)
+    keep = depth >= required
+    candidates, depth = candidates[keep], depth[keep]
+    candidates = candidates[np.argsort(-depth, kind="stable")]
     corners = spread(candidates, base.shape[:2], params.grid, params.max_corners)
     if not len(corners):
         return corners

@@ -12,7 +12,7 @@ from deblurd.settings.base import Section
 class OnnxRuntimeSettings(Section):
     """onnxruntime on the CPU: works on every machine."""
 
-    type: Literal["onnxruntime"] = "onnxruntime"
+    type: Literal["onnxruntime"] = Field("onnxruntime", description="runtime tag")
     model: str = Field("engines/unet.onnx", description="ONNX model path")
     threads: int = Field(0, ge=0, le=64, description="intra-op threads, 0 = all cores")
     tile: int = Field(512, ge=64, le=4096, description="tile side for large images, px")
@@ -21,9 +21,11 @@ class OnnxRuntimeSettings(Section):
 class TensorRTSettings(Section):
     """TensorRT on Jetson: plans built on the device by `deblurd build-engine`."""
 
-    type: Literal["tensorrt"] = "tensorrt"
+    type: Literal["tensorrt"] = Field("tensorrt", description="runtime tag")
     model: str = Field("engines/unet.onnx", description="ONNX model the plan is built from")
-    fallback_to_onnxruntime: bool = False
+    fallback_to_onnxruntime: bool = Field(
+        False, description="use onnxruntime when the TensorRT plan cannot be loaded"
+    )
 
 
 RuntimeSettings = Annotated[
@@ -37,4 +39,6 @@ class InferenceSettings(Section):
     passes: Literal["off", "first", "both"] = Field(
         "off", description="off | first (stage 2 only) | both (stage 2 and stage 5)"
     )
-    runtime: RuntimeSettings = Field(default_factory=OnnxRuntimeSettings)
+    runtime: RuntimeSettings = Field(
+        default_factory=OnnxRuntimeSettings, description="the runtime, chosen by its type key"
+    )

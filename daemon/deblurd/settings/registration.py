@@ -31,20 +31,21 @@ class RegistrationSettings(Section):
     # Corners (on the reference, once per job).
     max_corners: int = Field(400, ge=16, le=20000, description="Harris corners tracked at most")
     corner_quality: float = Field(
-        0.01, gt=0.0, lt=1.0, description="Harris response relative to the strongest corner"
+        0.001, gt=0.0, lt=1.0, description="Harris response relative to the strongest corner"
     )
     corner_min_distance_px: float = Field(
         8.0, ge=1.0, description="spacing between corners, tracking-level px"
     )
     persistence_levels: int = Field(
-        2,
+        1,
         ge=0,
         le=5,
-        description="coarser pyramid levels on which a corner must also be found to be kept "
-        "(0 = no persistence test; clamped to the levels there are)",
+        description="consecutive coarser pyramid levels on which a corner must also be found "
+        "to be kept (0 = no test; clamped to the levels there are); corners confirmed on "
+        "more levels are preferred",
     )
     persistence_radius_px: float = Field(
-        1.5,
+        2.0,
         gt=0.0,
         le=4.0,
         description="a coarser-level corner within this distance confirms a corner, "
@@ -69,8 +70,15 @@ class RegistrationSettings(Section):
 
     # Robust fit and quality gate.
     min_inliers: int = Field(24, ge=8, description="fewer robust inliers rejects the frame")
+    min_tracked_ratio: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="tracked / reference corners below this rejects (heavy blur, occlusion, "
+        "another scene: the frame lost too much of the reference's structure)",
+    )
     min_inlier_ratio: float = Field(
-        0.4, gt=0.0, le=1.0, description="inliers / tracked corners below this rejects"
+        0.5, gt=0.0, le=1.0, description="inliers / tracked corners below this rejects"
     )
     ransac_threshold_px: float = Field(1.5, gt=0.0, description="inlier reprojection error, px")
     max_residual_px: float = Field(

@@ -1,0 +1,420 @@
+"""Stage 4a: register second frames to the (deblurred) first frame (DESIGN §1 step 4).
+
+Per job, :meth:`OpenCVRegistrar.set_reference` builds the reference's Gaussian pyramid
+and picks Harris corners that persist across its levels (:mod:`deblurd.pipeline.corners`).
+Per second frame, :meth:`OpenCVRegistrar.register`:
+
+1. builds the frame's pyramid (:mod:`deblurd.pipeline.pyramid`), ``uint8`` from the
+   tracking level on (1/2 resolution at 1080p, 1/4 at 12 MP);
+2. tracks the corners coarse to fine with Lucas–Kanade on that pyramid, then tracks the
+   results back to the reference; a track whose round trip misses its corner by more
+   than ``fb_max_error_px`` is dropped (forward-backward check);
+3. fits a homography robustly (MAGSAC++), refits it by least squares on its inliers and
+   scales it to full resolution;
+4. gates the result: too few tracks or inliers, a low inlier ratio, a high median
+   residual, or a homography that no handheld shake produces (zoom, shear, rotation,
+   perspective or shift beyond limits) *rejects* the frame. A rejection is a
+   :class:`Registration` with ``accepted=False`` and a reason, never an exception:
+   :class:`~deblurd.errors.RegistrationError` is raised only for input that cannot be
+   processed at all (wrong type or shape, no reference set).
+
+:meth:`OpenCVRegistrar.warp` resamples a frame into the reference geometry and says which
+pixels came from inside the frame. :class:`Registrar` is the interface every backend
+(the CUDA one included) implements.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from deblurd.errors import RegistrationError
+from deblurd.pipeline.corners import CornerParams, persistent_corners
+from deblurd.pipeline.pyramid import tracking_level, tracking_pyramid
+from deblurd.settings.registration import RegistrationSettings
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+U8 = npt.NDArray[np.uint8]
+Mask = npt.NDArray[np.bool_]
+
+_MIN_SIDE = 32  # px: smaller frames cannot hold a pyramid and a tracking window
+_RANSAC_ITERS = 2000
+_RANSAC_CONFIDENCE = 0.999
+
+
+@dataclass(frozen=True)
+class Registration:
+    """How one second frame maps onto the reference, and whether it may be fused.
+
+    ``homography``: ``float64 (3, 3)``, maps *moving* full-resolution pixel coordinates
+    ``(x, y, 1)`` to *reference* coordinates (``H[2, 2] == 1``); the identity when no
+    estimate exists, the best estimate otherwise (also when rejected, for diagnostics).
+    ``reason``: why the frame was rejected (``None`` when accepted), e.g.
+    ``"12 inliers < 24"``. ``tracked``: corners that survived tracking and the
+    forward-backward check. ``inliers``: robust inliers among them. ``residual_px``:
+    median reprojection error of the inliers, full-resolution px (``inf`` without a fit).
+    """
+
+    homography: F64
+    accepted: bool
+    reason: str | None
+    tracked: int
+    inliers: int
+    residual_px: float
+
+
+class Registrar(Protocol):
+    """What a registration backend offers (OpenCV here; CUDA on Jetson)."""
+
+    def set_reference(self, gray: F32) -> None:
+        """Take ``gray`` ``float32 (H, W)`` in [0, 1] as the reference of this job."""
+
+    def register(self, gray: F32) -> Registration:
+        """Register a second frame ``float32 (H, W)`` to the reference."""
+
+    def warp(self, image: F32, reg: Registration) -> tuple[F32, F32]:
+        """Resample ``image`` into the reference geometry; ``(warped, valid)``."""
+
+
+def track(
+    prev_pyr: list[U8],
+    next_pyr: list[U8],
+    points: F32,
+    window: int,
+    iterations: int,
+    min_eigen: float,
+) -> tuple[F32, Mask]:
+    """Pyramidal Lucas–Kanade from ``prev_pyr`` to ``next_pyr``, coarse to fine.
+
+    ``points``: ``float32 (N, 2)`` in level-0 pixels of the pyramids (element ``k`` is
+    ``2**k`` times coarser). Returns the tracked positions ``float32 (N, 2)`` (level-0
+    pixels) and ``ok`` (``bool (N,)``). As in OpenCV's own pyramidal LK, a point lost at
+    a coarse level keeps its guess; only the finest level decides ``ok``. The pyramids
+    are ours (built once per image), one ``cv2.calcOpticalFlowPyrLK`` call per level.
+    """
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, iterations, 0.01)
+    top = len(prev_pyr) - 1
+    src = points.reshape(-1, 1, 2).astype(np.float32)
+    guess = src / np.float32(2**top)
+    ok = np.zeros(len(points), np.bool_)
+    for level in range(top, -1, -1):
+        if level < top:
+            guess = guess * np.float32(2.0)
+        at = src / np.float32(2**level) if level else src
+        nxt, status, _err = cv2.calcOpticalFlowPyrLK(
+            prev_pyr[level],
+            next_pyr[level],
+            at,
+            guess.copy(),
+            winSize=(window, window),
+            maxLevel=0,
+            criteria=criteria,
+            flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
+            minEigThreshold=min_eigen,
+        )
+        ok = status.reshape(-1).astype(np.bool_)
+        guess = np.where(ok[:, None, None], nxt, guess).astype(np.float32)
+    h, w = next_pyr[0].shape[:2]
+    out: F32 = guess.reshape(-1, 2)
+    ok &= np.isfinite(out).all(axis=1)
+    ok &= (out[:, 0] >= 0) & (out[:, 0] <= w - 1) & (out[:, 1] >= 0) & (out[:, 1] <= h - 1)
+    return out, ok
+
+
+def reprojection_errors(H: F64, src: F32, dst: F32) -> F64:
+    """``|H src - dst|`` per point, ``float64 (N,)``; ``src``, ``dst`` are ``(N, 2)``."""
+    mapped = cv2.perspectiveTransform(src.reshape(-1, 1, 2).astype(np.float64), H)
+    err: F64 = np.hypot(*(mapped.reshape(-1, 2) - dst.astype(np.float64)).T)
+    return err
+
+
+def fit_homography(src: F32, dst: F32, threshold: float) -> tuple[F64 | None, Mask]:
+    """Robust homography ``dst ~ H src`` and its inliers (errors within ``threshold``).
+
+    MAGSAC++ (``cv2.USAC_MAGSAC``) finds the consensus; the homography is then refitted
+    by least squares (DLT + Levenberg–Marquardt) on the inliers, twice, re-selecting the
+    inliers each time. Returns ``(None, all False)`` when no model is found.
+    """
+    none = np.zeros(len(src), np.bool_)
+    if len(src) < 4:
+        return None, none
+    H, _mask = cv2.findHomography(
+        src, dst, cv2.USAC_MAGSAC, threshold, maxIters=_RANSAC_ITERS,
+        confidence=_RANSAC_CONFIDENCE,
+    )
+    if H is None or not np.isfinite(H).all():
+        return None, none
+    inl = reprojection_errors(H, src, dst) <= threshold
+    for _ in range(2):
+        if inl.sum() < 8:
+            break
+        refit, _ = cv2.findHomography(src[inl], dst[inl], 0)
+        if refit is None or not np.isfinite(refit).all():
+            break
+        H = refit
+        inl = reprojection_errors(H, src, dst) <= threshold
+    out: F64 = np.asarray(H, np.float64) / H[2, 2]
+    return out, inl
+
+
+def scale_homography(H: F64, factor: float) -> F64:
+    """``H`` for coordinates ``factor`` times larger: ``S H S^-1``, ``S = diag(f, f, 1)``."""
+    S = np.diag([factor, factor, 1.0])
+    Si = np.diag([1.0 / factor, 1.0 / factor, 1.0])
+    out: F64 = S @ H @ Si
+    return out / out[2, 2]
+
+
+def implausible(H: F64, shape: tuple[int, int], s: RegistrationSettings) -> str | None:
+    """Why ``H`` (full-resolution, moving → reference) is not handheld shake, or ``None``.
+
+    Tests the linear part at the frame centre (the Jacobian there): singular values within
+    ``1 ± max_scale_change`` (zoom, shear, flips), rotation within ``max_rotation_deg``;
+    the projective divisor's change across the frame, ``|h20| W + |h21| H``, within
+    ``max_perspective``; the displacement of each frame corner within
+    ``max_shift_fraction`` of the diagonal.
+    """
+    h, w = shape
+    if not np.isfinite(H).all() or abs(H[2, 2]) < 1e-12:
+        return "degenerate homography"
+    H = H / H[2, 2]
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    u, v, z = H @ np.array([cx, cy, 1.0])
+    if z <= 1e-6:
+        return "degenerate homography (centre maps to infinity)"
+    J = np.array(
+        [
+            [H[0, 0] - u / z * H[2, 0], H[0, 1] - u / z * H[2, 1]],
+            [H[1, 0] - v / z * H[2, 0], H[1, 1] - v / z * H[2, 1]],
+        ]
+    ) / z
+    if np.linalg.det(J) <= 0:
+        return "degenerate homography (mirror or collapse)"
+    sv = np.linalg.svd(J, compute_uv=False)
+    if abs(sv[0] - 1) > s.max_scale_change or abs(sv[1] - 1) > s.max_scale_change:
+        return (
+            f"scale/shear {sv[1]:.3f}..{sv[0]:.3f} outside 1 ± {s.max_scale_change:g}"
+        )
+    angle = math.degrees(math.atan2(J[1, 0] - J[0, 1], J[0, 0] + J[1, 1]))
+    if abs(angle) > s.max_rotation_deg:
+        return f"rotation {angle:.2f}° beyond ±{s.max_rotation_deg:g}°"
+    persp = abs(H[2, 0]) * w + abs(H[2, 1]) * h
+    if persp > s.max_perspective:
+        return f"perspective {persp:.3f} > {s.max_perspective:g}"
+    corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
+    mapped = cv2.perspectiveTransform(corners.reshape(-1, 1, 2), H).reshape(-1, 2)
+    shift = float(np.hypot(*(mapped - corners).T).max())
+    limit = s.max_shift_fraction * math.hypot(w, h)
+    if shift > limit:
+        return f"shift {shift:.0f} px > {limit:.0f} px"
+    return None
+
+
+def warp_homography(image: F32, H: F64, ones: U8 | None = None) -> tuple[F32, F32]:
+    """Resample ``image`` (``float32 (H, W)`` or ``(H, W, C)``) through ``H`` (moving →
+    reference), bilinear, into the same size.
+
+    Returns ``(warped, valid)``: ``warped`` has ``image``'s shape and dtype; ``valid`` is
+    ``float32 (H, W)``, 1 where all four bilinear taps lie inside the moving frame, else
+    0 (outside pixels of ``warped`` replicate the frame border). ``ones`` is an optional
+    preallocated ``uint8`` all-255 image of size ``(H, W)``.
+    """
+    h, w = image.shape[:2]
+    inv = np.linalg.inv(H)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    if image.ndim == 2 or image.shape[2] <= 4:
+        warped = cv2.warpPerspective(image, inv, (w, h), flags=flags,
+                                     borderMode=cv2.BORDER_REPLICATE)
+        warped = warped.reshape(image.shape)
+    else:  # OpenCV resamples up to 4 channels at a time
+        parts = [
+            cv2.warpPerspective(np.ascontiguousarray(image[..., c : c + 4]), inv, (w, h),
+                                flags=flags, borderMode=cv2.BORDER_REPLICATE)
+            .reshape(h, w, -1)
+            for c in range(0, image.shape[2], 4)
+        ]
+        warped = np.concatenate(parts, axis=2)
+    if ones is None or ones.shape != (h, w):
+        ones = np.full((h, w), 255, np.uint8)
+    m = cv2.warpPerspective(ones, inv, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                            borderValue=0)
+    valid: F32 = (m == 255).astype(np.float32)
+    out: F32 = warped.astype(np.float32, copy=False)
+    return out, valid
+
+
+class OpenCVRegistrar:
+    """The CPU registrar: OpenCV Harris, pyramidal LK, MAGSAC++ (see the module docstring).
+
+    Not thread-safe: one registrar per job (the reference is its state). After each
+    :meth:`set_reference` / :meth:`register` / :meth:`warp`, ``stage_ms`` holds the
+    milliseconds its stages took (``pyramid``, ``corners``, ``lk``, ``homography``,
+    ``warp``), for reports and benchmarks.
+    """
+
+    def __init__(self, settings: RegistrationSettings) -> None:
+        self.settings = settings
+        self.stage_ms: dict[str, float] = {}
+        self._shape: tuple[int, int] | None = None
+        self._base = 0
+        self._ref_pyr: list[U8] = []
+        self._corners: F32 = np.empty((0, 2), np.float32)
+        self._ones: U8 | None = None
+
+    @property
+    def corners(self) -> F32:
+        """Reference corners, ``float32 (N, 2)``, full-resolution ``(x, y)`` pixels."""
+        out: F32 = self._corners * np.float32(2**self._base)
+        return out
+
+    @property
+    def tracking_level(self) -> int:
+        """Pyramid level corners and LK run on (0 = full resolution)."""
+        return self._base
+
+    def set_reference(self, gray: F32) -> None:
+        """Build the reference pyramid and its persistent corners (once per job).
+
+        ``gray``: ``float32 (H, W)`` in [0, 1]. A reference with few or no corners is not
+        an error: every :meth:`register` then rejects with that reason.
+        """
+        _check_gray(gray, "reference")
+        s = self.settings
+        self.stage_ms = {}
+        t0 = time.perf_counter()
+        shape = (int(gray.shape[0]), int(gray.shape[1]))
+        self._base = tracking_level(shape, s.tracking_max_side_px, s.levels)
+        self._ref_pyr = tracking_pyramid(gray, s.levels, self._base)
+        t1 = time.perf_counter()
+        params = CornerParams(
+            max_corners=s.max_corners,
+            quality=s.corner_quality,
+            min_distance_px=s.corner_min_distance_px,
+            margin_px=s.lk_window_px // 2 + 1,
+            persistence_levels=s.persistence_levels,
+            radius_px=s.persistence_radius_px,
+            grid=s.grid_cells,
+        )
+        self._corners = persistent_corners(self._ref_pyr, params)
+        self._shape = shape
+        self.stage_ms = {"pyramid": _ms(t0, t1), "corners": _ms(t1, time.perf_counter())}
+
+    def register(self, gray: F32) -> Registration:
+        """Register ``gray`` (``float32 (H, W)`` in [0, 1], the reference's size).
+
+        Returns the homography moving → reference and whether the frame may be fused.
+        """
+        if self._shape is None:
+            raise RegistrationError("register() before set_reference()")
+        _check_gray(gray, "frame", self._shape)
+        s = self.settings
+        scale = float(2**self._base)
+        self.stage_ms = {}
+        n = len(self._corners)
+        if n < s.min_inliers:
+            return _rejected(f"reference has {n} corners < {s.min_inliers}", 0, 0)
+
+        t0 = time.perf_counter()
+        pyr = tracking_pyramid(gray, s.levels, self._base)
+        t1 = time.perf_counter()
+        args = (s.lk_window_px, s.lk_iterations, s.lk_min_eigen)
+        fwd, ok_f = track(self._ref_pyr, pyr, self._corners, *args)
+        back, ok_b = track(pyr, self._ref_pyr, fwd, *args)
+        fb = np.hypot(*(back - self._corners).T) * scale
+        good = ok_f & ok_b & (fb <= s.fb_max_error_px)
+        src, dst = fwd[good], self._corners[good]
+        tracked = len(src)
+        t2 = time.perf_counter()
+        self.stage_ms = {"pyramid": _ms(t0, t1), "lk": _ms(t1, t2)}
+        if tracked < s.min_inliers:
+            self.stage_ms["homography"] = 0.0
+            return _rejected(f"{tracked} of {n} corners tracked < {s.min_inliers}", tracked, 0)
+        if tracked < s.min_tracked_ratio * n:
+            self.stage_ms["homography"] = 0.0
+            return _rejected(
+                f"{tracked} of {n} corners tracked: ratio {tracked / n:.2f} < "
+                f"{s.min_tracked_ratio:g}", tracked, 0,
+            )
+
+        H_b, inl = fit_homography(src, dst, s.ransac_threshold_px / scale)
+        reg = self._judge(H_b, inl, src, dst, scale)
+        self.stage_ms["homography"] = _ms(t2, time.perf_counter())
+        return reg
+
+    def _judge(self, H_b: F64 | None, inl: Mask, src: F32, dst: F32, scale: float) -> Registration:
+        """Scale the tracking-level fit to full resolution and apply the quality gate."""
+        s = self.settings
+        tracked, inliers = len(src), int(inl.sum())
+        if H_b is None:
+            return _rejected("no homography found", tracked, 0)
+        H = scale_homography(H_b, scale)
+        residual = (
+            float(np.median(reprojection_errors(H_b, src[inl], dst[inl]))) * scale
+            if inliers else math.inf
+        )
+        assert self._shape is not None
+        reason: str | None = None
+        if inliers < s.min_inliers:
+            reason = f"{inliers} inliers < {s.min_inliers}"
+        elif inliers / tracked < s.min_inlier_ratio:
+            reason = f"inlier ratio {inliers / tracked:.2f} < {s.min_inlier_ratio:g}"
+        elif residual > s.max_residual_px:
+            reason = f"median residual {residual:.2f} px > {s.max_residual_px:g} px"
+        else:
+            reason = implausible(H, self._shape, s)
+        return Registration(H, reason is None, reason, tracked, inliers, residual)
+
+    def warp(self, image: F32, reg: Registration) -> tuple[F32, F32]:
+        """Resample ``image`` into the reference geometry with ``reg.homography``.
+
+        ``image``: ``float32 (H, W)`` or ``(H, W, C)``, the reference's size (any
+        radiometry: gray, linear RGB …). Returns ``(warped, valid)``: ``warped`` of
+        ``image``'s shape, ``valid`` ``float32 (H, W)`` in {0, 1}, 1 where the warped
+        pixel came from inside the moving frame. Warps whatever ``reg.accepted`` says.
+        """
+        if self._shape is None:
+            raise RegistrationError("warp() before set_reference()")
+        if (
+            not isinstance(image, np.ndarray)
+            or image.dtype != np.float32
+            or image.ndim not in (2, 3)
+            or image.shape[:2] != self._shape
+        ):
+            raise RegistrationError(
+                f"warp expects float32 {self._shape} or {self._shape} x C, got "
+                f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
+            )
+        t0 = time.perf_counter()
+        if self._ones is None:
+            self._ones = np.full(self._shape, 255, np.uint8)
+        out = warp_homography(image, np.asarray(reg.homography, np.float64), self._ones)
+        self.stage_ms = {"warp": _ms(t0, time.perf_counter())}
+        return out
+
+
+def _check_gray(gray: F32, what: str, shape: tuple[int, int] | None = None) -> None:
+    """Raise :class:`RegistrationError` unless ``gray`` is ``float32 (H, W)`` of ``shape``."""
+    if not isinstance(gray, np.ndarray) or gray.dtype != np.float32 or gray.ndim != 2:
+        raise RegistrationError(
+            f"{what} must be a float32 (H, W) gray image, got "
+            f"{getattr(gray, 'dtype', type(gray).__name__)} {getattr(gray, 'shape', '')}"
+        )
+    if min(gray.shape) < _MIN_SIDE:
+        raise RegistrationError(f"{what} {gray.shape} is smaller than {_MIN_SIDE} px")
+    if shape is not None and gray.shape != shape:
+        raise RegistrationError(f"{what} is {gray.shape}, the reference is {shape}")
+
+
+def _rejected(reason: str, tracked: int, inliers: int) -> Registration:
+    return Registration(np.eye(3), False, reason, tracked, inliers, math.inf)
+
+
+def _ms(t0: float, t1: float) -> float:
+    return (t1 - t0) * 1000.0

@@ -1,0 +1,240 @@
+"""Camera shake of a handheld camera: a smooth random rotation over time.
+
+The camera only rotates (a hand shakes the camera by a fraction of a degree; the
+translation of a few millimetres is negligible for anything farther than a metre), so a
+view is a homography of the reference view: ``H = K R K⁻¹``.
+
+**Pose** ``(yaw, pitch, roll)``, radians: the rotation that maps the reference view's
+rays onto the current view's rays. To first order, scene content moves by
+``(f·yaw, f·pitch)`` px (``f`` the focal length in px; +x right, +y down) and turns by
+``roll`` about the principal point (positive: clockwise on screen, y pointing down).
+
+**Motion model** (all of it smooth: sums of random-phase sinusoids, deterministic by seed):
+
+* *tremor*: physiological hand tremor, 1–12 Hz, most of its energy around 6–10 Hz. It
+  is elliptical in the yaw/pitch plane (a hand shakes mostly along one direction): a
+  major component along a random direction and a minor one (``minor_ratio`` of it)
+  across. Its amplitude is modulated by a slow log-normal envelope (0.2–1.2 Hz), so
+  some moments are calmer than others. Because the tremor oscillates, its speed passes
+  through near zero at the turning points: some frames are almost sharp and their
+  neighbours are not, as in real handheld bursts.
+* *roll tremor*: the same kind of process about the optical axis, ``roll_ratio`` of the
+  yaw/pitch speed (it blurs the corners, not the centre).
+* *drift*: a slow wander (0.1–0.8 Hz), ``drift_ratio`` of the tremor speed.
+
+**Shake level** ``shake_deg_s``: the RMS angular speed of the yaw/pitch tremor, deg/s
+(the envelope is normalised to unit mean square). The image-plane speed at the centre is
+about ``shake · π/180 · f`` px/s, so the blur of an exposure ``T`` is about
+``shake · π/180 · f · T`` px at its RMS (e.g. 20 deg/s, ``f`` = 1536 px, 8 ms: ≈ 4.3 px).
+0 is a tripod. Physiological tremor of a careful grip is a few deg/s; one-handed,
+pressing the button or in a moving vehicle it reaches tens of deg/s.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from deblurd.errors import SimulationError
+
+F64 = npt.NDArray[np.float64]
+Pose = tuple[float, float, float]
+
+_TREMOR_BAND_HZ = (1.0, 12.0)
+_TREMOR_PEAK_HZ = 8.0
+_ENVELOPE_BAND_HZ = (0.2, 1.2)
+_DRIFT_BAND_HZ = (0.1, 0.8)
+
+
+@dataclass(frozen=True)
+class Sines:
+    """A sum of sinusoids ``Σ a·sin(2π f t + φ)``: ``freq_hz``, ``amp``, ``phase`` of shape (K,)."""
+
+    freq_hz: F64
+    amp: F64
+    phase: F64
+
+    def value(self, t_s: F64) -> F64:
+        """Value at times ``t_s`` (N,) → (N,)."""
+        arg = 2.0 * np.pi * np.outer(t_s, self.freq_hz) + self.phase
+        out: F64 = np.sin(arg) @ self.amp
+        return out
+
+    def scaled(self, factor: float) -> Sines:
+        return Sines(self.freq_hz, self.amp * factor, self.phase)
+
+
+def random_sines(
+    rng: np.random.Generator,
+    count: int,
+    band_hz: tuple[float, float],
+    *,
+    rms_speed: float | None = None,
+    rms_value: float | None = None,
+    peak_hz: float | None = None,
+) -> Sines:
+    """``count`` sinusoids with log-uniform frequencies in ``band_hz`` and random phases.
+
+    Exactly one of ``rms_speed`` (RMS of the derivative, units/s) or ``rms_value`` (RMS
+    of the value) sets the scale. ``peak_hz`` weights the components' speed by a bump
+    around that frequency (a band-limited spectrum, like hand tremor's).
+    """
+    lo, hi = band_hz
+    freq = np.exp(rng.uniform(math.log(lo), math.log(hi), count))
+    phase = rng.uniform(0.0, 2.0 * np.pi, count)
+    weight = rng.uniform(0.5, 1.0, count)
+    if peak_hz is not None:
+        weight = weight * (0.3 + np.exp(-0.5 * ((freq - peak_hz) / 3.0) ** 2))
+    weight = weight / math.sqrt(float(np.sum(weight**2)) / 2.0)  # unit RMS of the weighted sum
+    if rms_speed is not None:
+        amp = weight * rms_speed / (2.0 * np.pi * freq)
+    elif rms_value is not None:
+        amp = weight * rms_value
+    else:
+        raise SimulationError("random_sines needs rms_speed or rms_value")
+    return Sines(freq, amp, phase)
+
+
+@dataclass(frozen=True)
+class ShakeTrajectory:
+    """A handheld camera's rotation over time (see the module docstring for the model).
+
+    Build with :meth:`random`; evaluate with :meth:`pose_at` (one time) or :meth:`poses`
+    (vectorised). Times are seconds on any axis (the burst's first frame starts at 0).
+    """
+
+    shake_deg_s: float
+    major: Sines
+    minor: Sines
+    direction_rad: float
+    roll: Sines
+    envelope: Sines
+    envelope_sigma: float
+    drift_yaw: Sines
+    drift_pitch: Sines
+    drift_roll: Sines
+
+    @classmethod
+    def random(
+        cls,
+        shake_deg_s: float,
+        seed: int,
+        *,
+        minor_ratio: float = 0.35,
+        roll_ratio: float = 0.3,
+        drift_ratio: float = 0.12,
+        envelope_sigma: float = 0.5,
+    ) -> ShakeTrajectory:
+        """A trajectory with RMS yaw/pitch tremor speed ``shake_deg_s`` (deg/s), by seed."""
+        if not math.isfinite(shake_deg_s) or shake_deg_s < 0:
+            raise SimulationError(f"shake must be a finite level ≥ 0 deg/s, got {shake_deg_s}")
+        if seed < 0:
+            raise SimulationError(f"seed must be ≥ 0, got {seed}")
+        rng = np.random.default_rng([seed, 1])
+        speed = math.radians(shake_deg_s)
+        # major² + minor² = 1 in mean square: the yaw/pitch speed has RMS `speed`.
+        major_share = 1.0 / math.sqrt(1.0 + minor_ratio**2)
+        major = random_sines(
+            rng, 10, _TREMOR_BAND_HZ, rms_speed=speed * major_share, peak_hz=_TREMOR_PEAK_HZ
+        )
+        minor = random_sines(
+            rng,
+            10,
+            _TREMOR_BAND_HZ,
+            rms_speed=speed * major_share * minor_ratio,
+            peak_hz=_TREMOR_PEAK_HZ,
+        )
+        direction = float(rng.uniform(0.0, np.pi))
+        roll = random_sines(
+            rng, 8, _TREMOR_BAND_HZ, rms_speed=speed * roll_ratio, peak_hz=_TREMOR_PEAK_HZ
+        )
+        envelope = random_sines(rng, 4, _ENVELOPE_BAND_HZ, rms_value=1.0)
+        drift = speed * drift_ratio
+        drift_yaw = random_sines(rng, 4, _DRIFT_BAND_HZ, rms_speed=drift / math.sqrt(2.0))
+        drift_pitch = random_sines(rng, 4, _DRIFT_BAND_HZ, rms_speed=drift / math.sqrt(2.0))
+        drift_roll = random_sines(rng, 4, _DRIFT_BAND_HZ, rms_speed=drift * roll_ratio)
+        return cls(
+            shake_deg_s=shake_deg_s,
+            major=major,
+            minor=minor,
+            direction_rad=direction,
+            roll=roll,
+            envelope=envelope,
+            envelope_sigma=envelope_sigma,
+            drift_yaw=drift_yaw,
+            drift_pitch=drift_pitch,
+            drift_roll=drift_roll,
+        )
+
+    def poses(self, t_s: npt.ArrayLike) -> F64:
+        """Poses at times ``t_s`` (N,) s → ``float64 (N, 3)``: yaw, pitch, roll in radians."""
+        t = np.atleast_1d(np.asarray(t_s, dtype=np.float64))
+        s = self.envelope_sigma
+        env = np.exp(s * self.envelope.value(t) - s * s)  # log-normal, unit mean square
+        a = self.major.value(t) * env
+        b = self.minor.value(t) * env
+        c, d = math.cos(self.direction_rad), math.sin(self.direction_rad)
+        out = np.empty((t.size, 3), dtype=np.float64)
+        out[:, 0] = c * a - d * b + self.drift_yaw.value(t)
+        out[:, 1] = d * a + c * b + self.drift_pitch.value(t)
+        out[:, 2] = self.roll.value(t) * env + self.drift_roll.value(t)
+        return out
+
+    def pose_at(self, t_s: float) -> Pose:
+        """The pose ``(yaw, pitch, roll)`` in radians at time ``t_s`` (s)."""
+        p = self.poses(np.array([t_s]))[0]
+        return float(p[0]), float(p[1]), float(p[2])
+
+    def samples(self, t0_s: float, t1_s: float, rate_hz: float = 1000.0) -> F64:
+        """The trajectory sampled on ``[t0_s, t1_s]``: ``float64 (N, 4)`` rows
+        ``(t_s, yaw, pitch, roll)``, angles in radians."""
+        n = max(2, int(math.ceil((t1_s - t0_s) * rate_hz)) + 1)
+        t = np.linspace(t0_s, t1_s, n)
+        return np.column_stack([t, self.poses(t)])
+
+
+def intrinsics(focal_px: float, width: int, height: int) -> F64:
+    """Camera matrix ``K`` (3, 3): focal ``focal_px`` px, principal point at the image
+    centre ``((W−1)/2, (H−1)/2)`` (pixel centres at integer coordinates, as in OpenCV)."""
+    return np.array(
+        [[focal_px, 0.0, (width - 1) / 2.0], [0.0, focal_px, (height - 1) / 2.0], [0, 0, 1]],
+        dtype=np.float64,
+    )
+
+
+def rotations(poses: npt.ArrayLike) -> F64:
+    """Rotation matrices ``(N, 3, 3)`` of poses ``(N, 3)`` (yaw, pitch, roll; rad):
+    ``R = Rz(roll) · Rx(pitch) · Ry(yaw)``, oriented so that positive yaw moves content
+    to +x, positive pitch to +y (down), positive roll turns it clockwise on screen."""
+    p = np.atleast_2d(np.asarray(poses, dtype=np.float64))
+    yaw, pitch, roll = p[:, 0], p[:, 1], p[:, 2]
+    n = p.shape[0]
+    cy, sy = np.cos(yaw), np.sin(yaw)
+    cp, sp = np.cos(pitch), np.sin(pitch)
+    cr, sr = np.cos(roll), np.sin(roll)
+    zero, one = np.zeros(n), np.ones(n)
+    ry = np.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], axis=1).reshape(n, 3, 3)
+    rx = np.stack([one, zero, zero, zero, cp, sp, zero, -sp, cp], axis=1).reshape(n, 3, 3)
+    rz = np.stack([cr, -sr, zero, sr, cr, zero, zero, zero, one], axis=1).reshape(n, 3, 3)
+    out: F64 = rz @ rx @ ry
+    return out
+
+
+def homographies(poses: npt.ArrayLike, focal_px: float, width: int, height: int) -> F64:
+    """``K R K⁻¹`` for poses ``(N, 3)`` → ``(N, 3, 3)``: maps reference-view pixels to the
+    posed view's pixels (the forward map ``cv2.warpPerspective`` expects)."""
+    k = intrinsics(focal_px, width, height)
+    out: F64 = k @ rotations(poses) @ np.linalg.inv(k)
+    return out
+
+
+def homography(pose: Pose | npt.ArrayLike, focal_px: float, width: int, height: int) -> F64:
+    """The homography ``K R K⁻¹`` (3, 3) of one pose (yaw, pitch, roll; rad) for a
+    rotation-only camera of focal ``focal_px`` px and image size ``width × height`` px."""
+    if focal_px <= 0 or width <= 0 or height <= 0:
+        raise SimulationError(f"bad camera: focal {focal_px} px, size {width}x{height}")
+    out: F64 = homographies(np.asarray(pose, dtype=np.float64).reshape(1, 3), focal_px, width, height)[0]
+    return out

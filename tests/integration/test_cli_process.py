@@ -1,0 +1,173 @@
+"""`deblurd process` / `simulate` / `check-config` end to end, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from deblurd.cli import main
+from deblurd.imaging import read_rgb8
+
+
+@pytest.fixture(scope="module")
+def sim_burst(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sim") / "burst"
+    rc = main(["simulate", str(out), "--seed", "5", "--width", "320", "--height", "240",
+               "--frames", "7", "--extra", "3"])
+    assert rc == 0
+    return out
+
+
+def test_simulate_writes_burst_and_truth_beside_it(sim_burst: Path) -> None:
+    doc = json.loads((sim_burst / "burst.json").read_text())
+    assert doc["version"] == 1 and len(doc["frames"]) == 10
+    assert [f["role"] for f in doc["frames"]].count("extra") == 3
+    truth = sim_burst.parent / (sim_burst.name + ".truth")
+    assert truth.is_dir() and not (sim_burst / "truth.json").exists()
+
+
+def test_process_writes_image_and_report(sim_burst: Path, tmp_path: Path) -> None:
+    out, report = tmp_path / "out.png", tmp_path / "report.json"
+    assert main(["process", str(sim_burst), "-o", str(out), "--json", str(report)]) == 0
+    image = read_rgb8(out)
+    assert image.shape == (240, 320, 3)
+    rep = json.loads(report.read_text())
+    assert len(rep["frames"]) == 10
+    assert all(isinstance(f["blur_score"], float) for f in rep["frames"])
+    assert rep["selected"] in rep["candidates"]
+    assert rep["decision"]["source"] in ("ring", "extra") and rep["decision"]["reason"]
+    for stage in ("blur_score", "select", "decide", "finish", "encode", "total"):
+        assert stage in rep["stage_ms"]
+    used = {u["index"] for u in rep["used"]}
+    rejected = {r["index"] for r in rep["rejected"]}
+    assert rep["selected"] not in used | rejected
+    assert all(r["reason"] for r in rep["rejected"])
+    assert used, "a plain simulated burst should register"
+
+
+def test_process_is_sharper_and_cleaner_than_the_selected_frame(
+    sim_burst: Path, tmp_path: Path
+) -> None:
+    out, report = tmp_path / "out.png", tmp_path / "r.json"
+    assert main(["process", str(sim_burst), "-o", str(out), "--json", str(report)]) == 0
+    selected = json.loads(report.read_text())["selected"]
+    truth = read_rgb8(sim_burst.parent / (sim_burst.name + ".truth") / f"{selected:03d}.png")
+    frame = read_rgb8(sim_burst / f"{selected:03d}.png")
+    result = read_rgb8(out)
+    crop = (slice(16, -16), slice(16, -16))
+
+    def mse(a: np.ndarray) -> float:
+        return float(np.mean((a[crop].astype(np.float64) - truth[crop]) ** 2))
+
+    assert mse(result) < 0.8 * mse(frame)
+
+
+def _fresh_copy(src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "copy"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _bad_cases() -> list[tuple[str, str]]:
+    return [
+        ("missing_frame", "003.png: no such file"),
+        ("not_json", "not valid JSON"),
+        ("missing_field", "missing field 'trigger_index'"),
+        ("trigger_out_of_range", "out of range"),
+        ("different_size", "differs"),
+        ("gray_png", "3 channels"),
+        ("empty", "'frames' is empty"),
+    ]
+
+
+@pytest.mark.parametrize(("case", "message"), _bad_cases())
+def test_bad_burst_one_clear_message_no_output(
+    case: str, message: str, sim_burst: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    burst = _fresh_copy(sim_burst, tmp_path)
+    doc = json.loads((burst / "burst.json").read_text())
+    if case == "missing_frame":
+        (burst / "003.png").unlink()
+    elif case == "not_json":
+        (burst / "burst.json").write_text("{")
+    elif case == "missing_field":
+        del doc["trigger_index"]
+    elif case == "trigger_out_of_range":
+        doc["trigger_index"] = 99
+    elif case == "different_size":
+        cv2.imwrite(str(burst / "002.png"), np.zeros((100, 100, 3), np.uint8))
+    elif case == "gray_png":
+        cv2.imwrite(str(burst / "002.png"), np.zeros((240, 320), np.uint8))
+    elif case == "empty":
+        doc["frames"] = []
+    if case in ("missing_field", "trigger_out_of_range", "empty"):
+        (burst / "burst.json").write_text(json.dumps(doc))
+    out = tmp_path / "out.png"
+    assert main(["process", str(burst), "-o", str(out), "--json", str(tmp_path / "r.json")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not out.exists() and not (tmp_path / "r.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.png")]
+
+
+def test_output_in_missing_folder(sim_burst: Path, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["process", str(sim_burst), "-o", str(tmp_path / "no" / "o.png")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_nothing_registers_still_gives_selected_frame(tmp_path: Path) -> None:
+    """Unrelated random frames: every second frame rejected, the selected frame comes out."""
+    from deblurd.burstdir import Burst, FrameInfo, frame_names, write_burst
+
+    rng = np.random.default_rng(3)
+    base = cv2.GaussianBlur(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8), (0, 0), 1.0)
+    frames = [base] + [
+        cv2.GaussianBlur(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8), (0, 0), 1.0)
+        for _ in range(4)
+    ]
+    infos = [FrameInfo(n, i * 33_000_000, 8000, 4.0) for i, n in enumerate(frame_names(5))]
+    burst = write_burst(tmp_path / "b", Burst(frames, infos, 0))
+    out, rep = tmp_path / "o.png", tmp_path / "r.json"
+    assert main(["process", str(burst), "-o", str(out), "--json", str(rep)]) == 0
+    report = json.loads(rep.read_text())
+    assert report["used"] == []
+    assert len(report["rejected"]) >= 1
+    np.testing.assert_array_equal(read_rgb8(out), frames[report["selected"]])
+
+
+def test_console_script_runs(sim_burst: Path, tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "deblurd"
+    if not exe.exists():
+        pytest.skip("console script not installed in this environment")
+    proc = subprocess.run([str(exe), "process", str(sim_burst), "-o", str(tmp_path / "o.png")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "selected" in proc.stdout
+
+
+def test_check_config_exit_78(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[fusion]\nmode = "averag"\n')
+    assert main(["check-config", str(bad)]) == 78
+    assert "fusion.mode" in capsys.readouterr().err
+    good = tmp_path / "good.toml"
+    good.write_text("")
+    assert main(["check-config", str(good)]) == 0
+
+
+def test_process_with_bad_config_exits_78(sim_burst: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[registration]\nlevles = 3\n")
+    assert main(["process", str(sim_burst), "-o", str(tmp_path / "o.png"),
+                 "--config", str(bad)]) == 78
+    assert "registration.levles" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
