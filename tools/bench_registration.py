@@ -19,12 +19,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import resource
 import statistics
 import time
 import tracemalloc
 from collections import defaultdict
+from typing import Any
 
 import cv2
 import numpy as np
@@ -40,8 +42,7 @@ F64 = npt.NDArray[np.float64]
 def scene(width: int, height: int, seed: int) -> F32:
     """A textured linear RGB scene ``float32 (H, W, 3)`` in [0, 1]."""
     try:
-        from skimage import data
-
+        data: Any = importlib.import_module("skimage.data")
         photos = [
             data.astronaut(), data.coffee(), data.chelsea(), data.rocket(),
             np.dstack([data.camera()] * 3), data.immunohistochemistry(),
@@ -87,12 +88,12 @@ def shake(rng: np.random.Generator, width: int, height: int) -> F64:
 
 def motion_kernel(rng: np.random.Generator, length: float) -> F32:
     """Linear motion blur of ``length`` px, centred exactly (symmetric bilinear splats)."""
-    r = int(math.ceil(length / 2)) + 2
+    r = math.ceil(length / 2) + 2
     k = np.zeros((2 * r + 1, 2 * r + 1), np.float64)
     ang = rng.uniform(0, math.pi)
     for t in np.linspace(-length / 2, length / 2, int(8 * length) + 1):
         x, y = r + t * math.cos(ang), r + t * math.sin(ang)
-        x0, y0 = int(math.floor(x)), int(math.floor(y))
+        x0, y0 = math.floor(x), math.floor(y)
         fx, fy = x - x0, y - y0
         k[y0, x0] += (1 - fx) * (1 - fy)
         k[y0, x0 + 1] += fx * (1 - fy)
@@ -127,10 +128,13 @@ def bench(width: int, height: int, pairs: int, seed: int, settings: Registration
     moving: list[tuple[F64, F32, F32]] = []
     for _ in range(pairs):
         H = shake(rng, width, height)
-        warped = cv2.warpPerspective(clean, H, (width, height),
-                                     flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
-                                     borderMode=cv2.BORDER_REFLECT)
-        warped = cv2.filter2D(warped, -1, motion_kernel(rng, blur))
+        warped = np.asarray(
+            cv2.warpPerspective(clean, H, (width, height),
+                                flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_REFLECT),
+            np.float32,
+        )
+        warped = np.asarray(cv2.filter2D(warped, -1, motion_kernel(rng, blur)), np.float32)
         warped += rng.normal(0, sigma, warped.shape).astype(np.float32)
         moving.append((H, gray(warped), np.clip(warped, 0, 1)))
 
@@ -165,11 +169,13 @@ def bench(width: int, height: int, pairs: int, seed: int, settings: Registration
     tracemalloc.stop()
 
     def fmt(d: dict[str, list[float]]) -> str:
-        return "  ".join(f"{k} {statistics.median(v):6.2f}" for k, v in d.items())
+        return "  ".join(
+            f"{k} {statistics.median(v):6.2f} ({min(v):.2f})" for k, v in d.items() if v
+        )
 
     mp = width * height / 1e6
     print(f"== {width}x{height} ({mp:.1f} MP), tracking level {reg.tracking_level}, "
-          f"{len(reg.corners)} corners, {pairs} pairs (median ms)")
+          f"{len(reg.corners)} corners, {pairs} pairs (median ms, min in brackets)")
     print(f"  set_reference: {fmt(ref_ms)}")
     order = ["pyramid", "lk", "homography", "register", "warp"]
     print(f"  per pair:      {fmt({k: pair_ms[k] for k in order})}")

@@ -9,7 +9,7 @@ Usage::
 
 Scenes are scikit-image's bundled photos (evaluation only: scikit-image is a dev
 dependency, never the daemon's). Each photo is simulated by :mod:`deblurd.sim` at every
-shake level (``--levels``, multiples of the simulator's default shake) with a seed of its
+shake level (``--levels``, multiples of the simulator's default shake, 30 deg/s) with a seed of its
 own, plus one burst per photo with a moving subject (a face, at ``--subject-level``);
 bursts at levels ≥ ``--extra-from-level`` also capture the long-exposure ``extra``
 frames. On every burst it runs the pipeline (``process_burst``, default settings or
@@ -54,9 +54,10 @@ from deblurd.evaluation.baselines import (
     sharpest_index,
     trigger_frame,
 )
-from deblurd.evaluation.metrics import psnr, ssim
+from deblurd.evaluation.metrics import crop_border, psnr, ssim
 from deblurd.imaging import atomic_write_bytes, srgb_to_linear, write_image
 from deblurd.settings.models import DeblurdSettings
+from deblurd.sim.burst import DEFAULT_SHAKE_DEG_S, SimParams, SimulatedBurst, simulate_burst
 
 U8 = npt.NDArray[np.uint8]
 Mask = npt.NDArray[np.bool_]
@@ -166,21 +167,34 @@ def sheet_case_indices(cases: Sequence[Case], rows: int) -> list[int]:
 # ------------------------------------------------------------------------ simulation
 
 
-def simulate(case: Case, size: tuple[int, int]) -> Any:
-    """Simulate the burst of ``case`` at ``size`` = ``(width, height)``; a SimulatedBurst."""
-    from deblurd.sim.burst import SimParams, simulate_burst
+EXTRA_FRAMES = 8  # long-exposure frames of an "extra" burst (the decision table's most)
 
+
+def simulate(case: Case, size: tuple[int, int]) -> SimulatedBurst:
+    """Simulate the burst of ``case`` at ``size`` = ``(width, height)``.
+
+    Shake ``case.level × DEFAULT_SHAKE_DEG_S``; the photo is fitted to the view (plus the
+    simulator's margin) by the simulator; other parameters are the simulator's defaults
+    (9 ring frames at 8 ms, trigger in the middle; extra frames at 32 ms).
+    """
     width, height = size
     scene = srgb_to_linear(load_photo(case.photo))
     params = SimParams(
         width=width,
         height=height,
         seed=case.seed,
-        shake=case.level,
+        shake=case.level * DEFAULT_SHAKE_DEG_S,
         subject=case.subject,
-        extra_frames=None if case.extra else 0,
+        extra_frames=EXTRA_FRAMES if case.extra else 0,
     )
     return simulate_burst(params, scene)
+
+
+def _subject_mask(sim: SimulatedBurst, index: int) -> Mask | None:
+    """The subject's mask in frame ``index`` (``bool (H, W)``), or None without a subject."""
+    if sim.subject_masks is None:
+        return None
+    return np.asarray(sim.subject_masks[index] > 127, np.bool_)
 
 
 # ------------------------------------------------------------------------ one burst
@@ -282,10 +296,9 @@ def evaluate_burst(
     for method, (image, ref) in outputs.items():
         truth = sim.truth[ref]
         score = MethodScore(ref, psnr(image, truth, border=border), ssim(image, truth, border))
-        if case.subject:
-            mask = np.asarray(sim.subject_masks[ref], np.bool_)
-            if mask.any():
-                score.psnr_subject = psnr(image, truth, mask=mask, border=border)
+        mask = _subject_mask(sim, ref)
+        if mask is not None and crop_border(mask, border).any():
+            score.psnr_subject = psnr(image, truth, mask=mask, border=border)
         scores[method] = score
 
     rep = result.report
@@ -305,8 +318,7 @@ def evaluate_burst(
     )
     if want_crops:
         sel_truth = sim.truth[rep.selected]
-        face = np.asarray(sim.subject_masks[rep.selected], np.bool_) if case.subject else None
-        x, y, cw, ch = _crop_box(sel_truth, face)
+        x, y, cw, ch = _crop_box(sel_truth, _subject_mask(sim, rep.selected))
         res.crop_box = (x, y, cw, ch)
         res.crops["truth"] = sel_truth[y : y + ch, x : x + cw].copy()
         for method, (image, _ref) in outputs.items():

@@ -1,10 +1,59 @@
-"""Stage 1a: the frequency-domain blur score (higher = blurrier). Prototype."""
+"""Stage 1a: the frequency-domain blur score of a frame (higher = blurrier).
+
+The score is the level difference, in decibels, between the low-frequency and the
+high-frequency part of the frame's power spectrum, measured on a fixed-size downsample so
+that it does not depend on the frame's resolution.
+
+Exact formula (``g`` = gray analysis image, ``s × s`` pixels, sRGB-encoded values)::
+
+    g      = area-resize(centre square crop of gray(frame)) to s × s, s = min(size, short side)
+    x      = (g - mean(g)) · hann(s) ⊗ hann(s)
+    P(k)   = |rfft2(x)(k)|²                       k: spatial frequency in cycles / analysis px
+    N      = median{ P(k) : |k| ≥ 0.55 } / ln 2    white-noise floor, from the spectrum's corners
+    S_b    = mean{ P(k) : k in ring b } - N        noise-corrected signal power of ring b
+    rings  : LOW  = 6 log-spaced rings covering |k| in [0.02, 0.06)
+             HIGH = 12 log-spaced rings covering |k| in [0.10, 0.45)
+    S_low  = mean_{b in LOW} S_b
+    floor  = max(0.1 · N, 1e-6 · S_low)
+    score  = 10 · ( log10 S_low - mean_{b in HIGH} log10 max(S_b, floor) )      [dB]
+
+Why this form: the literal "mean high amplitude minus mean low amplitude" is not monotonic
+in blur (heavy blur shrinks the low term too, and it dominates). A *ratio* of levels is
+invariant to exposure, gain and contrast, and grows with blur as long as the low rings stay
+below the blur's cut-off; the log-spaced high rings give every octave the same weight, so
+light blur (which only touches the top octave) and heavy blur (which empties the top
+octave and works down) both move the score. Sensor noise would otherwise fill the high
+rings with a flat floor that stops the score from rising: the floor ``N`` is estimated from
+the corner frequencies (beyond the Nyquist circle, where natural images carry little
+signal) and subtracted, and rings that sink under it are clipped to a fixed fraction of
+it, so at a given noise level the score keeps rising with blur while any ring still holds
+signal. The score is capped at 60 dB (no structure left, or an image without any).
+
+Scale (``size`` = 512, the default; measured on scikit-image's photos and procedural
+natural-like scenes at 1920×1080, 8-bit, light noise, see ``tests/unit/test_blur.py`` and
+``tools/bench_blur.py``)::
+
+    sharp natural photo        18 - 30 dB   (scene-dependent: smooth scenes score higher)
+    2 px motion blur at 1080p  + ~1 dB      over the same scene sharp
+    5 px motion blur           + ~3 dB
+    10 px motion blur          + ~5.5 dB    (disk / Gaussian blur of the same size: more)
+
+Blur is measured in analysis pixels: a blur of ``L`` px on a frame whose short side is
+``H`` counts as ``L · size / H``. Within one scene (a burst) the score ranks blur reliably
+(monotonic up to blur sizes of about 1.5 % of the short side, at noise up to several 8-bit
+codes); across different scenes the sharp level varies by about ±6 dB, so absolute
+thresholds are coarse. Frames smaller than ``size`` are scored at their own resolution
+(never upsampled). The centre square of the frame is scored (the subject is usually there;
+handheld blur covers the whole frame).
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import cv2
 import numpy as np
@@ -12,84 +61,151 @@ import numpy.typing as npt
 
 from deblurd.errors import ImageError
 
-F32 = npt.NDArray[np.float32]
+F32Image = npt.NDArray[np.float32]
 
-_BIN = 0.025
-_LOW = (0.025, 0.075)
-_HIGH = (0.10, 0.45)
-_NOISE_R = 0.55
-_FLOOR_NOISE = 0.25
-_FLOOR_RANGE = 1e-6
-_MAX_ASPECT = 2.0
+DEFAULT_SIZE = 512
+"""Default side of the square analysis image, px (also ``BlurScoreSettings.size``)."""
+
+MIN_SIDE = 64
+"""Smallest short side an image (and ``size``) may have, px."""
+
+MAX_SCORE_DB = 60.0
+"""The score's ceiling: no measurable structure left in the high band (or the image)."""
+
+LOW_BAND = (0.02, 0.06)
+"""Low band, cycles per analysis pixel (10 - 31 cycles per image side at size 512)."""
+
+HIGH_BAND = (0.10, 0.45)
+"""High band, cycles per analysis pixel."""
+
+NOISE_MIN_FREQ = 0.55
+"""Frequencies at or above this (cycles per analysis pixel) estimate the noise floor."""
+
+_LOW_RINGS = 6
+_HIGH_RINGS = 12
+_FLOOR_NOISE = 0.1
+_FLOOR_RANGE = 10.0 ** (-MAX_SCORE_DB / 10.0)
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Per-shape constants: window, ring label of every rfft2 bin, ring sizes, noise mask."""
+
+    window: F32Image
+    labels: npt.NDArray[np.intp]
+    counts: npt.NDArray[np.float64]
+    noise: npt.NDArray[np.bool_]
 
 
 @lru_cache(maxsize=8)
-def _geometry(h: int, w: int) -> tuple[F32, npt.NDArray[np.intp], npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
-    win = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
+def _geometry(h: int, w: int) -> _Geometry:
+    window = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
     fy = np.fft.fftfreq(h)[:, None]
     fx = np.fft.rfftfreq(w)[None, :]
-    r = np.hypot(fx, fy)
-    nbins = int(math.ceil(0.5 / _BIN))
-    idx = np.minimum((r / _BIN).astype(np.intp), nbins).ravel()
-    counts = np.bincount(idx, minlength=nbins + 1).astype(np.float64)
-    noise = (r >= _NOISE_R).ravel()
-    return win, idx, counts, noise
+    r = np.hypot(fx, fy).ravel()
+    n_rings = _LOW_RINGS + _HIGH_RINGS
+    labels = np.full(r.shape, n_rings, dtype=np.intp)  # n_rings = "not in any ring"
+    for first, n, (lo, hi) in ((0, _LOW_RINGS, LOW_BAND), (_LOW_RINGS, _HIGH_RINGS, HIGH_BAND)):
+        edges = np.geomspace(lo, hi, n + 1)
+        ring = np.searchsorted(edges, r, side="right") - 1
+        inside = (ring >= 0) & (ring < n)
+        labels[inside] = first + ring[inside]
+    counts = np.bincount(labels, minlength=n_rings + 1).astype(np.float64)
+    noise = r >= NOISE_MIN_FREQ
+    for arr in (window, labels, counts, noise):
+        arr.setflags(write=False)
+    return _Geometry(window, labels, counts, noise)
 
 
-def downsample_gray(image: npt.NDArray[np.generic], size: int) -> F32:
+def analysis_image(image: npt.NDArray[np.generic], size: int = DEFAULT_SIZE) -> F32Image:
+    """The gray analysis image that is scored: ``float32 (s, s)``, values in [0, 1] for uint8.
+
+    ``image``: ``uint8 (H, W, 3)`` sRGB frame, or ``float32`` gray ``(H, W)`` / RGB
+    ``(H, W, 3)`` (sRGB-encoded values; encode linear light first with
+    ``deblurd.imaging.linear_to_srgb_float``). The centre square is area-resized to
+    ``s = min(size, min(H, W))``.
+    """
+    if not MIN_SIDE <= size <= 8192:
+        raise ValueError(f"size must be in [{MIN_SIDE}, 8192], got {size}")
     arr = np.asarray(image)
-    if arr.ndim == 3:
-        if arr.shape[2] != 3:
-            raise ImageError(f"expected (H, W, 3) image, got shape {arr.shape}")
-    elif arr.ndim != 2:
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
         raise ImageError(f"expected (H, W) or (H, W, 3) image, got shape {arr.shape}")
     h, w = arr.shape[:2]
-    if h > w * _MAX_ASPECT:
-        c = int(w * _MAX_ASPECT)
-        arr = arr[(h - c) // 2 : (h - c) // 2 + c]
-    elif w > h * _MAX_ASPECT:
-        c = int(h * _MAX_ASPECT)
-        arr = arr[:, (w - c) // 2 : (w - c) // 2 + c]
-    h, w = arr.shape[:2]
-    short = min(h, w)
-    s = min(size, short)
-    nh, nw = (s, max(1, round(w * s / h))) if h <= w else (max(1, round(h * s / w)), s)
-    if arr.dtype == np.uint8:
-        if arr.ndim == 3:
-            arr = cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_RGB2GRAY)
-        small = cv2.resize(arr, (nw, nh), interpolation=cv2.INTER_AREA) if (nh, nw) != (h, w) else arr
-        return small.astype(np.float32) * np.float32(1 / 255)
-    f = arr.astype(np.float32)
-    if f.ndim == 3:
-        f = cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY)
-    if (nh, nw) != (h, w):
-        f = cv2.resize(f, (nw, nh), interpolation=cv2.INTER_AREA)
-    return f
+    side = min(h, w)
+    if side < MIN_SIDE:
+        raise ImageError(f"image {w}x{h} too small to score (short side < {MIN_SIDE} px)")
+    top, left = (h - side) // 2, (w - side) // 2
+    crop = arr[top : top + side, left : left + side]
+    is_u8 = crop.dtype == np.uint8
+    if not is_u8:
+        if not np.issubdtype(crop.dtype, np.floating):
+            raise ImageError(f"expected uint8 or float image, got {crop.dtype}")
+        crop = crop.astype(np.float32, copy=False)
+    if crop.ndim == 3:
+        crop = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    gray = _area_resize(crop, min(size, side))
+    if is_u8:
+        return gray.astype(np.float32) * np.float32(1.0 / 255.0)
+    out = np.array(gray, dtype=np.float32)  # a private copy, never a view of the input
+    if not np.isfinite(out).all():
+        raise ImageError("image contains NaN or infinite values")
+    return out
 
 
-def radial_power(gray: F32) -> tuple[npt.NDArray[np.float64], float]:
+def _area_resize(gray: npt.NDArray[Any], s: int) -> npt.NDArray[Any]:
+    """Area-downsample a square gray image to ``s × s``: exact 2×2 box halvings while the
+    side stays ≥ 2s (OpenCV's fast path; identical to one area resize by a power of two),
+    then one area resize of the remaining factor in [1, 2) in float32."""
+    img = gray
+    while img.shape[0] >= 2 * s:
+        even = img.shape[0] - img.shape[0] % 2
+        half = even // 2
+        img = cv2.resize(img[:even, :even], (half, half), interpolation=cv2.INTER_AREA)
+    if img.shape[0] != s:
+        img = cv2.resize(img.astype(np.float32), (s, s), interpolation=cv2.INTER_AREA)
+    return img
+
+
+def ring_powers(gray: F32Image) -> tuple[npt.NDArray[np.float64], float]:
+    """Mean spectral power of each ring (``LOW`` rings, then ``HIGH``) and the noise floor.
+
+    ``gray``: the analysis image ``float32 (s, s)``. Powers are of the mean-removed,
+    Hann-windowed image (arbitrary but consistent units); the noise floor ``N`` is in the
+    same units. Ring powers are *not* noise-corrected here.
+    """
     h, w = gray.shape
-    win, idx, counts, noise = _geometry(h, w)
-    g = (gray - np.float32(gray.mean())) * win
-    spec = np.fft.rfft2(g)
-    p = (spec.real**2 + spec.imag**2).ravel()
-    prof = np.bincount(idx, weights=p, minlength=counts.size) / np.maximum(counts, 1)
-    nf = float(np.median(p[noise])) / math.log(2) if noise.any() else 0.0
-    return prof, nf
+    geo = _geometry(h, w)
+    x = (gray - np.float32(gray.mean())) * geo.window
+    spec = np.fft.rfft2(x)
+    power = (spec.real * spec.real + spec.imag * spec.imag).ravel()
+    sums = np.bincount(geo.labels, weights=power, minlength=geo.counts.size)
+    rings = sums[:-1] / np.maximum(geo.counts[:-1], 1.0)
+    noise = float(np.median(power[geo.noise])) / math.log(2.0) if geo.noise.any() else 0.0
+    return rings, noise
 
 
-def blur_score(image: npt.NDArray[np.generic], size: int = 256) -> float:
-    gray = downsample_gray(image, size)
-    prof, nf = radial_power(gray)
-    lo = int(_LOW[0] / _BIN), int(round(_LOW[1] / _BIN))
-    hi = int(round(_HIGH[0] / _BIN)), int(round(_HIGH[1] / _BIN))
-    p_low = float(prof[lo[0] : lo[1]].mean()) - nf
-    if p_low <= 0:
-        return 3.0
-    floor = max(_FLOOR_NOISE * nf, _FLOOR_RANGE * p_low)
-    s = np.maximum(prof[hi[0] : hi[1]] - nf, floor)
-    return 0.5 * (math.log10(p_low) - float(np.mean(np.log10(s))))
+def blur_score(image: npt.NDArray[np.generic], size: int = DEFAULT_SIZE) -> float:
+    """Blur score of one frame in dB, higher = blurrier (see the module docstring).
+
+    ``image``: ``uint8 (H, W, 3)`` sRGB RGB frame, or ``float32 (H, W)`` gray /
+    ``(H, W, 3)`` RGB of sRGB-encoded values (scale does not matter: the score is a ratio).
+    ``size``: side of the analysis square, px; thresholds are tied to it.
+    Returns a float in (-inf, 60]; typical values in the module docstring.
+    Raises :class:`ImageError` for a wrong shape/dtype, a too-small or non-finite image.
+    """
+    rings, noise = ring_powers(analysis_image(image, size))
+    signal = rings - noise
+    s_low = float(signal[:_LOW_RINGS].mean())
+    floor = max(_FLOOR_NOISE * noise, _FLOOR_RANGE * s_low)
+    if s_low <= 0.0 or s_low <= floor or not math.isfinite(s_low):
+        return MAX_SCORE_DB
+    high = np.maximum(signal[_LOW_RINGS:], floor)
+    score = 10.0 * (math.log10(s_low) - float(np.mean(np.log10(high))))
+    return min(score, MAX_SCORE_DB)
 
 
-def blur_scores(frames: Sequence[npt.NDArray[np.generic]], size: int = 256) -> list[float]:
-    return [blur_score(f, size) for f in frames]
+def blur_scores(
+    frames: Sequence[npt.NDArray[np.generic]], size: int = DEFAULT_SIZE
+) -> list[float]:
+    """:func:`blur_score` of each frame, in order."""
+    return [blur_score(frame, size) for frame in frames]

@@ -1,18 +1,28 @@
 """Harris corners that persist across pyramid levels, spread over the image (stage 4a).
 
-A corner is worth tracking when it is a real structure of the scene, not a noise blip
-or a fine texture that blur removes. Harris corners are found on every level of the
-reference pyramid; a corner on the base level (the finest level that is tracked) is
-**persistent** when each of the next ``persistence_levels`` coarser levels has a Harris
-corner within ``radius_px`` of it, measured in that coarser level's pixels (the base
-point ``p`` is compared with corners ``q`` of level ``k`` as ``|p / 2**k - q| <= r``:
-the same tolerance of ``r`` coarse pixels, ``r * 2**k`` base pixels). Noise corners do
-not survive the low-pass of the pyramid; corners of the scene do, shifted by at most a
-pixel or so as the blur grows.
+A corner is worth tracking when it is a structure of the scene, not a noise blip or a
+fine texture that blur removes. Corners are local maxima of the Harris response
+(``cv2.cornerHarris``, non-maximum suppression over ``min_distance_px``) above a
+threshold: ``quality`` times the strongest response of the base level (the finest
+level that is tracked). The response is computed on every level of the reference
+pyramid, and the **same absolute threshold** is used on all of them.
+
+**Persistence.** A base-level corner ``p`` is confirmed by level ``k`` (``2**k`` times
+coarser) when level ``k`` has a corner ``q`` (3x3 local maximum above the threshold)
+with ``|p / 2**k - q| <= radius_px``: the tolerance is ``radius_px`` pixels *of the
+coarser level*, ``radius_px * 2**k`` base pixels, because corners drift by about a
+pixel of their level as the pyramid blurs them. A corner's *depth* is the number of
+consecutive coarser levels that confirm it; corners with a depth below
+``persistence_levels`` are dropped. Pixel noise loses 2x of its amplitude per level and
+16x of its Harris response, so its corners do not reach the threshold two levels up,
+while the corners of shapes do (``tests/unit/test_registration.py`` measures both: with
+the test, no corner of a noisy flat region is kept; without it, noise takes most of the
+budget).
 
 Persistent corners are then spread over the image with a grid (each cell gives its
-best corners in turn, so one textured region cannot take the whole budget), capped,
-and refined to sub-pixel accuracy with ``cv2.cornerSubPix``.
+best corner in turn, deeper corners first, then stronger ones, so one textured region
+cannot take the whole budget), capped at ``max_corners``, and refined to sub-pixel
+accuracy with ``cv2.cornerSubPix``.
 
 All coordinates are ``(x, y)`` pixel coordinates of the base level, ``float32 (N, 2)``.
 """
@@ -36,9 +46,9 @@ _SUBPIX_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.01)
 class CornerParams:
     """How corners are detected, filtered and spread (see the module docstring).
 
-    ``max_corners``: corners returned at most. ``quality``: Harris response relative to
-    the strongest one in the level (``goodFeaturesToTrack``'s ``qualityLevel``).
-    ``min_distance_px``: base-level pixels between corners. ``margin_px``: base-level
+    ``max_corners``: corners returned at most. ``quality``: Harris response threshold
+    relative to the strongest base-level response. ``min_distance_px``: non-maximum
+    suppression radius, base-level pixels. ``margin_px``: base-level
     pixels kept free at the border (the tracking window must fit). ``persistence_levels``:
     coarser levels that must confirm a corner (0 = no persistence test).
     ``radius_px``: confirmation tolerance, in the coarser level's pixels. ``grid``: cells
@@ -55,33 +65,34 @@ class CornerParams:
     subpix_window_px: int = 5
 
 
-def harris_corners(
-    image: U8, max_count: int, quality: float, min_distance: float, margin: int
-) -> F32:
-    """Harris corners of one level, strongest first, as ``float32 (N, 2)`` integer pixels.
+def harris_response(image: U8) -> F32:
+    """Harris corner response ``float32 (h, w)`` of one ``uint8`` level (3x3 Sobel, 3x3
+    block, ``k = 0.04``), in that level's own pixel units."""
+    return np.asarray(cv2.cornerHarris(image, 3, 3, _HARRIS_K), np.float32)
 
-    Non-maximum suppression and the relative quality threshold are
-    ``cv2.goodFeaturesToTrack``'s (``useHarrisDetector=True``, ``k=0.04``, 3x3 block).
-    ``max_count <= 0`` means no limit. Pixels within ``margin`` of the border are skipped.
+
+def harris_corners(
+    response: F32, threshold: float, nms_radius: int, margin: int, max_count: int = 0
+) -> F32:
+    """Local maxima of a Harris ``response`` above ``threshold``, strongest first.
+
+    A corner is the largest response within ``nms_radius`` pixels (a square window) and
+    lies at least ``margin`` pixels from the border. ``max_count > 0`` keeps the
+    strongest that many. Returns ``float32 (N, 2)`` integer ``(x, y)`` pixels.
     """
-    h, w = image.shape
-    if h <= 2 * margin + 2 or w <= 2 * margin + 2:
+    h, w = response.shape
+    if h <= 2 * margin + 2 or w <= 2 * margin + 2 or not threshold < float(response.max()):
         return np.empty((0, 2), np.float32)
-    mask = np.zeros((h, w), np.uint8)
-    mask[margin : h - margin, margin : w - margin] = 255
-    found = cv2.goodFeaturesToTrack(
-        image,
-        maxCorners=max(0, max_count),
-        qualityLevel=quality,
-        minDistance=min_distance,
-        mask=mask,
-        blockSize=3,
-        useHarrisDetector=True,
-        k=_HARRIS_K,
-    )
-    if found is None:
-        return np.empty((0, 2), np.float32)
-    out: F32 = found.reshape(-1, 2).astype(np.float32)
+    size = 2 * nms_radius + 1
+    peaks = cv2.dilate(response, cv2.getStructuringElement(cv2.MORPH_RECT, (size, size)))
+    is_max = (response >= peaks) & (response > threshold)
+    inner = is_max[margin : h - margin, margin : w - margin]
+    ys, xs = np.nonzero(inner)
+    strength = response[ys + margin, xs + margin]
+    order = np.argsort(-strength, kind="stable")
+    if max_count > 0:
+        order = order[:max_count]
+    out: F32 = np.stack([xs[order] + margin, ys[order] + margin], axis=1).astype(np.float32)
     return out
 
 
@@ -114,10 +125,10 @@ def persists(points: F32, coarse: F32, coarse_shape: tuple[int, int], scale: flo
 
 
 def spread(points: F32, shape: tuple[int, int], grid: int, cap: int) -> F32:
-    """At most ``cap`` of ``points`` (strongest first), spread over a grid of cells.
+    """At most ``cap`` of ``points`` (given best first), spread over a grid of cells.
 
     The image is cut into ``grid`` cells along its longer side (square cells). Cells
-    give their strongest corner, then their second strongest, and so on, until ``cap``
+    give their best corner, then their second best, and so on, until ``cap``
     corners are taken: sparse regions keep what they have, textured regions cannot
     crowd them out, and the budget is still used when many cells are empty.
     """
@@ -130,24 +141,25 @@ def spread(points: F32, shape: tuple[int, int], grid: int, cap: int) -> F32:
     cell_id = (points[:, 1] // cell).astype(np.intp) * cols + (points[:, 0] // cell).astype(
         np.intp
     )
-    order = np.argsort(cell_id, kind="stable")  # strength order kept inside each cell
+    order = np.argsort(cell_id, kind="stable")  # priority order kept inside each cell
     sorted_ids = cell_id[order]
     first = np.searchsorted(sorted_ids, sorted_ids, side="left")
     rank = np.empty(n, np.intp)
     rank[order] = np.arange(n) - first
-    keep = np.lexsort((np.arange(n), rank))[:cap]  # by rank in cell, then strength
+    keep = np.lexsort((np.arange(n), rank))[:cap]  # by rank in cell, then priority
     out: F32 = points[np.sort(keep)]
     return out
 
 
-def persistence_depth(points: F32, pyramid: list[U8], params: CornerParams) -> npt.NDArray[
-    np.intp
-]:
+def persistence_depth(points: F32, pyramid: list[U8], threshold: float, params: CornerParams
+                      ) -> npt.NDArray[np.intp]:
     """For each base-level point, how many consecutive coarser levels have a corner near it.
 
-    ``pyramid[k]`` is ``2**k`` times coarser than the level of ``points``; a level
-    confirms a point when one of its Harris corners lies within ``params.radius_px`` of
-    it (that level's pixels). Returns ``intp (N,)`` in ``0 .. len(pyramid) - 1``.
+    ``pyramid[k]`` is ``2**k`` times coarser than the level of ``points``. Level ``k``
+    confirms a point when one of its Harris corners (3x3 local maxima of the response
+    above the *same absolute* ``threshold`` as the base level) lies within
+    ``params.radius_px`` of it, in that level's pixels. Returns ``intp (N,)`` in
+    ``0 .. len(pyramid) - 1``.
     """
     depth = np.zeros(len(points), np.intp)
     alive = np.ones(len(points), np.bool_)
@@ -155,7 +167,7 @@ def persistence_depth(points: F32, pyramid: list[U8], params: CornerParams) -> n
         if not alive.any():
             break
         level = pyramid[k]
-        coarse = harris_corners(level, 0, params.quality, 1.0, max(1, params.margin_px >> k))
+        coarse = harris_corners(harris_response(level), threshold, 1, 1)
         alive &= persists(points, coarse, level.shape[:2], float(2**k), params.radius_px)
         depth += alive
     return depth
@@ -165,17 +177,21 @@ def persistent_corners(pyramid: list[U8], params: CornerParams) -> F32:
     """Persistent, spread, sub-pixel Harris corners of ``pyramid[0]``, ``float32 (N, 2)``.
 
     ``pyramid`` is the reference pyramid from its base level on (element ``k`` is ``2**k``
-    times coarser than element 0). Candidates at the base level are taken generously
-    (8x the budget). A candidate's *depth* is the number of consecutive coarser levels
-    that confirm it (see the module docstring); candidates with a depth below
-    ``persistence_levels`` (clamped to the coarser levels there are) are dropped, and
-    deeper ones go first when the grid spreads the budget (then the stronger ones).
+    times coarser than element 0). The response threshold is ``params.quality`` times
+    the strongest base-level response, and the same absolute value on every coarser
+    level. Candidates (``8 * max_corners`` at most) whose depth
+    (:func:`persistence_depth`) is below ``persistence_levels`` (clamped to the coarser
+    levels there are) are dropped; deeper ones go first when the grid spreads the budget,
+    then the stronger ones.
     """
     base = pyramid[0]
+    response = harris_response(base)
+    threshold = params.quality * max(float(response.max()), 0.0)
     candidates = harris_corners(
-        base, 8 * params.max_corners, params.quality, params.min_distance_px, params.margin_px
+        response, threshold, max(1, round(params.min_distance_px)), params.margin_px,
+        8 * params.max_corners,
     )
-    depth = persistence_depth(candidates, pyramid, params)
+    depth = persistence_depth(candidates, pyramid, threshold, params)
     required = min(params.persistence_levels, len(pyramid) - 1)
     keep = depth >= required
     candidates, depth = candidates[keep], depth[keep]

@@ -23,6 +23,7 @@ frames were averaged than where only the reference counted
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import cv2
 import numpy as np
@@ -34,6 +35,14 @@ from deblurd.settings.fusion import FinishingSettings
 
 F32Image = npt.NDArray[np.float32]
 NoiseSpec = float | NoiseModel | npt.NDArray[np.floating] | None
+
+
+_MEAN3 = np.full((1, 3), 1.0 / 3.0, np.float32)
+
+
+def _f32(arr: object) -> F32Image:
+    """An OpenCV result typed as the float32 array it is (no copy)."""
+    return cast(F32Image, arr)
 
 
 def _ksize(sigma: float) -> int:
@@ -50,7 +59,9 @@ def _highpass_gain(sigma: float) -> float:
     return float(np.sum(g * g))
 
 
-def _noise_variance(noise: NoiseModel | float | npt.NDArray[np.floating], level: F32Image) -> F32Image:
+def _noise_variance(
+    noise: NoiseModel | float | npt.NDArray[np.floating], level: F32Image
+) -> F32Image:
     """Noise variance per pixel, ``float32 (H, W)``, for the local intensity ``level``."""
     if isinstance(noise, NoiseModel):
         return noise.variance(level)
@@ -82,8 +93,7 @@ def sharpen(
     if not math.isfinite(amount) or amount < 0.0:
         raise ImageError(f"sharpen amount must be finite and >= 0, got {amount}")
     if amount == 0.0:
-        out0: F32Image = image  # type: ignore[assignment]
-        return out0
+        return cast(F32Image, image)
     if not math.isfinite(sigma_px) or sigma_px <= 0.0:
         raise ImageError(f"sharpen sigma must be > 0 px, got {sigma_px}")
     arr = np.asarray(image)
@@ -93,19 +103,19 @@ def sharpen(
         raise ImageError(f"expected a linear float image, got {arr.dtype}")
     x: F32Image = np.ascontiguousarray(arr, dtype=np.float32)
     k = _ksize(sigma_px)
-    blurred: F32Image = cv2.GaussianBlur(x, (k, k), sigma_px, borderType=cv2.BORDER_REFLECT)
-    detail: F32Image = cv2.subtract(x, blurred)
+    blurred = _f32(cv2.GaussianBlur(x, (k, k), sigma_px, borderType=cv2.BORDER_REFLECT))
+    detail = _f32(cv2.subtract(x, blurred))
     if noise_sigma is None:
         detail *= np.float32(amount)
     else:
-        sq = cv2.multiply(detail, detail)
+        sq = _f32(cv2.multiply(detail, detail))
         level = blurred
         if x.ndim == 3:
-            sq = cv2.transform(sq, np.full((1, 3), 1.0 / 3.0, np.float32))
-            level = cv2.transform(blurred, np.full((1, 3), 1.0 / 3.0, np.float32))
+            sq = _f32(cv2.transform(sq, _MEAN3))
+            level = _f32(cv2.transform(blurred, _MEAN3))
         se = 2.0 * sigma_px
         ke = _ksize(se)
-        energy = cv2.GaussianBlur(sq, (ke, ke), se, borderType=cv2.BORDER_REFLECT)
+        energy = _f32(cv2.GaussianBlur(sq, (ke, ke), se, borderType=cv2.BORDER_REFLECT))
         noise_energy = _noise_variance(noise_sigma, level) * np.float32(_highpass_gain(sigma_px))
         ratio = energy / np.maximum(noise_energy, np.float32(1e-12))
         t = np.clip((ratio - np.float32(2.0)) * np.float32(0.5), 0.0, 1.0)
@@ -130,8 +140,7 @@ def finish(
     function is estimated from the image itself. Amount 0 returns ``image`` unchanged.
     """
     if settings.sharpen_amount == 0.0:
-        out: F32Image = image  # type: ignore[assignment]
-        return out
+        return cast(F32Image, image)
     noise: NoiseSpec = None
     if settings.sharpen_noise_aware:
         noise = noise_sigma if noise_sigma is not None else estimate_noise_model(image)

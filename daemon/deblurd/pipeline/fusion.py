@@ -57,7 +57,7 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import ImageError
-from deblurd.pipeline.noise import NoiseModel, estimate_noise_model
+from deblurd.pipeline.noise import NoiseModel, estimate_noise_model, estimate_noise_sigma
 from deblurd.settings.fusion import FusionSettings
 
 F32Image = npt.NDArray[np.float32]
@@ -67,7 +67,21 @@ _EXPOSURE_TOLERANCE = 0.005
 #: Exposure matching: only reference intensities in this range vote (no noise floor,
 #: no clipping).
 _EXPOSURE_RANGE = (0.02, 0.9)
-_EXPOSURE_MAX_SAMPLES = 100_000
+_EXPOSURE_MAX_SAMPLES = 50_000
+#: Detail test: side of the box (half-resolution cells) over which the squared
+#: differences are averaged: 5×5 cells = 10×10 pixels × 3 channels = 300 samples, so the
+#: energy ratio is known to ±8 % (1 std) on static pixels.
+_DETAIL_BOX = 5
+#: Noise calibration: samples on the sparse grid, luma bins at most, samples per bin at
+#: least, the median of χ²₁, the flattest fraction of a bin that votes, the smallest
+#: variance factor, and the measured factor from which on the model is left alone.
+_CALIB_SAMPLES = 60_000
+_CALIB_BINS = 8
+_CALIB_MIN_BIN = 1_000
+_CHI2_1_MEDIAN = 0.4549364
+_CALIB_FLAT_FRACTION = 0.3
+_CALIB_MIN = 1.0 / 16.0
+_CALIB_DEAD_ZONE = 0.8
 
 
 @dataclass(frozen=True)
@@ -151,7 +165,7 @@ def _gaussian_ksize(sigma: float) -> int:
 
 def _flat_top(stat: F32Image, lo: float, hi: float) -> F32Image:
     """``(1 − u²)²``, ``u = clip((stat − lo)/(hi − lo), 0, 1)``: 1 up to lo, 0 from hi."""
-    u = np.clip((stat - np.float32(lo)) * np.float32(1.0 / (hi - lo)), 0.0, 1.0)
+    u: F32Image = np.clip((stat - np.float32(lo)) * np.float32(1.0 / (hi - lo)), 0.0, 1.0)
     u *= u
     np.subtract(np.float32(1.0), u, out=u)
     u *= u
@@ -177,23 +191,58 @@ class _ReferenceGuide:
         # Variance of δ = frame − reference on static pixels, per channel, at the local
         # intensity: one frame's noise plus the reference's (same model: the reference is
         # assumed no noisier than a raw frame; if it is less noisy this errs on tolerance).
-        var = noise.variance(self.lo) * np.float32(2.0)
-        self.inv_var: F32Image = (1.0 / var).astype(np.float32)
-        self.inv_var_lo: F32Image = (self.inv_var / np.float32(self._lowpass_gain())).astype(
+        var1 = noise.variance(self.lo)
+        var = var1 * np.float32(2.0)
+        self.inv_var_lo: F32Image = (1.0 / (var * np.float32(self._lowpass_gain()))).astype(
             np.float32
         )
+        # The detail test's expected energy: the variance averaged over the same box as the
+        # squared differences (the box is wider than the guide's low-pass; at an edge
+        # between dark and bright the noise of both sides is in the box).
+        box = (_DETAIL_BOX, _DETAIL_BOX)
+        var_box = _f32(cv2.boxFilter(var, -1, box, borderType=cv2.BORDER_REFLECT))
+        self.inv_var_box: F32Image = (1.0 / var_box).astype(np.float32)
+        # Noise calibration: equal-count bins of the reference's low-passed luma on a
+        # sparse grid; each frame's static majority says how far the model is off per bin.
+        # Only samples whose every channel is clear of black and white clipping vote
+        # (clipping removes noise, and would make the model look too high elsewhere).
+        self.luma_lo = _mean3(self.lo)
+        n_half = self.luma_lo.size
+        self.calib_step = max(1, math.isqrt(n_half // _CALIB_SAMPLES))
+        st = self.calib_step
+        lo_s = self.lo[::st, ::st].reshape(-1, 3)
+        sig_s = np.sqrt(var1[::st, ::st].reshape(-1, 3))
+        usable = np.all((lo_s > 2.5 * sig_s) & (lo_s < 0.95), axis=1)
+        lum_s = self.luma_lo[::st, ::st].reshape(-1)
+        gx = _f32(cv2.Sobel(self.luma_lo, cv2.CV_32F, 1, 0, ksize=3))
+        gy = _f32(cv2.Sobel(self.luma_lo, cv2.CV_32F, 0, 1, ksize=3))
+        texture = (gx * gx + gy * gy)[::st, ::st].reshape(-1)
+        candidates = np.flatnonzero(usable)
+        n_bins = int(np.clip(candidates.size // _CALIB_MIN_BIN, 0, _CALIB_BINS))
+        order = candidates[np.argsort(lum_s[candidates], kind="stable")]
+        self.calib_chunks: list[npt.NDArray[np.intp]] = []
+        levels: list[float] = []
+        for chunk in np.array_split(order, n_bins) if n_bins > 0 else []:
+            # the flattest part of the bin: blur and small misregistration leave it alone,
+            # a wrong noise level does not
+            flat = chunk[np.argsort(texture[chunk], kind="stable")]
+            self.calib_chunks.append(flat[: max(1, int(flat.size * _CALIB_FLAT_FRACTION))])
+            levels.append(float(lum_s[chunk].mean()))
+        self.calib_levels = np.array(levels)
 
     def _half(self, image: F32Image) -> F32Image:
         if self.scale == 1:
             return image
         return _f32(cv2.resize(image, self.half_size, interpolation=cv2.INTER_AREA))
 
-    def _lowpass(self, image: F32Image) -> F32Image:
-        half = self._half(image)
+    def _blur(self, half: F32Image) -> F32Image:
         if self.guide_sigma <= 0.0:
             return half
         k = self.guide_ksize
         return _f32(cv2.GaussianBlur(half, (k, k), self.guide_sigma))
+
+    def _lowpass(self, image: F32Image) -> F32Image:
+        return self._blur(self._half(image))
 
     def _lowpass_gain(self) -> float:
         """Power gain of :meth:`_lowpass` on white noise: Σ kernel² of its 2-D kernel."""
@@ -203,24 +252,80 @@ class _ReferenceGuide:
             gain *= float(np.sum(k1 * k1)) ** 2
         return gain
 
-    def exposure_gain(self, x_lo: F32Image, valid_half: F32Image) -> npt.NDArray[np.float32] | None:
-        """Per-channel factor bringing the frame to the reference's brightness, or None."""
+    def exposure_gain(
+        self, x_lo: F32Image, vmask: F32Image | None
+    ) -> npt.NDArray[np.float32] | None:
+        """Per-channel factor bringing the frame to the reference's brightness, or None.
+
+        The median of ``ref / frame`` over valid, unclipped low-passed pixels (a moving
+        subject is a minority and does not move the median); None when all three factors
+        are within 0.5 % of 1.
+        """
         lo, hi = _EXPOSURE_RANGE
+        step = max(1, math.isqrt(x_lo.shape[0] * x_lo.shape[1] // _EXPOSURE_MAX_SAMPLES))
+        ref_s = self.lo[::step, ::step]
+        x_s = x_lo[::step, ::step]
+        ok = np.ones(ref_s.shape[:2], bool) if vmask is None else vmask[::step, ::step] > 0.5
         gains = np.ones(3, np.float32)
         for c in range(3):
-            r = self.lo[..., c]
-            x = x_lo[..., c]
-            sel = (valid_half > 0.999) & (r > lo) & (r < hi) & (x > lo * 0.5)
-            n = int(np.count_nonzero(sel))
-            if n < 64:
+            r, x = ref_s[..., c], x_s[..., c]
+            sel = ok & (r > lo) & (r < hi) & (x > lo * 0.5)
+            if int(np.count_nonzero(sel)) < 64:
                 return None
-            ratio = r[sel] / x[sel]
-            if ratio.size > _EXPOSURE_MAX_SAMPLES:
-                ratio = ratio[:: ratio.size // _EXPOSURE_MAX_SAMPLES]
-            gains[c] = float(np.median(ratio))
+            gains[c] = float(np.median(r[sel] / x[sel]))
         if np.all(np.abs(gains - 1.0) <= _EXPOSURE_TOLERANCE):
             return None
         return gains
+
+    def calibration(self, q: F32Image, vmask: F32Image | None) -> F32Image | None:
+        """Per-pixel factor (<= 1) on the model's variance from this frame's static majority.
+
+        ``q``: ``(h, w, 3)`` per-channel normalised squared low-passed differences
+        ``L_c² / (g·V_c)``; each is χ²₁ on static pixels (whatever the correlation between
+        channels), median 0.455. Per luma bin, over its flattest samples:
+        ``f = mean_c median(q_c) / 0.455``, applied as ``min(1, f / 0.8)`` (clipped at
+        1/16) and linear in luma between bin centres. It only ever *tightens*: a model
+        that is too high (a denoised reference, a generous σ) shows as f < 1, while blur,
+        misregistration and motion can only raise f, so they can never loosen the tests.
+        None when nothing changes.
+        """
+        st = self.calib_step
+        qs = q[::st, ::st].reshape(-1, 3)
+        ok = None if vmask is None else vmask[::st, ::st].reshape(-1) > 0.5
+        if not self.calib_chunks:
+            return None
+        factors = np.ones(len(self.calib_chunks))
+        for i, chunk in enumerate(self.calib_chunks):
+            sel = chunk if ok is None else chunk[ok[chunk]]
+            if sel.size >= _CALIB_MIN_BIN * _CALIB_FLAT_FRACTION / 2:
+                med = np.median(qs[sel], axis=0)
+                factors[i] = float(np.mean(med)) / _CHI2_1_MEDIAN / _CALIB_DEAD_ZONE
+        factors = np.clip(factors, _CALIB_MIN, 1.0)
+        if np.all(factors == 1.0):
+            return None
+        if factors.size == 1:
+            return np.full(self.luma_lo.shape, factors[0], np.float32)
+        return np.interp(self.luma_lo, self.calib_levels, factors).astype(np.float32)
+
+    def _valid_mask(self, valid: F32Image) -> F32Image | None:
+        """Half-resolution 0/1 mask of fully valid cells, or None where all is valid."""
+        if valid.min() >= 1.0:
+            return None
+        return (self._half(valid) >= np.float32(0.999)).astype(np.float32)
+
+    def _differences(
+        self, image: F32Image, vmask: F32Image | None
+    ) -> tuple[F32Image, F32Image]:
+        """``δ = image − reference`` at full resolution, and its half-res low-pass.
+
+        Cells without warp data get δ = 0 in the low-pass (what lies outside the warp's
+        data never "moves"; its weight is zeroed by ``valid`` anyway).
+        """
+        delta = _f32(cv2.subtract(image, self.image))
+        d_half = self._half(delta)
+        if vmask is not None:
+            d_half *= vmask[..., None]
+        return delta, self._blur(d_half)
 
     def frame_weights(self, image: F32Image, valid: F32Image) -> tuple[F32Image, F32Image]:
         """Per-pixel weight of one aligned frame, ``float32 (H, W)`` in [0, 1] (incl. valid).
@@ -230,24 +335,31 @@ class _ReferenceGuide:
         s = self.settings
         if not (s.robust or s.match_exposure):
             return image, valid.copy()
-        partial = bool(valid.min() < 1.0)
-        delta = self._delta(image, valid, partial)
-        d_lo = self._lowpass(delta)
+        vmask = self._valid_mask(valid)
+        delta, d_lo = self._differences(image, vmask)
         if s.match_exposure:
-            gains = self.exposure_gain(d_lo + self.lo, self._half(valid))
+            gains = self.exposure_gain(d_lo + self.lo, vmask)
             if gains is not None:
                 image = (image * gains).astype(np.float32)
-                delta = self._delta(image, valid, partial)
-                d_lo = self._lowpass(delta)
+                delta, d_lo = self._differences(image, vmask)
         if not s.robust:
             return image, valid.copy()
-        z2 = _mean3(_f32(cv2.multiply(_f32(cv2.multiply(d_lo, d_lo)), self.inv_var_lo)))
+        q = _f32(cv2.multiply(_f32(cv2.multiply(d_lo, d_lo)), self.inv_var_lo))
+        factor = self.calibration(q, vmask) if s.calibrate_noise else None
+        z2 = _mean3(q)
+        if factor is not None:
+            z2 /= factor
         w = _flat_top(np.sqrt(z2), s.robust_k, 2.0 * s.robust_k)
         if s.detail_guard:
             energy = self._half(_f32(cv2.multiply(delta, delta)))
-            energy = _f32(cv2.boxFilter(energy, -1, (3, 3), borderType=cv2.BORDER_REFLECT))
-            excess = _mean3(_f32(cv2.multiply(energy, self.inv_var))) - np.float32(1.0)
-            w *= _flat_top(excess, s.detail_tolerance, 3.0 * s.detail_tolerance)
+            if vmask is not None:
+                energy *= vmask[..., None]
+            box = (_DETAIL_BOX, _DETAIL_BOX)
+            energy = _f32(cv2.boxFilter(energy, -1, box, borderType=cv2.BORDER_REFLECT))
+            ratio = _mean3(_f32(cv2.multiply(energy, self.inv_var_box)))
+            if factor is not None:
+                ratio /= factor
+            w *= _flat_top(ratio - np.float32(1.0), s.detail_tolerance, 3.0 * s.detail_tolerance)
         if self.grow_kernel is not None:
             w = _f32(cv2.erode(w, self.grow_kernel, borderType=cv2.BORDER_REPLICATE))
         if self.smooth_sigma > 0.0:
@@ -257,13 +369,6 @@ class _ReferenceGuide:
             w = _f32(cv2.resize(w, self.full_size, interpolation=cv2.INTER_LINEAR))
         w *= valid
         return image, w
-
-    def _delta(self, image: F32Image, valid: F32Image, partial: bool) -> F32Image:
-        """``image − reference``, zero where the warp had no data (that never "moves")."""
-        delta = _f32(cv2.subtract(image, self.image))
-        if partial:
-            delta *= valid[..., None]
-        return delta
 
 
 def _f32(arr: object) -> F32Image:
@@ -286,18 +391,30 @@ def _resolve_noise(
         return None
     if isinstance(noise_sigma, NoiseModel):
         return noise_sigma
+    model = estimate_noise_model(reference)
     if noise_sigma is None:
-        return estimate_noise_model(reference)
-    return NoiseModel.constant(float(noise_sigma))
+        return model
+    sigma = float(noise_sigma)
+    if not math.isfinite(sigma) or sigma < 0.0:
+        raise ImageError(f"noise sigma must be finite and >= 0, got {sigma}")
+    # One number: the level as estimate_noise_sigma measures it (a pooled std over the
+    # image); its dependence on intensity comes from the reference's level function.
+    pooled = estimate_noise_sigma(reference)
+    if pooled <= 0.0 or model.b == 0.0:
+        return NoiseModel.constant(sigma)
+    scale = (sigma / pooled) ** 2
+    return NoiseModel(a=model.a * scale, b=model.b * scale)
 
 
 class SequentialFuser:
     """Running weighted average, one aligned frame at a time (memory: O(one frame)).
 
     ``reference``: ``float32 (H, W, 3)`` linear. ``noise_sigma``: the noise of one raw
-    frame — a std in linear units, a :class:`NoiseModel`, or None to estimate the noise
-    level function from the reference (right when the reference is a raw frame; when it
-    is the denoising U-Net's output, pass the model of a raw frame).
+    frame. Best a :class:`NoiseModel` (``estimate_noise_model`` of a raw, unwarped frame);
+    None estimates it from the reference (right when the reference is a raw frame; a
+    denoised reference makes it too low: fewer frames averaged, never ghosts); a float
+    is a pooled std as :func:`estimate_noise_sigma` gives, its intensity dependence then
+    taken from the reference's level function.
     """
 
     def __init__(
@@ -327,7 +444,7 @@ class SequentialFuser:
             w *= np.float32(frame.weight)
         # fused ← fused + w/(W + w) · (x − fused);  W ← W + w   (weight 1 vs i−1 when w ≡ 1)
         self._wsum += w
-        ratio = np.divide(w, self._wsum, dtype=np.float32)
+        ratio = np.divide(w, self._wsum, out=w)
         step = _f32(cv2.subtract(image, self._fused))
         step *= ratio[..., None]
         self._fused += step
@@ -378,6 +495,7 @@ def fuse_to_reference(
     acc: F32Image = ref * np.float32(settings.reference_weight)
     wsum: F32Image = np.full(ref.shape[:2], settings.reference_weight, np.float32)
     frame_weights: list[float] = []
+    term: F32Image | None = None
     for index, frame in enumerate(frames):
         image, valid = _check_frame(frame, ref.shape, index)
         image, w = guide.frame_weights(image, valid)
@@ -387,7 +505,8 @@ def fuse_to_reference(
         if frame.weight != 1.0:
             w *= np.float32(frame.weight)
         wsum += w
-        acc += image * w[..., None]
+        term = np.multiply(image, w[..., None], out=term)
+        acc += term
     acc /= wsum[..., None]
     return FusionResult(image=acc, weight_sum=wsum, frame_weights=frame_weights, noise_model=noise)
 

@@ -7,7 +7,10 @@ between levels is a pure scale, no half-pixel offset.
 
 Registration tracks on a *base level* (``tracking_level``): the finest level whose longer
 side fits a budget. A 1080p frame is tracked at 1/2 resolution, 12 MP at 1/4; the
-homography is scaled back to full resolution afterwards.
+homography is scaled back to full resolution afterwards. The pyramid reaches level
+``levels - 1`` (1/8 for 4 levels) and at least two levels above the base
+(``coarsest_level``: 12 MP goes to 1/16), so that coarse-to-fine tracking has at least
+three levels.
 """
 
 from __future__ import annotations
@@ -34,30 +37,83 @@ def tracking_level(shape: tuple[int, ...], max_side_px: int, levels: int) -> int
     return level
 
 
-def to_u8(gray: F32) -> U8:
-    """Gray ``float32 (H, W)`` in [0, 1] to ``uint8`` codes 0..255, rounded and clipped."""
+def coarsest_level(levels: int, base: int, min_tracked: int = 3) -> int:
+    """The coarsest pyramid level: ``levels - 1``, but at least ``min_tracked - 1`` above
+    ``base`` so that tracking always has ``min_tracked`` levels (its capture range, in
+    full-resolution pixels, must grow with the resolution as the shake does).
+    """
+    return max(levels - 1, base + min_tracked - 1)
+
+
+def to_u8(gray: F32, out: U8 | None = None) -> U8:
+    """Gray ``float32 (H, W)`` in [0, 1] to ``uint8`` codes 0..255, rounded and clipped.
+
+    ``out``: optional ``uint8 (H, W)`` buffer to write into (returned).
+    """
     # cv2.convertScaleAbs rounds and saturates in one pass; clamp negatives first (a
     # deblurred reference may undershoot 0 slightly and abs() would fold them upwards).
-    clamped = cv2.max(gray, 0.0)
-    out: U8 = cv2.convertScaleAbs(clamped, alpha=255.0)
-    return out
+    _, clamped = cv2.threshold(gray, 0.0, 0.0, cv2.THRESH_TOZERO)
+    return np.asarray(cv2.convertScaleAbs(clamped, dst=out, alpha=255.0), np.uint8)
 
 
-def tracking_pyramid(gray: F32, levels: int, base: int) -> list[U8]:
-    """Pyramid levels ``base .. levels-1`` of ``gray`` as ``uint8`` images.
+def level_shape(shape: tuple[int, int], level: int) -> tuple[int, int]:
+    """``(h, w)`` of pyramid level ``level`` of a ``shape = (H, W)`` image (``ceil``)."""
+    h, w = shape
+    for _ in range(level):
+        h, w = (h + 1) // 2, (w + 1) // 2
+    return h, w
 
-    ``gray`` is ``float32 (H, W)`` in [0, 1] at full resolution. Levels finer than
-    ``base`` are computed in float32 (no quantisation before the first decimation) and
-    dropped; from ``base`` on the pyramid is ``uint8`` (what pyramidal LK works on, and
-    4x less memory traffic). Element ``i`` of the result is pyramid level ``base + i``,
-    of size ``ceil(H / 2**(base+i)) x ceil(W / 2**(base+i))``.
+
+class PyramidBuilder:
+    """Builds pyramid levels ``base .. coarsest`` of ``(H, W)`` gray images, reusing buffers.
+
+    Levels finer than ``base`` are computed in float32 (no quantisation before the first
+    decimation) and dropped. The base level is then *photometrically normalised*: scaled
+    and offset to mean ``NORM_MEAN`` and standard deviation ``NORM_STD``, so that frames
+    of different exposure or gain look alike to Lucas–Kanade (which assumes constant
+    brightness) and a dark frame still spans many ``uint8`` codes. From ``base`` on the
+    pyramid is ``uint8`` (what pyramidal LK works on, and 4x less memory traffic).
+    Element ``i`` of :meth:`build`'s result is level ``base + i``, of size
+    :func:`level_shape`.
+
+    The buffers are allocated once: fresh multi-megabyte arrays cost page faults on every
+    call (a 12 MP float32 ``pyrDown`` runs about 2x slower into a new array). The
+    returned levels are views of those buffers, valid until the next :meth:`build`.
     """
-    if not 0 <= base < levels:
-        raise ValueError(f"base level {base} outside 0..{levels - 1}")
-    img: F32 = gray
-    for _ in range(base):
-        img = cv2.pyrDown(img)
-    pyr: list[U8] = [to_u8(img)]
-    for _ in range(base + 1, levels):
-        pyr.append(cv2.pyrDown(pyr[-1]))
-    return pyr
+
+    NORM_MEAN = 0.5
+    NORM_STD = 0.16
+    MAX_GAIN = 32.0  # a (nearly) flat frame is not stretched into pure noise
+
+    def __init__(self, shape: tuple[int, int], base: int, coarsest: int) -> None:
+        if not 0 <= base <= coarsest:
+            raise ValueError(f"base level {base} outside 0..{coarsest}")
+        self.shape = shape
+        self._f32 = [np.empty(level_shape(shape, k), np.float32) for k in range(1, base + 1)]
+        self._norm = np.empty(level_shape(shape, base), np.float32)
+        self._u8 = [np.empty(level_shape(shape, k), np.uint8) for k in range(base, coarsest + 1)]
+
+    def build(self, gray: F32) -> list[U8]:
+        """The pyramid of ``gray`` (``float32 (H, W)`` in [0, 1], of the builder's shape)."""
+        if gray.shape != self.shape:
+            raise ValueError(f"image {gray.shape} is not the pyramid's {self.shape}")
+        img: F32 = gray
+        for buf in self._f32:
+            img = np.asarray(cv2.pyrDown(img, dst=buf, dstsize=buf.shape[::-1]), np.float32)
+        mean, std = cv2.meanStdDev(img)
+        gain = min(self.NORM_STD / max(float(std[0, 0]), 1e-6), self.MAX_GAIN)
+        np.multiply(img, np.float32(gain), out=self._norm)
+        self._norm += np.float32(self.NORM_MEAN - gain * float(mean[0, 0]))
+        to_u8(self._norm, out=self._u8[0])
+        for k in range(1, len(self._u8)):
+            dst = self._u8[k]
+            cv2.pyrDown(self._u8[k - 1], dst=dst, dstsize=dst.shape[::-1])
+        return self._u8
+
+
+def tracking_pyramid(gray: F32, coarsest: int, base: int) -> list[U8]:
+    """Pyramid levels ``base .. coarsest`` of ``gray`` as new ``uint8`` arrays.
+
+    See :class:`PyramidBuilder` (this is a one-off build with its own buffers).
+    """
+    return PyramidBuilder((int(gray.shape[0]), int(gray.shape[1])), base, coarsest).build(gray)

@@ -4,16 +4,19 @@ Per job, :meth:`OpenCVRegistrar.set_reference` builds the reference's Gaussian p
 and picks Harris corners that persist across its levels (:mod:`deblurd.pipeline.corners`).
 Per second frame, :meth:`OpenCVRegistrar.register`:
 
-1. builds the frame's pyramid (:mod:`deblurd.pipeline.pyramid`), ``uint8`` from the
-   tracking level on (1/2 resolution at 1080p, 1/4 at 12 MP);
+1. builds the frame's pyramid (:mod:`deblurd.pipeline.pyramid`): ``uint8`` from the
+   tracking level on (1/2 resolution at 1080p, 1/4 at 12 MP), brightness and contrast
+   normalised (frames of another exposure or gain track like the reference);
 2. tracks the corners coarse to fine with Lucas–Kanade on that pyramid, then tracks the
-   results back to the reference; a track whose round trip misses its corner by more
-   than ``fb_max_error_px`` is dropped (forward-backward check);
+   results back to the reference from scratch; a track lost either way, or whose round
+   trip misses its corner by more than ``fb_max_error_px``, is dropped
+   (forward-backward check);
 3. fits a homography robustly (MAGSAC++), refits it by least squares on its inliers and
    scales it to full resolution;
-4. gates the result: too few tracks or inliers, a low inlier ratio, a high median
-   residual, or a homography that no handheld shake produces (zoom, shear, rotation,
-   perspective or shift beyond limits) *rejects* the frame. A rejection is a
+4. gates the result. Too few tracks, too small a fraction of the reference's corners
+   tracked (heavy blur, another scene), too few inliers, a low inlier ratio, a high
+   median residual, or a homography that no handheld shake produces (zoom, shear,
+   rotation, perspective or shift beyond limits) *rejects* the frame. A rejection is a
    :class:`Registration` with ``accepted=False`` and a reason, never an exception:
    :class:`~deblurd.errors.RegistrationError` is raised only for input that cannot be
    processed at all (wrong type or shape, no reference set).
@@ -36,7 +39,7 @@ import numpy.typing as npt
 
 from deblurd.errors import RegistrationError
 from deblurd.pipeline.corners import CornerParams, persistent_corners
-from deblurd.pipeline.pyramid import tracking_level, tracking_pyramid
+from deblurd.pipeline.pyramid import PyramidBuilder, coarsest_level, tracking_level
 from deblurd.settings.registration import RegistrationSettings
 
 F32 = npt.NDArray[np.float32]
@@ -47,6 +50,7 @@ Mask = npt.NDArray[np.bool_]
 _MIN_SIDE = 32  # px: smaller frames cannot hold a pyramid and a tracking window
 _RANSAC_ITERS = 2000
 _RANSAC_CONFIDENCE = 0.999
+_SUBPIX_BITS = 8  # fractional bits of polygon vertices in valid_mask
 
 
 @dataclass(frozen=True)
@@ -145,12 +149,13 @@ def fit_homography(src: F32, dst: F32, threshold: float) -> tuple[F64 | None, Ma
     none = np.zeros(len(src), np.bool_)
     if len(src) < 4:
         return None, none
-    H, _mask = cv2.findHomography(
+    found, _mask = cv2.findHomography(
         src, dst, cv2.USAC_MAGSAC, threshold, maxIters=_RANSAC_ITERS,
         confidence=_RANSAC_CONFIDENCE,
     )
-    if H is None or not np.isfinite(H).all():
+    if found is None or not np.isfinite(found).all():
         return None, none
+    H = np.asarray(found, np.float64)
     inl = reprojection_errors(H, src, dst) <= threshold
     for _ in range(2):
         if inl.sum() < 8:
@@ -158,9 +163,9 @@ def fit_homography(src: F32, dst: F32, threshold: float) -> tuple[F64 | None, Ma
         refit, _ = cv2.findHomography(src[inl], dst[inl], 0)
         if refit is None or not np.isfinite(refit).all():
             break
-        H = refit
+        H = np.asarray(refit, np.float64)
         inl = reprojection_errors(H, src, dst) <= threshold
-    out: F64 = np.asarray(H, np.float64) / H[2, 2]
+    out: F64 = H / H[2, 2]
     return out, inl
 
 
@@ -169,7 +174,8 @@ def scale_homography(H: F64, factor: float) -> F64:
     S = np.diag([factor, factor, 1.0])
     Si = np.diag([1.0 / factor, 1.0 / factor, 1.0])
     out: F64 = S @ H @ Si
-    return out / out[2, 2]
+    out /= out[2, 2]
+    return out
 
 
 def implausible(H: F64, shape: tuple[int, int], s: RegistrationSettings) -> str | None:
@@ -217,22 +223,21 @@ def implausible(H: F64, shape: tuple[int, int], s: RegistrationSettings) -> str 
     return None
 
 
-def warp_homography(image: F32, H: F64, ones: U8 | None = None) -> tuple[F32, F32]:
+def warp_homography(image: F32, H: F64) -> tuple[F32, F32]:
     """Resample ``image`` (``float32 (H, W)`` or ``(H, W, C)``) through ``H`` (moving →
     reference), bilinear, into the same size.
 
-    Returns ``(warped, valid)``: ``warped`` has ``image``'s shape and dtype; ``valid`` is
-    ``float32 (H, W)``, 1 where all four bilinear taps lie inside the moving frame, else
-    0 (outside pixels of ``warped`` replicate the frame border). ``ones`` is an optional
-    preallocated ``uint8`` all-255 image of size ``(H, W)``.
+    Returns ``(warped, valid)``: ``warped`` has ``image``'s shape and dtype (pixels whose
+    source lies outside the frame replicate its border); ``valid`` is ``float32 (H, W)``
+    in {0, 1}, 1 where the pixel's source lies inside the moving frame (see
+    :func:`valid_mask`).
     """
     h, w = image.shape[:2]
     inv = np.linalg.inv(H)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     if image.ndim == 2 or image.shape[2] <= 4:
         warped = cv2.warpPerspective(image, inv, (w, h), flags=flags,
-                                     borderMode=cv2.BORDER_REPLICATE)
-        warped = warped.reshape(image.shape)
+                                     borderMode=cv2.BORDER_REPLICATE).reshape(image.shape)
     else:  # OpenCV resamples up to 4 channels at a time
         parts = [
             cv2.warpPerspective(np.ascontiguousarray(image[..., c : c + 4]), inv, (w, h),
@@ -241,13 +246,39 @@ def warp_homography(image: F32, H: F64, ones: U8 | None = None) -> tuple[F32, F3
             for c in range(0, image.shape[2], 4)
         ]
         warped = np.concatenate(parts, axis=2)
-    if ones is None or ones.shape != (h, w):
-        ones = np.full((h, w), 255, np.uint8)
-    m = cv2.warpPerspective(ones, inv, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT,
-                            borderValue=0)
-    valid: F32 = (m == 255).astype(np.float32)
     out: F32 = warped.astype(np.float32, copy=False)
-    return out, valid
+    return out, valid_mask(H, (h, w))
+
+
+def valid_mask(H: F64, shape: tuple[int, int]) -> F32:
+    """``float32 (H, W)``: 1 where ``H`` (moving → reference) maps a point of the moving
+    frame, 0 elsewhere.
+
+    The frame's image under a homography that keeps it in front of the camera is a
+    convex quadrilateral: it is filled with sub-pixel vertices, inset by one pixel so
+    that every pixel marked 1 has all four bilinear taps inside the frame (the border
+    pixel row is given up). A homography that folds the frame through infinity falls
+    back to warping a mask (slower, exact for any ``H``).
+    """
+    h, w = shape
+    inset = 1.0
+    rect = np.array([[inset, inset], [w - 1 - inset, inset], [w - 1 - inset, h - 1 - inset],
+                     [inset, h - 1 - inset]], np.float64)
+    z = np.hstack([rect, np.ones((4, 1))]) @ H[2]
+    if (z > 1e-9).all():
+        quad = cv2.perspectiveTransform(rect.reshape(-1, 1, 2), H).reshape(-1, 2)
+        if np.abs(quad).max() < 1e6:
+            fixed = np.rint(quad * (1 << _SUBPIX_BITS)).astype(np.int32)
+            mask = np.zeros((h, w), np.uint8)
+            cv2.fillConvexPoly(mask, fixed, 1, cv2.LINE_8, _SUBPIX_BITS)
+            out: F32 = mask.astype(np.float32)
+            return out
+    ones = np.full((h, w), 255, np.uint8)
+    m = cv2.warpPerspective(ones, np.linalg.inv(H), (w, h),
+                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    warped_mask: F32 = (m == 255).astype(np.float32)
+    return warped_mask
 
 
 class OpenCVRegistrar:
@@ -264,9 +295,10 @@ class OpenCVRegistrar:
         self.stage_ms: dict[str, float] = {}
         self._shape: tuple[int, int] | None = None
         self._base = 0
+        self._ref_builder: PyramidBuilder | None = None
+        self._builder: PyramidBuilder | None = None  # the second frames' pyramids
         self._ref_pyr: list[U8] = []
         self._corners: F32 = np.empty((0, 2), np.float32)
-        self._ones: U8 | None = None
 
     @property
     def corners(self) -> F32:
@@ -290,8 +322,12 @@ class OpenCVRegistrar:
         self.stage_ms = {}
         t0 = time.perf_counter()
         shape = (int(gray.shape[0]), int(gray.shape[1]))
-        self._base = tracking_level(shape, s.tracking_max_side_px, s.levels)
-        self._ref_pyr = tracking_pyramid(gray, s.levels, self._base)
+        if self._ref_builder is None or self._ref_builder.shape != shape:
+            self._base = tracking_level(shape, s.tracking_max_side_px, s.levels)
+            top = coarsest_level(s.levels, self._base)
+            self._ref_builder = PyramidBuilder(shape, self._base, top)
+            self._builder = PyramidBuilder(shape, self._base, top)
+        self._ref_pyr = self._ref_builder.build(gray)
         t1 = time.perf_counter()
         params = CornerParams(
             max_corners=s.max_corners,
@@ -311,7 +347,7 @@ class OpenCVRegistrar:
 
         Returns the homography moving → reference and whether the frame may be fused.
         """
-        if self._shape is None:
+        if self._shape is None or self._builder is None:
             raise RegistrationError("register() before set_reference()")
         _check_gray(gray, "frame", self._shape)
         s = self.settings
@@ -322,7 +358,7 @@ class OpenCVRegistrar:
             return _rejected(f"reference has {n} corners < {s.min_inliers}", 0, 0)
 
         t0 = time.perf_counter()
-        pyr = tracking_pyramid(gray, s.levels, self._base)
+        pyr = self._builder.build(gray)
         t1 = time.perf_counter()
         args = (s.lk_window_px, s.lk_iterations, s.lk_min_eigen)
         fwd, ok_f = track(self._ref_pyr, pyr, self._corners, *args)
@@ -344,11 +380,14 @@ class OpenCVRegistrar:
             )
 
         H_b, inl = fit_homography(src, dst, s.ransac_threshold_px / scale)
-        reg = self._judge(H_b, inl, src, dst, scale)
+        reg = self._judge(H_b, inl, src, dst, scale, self._shape)
         self.stage_ms["homography"] = _ms(t2, time.perf_counter())
         return reg
 
-    def _judge(self, H_b: F64 | None, inl: Mask, src: F32, dst: F32, scale: float) -> Registration:
+    def _judge(
+        self, H_b: F64 | None, inl: Mask, src: F32, dst: F32, scale: float,
+        shape: tuple[int, int],
+    ) -> Registration:
         """Scale the tracking-level fit to full resolution and apply the quality gate."""
         s = self.settings
         tracked, inliers = len(src), int(inl.sum())
@@ -359,7 +398,6 @@ class OpenCVRegistrar:
             float(np.median(reprojection_errors(H_b, src[inl], dst[inl]))) * scale
             if inliers else math.inf
         )
-        assert self._shape is not None
         reason: str | None = None
         if inliers < s.min_inliers:
             reason = f"{inliers} inliers < {s.min_inliers}"
@@ -368,7 +406,7 @@ class OpenCVRegistrar:
         elif residual > s.max_residual_px:
             reason = f"median residual {residual:.2f} px > {s.max_residual_px:g} px"
         else:
-            reason = implausible(H, self._shape, s)
+            reason = implausible(H, shape, s)
         return Registration(H, reason is None, reason, tracked, inliers, residual)
 
     def warp(self, image: F32, reg: Registration) -> tuple[F32, F32]:
@@ -392,9 +430,7 @@ class OpenCVRegistrar:
                 f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
             )
         t0 = time.perf_counter()
-        if self._ones is None:
-            self._ones = np.full(self._shape, 255, np.uint8)
-        out = warp_homography(image, np.asarray(reg.homography, np.float64), self._ones)
+        out = warp_homography(image, np.asarray(reg.homography, np.float64))
         self.stage_ms = {"warp": _ms(t0, time.perf_counter())}
         return out
 

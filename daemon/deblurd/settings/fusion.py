@@ -35,7 +35,7 @@ class FusionSettings(Section):
         "2·robust_k; unit: noise std",
     )
     detail_tolerance: float = Field(
-        0.5,
+        0.3,
         gt=0.0,
         le=50.0,
         description="detail test: full weight while the local mean squared difference to the "
@@ -47,6 +47,13 @@ class FusionSettings(Section):
         True,
         description="use the detail test (per-pixel guard against importing blur from "
         "frames blurrier than the reference); the motion test always runs when robust",
+    )
+    calibrate_noise: bool = Field(
+        True,
+        description="tighten the noise model per frame and brightness where the frame's own "
+        "static majority (median low-passed difference on flat areas) shows less noise than "
+        "the model says (a denoised reference, a too generous noise level); never loosens, "
+        "because blur, misregistration and motion raise those differences too",
     )
     guide_sigma_px: float = Field(
         2.0,

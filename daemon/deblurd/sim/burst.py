@@ -18,161 +18,30 @@ lives beside it, never inside: ``<burst_dir>.truth/`` (see :mod:`deblurd.sim.tru
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from deblurd.burstdir import Burst, FrameInfo, Role, frame_names
-from deblurd.errors import SimulationError
+from deblurd.burstdir import Burst, FrameInfo, frame_names
 from deblurd.imaging import F32Image, U8Image, linear_to_srgb
+from deblurd.sim.params import DEFAULT_SHAKE_DEG_S, SimParams
 from deblurd.sim.render import ExposureStats, ShakeRenderer
 from deblurd.sim.scene import fit_scene, procedural_scene
-from deblurd.sim.sensor import SensorModel
 from deblurd.sim.subject import Subject
 from deblurd.sim.trajectory import F64, ShakeTrajectory
+from deblurd.sim.truthdir import Truth, read_truth, truth_dir_for, write_simulation
 
-DEFAULT_SHAKE_DEG_S = 30.0
-_EXTRA_GAP_US = 500  # minimum vertical blanking beyond the exposure when it sets the frame rate
-
-
-@dataclass(frozen=True)
-class SimParams:
-    """Parameters of a simulated burst (units in the names or below).
-
-    Defaults: a 1280×720 preview at 30 fps, 8 ms at gain 4 (a 32 ms·gain brightness
-    reference), 9 ring frames with the trigger in the middle, strong handheld shake of
-    30 deg/s RMS (with ``focal_px`` = 1.2 × width ≈ a 45° horizontal field of view, ring
-    frames blur by ~1 px to ~8+ px, varying from frame to frame; see
-    :mod:`deblurd.sim.trajectory`), no extra frames; when asked for, extra frames at
-    32 ms (gain 1.0, same brightness, half the noise, 4× the blur) after a 6-frame
-    exposure switch. Sensor noise per :mod:`deblurd.sim.sensor` (6000 e⁻ full well,
-    2.5 e⁻ read noise).
-
-    ``shake``: RMS yaw/pitch angular speed of the hand tremor, deg/s (0: tripod).
-    ``subject``: a face-like subject moving on its own, at ``subject_speed`` frame
-    heights/s RMS. ``noise``: False renders noiseless frames. ``max_substep_px``: the
-    largest motion between two sub-steps of the exposure integral, px. ``fast``: the
-    cheap render (one warp + PSF convolution, Gaussian shot noise). ``scene_margin``:
-    spare scene around the view, fraction of the larger side.
-    """
-
-    width: int = 1280
-    height: int = 720
-    ring_frames: int = 9
-    trigger_index: int | None = None
-    fps: float = 30.0
-    ring_exposure_us: int = 8000
-    ring_gain: float = 4.0
-    extra_frames: int = 0
-    extra_exposure_us: int = 32000
-    extra_gain: float | None = None
-    exposure_switch_frames: int = 6
-    shake: float = DEFAULT_SHAKE_DEG_S
-    subject: bool = False
-    subject_speed: float = 0.25
-    seed: int = 0
-    focal_px: float | None = None
-    full_well_e: float = 6000.0
-    read_noise_e: float = 2.5
-    noise: bool = True
-    max_substep_px: float = 0.5
-    fast: bool = False
-    scene_margin: float = 0.06
-
-    def __post_init__(self) -> None:
-        problems: list[str] = []
-
-        def need(ok: bool, what: str) -> None:
-            if not ok:
-                problems.append(what)
-
-        need(16 <= self.width <= 8192 and 16 <= self.height <= 8192,
-             f"frame size {self.width}x{self.height} must be within 16..8192 px")  # fmt: skip
-        need(1 <= self.ring_frames <= 1000, f"ring_frames {self.ring_frames} must be 1..1000")
-        if self.trigger_index is not None:
-            need(0 <= self.trigger_index < self.ring_frames,
-                 f"trigger_index {self.trigger_index} must index a ring frame (0..{self.ring_frames - 1})")  # fmt: skip
-        need(math.isfinite(self.fps) and 0 < self.fps <= 1000, f"fps {self.fps} must be in (0, 1000]")
-        if math.isfinite(self.fps) and self.fps > 0:
-            need(0 < self.ring_exposure_us <= 1e6 / self.fps,
-                 f"ring_exposure_us {self.ring_exposure_us} must be positive and fit the "
-                 f"frame period at {self.fps} fps ({1e6 / self.fps:.0f} µs)")  # fmt: skip
-        need(1.0 <= self.ring_gain <= 64.0, f"ring_gain {self.ring_gain} must be 1..64")
-        need(0 <= self.extra_frames <= 1000, f"extra_frames {self.extra_frames} must be 0..1000")
-        need(0 < self.extra_exposure_us <= 1_000_000,
-             f"extra_exposure_us {self.extra_exposure_us} must be in (0, 1e6]")  # fmt: skip
-        if self.extra_gain is not None:
-            need(1.0 <= self.extra_gain <= 64.0, f"extra_gain {self.extra_gain} must be 1..64")
-        need(self.exposure_switch_frames >= 0, "exposure_switch_frames must be ≥ 0")
-        need(math.isfinite(self.shake) and 0 <= self.shake <= 1000,
-             f"shake {self.shake} deg/s must be in [0, 1000]")  # fmt: skip
-        need(math.isfinite(self.subject_speed) and 0 <= self.subject_speed <= 100,
-             f"subject_speed {self.subject_speed} must be in [0, 100] heights/s")  # fmt: skip
-        need(self.seed >= 0, f"seed {self.seed} must be ≥ 0")
-        if self.focal_px is not None:
-            need(math.isfinite(self.focal_px) and self.focal_px > 0, f"focal_px {self.focal_px} must be > 0")
-        need(self.full_well_e > 0 and self.read_noise_e >= 0,
-             f"full_well_e {self.full_well_e} must be > 0 and read_noise_e {self.read_noise_e} ≥ 0")  # fmt: skip
-        need(self.max_substep_px > 0, f"max_substep_px {self.max_substep_px} must be > 0")
-        need(0 <= self.scene_margin <= 0.5, f"scene_margin {self.scene_margin} must be 0..0.5")
-        if problems:
-            raise SimulationError("bad simulation parameters: " + "; ".join(problems))
-
-    @property
-    def trigger(self) -> int:
-        """The trigger's ring index (the middle one unless set)."""
-        return self.ring_frames // 2 if self.trigger_index is None else self.trigger_index
-
-    @property
-    def focal(self) -> float:
-        """Focal length, px (1.2 × width unless set)."""
-        return 1.2 * self.width if self.focal_px is None else float(self.focal_px)
-
-    def sensor(self) -> SensorModel:
-        """The sensor model: the ring's exposure × gain is the brightness reference."""
-        return SensorModel(
-            full_well_e=self.full_well_e,
-            read_noise_e=self.read_noise_e,
-            ref_exposure_us=self.ring_exposure_us * self.ring_gain,
-            max_gain=max(16.0, self.ring_gain),
-        )
-
-    def schedule(self) -> list[tuple[Role, int, int, float]]:
-        """Every frame as ``(role, timestamp_ns, exposure_us, analogue_gain)``."""
-        period_ns = round(1e9 / self.fps)
-        out: list[tuple[Role, int, int, float]] = [
-            ("ring", i * period_ns, self.ring_exposure_us, float(self.ring_gain))
-            for i in range(self.ring_frames)
-        ]
-        gain = self.extra_gain if self.extra_gain is not None else self.sensor().gain_for(self.extra_exposure_us)
-        extra_period_ns = max(period_ns, (self.extra_exposure_us + _EXTRA_GAP_US) * 1000)
-        start = (self.ring_frames + self.exposure_switch_frames) * period_ns
-        out += [
-            ("extra", start + j * extra_period_ns, self.extra_exposure_us, float(gain))
-            for j in range(self.extra_frames)
-        ]
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, doc: Any) -> SimParams:
-        """Parameters from :meth:`to_json`'s output; unknown or mistyped keys raise
-        :class:`SimulationError`."""
-        if not isinstance(doc, dict):
-            raise SimulationError("simulation parameters must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(doc) - known)
-        if unknown:
-            raise SimulationError(f"unknown simulation parameters: {', '.join(unknown)}")
-        try:
-            return cls(**doc)
-        except TypeError as exc:
-            raise SimulationError(f"bad simulation parameters: {exc}") from exc
+__all__ = [
+    "DEFAULT_SHAKE_DEG_S",
+    "SimParams",
+    "SimulatedBurst",
+    "Truth",
+    "make_renderer",
+    "read_truth",
+    "simulate_burst",
+    "truth_dir_for",
+    "write_simulation",
+]
 
 
 @dataclass
@@ -211,7 +80,7 @@ def make_renderer(params: SimParams, scene: F32Image | None = None) -> ShakeRend
     trajectory and the subject (when ``params.subject``) of ``params.seed``."""
     h, w = params.height, params.width
     if scene is None:
-        m = int(round(params.scene_margin * max(h, w)))
+        m = round(params.scene_margin * max(h, w))
         fitted = procedural_scene(h + 2 * m, w + 2 * m, params.seed)
     else:
         fitted = fit_scene(scene, h, w, params.scene_margin)
@@ -220,9 +89,12 @@ def make_renderer(params: SimParams, scene: F32Image | None = None) -> ShakeRend
     subject = None
     if params.subject:
         subject = Subject.random(
-            h, w, (float(offset[0]), float(offset[1])), params.seed,
+            h,
+            w,
+            (float(offset[0]), float(offset[1])),
+            params.seed,
             speed_heights_s=params.subject_speed,
-        )  # fmt: skip
+        )
     return ShakeRenderer(fitted, w, h, trajectory, params.focal, subject)
 
 

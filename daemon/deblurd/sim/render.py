@@ -92,7 +92,9 @@ class ExposureStats:
             blur_extent_px=float(doc["blur_extent_px"]),
             blur_extent_max_px=float(doc["blur_extent_max_px"]),
             subject_pose=None if sp is None else _pose3(sp),
-            subject_blur_px=None if doc.get("subject_blur_px") is None else float(doc["subject_blur_px"]),
+            subject_blur_px=None
+            if doc.get("subject_blur_px") is None
+            else float(doc["subject_blur_px"]),
         )
 
 
@@ -122,14 +124,6 @@ def _apply(mats: F64, pts: F64) -> F64:
     return res
 
 
-def _apply_each(mats: F64, pts: F64) -> F64:
-    """Map point ``p`` of ``(N, 2)`` by homography ``n`` of ``(N, 3, 3)`` → ``(N, 2)``."""
-    hom = np.concatenate([pts, np.ones((pts.shape[0], 1))], axis=1)
-    out = np.einsum("nij,nj->ni", mats, hom)
-    res: F64 = out[:, :2] / out[:, 2:3]
-    return res
-
-
 def path_length(path: F64) -> F64:
     """Length of polylines ``(N, P, 2)`` along axis 0 → ``(P,)`` px."""
     out: F64 = np.linalg.norm(np.diff(path, axis=0), axis=-1).sum(axis=0)
@@ -148,7 +142,7 @@ def rasterise_psf(offsets: F64) -> F32Image:
     """A PSF ``float32 (k, k)`` (k odd, summing to 1) from equally weighted positions
     ``(N, 2)`` (x, y px relative to the kernel centre), splatted bilinearly."""
     radius = float(np.max(np.abs(offsets))) if offsets.size else 0.0
-    k = 2 * int(math.ceil(radius)) + 3
+    k = 2 * math.ceil(radius) + 3
     c = k // 2
     x, y = offsets[:, 0] + c, offsets[:, 1] + c
     x0, y0 = np.floor(x).astype(np.intp), np.floor(y).astype(np.intp)
@@ -167,7 +161,8 @@ def convolve(image: F32Image, psf: F32Image, border: int = cv2.BORDER_REFLECT) -
     """``image`` (H, W[, C]) convolved with ``psf`` (convolution convention, see module)."""
     if psf.shape == (1, 1) or (psf.shape[0] == 3 and float(psf[1, 1]) == 1.0):
         return image.copy()
-    out: F32Image = cv2.filter2D(image, -1, np.ascontiguousarray(psf[::-1, ::-1]), borderType=border)
+    kernel = np.ascontiguousarray(psf[::-1, ::-1])
+    out = np.asarray(cv2.filter2D(image, -1, kernel, borderType=border), np.float32)
     return out
 
 
@@ -176,7 +171,7 @@ class ShakeRenderer:
 
     ``scene``: linear ``float32 (Hs, Ws, 3)``, at least as large as the frame; at pose 0
     the frame sees its centre (offset ``((Ws−W)//2, (Hs−H)//2)``). ``focal_px``: focal
-    length of the frame, px. Not thread-safe (reuses buffers).
+    length of the frame, px. Immutable after construction: calls may run concurrently.
     """
 
     def __init__(
@@ -189,10 +184,13 @@ class ShakeRenderer:
         subject: Subject | None = None,
     ) -> None:
         if scene.dtype != np.float32 or scene.ndim != 3 or scene.shape[2] != 3:
-            raise SimulationError(f"scene must be float32 (H, W, 3), got {scene.dtype} {scene.shape}")
+            raise SimulationError(
+                f"scene must be float32 (H, W, 3), got {scene.dtype} {scene.shape}"
+            )
         if scene.shape[0] < height or scene.shape[1] < width:
             raise SimulationError(
-                f"scene {scene.shape[1]}x{scene.shape[0]} is smaller than the frame {width}x{height}"
+                f"scene {scene.shape[1]}x{scene.shape[0]} is smaller than the frame "
+                f"{width}x{height}"
             )
         if focal_px <= 0:
             raise SimulationError(f"focal length must be positive, got {focal_px} px")
@@ -225,20 +223,30 @@ class ShakeRenderer:
             return poses, frame_paths, None, None
         sp = self.subject.poses(times)
         full = g @ self.subject.to_scene_many(sp)
-        outline = self.subject.outline()
-        subj_paths = np.stack([_apply_each(full, np.repeat(p[None], len(times), 0)) for p in outline], 1)
+        subj_paths = _apply(full, self.subject.outline())
         return poses, frame_paths, sp, subj_paths
 
     # -- rendering --------------------------------------------------------------------
     def _warp_scene(self, scene_to_frame: F64, dst: F32Image | None = None) -> F32Image:
-        out: F32Image = cv2.warpPerspective(
-            self.scene, scene_to_frame, (self.width, self.height), dst=dst,
-            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT,
-        )  # fmt: skip
-        return out
+        out = cv2.warpPerspective(
+            self.scene,
+            scene_to_frame,
+            (self.width, self.height),
+            dst=dst,
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REFLECT,
+        )
+        return np.asarray(out, np.float32)
 
-    def _composite(self, dst: F32Image, patch_to_frame: F64, *, pad: int = 0,
-                   psf: F32Image | None = None, mask: U8Image | None = None) -> None:
+    def _composite(
+        self,
+        dst: F32Image,
+        patch_to_frame: F64,
+        *,
+        pad: int = 0,
+        psf: F32Image | None = None,
+        mask: U8Image | None = None,
+    ) -> None:
         """Composite the subject (premultiplied) over ``dst`` in place, warped by
         ``patch_to_frame``; optionally blurred by ``psf``; ``mask`` gets alpha ≥ 0.5."""
         if self.subject is None:
@@ -247,17 +255,22 @@ class ShakeRenderer:
         ph, pw = patch.shape[:2]
         corners = np.array([[0, 0], [pw - 1, 0], [0, ph - 1], [pw - 1, ph - 1]], np.float64)
         pts = _apply(patch_to_frame[None], corners)[0]
-        x0 = max(int(math.floor(pts[:, 0].min())) - 2 - pad, 0)
-        y0 = max(int(math.floor(pts[:, 1].min())) - 2 - pad, 0)
-        x1 = min(int(math.ceil(pts[:, 0].max())) + 3 + pad, self.width)
-        y1 = min(int(math.ceil(pts[:, 1].max())) + 3 + pad, self.height)
+        x0 = max(math.floor(pts[:, 0].min()) - 2 - pad, 0)
+        y0 = max(math.floor(pts[:, 1].min()) - 2 - pad, 0)
+        x1 = min(math.ceil(pts[:, 0].max()) + 3 + pad, self.width)
+        y1 = min(math.ceil(pts[:, 1].max()) + 3 + pad, self.height)
         if x1 <= x0 or y1 <= y0:
             return
         shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64)
-        layer = cv2.warpPerspective(
-            patch, shift @ patch_to_frame, (x1 - x0, y1 - y0),
-            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0,
-        )  # fmt: skip
+        warped = cv2.warpPerspective(
+            patch,
+            shift @ patch_to_frame,
+            (x1 - x0, y1 - y0),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
+        layer: F32Image = np.asarray(warped, np.float32)
         if psf is not None:
             layer = convolve(layer, psf, cv2.BORDER_CONSTANT)
         alpha = layer[..., 3:4]
@@ -310,28 +323,27 @@ class ShakeRenderer:
         n = int(min(max(math.ceil(longest / max_substep_px), 1), max_substeps))
         dense_n = int(min(max(64, math.ceil(float(moves[0]) / _PSF_STEP_PX)), _MAX_DENSE))
         dense_t = t_start_s + exposure_s * (np.arange(dense_n) + 0.5) / dense_n
-        _, dfp, _, dsubj = self._paths(dense_t)
+        dposes, dfp, dsp, dsubj = self._paths(dense_t)
 
-        steps_t = t_start_s + exposure_s * (np.arange(n) + 0.5) / n
-        if fast:
-            steps_t = dense_t
-        poses = self.trajectory.poses(steps_t)
-        mean_pose = poses.mean(axis=0)
+        # The truth's pose: the time average of the pose over the window (dense samples,
+        # so it does not depend on the number of sub-steps or the render path).
+        mean_pose = dposes.mean(axis=0)
         g_mean = self.scene_to_frame(mean_pose[None])[0]
         centre_mean = _apply(g_mean[None], self._probes_scene[:1])[0, 0]
         offsets = dfp[:, 0, :] - centre_mean
         psf = rasterise_psf(offsets)
         sub_mean: F64 | None = None
         subj_blur: float | None = None
-        if self.subject is not None and dsubj is not None:
-            sub_mean = self.subject.poses(steps_t).mean(axis=0)
+        if dsp is not None and dsubj is not None:
+            sub_mean = dsp.mean(axis=0)
             subj_blur = extent(dsubj[:, 0, :])
 
         truth, mask = self.render_truth(mean_pose, sub_mean)
         if fast:
             blurred = self._render_fast(truth, psf, g_mean, sub_mean, dsubj)
         else:
-            blurred = self._render_steps(steps_t, poses)
+            steps_t = t_start_s + exposure_s * (np.arange(n) + 0.5) / n
+            blurred = self._render_steps(steps_t, self.trajectory.poses(steps_t))
         stats = ExposureStats(
             t_start_s=float(t_start_s),
             exposure_s=float(exposure_s),
@@ -353,10 +365,10 @@ class ShakeRenderer:
         acc = np.zeros((self.height, self.width, 3), np.float32)
         buf = np.empty_like(acc)
         for i in range(len(times)):
-            self._warp_scene(g[i], buf)
+            view = self._warp_scene(g[i], buf)
             if full is not None:
-                self._composite(buf, full[i])
-            acc += buf
+                self._composite(view, full[i])
+            acc += view
         acc *= np.float32(1.0 / len(times))
         return acc
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import string
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -24,16 +25,48 @@ _ONE = 1 << _SHIFT
 
 # Classic colour-checker patches, sRGB 8-bit.
 _CHECKER = [
-    (115, 82, 68), (194, 150, 130), (98, 122, 157), (87, 108, 67), (133, 128, 177),
-    (103, 189, 170), (214, 126, 44), (80, 91, 166), (193, 90, 99), (94, 60, 108),
-    (157, 188, 64), (224, 163, 46), (56, 61, 150), (70, 148, 73), (175, 54, 60),
-    (231, 199, 31), (187, 86, 149), (8, 133, 161), (243, 243, 242), (200, 200, 200),
-    (160, 160, 160), (122, 122, 121), (85, 85, 85), (52, 52, 52),
-]  # fmt: skip
-_FACADES = [(176, 84, 62), (214, 196, 160), (150, 150, 145), (196, 170, 120), (120, 140, 160),
-            (230, 220, 200), (160, 110, 90), (110, 120, 100)]  # fmt: skip
-_FONTS = [cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX,
-          cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_PLAIN]  # fmt: skip
+    (115, 82, 68),
+    (194, 150, 130),
+    (98, 122, 157),
+    (87, 108, 67),
+    (133, 128, 177),
+    (103, 189, 170),
+    (214, 126, 44),
+    (80, 91, 166),
+    (193, 90, 99),
+    (94, 60, 108),
+    (157, 188, 64),
+    (224, 163, 46),
+    (56, 61, 150),
+    (70, 148, 73),
+    (175, 54, 60),
+    (231, 199, 31),
+    (187, 86, 149),
+    (8, 133, 161),
+    (243, 243, 242),
+    (200, 200, 200),
+    (160, 160, 160),
+    (122, 122, 121),
+    (85, 85, 85),
+    (52, 52, 52),
+]
+_FACADES = [
+    (176, 84, 62),
+    (214, 196, 160),
+    (150, 150, 145),
+    (196, 170, 120),
+    (120, 140, 160),
+    (230, 220, 200),
+    (160, 110, 90),
+    (110, 120, 100),
+]
+_FONTS = [
+    cv2.FONT_HERSHEY_SIMPLEX,
+    cv2.FONT_HERSHEY_DUPLEX,
+    cv2.FONT_HERSHEY_COMPLEX,
+    cv2.FONT_HERSHEY_TRIPLEX,
+    cv2.FONT_HERSHEY_PLAIN,
+]
 
 
 def fractal_noise(
@@ -45,8 +78,8 @@ def fractal_noise(
     total = 0.0
     cell = max(cell_px, 1.0)
     for k in range(octaves):
-        gh = max(2, int(math.ceil(height / cell)) + 2)
-        gw = max(2, int(math.ceil(width / cell)) + 2)
+        gh = max(2, math.ceil(height / cell) + 2)
+        gw = max(2, math.ceil(width / cell) + 2)
         grid = rng.standard_normal((gh, gw)).astype(np.float32)
         up = cv2.resize(grid, (int(gw * cell), int(gh * cell)), interpolation=cv2.INTER_CUBIC)
         amp = 0.6**k
@@ -67,18 +100,20 @@ def _pt(x: float, y: float) -> tuple[int, int]:
     return round(float(x) * _ONE), round(float(y) * _ONE)
 
 
-def _blend(canvas: F32Image, mask: U8Image, colour: npt.ArrayLike) -> None:
-    """Paint ``colour`` (RGB in [0, 1], or an image like ``canvas``) through ``mask``
-    (uint8 alpha, anti-aliased) onto the float sRGB ``canvas``, in place."""
+Fill = Callable[[int, int, int, int], npt.NDArray[np.floating]]
+
+
+def _blend(canvas: F32Image, mask: U8Image, fill: npt.ArrayLike | Fill) -> None:
+    """Paint ``fill`` through ``mask`` (uint8 alpha, anti-aliased) onto the float sRGB
+    ``canvas``, in place. ``fill``: an RGB colour in [0, 1], or a function of the mask's
+    bounding box ``(x, y, w, h)`` returning that box's texture ``(h, w, 3)``."""
     x, y, w, h = cv2.boundingRect(mask)
     if w == 0 or h == 0:
         return
     a = mask[y : y + h, x : x + w, None].astype(np.float32) * np.float32(1.0 / 255.0)
-    src = np.asarray(colour, np.float32)
-    if src.ndim == 3:
-        src = src[y : y + h, x : x + w]
+    src = np.asarray(fill(x, y, w, h) if callable(fill) else fill, np.float32)
     roi = canvas[y : y + h, x : x + w]
-    roi += a * (src - roi)
+    roi += a * (np.clip(src, 0.0, 1.0) - roi)
 
 
 def _new_mask(canvas: F32Image) -> U8Image:
@@ -90,51 +125,72 @@ def _word(rng: np.random.Generator) -> str:
     return "".join(rng.choice(list(letters), size=int(rng.integers(2, 8))))
 
 
-def _sky_and_ground(canvas: F32Image, rng: np.random.Generator, horizon: int) -> None:
+def _sky_and_ground(
+    canvas: F32Image, rng: np.random.Generator, tex: np.random.Generator, horizon: int
+) -> None:
     h, w = canvas.shape[:2]
-    u = np.float32(min(h, w))
+    u = float(min(h, w))
     top = np.array(rng.choice([(0.25, 0.45, 0.80), (0.35, 0.50, 0.75), (0.45, 0.40, 0.65)]))
     low = np.array([0.85, 0.88, 0.92]) * rng.uniform(0.9, 1.0)
     rows = np.linspace(0.0, 1.0, max(horizon, 1), dtype=np.float32)[:, None, None]
     canvas[:horizon] = (top + (low - top) * rows**0.7).astype(np.float32)
-    clouds = fractal_noise(rng, h, w, float(u) / 4, octaves=5)[:horizon, :, None]
+    clouds = fractal_noise(tex, h, w, float(u) / 4, octaves=5)[:horizon, :, None]
     cover = np.clip((clouds - 0.4) * 0.8, 0.0, 1.0)
     canvas[:horizon] += cover * (np.float32(0.97) - canvas[:horizon])
     # Hills: a 1-D fractal profile above the horizon.
-    prof = fractal_noise(rng, 1, w, w / 6, octaves=5)[0]
+    prof = fractal_noise(tex, 1, w, w / 6, octaves=5)[0]
     ys = horizon - (0.06 + 0.04 * prof) * h
-    poly = np.concatenate([[[0, horizon + 1]], np.column_stack([np.arange(w), ys]), [[w - 1, horizon + 1]]])
+    poly = np.concatenate(
+        [[[0, horizon + 1]], np.column_stack([np.arange(w), ys]), [[w - 1, horizon + 1]]]
+    )
     mask = _new_mask(canvas)
     cv2.fillPoly(mask, [_pts(poly)], 255, _AA, _SHIFT)
-    hill = np.array([0.42, 0.55, 0.50]) + 0.05 * fractal_noise(rng, h, w, float(u) / 30, 3)[..., None]
-    _blend(canvas, mask, hill)
+    hill = np.array([0.42, 0.55, 0.50], np.float32)
+    _blend(
+        canvas,
+        mask,
+        lambda x, y, w, h: hill + 0.05 * fractal_noise(tex, h, w, u / 30, 3)[..., None],
+    )
     # Ground: base colour with coarse-to-fine texture, darker towards the viewer.
-    base = np.array(rng.choice([(0.40, 0.52, 0.25), (0.55, 0.50, 0.42), (0.45, 0.45, 0.47)]))
+    choice = [(0.40, 0.52, 0.25), (0.55, 0.50, 0.42), (0.45, 0.45, 0.47)]
+    base = np.array(choice[int(rng.integers(len(choice)))], np.float32)
     g = h - horizon
-    coarse = fractal_noise(rng, g, w, float(u) / 6, octaves=3)[..., None]
-    mid = fractal_noise(rng, g, w, float(u) / 50, octaves=3)[..., None]
-    fine = fractal_noise(rng, g, w, 2.0, octaves=1)[..., None]
+    coarse = fractal_noise(tex, g, w, float(u) / 6, octaves=3)[..., None]
+    mid = fractal_noise(tex, g, w, float(u) / 50, octaves=3)[..., None]
+    fine = fractal_noise(tex, g, w, 2.0, octaves=1)[..., None]
     shade = np.linspace(1.05, 0.75, g, dtype=np.float32)[:, None, None]
-    tint = np.array([0.015, -0.005, -0.01]) * coarse
-    canvas[horizon:] = np.clip(base * shade * (1 + 0.08 * coarse + 0.1 * mid + 0.1 * fine) + tint, 0, 1)
+    tint = np.array([0.015, -0.005, -0.01], np.float32) * coarse
+    ground = base * shade * (1 + 0.08 * coarse + 0.1 * mid + 0.1 * fine) + tint
+    canvas[horizon:] = np.clip(ground, 0, 1, out=ground)
 
 
-def _building(canvas: F32Image, rng: np.random.Generator, x0: float, x1: float, base: float) -> None:
-    h, w = canvas.shape[:2]
+def _building(
+    canvas: F32Image,
+    rng: np.random.Generator,
+    tex: np.random.Generator,
+    x0: float,
+    x1: float,
+    base: float,
+) -> None:
+    h = canvas.shape[0]
     top = base - rng.uniform(0.22, 0.45) * h
-    colour = np.array(_FACADES[int(rng.integers(len(_FACADES)))]) / 255.0
+    colour = np.array(_FACADES[int(rng.integers(len(_FACADES)))], np.float32) / 255.0
     mask = _new_mask(canvas)
     cv2.fillPoly(mask, [_pts([[x0, top], [x1, top], [x1, base], [x0, base]])], 255, _AA, _SHIFT)
-    tex = 1 + 0.06 * fractal_noise(rng, h, w, 6.0, octaves=3)[..., None]
-    facade = np.clip(colour * tex, 0, 1)
-    # Brick-like courses: faint horizontal lines.
-    course = max(3, int(round(h / 90)))
-    facade[::course] *= 0.85
+    course = max(3, round(h / 90))
+
+    def facade(x: int, y: int, w: int, h: int) -> npt.NDArray[np.floating]:
+        out = colour * (1 + 0.06 * fractal_noise(tex, h, w, 6.0, octaves=3)[..., None])
+        out[(np.arange(h) + y) % course == 0] *= 0.85  # brick-like courses
+        return out
+
     _blend(canvas, mask, facade)
     # Roof.
     roof = _new_mask(canvas)
     peak = top - rng.uniform(0.03, 0.08) * h
-    cv2.fillPoly(roof, [_pts([[x0 - 2, top], [(x0 + x1) / 2, peak], [x1 + 2, top]])], 255, _AA, _SHIFT)
+    cv2.fillPoly(
+        roof, [_pts([[x0 - 2, top], [(x0 + x1) / 2, peak], [x1 + 2, top]])], 255, _AA, _SHIFT
+    )
     _blend(canvas, roof, np.array(rng.choice([(0.45, 0.18, 0.12), (0.25, 0.25, 0.28)])))
     # Windows: a grid with frames and glass that reflects the sky.
     cols, rows = int(rng.integers(2, 5)), int(rng.integers(2, 5))
@@ -144,38 +200,79 @@ def _building(canvas: F32Image, rng: np.random.Generator, x0: float, x1: float, 
         for c in range(cols):
             wx, wy = x0 + (c + 0.22) * bw, top + (r + 0.25) * bh
             ww, wh = 0.56 * bw, 0.5 * bh
-            cv2.rectangle(frame, _pt(wx - 1.5, wy - 1.5), _pt(wx + ww + 1.5, wy + wh + 1.5), 255, -1, _AA, _SHIFT)
+            cv2.rectangle(
+                frame,
+                _pt(wx - 1.5, wy - 1.5),
+                _pt(wx + ww + 1.5, wy + wh + 1.5),
+                255,
+                -1,
+                _AA,
+                _SHIFT,
+            )
             cv2.rectangle(glass, _pt(wx, wy), _pt(wx + ww, wy + wh), 255, -1, _AA, _SHIFT)
     _blend(canvas, frame, (0.93, 0.92, 0.88))
-    sky = np.linspace(0.15, 0.45, h, dtype=np.float32)[:, None, None] * np.array([0.8, 0.9, 1.1])
-    _blend(canvas, glass, np.clip(sky + 0.05 * fractal_noise(rng, h, w, 8.0, 2)[..., None], 0, 1))
+    tint = np.array([0.8, 0.9, 1.1], np.float32)
+
+    def reflection(x: int, y: int, w: int, h: int) -> npt.NDArray[np.floating]:
+        sky = np.linspace(0.15, 0.45, h, dtype=np.float32)[:, None, None] * tint
+        return sky + 0.05 * fractal_noise(tex, h, w, 8.0, 2)[..., None]
+
+    _blend(canvas, glass, reflection)
 
 
-def _tree(canvas: F32Image, rng: np.random.Generator, x: float, base: float, size: float) -> None:
-    h, w = canvas.shape[:2]
+def _tree(
+    canvas: F32Image,
+    rng: np.random.Generator,
+    tex: np.random.Generator,
+    x: float,
+    base: float,
+    size: float,
+) -> None:
     trunk = _new_mask(canvas)
-    cv2.fillPoly(trunk, [_pts([[x - size * 0.06, base], [x - size * 0.04, base - size * 0.8],
-                               [x + size * 0.04, base - size * 0.8], [x + size * 0.06, base]])],
-                 255, _AA, _SHIFT)  # fmt: skip
+    cv2.fillPoly(
+        trunk,
+        [
+            _pts(
+                [
+                    [x - size * 0.06, base],
+                    [x - size * 0.04, base - size * 0.8],
+                    [x + size * 0.04, base - size * 0.8],
+                    [x + size * 0.06, base],
+                ]
+            )
+        ],
+        255,
+        _AA,
+        _SHIFT,
+    )
     _blend(canvas, trunk, (0.35, 0.24, 0.15))
     crown = _new_mask(canvas)
     for _ in range(9):
         cx = x + rng.normal(0, size * 0.18)
         cy = base - size * 0.95 + rng.normal(0, size * 0.12)
-        cv2.circle(crown, _pt(cx, cy), int(size * rng.uniform(0.15, 0.3) * _ONE), 255, -1, _AA, _SHIFT)
-    leaves = fractal_noise(rng, h, w, 4.0, octaves=3)[..., None]
-    green = np.array([0.22, 0.38, 0.16]) * (1 + 0.3 * leaves)
-    _blend(canvas, crown, np.clip(green, 0, 1))
+        cv2.circle(
+            crown, _pt(cx, cy), int(size * rng.uniform(0.15, 0.3) * _ONE), 255, -1, _AA, _SHIFT
+        )
+    green = np.array([0.22, 0.38, 0.16], np.float32)
+    _blend(
+        canvas,
+        crown,
+        lambda x, y, w, h: green * (1 + 0.3 * fractal_noise(tex, h, w, 4.0, 3)[..., None]),
+    )
 
 
-def _sign(canvas: F32Image, rng: np.random.Generator, x: float, y: float, sw: float, sh: float) -> None:
+def _sign(
+    canvas: F32Image, rng: np.random.Generator, x: float, y: float, sw: float, sh: float
+) -> None:
     """A panel on two posts, with lines of text-like words."""
     dark = bool(rng.integers(2))
     ink = (0.95, 0.85, 0.2) if dark else (0.08, 0.08, 0.1)
     paper = (0.1, 0.2, 0.45) if dark else (0.93, 0.92, 0.86)
     posts = _new_mask(canvas)
     for px in (x + 0.15 * sw, x + 0.85 * sw):
-        cv2.rectangle(posts, _pt(px - 0.02 * sw, y), _pt(px + 0.02 * sw, y + 1.6 * sh), 255, -1, _AA, _SHIFT)
+        cv2.rectangle(
+            posts, _pt(px - 0.02 * sw, y), _pt(px + 0.02 * sw, y + 1.6 * sh), 255, -1, _AA, _SHIFT
+        )
     _blend(canvas, posts, (0.3, 0.3, 0.32))
     panel = _new_mask(canvas)
     cv2.rectangle(panel, _pt(x, y), _pt(x + sw, y + sh), 255, -1, _AA, _SHIFT)
@@ -188,7 +285,7 @@ def _sign(canvas: F32Image, rng: np.random.Generator, x: float, y: float, sw: fl
         words = " ".join(_word(rng) for _ in range(int(rng.integers(2, 5))))
         (tw, th), _ = cv2.getTextSize(words, font, 1.0, 1)
         scale = min(0.7 * line_h / max(th, 1), 0.92 * sw / max(tw, 1))
-        thick = max(1, int(round(scale * 1.6)))
+        thick = max(1, round(scale * 1.6))
         org = (int(x + 0.04 * sw), int(y + (i + 1) * line_h + 0.35 * th * scale))
         cv2.putText(text, words, org, font, scale, 255, thick, _AA)
     _blend(canvas, text, ink)
@@ -196,8 +293,15 @@ def _sign(canvas: F32Image, rng: np.random.Generator, x: float, y: float, sw: fl
 
 def _checker(canvas: F32Image, x: float, y: float, cell: float) -> None:
     board = _new_mask(canvas)
-    cv2.rectangle(board, _pt(x - cell * 0.3, y - cell * 0.3),
-                  _pt(x + cell * 6.3, y + cell * 4.3), 255, -1, _AA, _SHIFT)  # fmt: skip
+    cv2.rectangle(
+        board,
+        _pt(x - cell * 0.3, y - cell * 0.3),
+        _pt(x + cell * 6.3, y + cell * 4.3),
+        255,
+        -1,
+        _AA,
+        _SHIFT,
+    )
     _blend(canvas, board, (0.05, 0.05, 0.05))
     for i, rgb in enumerate(_CHECKER):
         r, c = divmod(i, 6)
@@ -223,19 +327,26 @@ def _star(canvas: F32Image, cx: float, cy: float, r: float, spokes: int = 18) ->
 
 
 def _ball(canvas: F32Image, rng: np.random.Generator, cx: float, cy: float, r: float) -> None:
-    h, w = canvas.shape[:2]
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     lx, ly = cx - 0.35 * r, cy - 0.4 * r
-    d = np.sqrt((xx - lx) ** 2 + (yy - ly) ** 2) / (1.6 * r)
-    shade = np.clip(1.1 - d, 0.15, 1.0)[..., None] ** 1.3
-    colour = rng.uniform(0.2, 0.95, 3) * shade
-    spec = np.exp(-(((xx - lx) ** 2 + (yy - ly) ** 2) / (0.04 * r * r)))[..., None]
+    colour = rng.uniform(0.2, 0.95, 3).astype(np.float32)
+
+    def shaded(x: int, y: int, w: int, h: int) -> npt.NDArray[np.floating]:
+        yy, xx = np.mgrid[y : y + h, x : x + w].astype(np.float32)
+        d2 = (xx - lx) ** 2 + (yy - ly) ** 2
+        shade = np.clip(1.1 - np.sqrt(d2) / (1.6 * r), 0.15, 1.0)[..., None] ** 1.3
+        out: npt.NDArray[np.floating] = (
+            colour * shade + 0.6 * np.exp(-d2 / (0.04 * r * r))[..., None]
+        )
+        return out
+
     mask = _new_mask(canvas)
     cv2.circle(mask, _pt(cx, cy), int(r * _ONE), 255, -1, _AA, _SHIFT)
-    _blend(canvas, mask, np.clip(colour + 0.6 * spec, 0, 1))
+    _blend(canvas, mask, shaded)
 
 
-def _fence(canvas: F32Image, rng: np.random.Generator, x0: float, x1: float, base: float, hgt: float) -> None:
+def _fence(
+    canvas: F32Image, rng: np.random.Generator, x0: float, x1: float, base: float, hgt: float
+) -> None:
     mask = _new_mask(canvas)
     step = max(hgt * 0.28, 3.0)
     thick = max(step * 0.25, 1.0)
@@ -245,27 +356,46 @@ def _fence(canvas: F32Image, rng: np.random.Generator, x0: float, x1: float, bas
         x += step
     for f in (0.3, 0.75):
         y = base - f * hgt
-        cv2.line(mask, _pt(x0, y), _pt(x1, y - 0.02 * (x1 - x0)), 255, max(1, int(thick * 0.7)), _AA, _SHIFT)
+        cv2.line(
+            mask,
+            _pt(x0, y),
+            _pt(x1, y - 0.02 * (x1 - x0)),
+            255,
+            max(1, int(thick * 0.7)),
+            _AA,
+            _SHIFT,
+        )
     _blend(canvas, mask, np.array(rng.choice([(0.92, 0.9, 0.85), (0.45, 0.3, 0.2)])))
 
 
 def procedural_scene_srgb(height: int, width: int, seed: int) -> U8Image:
-    """The procedural scene as an 8-bit sRGB frame ``uint8 (H, W, 3)`` (see :func:`procedural_scene`)."""
+    """The procedural scene as an 8-bit sRGB frame ``uint8 (H, W, 3)``
+    (see :func:`procedural_scene`)."""
     if height < 8 or width < 8:
         raise SimulationError(f"scene size {width}x{height} is too small (at least 8x8)")
     if seed < 0:
         raise SimulationError(f"seed must be ≥ 0, got {seed}")
-    rng = np.random.default_rng([seed, 0])
+    rng = np.random.default_rng([seed, 0, 0])  # layout: independent of the resolution
+    tex = np.random.default_rng([seed, 0, 1])  # textures: draws depend on the size
     canvas = np.zeros((height, width, 3), np.float32)
     h, w = float(height), float(width)
     horizon = int(h * rng.uniform(0.34, 0.42))
-    _sky_and_ground(canvas, rng, horizon)
+    _sky_and_ground(canvas, rng, tex, horizon)
     street = horizon + rng.uniform(0.12, 0.2) * h
     xs = np.sort(rng.uniform(0.0, 0.85, 3)) * w
     for x in xs:
-        _building(canvas, rng, x, x + rng.uniform(0.12, 0.24) * w, street)
-    _tree(canvas, rng, rng.uniform(0.05, 0.95) * w, street + 0.05 * h, rng.uniform(0.3, 0.45) * h)
-    _fence(canvas, rng, rng.uniform(0.0, 0.3) * w, rng.uniform(0.6, 1.0) * w, street + 0.12 * h, 0.1 * h)
+        _building(canvas, rng, tex, x, x + rng.uniform(0.12, 0.24) * w, street)
+    _tree(
+        canvas, rng, tex, rng.uniform(0.05, 0.95) * w, street + 0.05 * h, rng.uniform(0.3, 0.45) * h
+    )
+    _fence(
+        canvas,
+        rng,
+        rng.uniform(0.0, 0.3) * w,
+        rng.uniform(0.6, 1.0) * w,
+        street + 0.12 * h,
+        0.1 * h,
+    )
     left = bool(rng.integers(2))
     sw = rng.uniform(0.26, 0.34) * w
     sx = (rng.uniform(0.03, 0.1) if left else rng.uniform(0.58, 0.66)) * w
@@ -280,7 +410,7 @@ def procedural_scene_srgb(height: int, width: int, seed: int) -> U8Image:
     # Gentle illumination fall-off and a fine texture so nothing is perfectly flat.
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     rr = ((xx - w / 2) ** 2 + (yy - h / 2) ** 2) / (w * w / 4 + h * h / 4)
-    grain = fractal_noise(rng, height, width, 2.0, octaves=2)
+    grain = fractal_noise(tex, height, width, 2.0, octaves=2)
     canvas *= ((1.0 - 0.12 * rr) * (1.0 + 0.015 * grain))[..., None]
     return np.round(np.clip(canvas, 0.0, 1.0) * 255.0).astype(np.uint8)
 
@@ -318,18 +448,18 @@ def fit_scene(scene: F32Image, height: int, width: int, margin: float) -> F32Ima
     """
     if scene.ndim != 3 or scene.shape[2] != 3 or scene.dtype != np.float32:
         raise SimulationError(f"a scene must be float32 (H, W, 3), got {scene.dtype} {scene.shape}")
-    m = int(round(margin * max(height, width)))
+    m = round(margin * max(height, width))
     need_h, need_w = height + 2 * m, width + 2 * m
     sh, sw = scene.shape[:2]
     out = scene
     down = max(need_h / sh, need_w / sw)
     if down < 1.0:
-        size = (max(need_w, int(math.ceil(sw * down))), max(need_h, int(math.ceil(sh * down))))
-        out = cv2.resize(scene, size, interpolation=cv2.INTER_AREA)
+        size = (max(need_w, math.ceil(sw * down)), max(need_h, math.ceil(sh * down)))
+        out = np.asarray(cv2.resize(scene, size, interpolation=cv2.INTER_AREA), np.float32)
     elif sh < height or sw < width:
         up = max(height / sh, width / sw)
-        size = (max(width, int(math.ceil(sw * up))), max(height, int(math.ceil(sh * up))))
-        out = cv2.resize(scene, size, interpolation=cv2.INTER_LINEAR)
+        size = (max(width, math.ceil(sw * up)), max(height, math.ceil(sh * up)))
+        out = np.asarray(cv2.resize(scene, size, interpolation=cv2.INTER_LINEAR), np.float32)
     oh, ow = out.shape[:2]
     ch, cw = min(oh, need_h), min(ow, need_w)
     y0, x0 = (oh - ch) // 2, (ow - cw) // 2

@@ -41,7 +41,7 @@ def face_patch(height: int, rng: np.random.Generator) -> tuple[F32Image, F32Imag
     outline that ghosts visibly if fusion ignores the motion.
     """
     h = max(height, 12)
-    w = max(int(round(0.8 * h)), 10)
+    w = max(round(0.8 * h), 10)
     img = np.zeros((h, w, 3), np.uint8)
     alpha = np.zeros((h, w), np.uint8)
     cx, cy = w / 2.0, h * 0.55
@@ -55,26 +55,48 @@ def face_patch(height: int, rng: np.random.Generator) -> tuple[F32Image, F32Imag
     img[:] = np.clip(skin * (light * tex)[..., None], 0, 255).astype(np.uint8)
     # Hair: a cap over the top, with strands.
     hair_mask = np.zeros((h, w), np.uint8)
-    cv2.ellipse(hair_mask, (int(cx), int(h * 0.42)), (int(0.5 * w), int(0.4 * h)), 0, 180, 360, 255, -1, _AA)
+    cv2.ellipse(
+        hair_mask, (int(cx), int(h * 0.42)), (int(0.5 * w), int(0.4 * h)), 0, 180, 360, 255, -1, _AA
+    )
     cv2.rectangle(hair_mask, (0, int(h * 0.42)), (w, h), 0, -1)
-    strands = cv2.resize(rng.standard_normal((4, max(w // 3, 2))).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    strands = cv2.resize(
+        rng.standard_normal((4, max(w // 3, 2))).astype(np.float32),
+        (w, h),
+        interpolation=cv2.INTER_CUBIC,
+    )
     hair_img = np.clip(np.array(hair, np.float32) * (1 + 0.25 * strands)[..., None], 0, 255)
     a = hair_mask[..., None].astype(np.float32) / 255.0
     img[:] = (img * (1 - a) + hair_img * a).astype(np.uint8)
     # Eyes, brows, nose, mouth.
-    s = max(1, int(round(h / 60)))
+    s = max(1, round(h / 60))
     iris = _IRIS[int(rng.integers(len(_IRIS)))]
     for side in (-1, 1):
         ex, ey = int(cx + side * 0.2 * w), int(h * 0.5)
-        cv2.ellipse(img, (ex, ey), (int(0.11 * w), int(0.045 * h)), 0, 0, 360, (245, 245, 240), -1, _AA)
+        cv2.ellipse(
+            img, (ex, ey), (int(0.11 * w), int(0.045 * h)), 0, 0, 360, (245, 245, 240), -1, _AA
+        )
         cv2.circle(img, (ex, ey), max(int(0.04 * h), 1), iris, -1, _AA)
         cv2.circle(img, (ex, ey), max(int(0.018 * h), 1), (10, 10, 10), -1, _AA)
         cv2.circle(img, (ex - s, ey - s), max(s, 1), (255, 255, 255), -1, _AA)
-        cv2.ellipse(img, (ex, int(h * 0.44)), (int(0.12 * w), int(0.03 * h)), 0, 200, 340, hair, 2 * s, _AA)
+        cv2.ellipse(
+            img, (ex, int(h * 0.44)), (int(0.12 * w), int(0.03 * h)), 0, 200, 340, hair, 2 * s, _AA
+        )
     nose = tuple(int(c) for c in skin * 0.7)
     cv2.line(img, (int(cx), int(h * 0.52)), (int(cx - 0.03 * w), int(h * 0.64)), nose, s, _AA)
-    cv2.ellipse(img, (int(cx), int(h * 0.65)), (int(0.06 * w), int(0.015 * h)), 0, 0, 180, nose, s, _AA)
-    cv2.ellipse(img, (int(cx), int(h * 0.74)), (int(0.13 * w), int(0.04 * h)), 0, 10, 170, (150, 40, 45), 2 * s, _AA)
+    cv2.ellipse(
+        img, (int(cx), int(h * 0.65)), (int(0.06 * w), int(0.015 * h)), 0, 0, 180, nose, s, _AA
+    )
+    cv2.ellipse(
+        img,
+        (int(cx), int(h * 0.74)),
+        (int(0.13 * w), int(0.04 * h)),
+        0,
+        10,
+        170,
+        (150, 40, 45),
+        2 * s,
+        _AA,
+    )
     # Outline: face ellipse plus hair cap.
     cv2.ellipse(alpha, (int(cx), int(cy)), (int(ax), int(ay)), 0, 0, 360, 255, -1, _AA)
     alpha = np.maximum(alpha, hair_mask)
@@ -113,7 +135,7 @@ class Subject:
                 f"bad subject: speed {speed_heights_s}, turn {turn_deg_s}, size {size_heights}"
             )
         rng = np.random.default_rng([seed, 2])
-        colour, alpha = face_patch(int(round(size_heights * frame_height)), rng)
+        colour, alpha = face_patch(round(size_heights * frame_height), rng)
         patch = np.concatenate([colour * alpha[..., None], alpha[..., None]], axis=2)
         ox, oy = scene_offset_xy
         ax = ox + frame_width * (0.5 + rng.uniform(-0.15, 0.15))
@@ -128,7 +150,8 @@ class Subject:
         )
 
     def poses(self, t_s: npt.ArrayLike) -> F64:
-        """Subject poses at times ``t_s`` (N,) → ``float64 (N, 3)``: dx, dy (scene px), angle (rad)."""
+        """Subject poses at times ``t_s`` (N,) → ``float64 (N, 3)``: dx, dy (scene px),
+        angle (rad)."""
         t = np.atleast_1d(np.asarray(t_s, dtype=np.float64))
         return np.column_stack([self.move_x.value(t), self.move_y.value(t), self.turn.value(t)])
 

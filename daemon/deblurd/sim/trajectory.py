@@ -24,10 +24,13 @@ rays onto the current view's rays. To first order, scene content moves by
 
 **Shake level** ``shake_deg_s``: the RMS angular speed of the yaw/pitch tremor, deg/s
 (the envelope is normalised to unit mean square). The image-plane speed at the centre is
-about ``shake · π/180 · f`` px/s, so the blur of an exposure ``T`` is about
-``shake · π/180 · f · T`` px at its RMS (e.g. 20 deg/s, ``f`` = 1536 px, 8 ms: ≈ 4.3 px).
-0 is a tripod. Physiological tremor of a careful grip is a few deg/s; one-handed,
-pressing the button or in a moving vehicle it reaches tens of deg/s.
+about ``shake · π/180 · f`` px/s, so an exposure ``T`` smears the centre over up to
+``shake · π/180 · f · T`` px at RMS speed. Measured over 30 seeds at the default 30 deg/s,
+``f`` = 1536 px (1280 px wide, 45° field of view) and 8 ms: blur extent median 3.6 px,
+5–95 % 1.0–11.4 px; within a 9-frame burst typically min ≈ 1.2 px and max ≈ 8.4 px.
+0 is a tripod. The physiological tremor of a careful two-handed grip is a few deg/s; the
+default is a strong shake (one-handed, tapping the shutter, walking): the regime the
+burst method is for.
 """
 
 from __future__ import annotations
@@ -170,8 +173,13 @@ class ShakeTrajectory:
         )
 
     def poses(self, t_s: npt.ArrayLike) -> F64:
-        """Poses at times ``t_s`` (N,) s → ``float64 (N, 3)``: yaw, pitch, roll in radians."""
+        """Poses at times ``t_s`` (N,) s → ``float64 (N, 3)``: yaw, pitch, roll in radians.
+        The pose at ``t = 0`` is ``(0, 0, 0)`` (the burst starts at the reference view)."""
         t = np.atleast_1d(np.asarray(t_s, dtype=np.float64))
+        out: F64 = self._raw(t) - self._raw(np.zeros(1))
+        return out
+
+    def _raw(self, t: F64) -> F64:
         s = self.envelope_sigma
         env = np.exp(s * self.envelope.value(t) - s * s)  # log-normal, unit mean square
         a = self.major.value(t) * env
@@ -191,7 +199,7 @@ class ShakeTrajectory:
     def samples(self, t0_s: float, t1_s: float, rate_hz: float = 1000.0) -> F64:
         """The trajectory sampled on ``[t0_s, t1_s]``: ``float64 (N, 4)`` rows
         ``(t_s, yaw, pitch, roll)``, angles in radians."""
-        n = max(2, int(math.ceil((t1_s - t0_s) * rate_hz)) + 1)
+        n = max(2, math.ceil((t1_s - t0_s) * rate_hz) + 1)
         t = np.linspace(t0_s, t1_s, n)
         return np.column_stack([t, self.poses(t)])
 
@@ -236,5 +244,7 @@ def homography(pose: Pose | npt.ArrayLike, focal_px: float, width: int, height: 
     rotation-only camera of focal ``focal_px`` px and image size ``width × height`` px."""
     if focal_px <= 0 or width <= 0 or height <= 0:
         raise SimulationError(f"bad camera: focal {focal_px} px, size {width}x{height}")
-    out: F64 = homographies(np.asarray(pose, dtype=np.float64).reshape(1, 3), focal_px, width, height)[0]
+    out: F64 = homographies(
+        np.asarray(pose, dtype=np.float64).reshape(1, 3), focal_px, width, height
+    )[0]
     return out
