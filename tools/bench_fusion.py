@@ -59,15 +59,22 @@ def make_frames(scene: F32, n: int, sigma: float, rng: np.random.Generator) -> l
     return frames
 
 
-def timed(label: str, fn: Callable[[], object], per: int = 1) -> object:
-    tracemalloc.reset_peak()
-    base = tracemalloc.get_traced_memory()[0]
-    t0 = time.perf_counter()
-    out = fn()
-    dt = time.perf_counter() - t0
-    peak = tracemalloc.get_traced_memory()[1] - base
-    extra = f"  ({dt / per * 1e3:7.1f} ms per frame)" if per > 1 else ""
-    print(f"{label:<44s} {dt * 1e3:8.1f} ms{extra}   traced peak +{peak / 2**20:7.1f} MiB")
+def timed(label: str, fn: Callable[[], object], per: int = 1, repeat: int = 1) -> object:
+    """Run ``fn`` ``repeat`` times; print the best and median time and the traced peak."""
+    times = []
+    out: object = None
+    peak = 0
+    for _ in range(repeat):
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+        peak = max(peak, tracemalloc.get_traced_memory()[1] - base)
+    best, med = min(times), sorted(times)[len(times) // 2]
+    extra = f"  {best / per * 1e3:6.1f} ms/frame" if per > 1 else ""
+    print(f"{label:<44s} best {best * 1e3:7.1f} ms (median {med * 1e3:7.1f}){extra}"
+          f"   traced peak +{peak / 2**20:6.1f} MiB")
     return out
 
 
@@ -78,6 +85,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=8, help="second frames fused")
     ap.add_argument("--sigma", type=float, default=0.02, help="noise std, linear units")
     ap.add_argument("--threads", type=int, default=0, help="cv2 threads (0 = OpenCV default)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per measurement (best shown)")
     args = ap.parse_args()
     if args.threads:
         cv2.setNumThreads(args.threads)
@@ -86,32 +94,32 @@ def main() -> None:
     ref = (scene + rng.standard_normal(scene.shape, dtype=np.float32) * np.float32(args.sigma))
     ref = ref.astype(np.float32)
     frames = make_frames(scene, args.frames, args.sigma, rng)
-    n = args.frames
+    n, r = args.frames, max(1, args.repeat)
     print(f"{args.width}x{args.height}, {n} second frames, sigma {args.sigma}, "
           f"cv2 threads {cv2.getNumThreads()}")
     one_frame_mib = ref.nbytes / 2**20
     print(f"one linear frame = {one_frame_mib:.1f} MiB; inputs held by the bench: "
           f"{(n + 2) * one_frame_mib:.0f} MiB (not counted in the traced peaks)")
     tracemalloc.start()
-    timed("estimate_noise_sigma", lambda: estimate_noise_sigma(ref))
+    timed("estimate_noise_sigma", lambda: estimate_noise_sigma(ref), repeat=r)
     model = estimate_noise_model(ref)
-    timed("estimate_noise_model", lambda: estimate_noise_model(ref))
+    timed("estimate_noise_model", lambda: estimate_noise_model(ref), repeat=r)
     for robust in (True, False):
         s = FusionSettings(robust=robust)
         tag = "robust" if robust else "plain"
         def batch(s: FusionSettings = s) -> FusionResult:
             return fuse_to_reference(ref, frames, s, model)
 
-        timed(f"fuse_to_reference ({tag}, noise given)", batch, per=n)
+        timed(f"fuse_to_reference ({tag}, noise given)", batch, per=n, repeat=r)
 
         def stream(s: FusionSettings = s) -> FusionResult:
             def gen() -> Iterator[AlignedFrame]:
                 yield from frames
             return fuse_sequential(ref, gen(), s, model)
 
-        timed(f"fuse_sequential ({tag}, noise given)", stream, per=n)
+        timed(f"fuse_sequential ({tag}, noise given)", stream, per=n, repeat=r)
     res = timed("fuse_to_reference (robust, noise estimated)",
-                lambda: fuse_to_reference(ref, frames, FusionSettings()), per=n)
+                lambda: fuse_to_reference(ref, frames, FusionSettings()), per=n, repeat=r)
     plain = fuse_to_reference(ref, frames, FusionSettings(robust=False))
     assert isinstance(res, FusionResult)
     inner = (slice(16, -16), slice(16, -16))
@@ -120,8 +128,9 @@ def main() -> None:
         err = float(np.sqrt(np.mean((img - scene)[inner] ** 2)))
         print(f"RMS error vs scene ({tag}): reference {err_ref:.4f}, fused {err:.4f} "
               f"({err_ref / err:.2f}x lower; sqrt(N+1) = {np.sqrt(n + 1):.2f})")
-    timed("sharpen (plain)", lambda: sharpen(res.image, 0.8, 1.0))
-    timed("sharpen (noise-aware)", lambda: sharpen(res.image, 0.8, 1.0, noise_sigma=0.01))
+    timed("sharpen (plain)", lambda: sharpen(res.image, 0.8, 1.0), repeat=r)
+    timed("sharpen (noise-aware)", lambda: sharpen(res.image, 0.8, 1.0, noise_sigma=0.01),
+          repeat=r)
     tracemalloc.stop()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"process peak RSS: {rss:.0f} MiB")

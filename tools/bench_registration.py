@@ -11,9 +11,14 @@ blur; Gaussian noise) and times :class:`deblurd.pipeline.registration.OpenCVRegi
 * ``warp`` per pair, reported separately: a linear RGB ``float32 (H, W, 3)`` frame and
   its validity mask.
 
+``register cpu`` is the process CPU time of ``register`` (all threads): on a shared
+machine wall times swing with the load, CPU time much less (with ``--threads 1`` it is
+the single-core cost).
+
 Usage::
 
     python tools/bench_registration.py [--sizes 1920x1080,4000x3000] [--pairs 20] [--seed 0]
+                                       [--threads N] [--max-corners N]
 """
 
 from __future__ import annotations
@@ -148,24 +153,30 @@ def bench(width: int, height: int, pairs: int, seed: int, settings: Registration
             ref_ms[k].append(v)
 
     pair_ms: dict[str, list[float]] = defaultdict(list)
-    errors, accepted = [], 0
-    tracemalloc.start()
-    peak_register = peak_warp = 0
-    for H, g, rgb in moving:
-        tracemalloc.reset_peak()
-        t0 = time.perf_counter()
+    errors, residuals, accepted = [], [], 0
+    for H, g, rgb in moving:  # timing pass (tracemalloc off: it slows allocations)
+        c0, t0 = time.process_time(), time.perf_counter()
         r = reg.register(g)
         pair_ms["register"].append((time.perf_counter() - t0) * 1000)
-        peak_register = max(peak_register, tracemalloc.get_traced_memory()[1])
+        pair_ms["register cpu"].append((time.process_time() - c0) * 1000)
         for k, v in reg.stage_ms.items():
             pair_ms[k].append(v)
-        tracemalloc.reset_peak()
         t0 = time.perf_counter()
         reg.warp(rgb, r)
         pair_ms["warp"].append((time.perf_counter() - t0) * 1000)
-        peak_warp = max(peak_warp, tracemalloc.get_traced_memory()[1])
         accepted += r.accepted
         errors.append(grid_error(r.homography, H, width, height))
+        residuals.append(r.residual_px)
+
+    tracemalloc.start()  # memory pass: peak of what register / warp allocate
+    peak_register = peak_warp = 0
+    for _, g, rgb in moving[:3]:
+        tracemalloc.reset_peak()
+        r = reg.register(g)
+        peak_register = max(peak_register, tracemalloc.get_traced_memory()[1])
+        tracemalloc.reset_peak()
+        reg.warp(rgb, r)
+        peak_warp = max(peak_warp, tracemalloc.get_traced_memory()[1])
     tracemalloc.stop()
 
     def fmt(d: dict[str, list[float]]) -> str:
@@ -177,10 +188,11 @@ def bench(width: int, height: int, pairs: int, seed: int, settings: Registration
     print(f"== {width}x{height} ({mp:.1f} MP), tracking level {reg.tracking_level}, "
           f"{len(reg.corners)} corners, {pairs} pairs (median ms, min in brackets)")
     print(f"  set_reference: {fmt(ref_ms)}")
-    order = ["pyramid", "lk", "homography", "register", "warp"]
+    order = ["pyramid", "lk", "homography", "register", "register cpu", "warp"]
     print(f"  per pair:      {fmt({k: pair_ms[k] for k in order})}")
     print(f"  accepted {accepted}/{pairs}, grid error median {statistics.median(errors):.3f} px, "
-          f"max {max(errors):.3f} px")
+          f"max {max(errors):.3f} px; median inlier residual "
+          f"{statistics.median(residuals):.3f} px")
     print(f"  peak traced memory: register {peak_register / 2**20:.1f} MiB, "
           f"warp (RGB + mask) {peak_warp / 2**20:.1f} MiB; "
           f"process max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
@@ -192,7 +204,10 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-corners", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="cv2.setNumThreads (default: all)")
     args = ap.parse_args()
+    if args.threads is not None:
+        cv2.setNumThreads(args.threads)
     extra = {} if args.max_corners is None else {"max_corners": args.max_corners}
     settings = RegistrationSettings(**extra)
     print(f"OpenCV {cv2.__version__}, {cv2.getNumThreads()} threads")

@@ -8,24 +8,31 @@ Usage::
         [--markdown eval.md] [--json eval.json] [--sheet sheet.png]
 
 Scenes are scikit-image's bundled photos (evaluation only: scikit-image is a dev
-dependency, never the daemon's). Each photo is simulated by :mod:`deblurd.sim` at every
-shake level (``--levels``, multiples of the simulator's default shake, 30 deg/s) with a seed of its
-own, plus one burst per photo with a moving subject (a face, at ``--subject-level``);
-bursts at levels ≥ ``--extra-from-level`` also capture the long-exposure ``extra``
-frames. On every burst it runs the pipeline (``process_burst``, default settings or
-``--config``) and the baselines of :mod:`deblurd.evaluation.baselines` (trigger frame,
-sharpest frame, aligned mean, Fourier Burst Accumulation), and measures PSNR and SSIM
-(luma) against the simulator's ground truth **of the frame whose geometry each output is
-in**: the pipeline's selected frame, the sharpest frame, the trigger frame, and the
-registration reference (the sharpest) for the aligned mean and FBA. ``--border`` px are
-cropped from every side first (warps leave unreliable borders). For subject bursts it
-also measures the PSNR inside the subject's mask (the moving face).
+dependency, never the daemon's), fitted to ``--size`` by the simulator. Each photo is
+simulated by :mod:`deblurd.sim` at every shake level (``--levels``: multiples of the
+simulator's default shake, 30 deg/s RMS) with a seed of its own, plus one burst per photo
+with a moving subject (a face, at ``--subject-level``); bursts at levels ≥
+``--extra-from-level`` also capture 8 long-exposure ``extra`` frames. Default: 5 photos ×
+3 levels + 5 subject bursts = 20 bursts of 9 ring frames, about a minute on 2 cores.
+
+On every burst it runs the pipeline (``process_burst``, default settings or ``--config``;
+a U-Net pass only when the settings ask for one) and the baselines of
+:mod:`deblurd.evaluation.baselines` (trigger frame, sharpest frame, aligned mean, Fourier
+Burst Accumulation), and measures PSNR and SSIM (luma) against the simulator's ground
+truth **of the frame whose geometry each output is in**: the pipeline's selected frame,
+the sharpest frame, the trigger frame, and the registration reference (the sharpest) for
+the aligned mean and FBA. ``--border`` px are cropped from every side first (warps leave
+unreliable borders). For subject bursts it also measures the PSNR inside the subject's
+mask (the moving face). Means skip infinite PSNRs (identical images).
 
 Prints the time of every burst, a table of mean PSNR / SSIM per method and burst group,
-the bursts where the pipeline is worse than the sharpest frame, and the subject-region
-table; optionally a Markdown file, a JSON file of every number and a contact sheet PNG
+the bursts where the pipeline is worse than the sharpest frame, the bursts where the blur
+score's pick is not the least blurred candidate (by the simulator's true PSF extent), and
+the subject-region table; ``--per-burst`` adds a row per burst. Optionally a Markdown
+file, a JSON file of every number (and every rejection reason) and a contact sheet PNG
 (rows: a few bursts; columns: truth, trigger, sharpest, aligned mean, FBA, pipeline;
-crops enlarged 2x). Deterministic: same arguments, same numbers (``--jobs`` included).
+crops enlarged 2x, around the face or the most detailed area). Deterministic: same
+arguments, same numbers (``--jobs`` included; OpenCV's RNG is seeded per burst).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -219,6 +227,8 @@ class BurstResult:
     extra_frames: int
     trigger: int
     sharpest: int
+    least_blur: int
+    blur_px: list[float]
     selected: int
     fused: int
     rejected: int
@@ -226,6 +236,8 @@ class BurstResult:
     baseline_rejected: int
     scores: dict[str, MethodScore]
     seconds: dict[str, float]
+    rejected_reasons: dict[str, str] = field(default_factory=dict)
+    baseline_rejected_reasons: dict[str, str] = field(default_factory=dict)
     crops: dict[str, U8] = field(default_factory=dict)
     crop_box: tuple[int, int, int, int] | None = None
 
@@ -282,6 +294,8 @@ def evaluate_burst(
     sel = settings.selection
     candidates = candidate_indices(burst, sel.frames_before, sel.frames_after)
     sharp = sharpest_index(burst, candidates, settings.blur_score.size)
+    least_blur = min(candidates, key=lambda i: (sim.stats[i].blur_extent_px, i))
+    cv2.setRNGSeed(case.seed % (2**31))  # baselines independent of what the pipeline drew
     stack = register_stack(burst, sharp, settings=settings.registration)
     outputs: dict[str, tuple[U8, int]] = {
         "trigger": (trigger_frame(burst), burst.trigger_index),
@@ -308,12 +322,16 @@ def evaluate_burst(
         extra_frames=len(burst.indices("extra")),
         trigger=burst.trigger_index,
         sharpest=sharp,
+        least_blur=least_blur,
+        blur_px=[round(float(st.blur_extent_px), 2) for st in sim.stats],
         selected=rep.selected,
         fused=len(rep.used),
         rejected=len(rep.rejected),
         decision=str(rep.decision.get("source", "")),
         baseline_rejected=len(stack.rejected),
         scores=scores,
+        rejected_reasons={str(x.index): x.reason for x in rep.rejected},
+        baseline_rejected_reasons={str(i): why for i, why in stack.rejected.items()},
         seconds={},
     )
     if want_crops:
@@ -362,6 +380,12 @@ def summarise(results: Sequence[BurstResult]) -> dict[str, Any]:
         r.case.name for r in results
         if r.scores["pipeline"].psnr < r.scores["sharpest"].psnr
     ]
+    misses = [
+        f"{r.case.name} (f{r.sharpest} {r.blur_px[r.sharpest]:.1f} px vs "
+        f"f{r.least_blur} {r.blur_px[r.least_blur]:.1f} px)"
+        for r in results
+        if r.blur_px[r.sharpest] > r.blur_px[r.least_blur] + 0.5
+    ]
     subject = [
         {
             "burst": r.case.name,
@@ -371,7 +395,7 @@ def summarise(results: Sequence[BurstResult]) -> dict[str, Any]:
         if r.case.subject
     ]
     return {"groups": groups, "table": table, "pipeline_below_sharpest": below,
-            "subject_region_psnr": subject}
+            "blur_score_misses": misses, "subject_region_psnr": subject}
 
 
 def _fmt(v: float | None, digits: int = 2) -> str:
@@ -407,13 +431,15 @@ def _subject_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]
 
 
 def _burst_table(results: Sequence[BurstResult]) -> tuple[list[str], list[list[str]]]:
-    header = ["burst", "seed", "frames", "trig", "sharp", "sel", "fused", "rej", "decision",
+    header = ["burst", "seed", "frames", "trig", "sharp", "sel", "blur px", "fused", "rej",
+              "decision",
               *[f"{m} PSNR" for m in METHODS], "pipe SSIM", "s"]
     rows = []
     for r in results:
         rows.append([
-            r.case.name, str(r.case.seed), f"{r.frames}" + (f"+{r.extra_frames}x" if
-            r.extra_frames else ""), str(r.trigger), str(r.sharpest), str(r.selected),
+            r.case.name, str(r.case.seed),
+            f"{r.frames - r.extra_frames}" + (f"+{r.extra_frames}x" if r.extra_frames else ""),
+            str(r.trigger), str(r.sharpest), str(r.selected), f"{r.blur_px[r.selected]:.1f}",
             str(r.fused), str(r.rejected), r.decision,
             *[_fmt(r.scores[m].psnr) for m in METHODS], _fmt(r.scores["pipeline"].ssim, 4),
             f"{r.seconds['total']:.1f}",
@@ -446,6 +472,12 @@ def render_report(
         f"{heading}Pipeline below the sharpest frame (PSNR): {len(below)} of {len(results)}"
         + (f": {', '.join(below)}" if below else "")
     )
+    misses = summary["blur_score_misses"]
+    parts.append(
+        f"{heading}Sharpest by blur score is not the least blurred candidate (true PSF "
+        f"extent, > 0.5 px worse): {len(misses)} of {len(results)}"
+        + (f": {'; '.join(misses)}" if misses else "")
+    )
     if summary["subject_region_psnr"]:
         parts += [f"{heading}Subject (moving face) region PSNR (dB)",
                   fmt(*_subject_table(summary))]
@@ -458,10 +490,13 @@ def render_report(
 
 
 def _label(img: U8, text: str, y: int, scale: float = 0.5) -> None:
-    org = (6, y)
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
-                cv2.LINE_AA)
+    """White text on a dark band at baseline ``y`` (legible on any content)."""
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    (tw, th), base = cv2.getTextSize(text, font, scale, 1)
+    y0, y1 = max(0, y - th - 4), min(img.shape[0], y + base + 2)
+    band = img[y0:y1, 0 : min(img.shape[1], tw + 10)]
+    band[...] = (band.astype(np.uint16) * 2 // 7).astype(np.uint8)
+    cv2.putText(img, text, (5, y), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
 def contact_sheet(results: Sequence[BurstResult], scale: int = 2) -> U8 | None:
@@ -577,6 +612,12 @@ def _result_json(r: BurstResult) -> dict[str, Any]:
     return out
 
 
+def _output_path(path: str) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     photos = [p.strip() for p in args.photos.split(",") if p.strip()]
@@ -603,14 +644,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     common = (tuple(args.size), settings, args.border, args.fba_p)
     if jobs == 1:
         for case in cases:
-            results.append(evaluate_burst(case, *common, case.index in sheet, False))
+            try:
+                results.append(evaluate_burst(case, *common, case.index in sheet, False))
+            except Exception:
+                print(f"burst {case.name} (seed {case.seed}) failed:", file=sys.stderr)
+                raise
             report(results[-1])
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(evaluate_burst, c, *common, c.index in sheet, True)
-                       for c in cases]
+            futures = {pool.submit(evaluate_burst, c, *common, c.index in sheet, True): c
+                       for c in cases}
             for fut in as_completed(futures):
-                results.append(fut.result())
+                try:
+                    results.append(fut.result())
+                except Exception:
+                    c = futures[fut]
+                    print(f"burst {c.name} (seed {c.seed}) failed:", file=sys.stderr)
+                    raise
                 report(results[-1])
     results.sort(key=lambda r: r.case.index)
     wall = time.perf_counter() - t0
@@ -625,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         md = (f"# deblurd evaluation\n\n{len(results)} simulated bursts at "
               f"{args.size[0]}x{args.size[1]}, border {args.border} px.\n\n"
               + render_report(results, summary, True, _markdown, "### "))
-        atomic_write_bytes(args.markdown, md.encode())
+        atomic_write_bytes(_output_path(args.markdown), md.encode())
         print(f"wrote {args.markdown}")
     if args.json:
         doc = {
@@ -636,12 +686,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "bursts": [_result_json(r) for r in results],
         }
         text = json.dumps(_clean(doc), indent=1, default=str, allow_nan=False)
-        atomic_write_bytes(args.json, (text + "\n").encode())
+        atomic_write_bytes(_output_path(args.json), (text + "\n").encode())
         print(f"wrote {args.json}")
     if args.sheet:
         img = contact_sheet(results)
         if img is not None:
-            write_image(Path(args.sheet), img)
+            write_image(_output_path(args.sheet), img)
             print(f"wrote {args.sheet} ({img.shape[1]}x{img.shape[0]})")
     return 0
 

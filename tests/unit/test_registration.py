@@ -154,7 +154,7 @@ def test_shake_with_blur_and_noise_is_registered_within_a_quarter_pixel(
         assert r.homography.shape == (3, 3) and r.homography.dtype == np.float64
         assert r.homography[2, 2] == pytest.approx(1.0)
         assert r.inliers >= DEFAULTS.min_inliers and r.inliers <= r.tracked <= len(reg.corners)
-        assert 0 < r.residual_px <= DEFAULTS.max_residual_px
+        assert 0 < r.residual_px <= DEFAULTS.max_residual_px * 2**reg.tracking_level
         errors.append(grid_error(r.homography, H, w, h))
     assert float(np.median(errors)) <= 0.25, errors
     assert max(errors) <= 0.25, errors
@@ -182,6 +182,20 @@ def test_homography_maps_moving_coordinates_to_reference_and_warp_aligns(astrona
     # columns, y_moving = y + 4.25 > h - 1 in the bottom 5 rows
     assert not valid[:, :6].any() and not valid[h - 4 :, :].any()
     assert valid[10 : h - 10, 10 : w - 10].all()
+
+
+def test_shift_beyond_the_lk_window_is_caught_by_the_global_prior(astronaut: F32) -> None:
+    """70 px is more than the coarsest level's LK window reaches (7 px x 8 = 56 px)."""
+    h, w = astronaut.shape
+    rng = np.random.default_rng(5)
+    c = np.array([[1, 0, w / 2], [0, 1, h / 2], [0, 0, 1.0]])
+    H = (np.array([[1, 0, 70.0], [0, 1, -45.0], [0, 0, 1]]) @ c
+         @ np.vstack([cv2.getRotationMatrix2D((0, 0), 0.8, 1.0), [0, 0, 1]]) @ np.linalg.inv(c))
+    reg = OpenCVRegistrar(DEFAULTS)
+    reg.set_reference(degrade(rng, astronaut, 0.0, 0.01))
+    r = reg.register(degrade(rng, warp_to_moving(astronaut, H), 3.0, 0.01))
+    assert r.accepted, r.reason
+    assert grid_error(r.homography, H, w, h) <= 0.25
 
 
 # --- rejection: a result with a reason, never an exception ------------------------------------
@@ -269,6 +283,10 @@ def test_unprocessable_inputs_raise_registration_error(astronaut: F32) -> None:
     with pytest.raises(RegistrationError, match="reference is"):
         reg.register(astronaut[:-2])
     r = reg.register(astronaut)
+    # strided views are fine (copied where OpenCV needs contiguous memory)
+    wide = np.repeat(astronaut, 2, axis=1)
+    assert reg.register(wide[:, ::2]).accepted
+    assert reg.warp(np.dstack([astronaut] * 3)[..., ::-1], r)[0].shape == (*astronaut.shape, 3)
     with pytest.raises(RegistrationError, match="warp expects"):
         reg.warp(astronaut[:, :-1], r)
     with pytest.raises(RegistrationError, match="warp expects"):

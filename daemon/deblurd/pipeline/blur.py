@@ -85,6 +85,7 @@ _LOW_RINGS = 6
 _HIGH_RINGS = 12
 _FLOOR_NOISE = 0.1
 _FLOOR_RANGE = 10.0 ** (-MAX_SCORE_DB / 10.0)
+_HALF_NORMAL_LOWER_MS = 0.1426  # E[x² | |x| < median |x|] / σ² for x ~ N(0, σ²)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class _Geometry:
     """Per-shape constants: window, ring label of every rfft2 bin, ring sizes, noise mask."""
 
     window: F32Image
+    window_energy: float
     labels: npt.NDArray[np.intp]
     counts: npt.NDArray[np.float64]
     noise: npt.NDArray[np.bool_]
@@ -114,7 +116,8 @@ def _geometry(h: int, w: int) -> _Geometry:
     noise = r >= NOISE_MIN_FREQ
     for arr in (window, labels, counts, noise):
         arr.setflags(write=False)
-    return _Geometry(window, labels, counts, noise)
+    energy = float(np.sum(window.astype(np.float64) ** 2))
+    return _Geometry(window, energy, labels, counts, noise)
 
 
 def analysis_image(image: npt.NDArray[np.generic], size: int = DEFAULT_SIZE) -> F32Image:
@@ -141,9 +144,12 @@ def analysis_image(image: npt.NDArray[np.generic], size: int = DEFAULT_SIZE) -> 
         if not np.issubdtype(crop.dtype, np.floating):
             raise ImageError(f"expected uint8 or float image, got {crop.dtype}")
         crop = crop.astype(np.float32, copy=False)
+    s = min(size, side)
     if crop.ndim == 3:
+        if side >= 2 * s:  # one 2x2 box halving first: cheaper than graying every pixel
+            crop = _halve(crop)
         crop = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
-    gray = _area_resize(crop, min(size, side))
+    gray = _area_resize(crop, s)
     if is_u8:
         return gray.astype(np.float32) * np.float32(1.0 / 255.0)
     out = np.array(gray, dtype=np.float32)  # a private copy, never a view of the input
@@ -158,15 +164,22 @@ def _area_resize(gray: npt.NDArray[Any], s: int) -> npt.NDArray[Any]:
     then one area resize of the remaining factor in [1, 2) in float32."""
     img = gray
     while img.shape[0] >= 2 * s:
-        even = img.shape[0] - img.shape[0] % 2
-        half = even // 2
-        img = cv2.resize(img[:even, :even], (half, half), interpolation=cv2.INTER_AREA)
+        img = _halve(img)
     if img.shape[0] != s:
         img = cv2.resize(img.astype(np.float32), (s, s), interpolation=cv2.INTER_AREA)
     return img
 
 
-def ring_powers(gray: F32Image) -> tuple[npt.NDArray[np.float64], float]:
+def _halve(img: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """2x2 box average of a square image (an odd last row/column is dropped)."""
+    half = img.shape[0] // 2
+    even = 2 * half
+    return cv2.resize(img[:even, :even], (half, half), interpolation=cv2.INTER_AREA)
+
+
+def ring_powers(
+    gray: F32Image, quant_step: float = 0.0
+) -> tuple[npt.NDArray[np.float64], float]:
     """Mean spectral power of each ring (``LOW`` rings, then ``HIGH``) and the noise floor.
 
     ``gray``: the analysis image ``float32 (s, s)``. Powers are of the mean-removed,
@@ -179,9 +192,30 @@ def ring_powers(gray: F32Image) -> tuple[npt.NDArray[np.float64], float]:
     spec = np.fft.rfft2(x)
     power = (spec.real * spec.real + spec.imag * spec.imag).ravel()
     sums = np.bincount(geo.labels, weights=power, minlength=geo.counts.size)
-    rings = sums[:-1] / np.maximum(geo.counts[:-1], 1.0)
-    noise = float(np.median(power[geo.noise])) / math.log(2.0) if geo.noise.any() else 0.0
-    return rings, noise
+    counts = geo.counts[:-1]
+    rings = np.full(counts.shape, np.nan)  # NaN: a ring with no bin (tiny images)
+    np.divide(sums[:-1], counts, out=rings, where=counts > 0)
+    spectral = float(np.median(power[geo.noise])) / math.log(2.0) if geo.noise.any() else 0.0
+    spatial = (_haar_noise_sigma(gray) ** 2 + quant_step**2 / 12.0) * geo.window_energy
+    return rings, min(spectral, spatial)
+
+
+def _haar_noise_sigma(gray: F32Image) -> float:
+    """Robust noise σ from the finest Haar diagonal subband ``HH = (a - b - c + d) / 2``.
+
+    White noise of variance σ² gives ``HH`` of variance σ²; edges are sparse in space, so
+    the half of the coefficients smallest in magnitude is (nearly) noise only. For a normal
+    distribution their mean square is ``0.1426 σ²`` (truncated at the median of ``|HH|``).
+    A mean over many coefficients, unlike the median, varies smoothly with the image also
+    when its values are quantised (8-bit codes).
+    """
+    h, w = gray.shape[0] // 2 * 2, gray.shape[1] // 2 * 2
+    q = gray[:h, :w].reshape(h // 2, 2, w // 2, 2)
+    hh = ((q[:, 0, :, 0] - q[:, 0, :, 1]) - (q[:, 1, :, 0] - q[:, 1, :, 1])).ravel() * 0.5
+    sq = hh * hh
+    half = sq.size // 2
+    lower = np.partition(sq, half)[:half]
+    return math.sqrt(float(lower.mean()) / _HALF_NORMAL_LOWER_MS) if half else 0.0
 
 
 def blur_score(image: npt.NDArray[np.generic], size: int = DEFAULT_SIZE) -> float:
@@ -193,19 +227,21 @@ def blur_score(image: npt.NDArray[np.generic], size: int = DEFAULT_SIZE) -> floa
     Returns a float in (-inf, 60]; typical values in the module docstring.
     Raises :class:`ImageError` for a wrong shape/dtype, a too-small or non-finite image.
     """
-    rings, noise = ring_powers(analysis_image(image, size))
+    quant_step = 1.0 / 255.0 if np.asarray(image).dtype == np.uint8 else 0.0
+    rings, noise = ring_powers(analysis_image(image, size), quant_step)
     signal = rings - noise
-    s_low = float(signal[:_LOW_RINGS].mean())
-    floor = max(_FLOOR_NOISE * noise, _FLOOR_RANGE * s_low)
-    if s_low <= 0.0 or s_low <= floor or not math.isfinite(s_low):
+    low, high = signal[:_LOW_RINGS], signal[_LOW_RINGS:]
+    low, high = low[np.isfinite(low)], high[np.isfinite(high)]
+    if low.size == 0 or high.size == 0:
         return MAX_SCORE_DB
-    high = np.maximum(signal[_LOW_RINGS:], floor)
-    score = 10.0 * (math.log10(s_low) - float(np.mean(np.log10(high))))
-    return min(score, MAX_SCORE_DB)
+    s_low = float(low.mean())
+    floor = max(_FLOOR_NOISE * noise, _FLOOR_RANGE * s_low)
+    if not s_low > floor:  # no structure above the noise at all (also: s_low <= 0)
+        return MAX_SCORE_DB
+    level_high = float(np.mean(np.log10(np.maximum(high, floor))))
+    return min(10.0 * (math.log10(s_low) - level_high), MAX_SCORE_DB)
 
 
-def blur_scores(
-    frames: Sequence[npt.NDArray[np.generic]], size: int = DEFAULT_SIZE
-) -> list[float]:
+def blur_scores(frames: Sequence[npt.NDArray[np.generic]], size: int = DEFAULT_SIZE) -> list[float]:
     """:func:`blur_score` of each frame, in order."""
     return [blur_score(frame, size) for frame in frames]

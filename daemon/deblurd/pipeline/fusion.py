@@ -20,7 +20,8 @@ Per-pixel weights (``settings.robust``)
 ---------------------------------------
 With ``δ = x − ref`` (per channel), ``V_c(I) = σ²_frame(I) + σ²_ref(I)`` the variance of δ
 under "same scene, only noise" from the noise level function at the reference's local
-intensity ``I`` (see :mod:`deblurd.pipeline.noise`), on a half-resolution grid:
+intensity ``I`` (see :mod:`deblurd.pipeline.noise`; the reference is taken to be as
+noisy as a frame), on a half-resolution grid:
 
 * **motion test** (low frequencies, where noise is weak and a moving subject is not):
   ``L = G_s * (δ downsampled 2×2)``; ``z² = mean_c L_c² / (g·V_c)`` with ``g`` the noise
@@ -28,21 +29,31 @@ intensity ``I`` (see :mod:`deblurd.pipeline.noise`), on a half-resolution grid:
   ``w_motion = T(z; k, 2k)``, ``k = robust_k``. Comparing low-passed values keeps the
   reference's own noise from rejecting everything, while a subject that moved by more
   than its blur differs by many stds.
-* **detail test** (``detail_guard``; all frequencies, the blur guard): ``E = box3 * (δ²
-  downsampled 2×2)`` is the local mean squared difference (36 pixels × 3 channels);
-  ``e = mean_c E_c / V_c − 1`` is the energy that noise does not explain. A frame
-  blurrier than the reference (or slightly misregistered) differs at edges and texture,
-  so ``w_detail = T(e; t, 3t)``, ``t = detail_tolerance``. Flat areas, where blur does
-  not matter, keep full weight and are still averaged.
+* **detail test** (``detail_guard``; all frequencies, the blur guard): ``E = box5 * (δ²
+  downsampled 2×2)`` is the local mean squared difference (10×10 pixels × 3 channels);
+  ``e = mean_c E_c / box5 * V_c − 1`` is the energy that noise does not explain. A frame
+  blurrier than the reference (or slightly misregistered, or softened by the warp's
+  interpolation) differs at edges and texture, so ``w_detail = T(e; t, 3t)``,
+  ``t = detail_tolerance``. Flat areas, where blur does not matter, keep full weight
+  and are still averaged: the guard is per pixel, not per frame.
 * ``T(s; lo, hi) = (1 − u²)²`` with ``u = clip((s − lo)/(hi − lo), 0, 1)``: a flat top
   (static pixels get weight exactly 1, so noise falls as 1/sqrt(N)) and a smooth
   Tukey-style fall to exactly 0 (a rejected ghost contributes nothing).
 * ``w = upsample(G_smooth * minfilter_grow(w_motion · w_detail)) · valid · frame.weight``:
   the min filter grows rejected areas over the ghost's soft edge, the blur removes speckle.
+* **noise calibration** (``calibrate_noise``): per frame and per luma bin, the median of
+  ``L_c² / (g·V_c)`` over the flattest unclipped pixels is compared with its χ²₁ value;
+  where the frame shows clearly less noise than the model (a denoised reference, a
+  generous σ from the caller), ``V`` is scaled down (both tests). Never up: blur,
+  misregistration and motion also raise those differences, so they must not be able to
+  loosen the tests.
 
 The frame-level ``AlignedFrame.weight`` (e.g. from sharpness) multiplies everything, so
 a caller can down-weight or drop a blurry frame outright; the detail test is the
 per-pixel guard on top. With ``robust`` off: ``w = valid · frame.weight``.
+
+Frames whose brightness differs (another exposure) are first scaled per channel to the
+reference by the median ratio of low-passed values (``match_exposure``).
 """
 
 from __future__ import annotations
@@ -155,6 +166,10 @@ def _check_frame(
         raise ImageError(f"{what}: valid mask shape {valid.shape}, expected {shape[:2]}")
     if not math.isfinite(frame.weight) or frame.weight < 0.0:
         raise ImageError(f"{what}: frame weight must be finite and >= 0, got {frame.weight}")
+    if valid.dtype == np.float32 and valid.flags.c_contiguous:
+        lo, hi = float(valid.min()), float(valid.max())
+        if lo >= 0.0 and hi <= 1.0:
+            return image, valid
     valid32: F32Image = np.ascontiguousarray(np.clip(valid, 0.0, 1.0), dtype=np.float32)
     return image, valid32
 
@@ -188,9 +203,15 @@ class _ReferenceGuide:
         grow = math.ceil(settings.reject_grow_px / self.scale)
         self.grow_kernel = np.ones((2 * grow + 1, 2 * grow + 1), np.uint8) if grow > 0 else None
         self.lo = self._lowpass(reference)
+        # Full-size work buffers, reused frame after frame: fresh 20 MB arrays cost more in
+        # page faults than the arithmetic done in them.
+        # ``scratch`` is the caller's once frame_weights has returned.
+        self._buf_delta = np.empty_like(reference)
+        self._buf_w = np.empty(reference.shape[:2], np.float32)
+        self.scratch: F32Image = np.empty_like(reference)
         # Variance of δ = frame − reference on static pixels, per channel, at the local
         # intensity: one frame's noise plus the reference's (same model: the reference is
-        # assumed no noisier than a raw frame; if it is less noisy this errs on tolerance).
+        # assumed no noisier than a raw frame; if it is less noisy, calibration tightens).
         var1 = noise.variance(self.lo)
         var = var1 * np.float32(2.0)
         self.inv_var_lo: F32Image = (1.0 / (var * np.float32(self._lowpass_gain()))).astype(
@@ -321,7 +342,7 @@ class _ReferenceGuide:
         Cells without warp data get δ = 0 in the low-pass (what lies outside the warp's
         data never "moves"; its weight is zeroed by ``valid`` anyway).
         """
-        delta = _f32(cv2.subtract(image, self.image))
+        delta = _f32(cv2.subtract(image, self.image, dst=self._buf_delta))
         d_half = self._half(delta)
         if vmask is not None:
             d_half *= vmask[..., None]
@@ -330,11 +351,13 @@ class _ReferenceGuide:
     def frame_weights(self, image: F32Image, valid: F32Image) -> tuple[F32Image, F32Image]:
         """Per-pixel weight of one aligned frame, ``float32 (H, W)`` in [0, 1] (incl. valid).
 
-        Returns ``(image, weight)``: the image is the input, or an exposure-matched copy.
+        Returns ``(image, weight)``: the image is the input, or an exposure-matched copy;
+        the weight lives in a buffer of this guide, valid until the next call.
         """
         s = self.settings
         if not (s.robust or s.match_exposure):
-            return image, valid.copy()
+            np.copyto(self._buf_w, valid)
+            return image, self._buf_w
         vmask = self._valid_mask(valid)
         delta, d_lo = self._differences(image, vmask)
         if s.match_exposure:
@@ -343,7 +366,8 @@ class _ReferenceGuide:
                 image = (image * gains).astype(np.float32)
                 delta, d_lo = self._differences(image, vmask)
         if not s.robust:
-            return image, valid.copy()
+            np.copyto(self._buf_w, valid)
+            return image, self._buf_w
         q = _f32(cv2.multiply(_f32(cv2.multiply(d_lo, d_lo)), self.inv_var_lo))
         factor = self.calibration(q, vmask) if s.calibrate_noise else None
         z2 = _mean3(q)
@@ -351,7 +375,7 @@ class _ReferenceGuide:
             z2 /= factor
         w = _flat_top(np.sqrt(z2), s.robust_k, 2.0 * s.robust_k)
         if s.detail_guard:
-            energy = self._half(_f32(cv2.multiply(delta, delta)))
+            energy = self._half(_f32(cv2.multiply(delta, delta, dst=self.scratch)))
             if vmask is not None:
                 energy *= vmask[..., None]
             box = (_DETAIL_BOX, _DETAIL_BOX)
@@ -366,7 +390,9 @@ class _ReferenceGuide:
             k = _gaussian_ksize(self.smooth_sigma)
             w = _f32(cv2.GaussianBlur(w, (k, k), self.smooth_sigma))
         if self.scale != 1:
-            w = _f32(cv2.resize(w, self.full_size, interpolation=cv2.INTER_LINEAR))
+            w = _f32(
+                cv2.resize(w, self.full_size, dst=self._buf_w, interpolation=cv2.INTER_LINEAR)
+            )
         w *= valid
         return image, w
 
@@ -445,7 +471,7 @@ class SequentialFuser:
         # fused ← fused + w/(W + w) · (x − fused);  W ← W + w   (weight 1 vs i−1 when w ≡ 1)
         self._wsum += w
         ratio = np.divide(w, self._wsum, out=w)
-        step = _f32(cv2.subtract(image, self._fused))
+        step = _f32(cv2.subtract(image, self._fused, dst=self._guide.scratch))
         step *= ratio[..., None]
         self._fused += step
         return mean_w
@@ -495,7 +521,6 @@ def fuse_to_reference(
     acc: F32Image = ref * np.float32(settings.reference_weight)
     wsum: F32Image = np.full(ref.shape[:2], settings.reference_weight, np.float32)
     frame_weights: list[float] = []
-    term: F32Image | None = None
     for index, frame in enumerate(frames):
         image, valid = _check_frame(frame, ref.shape, index)
         image, w = guide.frame_weights(image, valid)
@@ -505,8 +530,7 @@ def fuse_to_reference(
         if frame.weight != 1.0:
             w *= np.float32(frame.weight)
         wsum += w
-        term = np.multiply(image, w[..., None], out=term)
-        acc += term
+        acc += np.multiply(image, w[..., None], out=guide.scratch)
     acc /= wsum[..., None]
     return FusionResult(image=acc, weight_sum=wsum, frame_weights=frame_weights, noise_model=noise)
 

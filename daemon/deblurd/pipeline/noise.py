@@ -10,12 +10,13 @@ structure), so its robust spread is the noise std:
 
     σ = 1.4826 · median(|HH|)          (MAD of a zero-mean band)
 
-in the level function taken over the flattest quarter of each intensity bin (the blocks
-with the least horizontal and vertical Haar detail ``LH² + HL²``): for pure noise the
-bands are independent, so the selection does not bias σ, while on texture it keeps edges
-from posing as noise. Fine texture with real diagonal detail still reads as some noise:
-on strongly textured scenes σ comes out up to ~25 % high (2× when the noise is far below
-the texture); fusion corrects its model per frame from the data anyway.
+For the level function the median is taken over the flattest quarter of each intensity
+bin (the blocks with the least horizontal and vertical Haar detail ``LH² + HL²``): for
+pure noise the bands are independent, so the selection does not bias σ, while on
+texture it keeps edges from posing as noise. Fine texture with real diagonal detail
+still reads as some noise: on strongly textured scenes σ comes out up to ~25 % high (2×
+when the noise is far below the texture); fusion tightens a model that is too high per
+frame from the data (``FusionSettings.calibrate_noise``).
 
 The block mean ``LL = (p + q + r + s) / 4`` is statistically independent of ``HH`` for
 Gaussian noise, so binning ``HH`` by ``LL`` gives the *noise level function* — the noise
@@ -25,7 +26,9 @@ For a photon-limited sensor in linear light this is the Poisson–Gaussian model
     σ²(I) = a + b · I
 
 which :func:`estimate_noise_model` fits by weighted least squares on equal-count
-intensity bins (flatter half and median per bin; bins clipped at black left out).
+intensity bins. Blocks of four equal values (clipped at black or white, flat after 8-bit
+quantisation) and saturated blocks carry no noise and are left out, as are bins so dark
+that the noise is clipped at black.
 """
 
 from __future__ import annotations
@@ -129,13 +132,17 @@ def haar_bands(
 def estimate_noise_sigma(image: npt.NDArray[np.generic]) -> float:
     """Robust noise std of a float image ``(H, W)`` or ``(H, W, C)``, in its units.
 
-    The MAD of the finest diagonal Haar band over all channels (pooled): for linear RGB
-    this is a typical per-channel noise std. Signal-dependent noise gives a mix over
-    the image's intensities; use :func:`estimate_noise_model` for the level function.
+    The MAD of the finest diagonal Haar band over all channels (pooled), blocks of four
+    equal values left out: for linear RGB this is a typical per-channel noise std.
+    Signal-dependent noise gives a mix over the image's intensities; use
+    :func:`estimate_noise_model` for the level function.
     """
-    hh, _, _ = haar_bands(image, _MAX_SAMPLES)
-    flat = np.abs(hh.reshape(-1))
-    return max(float(_MAD_TO_SIGMA * np.median(flat)), 0.0)
+    hh, _, grad2 = haar_bands(image, _MAX_SAMPLES)
+    hh_f, g_f = hh.reshape(-1), grad2.reshape(-1)
+    informative = np.abs(hh_f[(hh_f != 0.0) | (g_f != 0.0)])  # not clipped / constant
+    if informative.size == 0:
+        return 0.0
+    return float(_MAD_TO_SIGMA * np.median(informative))
 
 
 def estimate_noise_model(

@@ -23,7 +23,7 @@ from deblurd.pipeline.blur import blur_score
 from deblurd.pipeline.decision import Decision, decide
 from deblurd.pipeline.finishing import finish
 from deblurd.pipeline.fusion import AlignedFrame, fuse
-from deblurd.pipeline.noise import estimate_noise_sigma
+from deblurd.pipeline.noise import estimate_noise_model
 from deblurd.pipeline.registration import OpenCVRegistrar
 from deblurd.pipeline.selection import select_first_frame, walk_order
 from deblurd.settings.models import DeblurdSettings
@@ -73,7 +73,7 @@ class ProcessReport:
     unet_passes: str = "off"
     deblurred_blur_score: float | None = None
     decision: dict[str, Any] = field(default_factory=dict)
-    noise_sigma: float = 0.0
+    noise_model: dict[str, float] = field(default_factory=dict)
     used: list[UsedFrame] = field(default_factory=list)
     rejected: list[RejectedFrame] = field(default_factory=list)
     fusion_mode: str = ""
@@ -186,11 +186,13 @@ def process_burst(
     }
 
     # Stage 4: register and fuse (linear light).
-    fused = _register_and_fuse(burst, settings, first, first_score, scores, pool, report, timer)
+    fused, residual_noise = _register_and_fuse(
+        burst, settings, first, first_score, scores, pool, report, timer
+    )
 
     # Stage 5: finish, then the U-Net once more.
     with timer.stage("finish"):
-        fused = finish(fused, settings.finishing)
+        fused = finish(fused, settings.finishing, residual_noise)
     if passes == "both" and deblurrer is not None:
         with timer.stage("unet_second"):
             fused = deblurrer.deblur(fused, "second")
@@ -209,7 +211,8 @@ def _register_and_fuse(
     pool: list[int],
     report: ProcessReport,
     timer: _Timer,
-) -> F32:
+) -> tuple[F32, F32 | None]:
+    """Stage 4: the fused image and its per-pixel residual noise std ``(H, W)`` (or None)."""
     gate = settings.second_frames
     kept: list[int] = []
     for i in pool:
@@ -222,11 +225,12 @@ def _register_and_fuse(
         else:
             kept.append(i)
     if not kept:
-        return first
+        return first, None
 
     with timer.stage("noise"):
-        noise_sigma = estimate_noise_sigma(first)
-    report.noise_sigma = round(float(noise_sigma), 6)
+        # From the raw selected frame: a U-Net-denoised first frame would under-read it.
+        noise = estimate_noise_model(srgb_to_linear(burst.frames[selected]))
+    report.noise_model = {"a": float(noise.a), "b": float(noise.b)}
     registrar = OpenCVRegistrar(settings.registration)
     with timer.stage("register"):
         registrar.set_reference(to_gray(linear_to_srgb(first)))
@@ -253,10 +257,10 @@ def _register_and_fuse(
 
     frames = list(aligned_frames()) if settings.fusion.mode == "reference" else aligned_frames()
     with timer.stage("fuse"):
-        result = fuse(first, frames, settings.fusion, noise_sigma)
+        result = fuse(first, frames, settings.fusion, noise)
     for used, w in zip(report.used, result.frame_weights, strict=False):
         used.mean_pixel_weight = round(float(w), 4)
     if settings.fusion.mode == "sequential":
         # Registration and warping ran inside the streaming fusion: count them once.
         report.stage_ms["fuse"] = round(report.stage_ms["fuse"] - streamed_ms, 2)
-    return result.image
+    return result.image, result.residual_noise_sigma(noise)

@@ -39,7 +39,12 @@ import numpy.typing as npt
 
 from deblurd.errors import RegistrationError
 from deblurd.pipeline.corners import CornerParams, persistent_corners
-from deblurd.pipeline.pyramid import PyramidBuilder, coarsest_level, tracking_level
+from deblurd.pipeline.pyramid import (
+    PyramidBuilder,
+    coarsest_level,
+    level_shape,
+    tracking_level,
+)
 from deblurd.settings.registration import RegistrationSettings
 
 F32 = npt.NDArray[np.float32]
@@ -51,6 +56,7 @@ _MIN_SIDE = 32  # px: smaller frames cannot hold a pyramid and a tracking window
 _RANSAC_ITERS = 2000
 _RANSAC_CONFIDENCE = 0.999
 _SUBPIX_BITS = 8  # fractional bits of polygon vertices in valid_mask
+_MIN_PHASE_RESPONSE = 0.03  # phase-correlation peak below which the global shift is ignored
 
 
 @dataclass(frozen=True)
@@ -94,19 +100,24 @@ def track(
     window: int,
     iterations: int,
     min_eigen: float,
+    prior: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[F32, Mask]:
     """Pyramidal Lucas–Kanade from ``prev_pyr`` to ``next_pyr``, coarse to fine.
 
     ``points``: ``float32 (N, 2)`` in level-0 pixels of the pyramids (element ``k`` is
-    ``2**k`` times coarser). Returns the tracked positions ``float32 (N, 2)`` (level-0
-    pixels) and ``ok`` (``bool (N,)``). As in OpenCV's own pyramidal LK, a point lost at
-    a coarse level keeps its guess; only the finest level decides ``ok``. The pyramids
-    are ours (built once per image), one ``cv2.calcOpticalFlowPyrLK`` call per level.
+    ``2**k`` times coarser). ``prior``: a global shift ``(dx, dy)`` in pixels of the
+    coarsest level, the first guess of every point's motion. Returns the tracked
+    positions ``float32 (N, 2)`` (level-0 pixels) and ``ok`` (``bool (N,)``). As in
+    OpenCV's own pyramidal LK, a point lost at a coarse level keeps its guess; only the
+    finest level decides ``ok``. The pyramids are ours (built once per image), one
+    ``cv2.calcOpticalFlowPyrLK`` call per level.
     """
-    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, iterations, 0.01)
+    # coarse levels only seed the next one: 0.05 px there, 0.01 px at the finest level
+    coarse_criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, iterations, 0.05)
+    fine_criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, iterations, 0.01)
     top = len(prev_pyr) - 1
     src = points.reshape(-1, 1, 2).astype(np.float32)
-    guess = src / np.float32(2**top)
+    guess = src / np.float32(2**top) + np.array(prior, np.float32)
     ok = np.zeros(len(points), np.bool_)
     for level in range(top, -1, -1):
         if level < top:
@@ -119,7 +130,7 @@ def track(
             guess.copy(),
             winSize=(window, window),
             maxLevel=0,
-            criteria=criteria,
+            criteria=coarse_criteria if level else fine_criteria,
             flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
             minEigThreshold=min_eigen,
         )
@@ -130,6 +141,22 @@ def track(
     ok &= np.isfinite(out).all(axis=1)
     ok &= (out[:, 0] >= 0) & (out[:, 0] <= w - 1) & (out[:, 1] >= 0) & (out[:, 1] <= h - 1)
     return out, ok
+
+
+def global_shift(ref: U8, moving: U8, window: F32) -> tuple[float, float]:
+    """Translation ``(dx, dy)`` of ``moving`` against ``ref`` by phase correlation, px.
+
+    Run on the coarsest pyramid level, it gives Lucas–Kanade a first guess that reaches
+    far beyond its window: a point at ``p`` in ``ref`` is near ``p + (dx, dy)`` in
+    ``moving``. ``window``: a Hanning window of the level's size (``float32``). Returns
+    ``(0, 0)`` when the correlation peak is too weak to trust.
+    """
+    a = ref.astype(np.float32)
+    b = moving.astype(np.float32)
+    (dx, dy), response = cv2.phaseCorrelate(a, b, window)
+    if not (math.isfinite(dx) and math.isfinite(dy)) or response < _MIN_PHASE_RESPONSE:
+        return 0.0, 0.0
+    return float(dx), float(dy)
 
 
 def reprojection_errors(H: F64, src: F32, dst: F32) -> F64:
@@ -233,6 +260,7 @@ def warp_homography(image: F32, H: F64) -> tuple[F32, F32]:
     :func:`valid_mask`).
     """
     h, w = image.shape[:2]
+    image = np.ascontiguousarray(image)  # a no-op unless image is a strided view
     inv = np.linalg.inv(H)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     if image.ndim == 2 or image.shape[2] <= 4:
@@ -298,6 +326,7 @@ class OpenCVRegistrar:
         self._ref_builder: PyramidBuilder | None = None
         self._builder: PyramidBuilder | None = None  # the second frames' pyramids
         self._ref_pyr: list[U8] = []
+        self._window: F32 = np.ones((1, 1), np.float32)  # Hanning, coarsest level
         self._corners: F32 = np.empty((0, 2), np.float32)
 
     @property
@@ -326,7 +355,11 @@ class OpenCVRegistrar:
             self._base = tracking_level(shape, s.tracking_max_side_px, s.levels)
             top = coarsest_level(s.levels, self._base)
             self._ref_builder = PyramidBuilder(shape, self._base, top)
-            self._builder = PyramidBuilder(shape, self._base, top)
+            self._builder = PyramidBuilder(shape, self._base, top, self._ref_builder)
+            top_h, top_w = level_shape(shape, top)
+            self._window = np.asarray(
+                cv2.createHanningWindow((top_w, top_h), cv2.CV_32F), np.float32
+            )
         self._ref_pyr = self._ref_builder.build(gray)
         t1 = time.perf_counter()
         params = CornerParams(
@@ -361,9 +394,10 @@ class OpenCVRegistrar:
         pyr = self._builder.build(gray)
         t1 = time.perf_counter()
         args = (s.lk_window_px, s.lk_iterations, s.lk_min_eigen)
-        fwd, ok_f = track(self._ref_pyr, pyr, self._corners, *args)
-        back, ok_b = track(pyr, self._ref_pyr, fwd, *args)
-        fb = np.hypot(*(back - self._corners).T) * scale
+        dx, dy = global_shift(self._ref_pyr[-1], pyr[-1], self._window)
+        fwd, ok_f = track(self._ref_pyr, pyr, self._corners, *args, prior=(dx, dy))
+        back, ok_b = track(pyr, self._ref_pyr, fwd, *args, prior=(-dx, -dy))
+        fb = np.hypot(*(back - self._corners).T)
         good = ok_f & ok_b & (fb <= s.fb_max_error_px)
         src, dst = fwd[good], self._corners[good]
         tracked = len(src)
@@ -379,7 +413,7 @@ class OpenCVRegistrar:
                 f"{s.min_tracked_ratio:g}", tracked, 0,
             )
 
-        H_b, inl = fit_homography(src, dst, s.ransac_threshold_px / scale)
+        H_b, inl = fit_homography(src, dst, s.ransac_threshold_px)
         reg = self._judge(H_b, inl, src, dst, scale, self._shape)
         self.stage_ms["homography"] = _ms(t2, time.perf_counter())
         return reg
@@ -403,8 +437,8 @@ class OpenCVRegistrar:
             reason = f"{inliers} inliers < {s.min_inliers}"
         elif inliers / tracked < s.min_inlier_ratio:
             reason = f"inlier ratio {inliers / tracked:.2f} < {s.min_inlier_ratio:g}"
-        elif residual > s.max_residual_px:
-            reason = f"median residual {residual:.2f} px > {s.max_residual_px:g} px"
+        elif residual > s.max_residual_px * scale:
+            reason = f"median residual {residual:.2f} px > {s.max_residual_px * scale:.2f} px"
         else:
             reason = implausible(H, shape, s)
         return Registration(H, reason is None, reason, tracked, inliers, residual)

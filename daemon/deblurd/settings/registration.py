@@ -1,7 +1,11 @@
 """Settings of stage 4a: registering second frames to the deblurred first frame.
 
-Pixel distances are **full-resolution pixels** unless a field says otherwise; tracking
-may run on a coarser pyramid level (``tracking_max_side_px``) and the registrar converts.
+Corners and optical flow run on the *tracking level*, the finest pyramid level whose
+longer side is at most ``tracking_max_side_px`` (full resolution up to 1024 px, 1/2 at
+1080p, 1/4 at 12 MP). Distances of the tracker are in **tracking-level pixels**: the
+level has about the same size at any sensor resolution, so one value means about the
+same fraction of the frame (and of the shake and blur) everywhere. Multiply by 2 for
+full-resolution pixels at 1080p, by 4 at 12 MP.
 """
 
 from __future__ import annotations
@@ -16,10 +20,18 @@ from deblurd.settings.base import Section
 class RegistrationSettings(Section):
     """Pyramid Harris corners + pyramidal LK + robust homography, with a quality gate."""
 
-    backend: Literal["opencv", "cuda", "auto"] = Field(
-        "opencv", description="opencv everywhere; cuda on Jetson; auto = cuda where available"
+    backend: Literal["opencv", "auto"] = Field(
+        "opencv",
+        description="opencv everywhere; auto = the fastest available (a CUDA backend for "
+        "Jetson is planned; until it ships, auto is opencv)",
     )
-    levels: int = Field(4, ge=1, le=6, description="pyramid levels (1, 1/2, 1/4, 1/8 for 4)")
+    levels: int = Field(
+        4,
+        ge=1,
+        le=6,
+        description="pyramid levels from full resolution (1, 1/2, 1/4, 1/8 for 4); tracking "
+        "always gets at least 3 levels from the tracking level on (12 MP: 1/4 to 1/16)",
+    )
     tracking_max_side_px: int = Field(
         1024,
         ge=64,
@@ -69,7 +81,10 @@ class RegistrationSettings(Section):
         "(normalised by the window area, OpenCV's minEigThreshold) is below this",
     )
     fb_max_error_px: float = Field(
-        1.0, gt=0.0, description="forward-backward tracking disagreement that drops a track"
+        0.5,
+        gt=0.0,
+        description="forward-backward tracking disagreement that drops a track, "
+        "tracking-level px",
     )
 
     # Robust fit and quality gate.
@@ -84,9 +99,14 @@ class RegistrationSettings(Section):
     min_inlier_ratio: float = Field(
         0.5, gt=0.0, le=1.0, description="inliers / tracked corners below this rejects"
     )
-    ransac_threshold_px: float = Field(1.5, gt=0.0, description="inlier reprojection error, px")
+    ransac_threshold_px: float = Field(
+        0.75, gt=0.0, description="largest reprojection error of an inlier, tracking-level px"
+    )
     max_residual_px: float = Field(
-        0.9, gt=0.0, description="median inlier reprojection error above this rejects, px"
+        0.45,
+        gt=0.0,
+        description="median inlier reprojection error above this rejects, tracking-level px "
+        "(0.9 full-resolution px at 1080p)",
     )
     max_scale_change: float = Field(
         0.1,
