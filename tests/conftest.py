@@ -20,8 +20,13 @@ def small_burst_dir(tmp_path: Path) -> Path:
     """A valid 5-frame burst (4 ring + 1 extra) of random 80x64 frames."""
     frames = make_frames(5)
     infos = [
-        FrameInfo(name, i * 33_333_333, 8000 if i < 4 else 33000, 4.0 if i < 4 else 1.0,
-                  "ring" if i < 4 else "extra")
+        FrameInfo(
+            name,
+            i * 33_333_333,
+            8000 if i < 4 else 33000,
+            4.0 if i < 4 else 1.0,
+            "ring" if i < 4 else "extra",
+        )
         for i, name in enumerate(frame_names(5))
     ]
     return write_burst(tmp_path / "burst", Burst(frames, infos, trigger_index=2))

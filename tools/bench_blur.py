@@ -14,6 +14,7 @@ FFT, rings, noise floor). Memory: the peak of numpy/Python allocations during on
 from __future__ import annotations
 
 import argparse
+import functools
 import resource
 import statistics
 import sys
@@ -76,12 +77,14 @@ def bench(size: int, repeat: int) -> None:
     base = natural_frame(1080, 1920)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     for name, (h, w) in (("1080p", (1080, 1920)), ("12MP", (3000, 4000))):
-        frame = base if w == 1920 else cv2.resize(base, (w, h), interpolation=cv2.INTER_LINEAR)
+        frame = base
+        if w != base.shape[1]:
+            frame = np.asarray(cv2.resize(base, (w, h), interpolation=cv2.INTER_LINEAR), np.uint8)
         gray = analysis_image(frame, size)
-        total = timed(lambda f=frame: blur_score(f, size), repeat)
-        stage_a = timed(lambda f=frame: analysis_image(f, size), repeat)
-        stage_s = timed(lambda g=gray: ring_powers(g), repeat)
-        peak = peak_alloc_mib(lambda f=frame: blur_score(f, size))
+        total = timed(functools.partial(blur_score, frame, size), repeat)
+        stage_a = timed(functools.partial(analysis_image, frame, size), repeat)
+        stage_s = timed(functools.partial(ring_powers, gray, 1.0 / 255.0), repeat)
+        peak = peak_alloc_mib(functools.partial(blur_score, frame, size))
         print(
             f"  {name:6s} {w}x{h}: total {total[0]:6.2f} ms ({total[1]:.2f})  "
             f"analysis image {stage_a[0]:5.2f} ms  spectrum {stage_s[0]:5.2f} ms  "
@@ -104,13 +107,15 @@ def motion_kernel(length: float, angle_deg: float) -> F32:
     for dy, wy in ((0, 1.0 - fy), (1, fy)):
         for dx, wx in ((0, 1.0 - fx), (1, fx)):
             np.add.at(kernel, (y0 + dy, x0 + dx), wy * wx)
-    return (kernel / kernel.sum()).astype(np.float32)
+    out: F32 = (kernel / kernel.sum()).astype(np.float32)
+    return out
 
 
 def blurred(frame: U8, length: float, angle_deg: float, noise: float, seed: int) -> U8:
     """``frame`` motion-blurred in linear light, plus Gaussian noise (sRGB, fraction of 255)."""
-    lin = cv2.filter2D(
-        srgb_to_linear(frame), -1, motion_kernel(length, angle_deg), borderType=cv2.BORDER_REFLECT
+    k = motion_kernel(length, angle_deg)
+    lin = np.asarray(
+        cv2.filter2D(srgb_to_linear(frame), -1, k, borderType=cv2.BORDER_REFLECT), np.float32
     )
     out = linear_to_srgb(lin).astype(np.float32)
     out += np.random.default_rng(seed).normal(0.0, noise * 255.0, out.shape).astype(np.float32)
@@ -123,11 +128,12 @@ def calibrate(size: int, noise: float) -> None:
     lengths = [0, 1, 2, 3, 5, 10, 15, 20]
     scenes: dict[str, U8] = {}
     for name in ("astronaut", "camera", "coffee", "chelsea", "rocket"):
-        img = getattr(skd, name)()
+        img = np.asarray(getattr(skd, name)(), np.uint8)
         img = np.stack([img] * 3, -1) if img.ndim == 2 else img[..., :3]
         scale = 1080 / img.shape[0]
-        scenes[name] = cv2.resize(
-            img, (round(img.shape[1] * scale), 1080), interpolation=cv2.INTER_CUBIC
+        scenes[name] = np.asarray(
+            cv2.resize(img, (round(img.shape[1] * scale), 1080), interpolation=cv2.INTER_CUBIC),
+            np.uint8,
         )
     scenes["1/f noise"] = natural_frame(1080, 1920, seed=1)
     print(f"blur score (dB), size {size}, 1080p frames, motion blur at 30 deg, noise {noise}")

@@ -29,10 +29,10 @@ def main() -> int:
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
     t0 = time.perf_counter()
-    sim = simulate_burst(SimParams(width=width, height=height, ring_frames=args.frames,
-                                   seed=args.seed), None)
-    print(f"simulated {args.frames} frames at {width}x{height} in "
-          f"{time.perf_counter() - t0:.2f} s")
+    sim = simulate_burst(
+        SimParams(width=width, height=height, ring_frames=args.frames, seed=args.seed), None
+    )
+    print(f"simulated {args.frames} frames at {width}x{height} in {time.perf_counter() - t0:.2f} s")
     settings = DeblurdSettings()
     settings = settings.model_copy(
         update={"fusion": settings.fusion.model_copy(update={"mode": args.mode})}
@@ -45,15 +45,21 @@ def main() -> int:
         walls.append((time.perf_counter() - t0) * 1000)
         for name, ms in result.report.stage_ms.items():
             stages.setdefault(name, []).append(ms)
-    print(f"fusion mode {args.mode}: {len(result.report.used)} frames fused, "
-          f"{len(result.report.rejected)} rejected")
+    print(
+        f"fusion mode {args.mode}: {len(result.report.used)} frames fused, "
+        f"{len(result.report.rejected)} rejected"
+    )
     for name, values in stages.items():
         print(f"  {name:<12} {statistics.median(values):8.1f} ms")
-    print(f"process_burst wall: median {statistics.median(walls):.0f} ms "
-          f"(min {min(walls):.0f}, max {max(walls):.0f}) over {args.repeats}")
+    print(
+        f"process_burst wall: median {statistics.median(walls):.0f} ms "
+        f"(min {min(walls):.0f}, max {max(walls):.0f}) over {args.repeats}"
+    )
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"peak resident memory (whole process, incl. the simulated burst): "
-          f"{peak_kib / 1024:.0f} MiB")
+    print(
+        f"peak resident memory (whole process, incl. the simulated burst): "
+        f"{peak_kib / 1024:.0f} MiB"
+    )
     return 0
 
 

@@ -184,7 +184,9 @@ def write_burst(path: str | os.PathLike[str], burst: Burst) -> Path:
     shape = burst.frames[0].shape
     for info, frame in zip(burst.infos, burst.frames, strict=True):
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape != shape:
-            raise BurstError(f"{info.file}: frame must be uint8 {shape}, got {frame.dtype} {frame.shape}")
+            raise BurstError(
+                f"{info.file}: frame must be uint8 {shape}, got {frame.dtype} {frame.shape}"
+            )
     parent = root.parent if str(root.parent) else Path(".")
     if not parent.is_dir():
         raise BurstError(f"{root}: parent folder {parent} does not exist")

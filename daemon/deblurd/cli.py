@@ -141,7 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=720)
     p.add_argument("--frames", type=int, default=9, help="ring frames around the trigger")
     p.add_argument("--extra", type=int, default=0, help="extra long-exposure frames after")
-    p.add_argument("--shake", type=float, default=1.0, help="hand-shake level (1 = typical: 30 deg/s RMS tremor)")
+    p.add_argument(
+        "--shake",
+        type=float,
+        default=1.0,
+        help="hand-shake level (1 = typical: 30 deg/s RMS tremor)",
+    )
     p.add_argument("--subject", action="store_true", help="add a subject moving on its own")
     p.add_argument("--scene", metavar="IMAGE", help="photo to use as the scene")
     p.set_defaults(func=_cmd_simulate)

@@ -40,7 +40,7 @@ class ControlClient:
         import zmq
 
         self._zmq = zmq
-        self._ctx = zmq.Context.instance()
+        self._ctx: Any = zmq.Context.instance()
         self._endpoint = endpoint
         self._timeout_ms = int(timeout_s * 1000)
 
@@ -64,17 +64,17 @@ class ControlClient:
         return reply
 
 
-def _subscribe(endpoint: str):  # type: ignore[no-untyped-def]
+def _subscribe(endpoint: str) -> Any:
     import zmq
 
-    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock: Any = zmq.Context.instance().socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SUBSCRIBE, b"")
     sock.connect(endpoint)
     return sock
 
 
-def _wait_for_result(sub, capture_id: str, timeout_s: float, output: str | None) -> int:  # type: ignore[no-untyped-def]
+def _wait_for_result(sub: Any, capture_id: str, timeout_s: float, output: str | None) -> int:
     import zmq
 
     deadline_ms = int(timeout_s * 1000)

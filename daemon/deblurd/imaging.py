@@ -11,6 +11,7 @@ Conventions used everywhere in deblurd:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -35,7 +36,7 @@ def srgb_to_linear(frame: U8Image) -> F32Image:
     """Decode an 8-bit sRGB frame ``(H, W[, 3]) uint8`` to linear light ``float32`` in [0, 1]."""
     if frame.dtype != np.uint8:
         raise ImageError(f"expected uint8 sRGB image, got {frame.dtype}")
-    out: F32Image = _SRGB_TO_LINEAR_LUT[frame]
+    out: F32Image = np.asarray(_SRGB_TO_LINEAR_LUT[frame], dtype=np.float32)
     return out
 
 
@@ -64,8 +65,10 @@ def to_gray(image: npt.NDArray[np.generic]) -> F32Image:
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ImageError(f"expected (H, W, 3) image, got shape {arr.shape}")
     f = arr.astype(np.float32) * np.float32(scale)
-    gray = 0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2]
-    return gray.astype(np.float32)
+    gray: F32Image = (0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2]).astype(
+        np.float32
+    )
+    return gray
 
 
 def read_rgb8(path: str | os.PathLike[str]) -> U8Image:
@@ -86,7 +89,7 @@ def read_rgb8(path: str | os.PathLike[str]) -> U8Image:
     if img.ndim != 3 or img.shape[2] != 3:
         channels = 1 if img.ndim == 2 else img.shape[2]
         raise ImageError(f"{p}: expected an RGB image with 3 channels, got {channels}")
-    rgb: U8Image = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    rgb: U8Image = np.asarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), dtype=np.uint8)
     return rgb
 
 
@@ -122,10 +125,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o
         os.chmod(tmp, mode & ~_current_umask())
         os.replace(tmp, p)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     return p
 

@@ -19,8 +19,22 @@ from deblurd.imaging import read_rgb8
 @pytest.fixture(scope="module")
 def sim_burst(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("sim") / "burst"
-    rc = main(["simulate", str(out), "--seed", "5", "--width", "320", "--height", "240",
-               "--frames", "7", "--extra", "3"])
+    rc = main(
+        [
+            "simulate",
+            str(out),
+            "--seed",
+            "5",
+            "--width",
+            "320",
+            "--height",
+            "240",
+            "--frames",
+            "7",
+            "--extra",
+            "3",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -117,8 +131,9 @@ def test_bad_burst_one_clear_message_no_output(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.png")]
 
 
-def test_output_in_missing_folder(sim_burst: Path, tmp_path: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_output_in_missing_folder(
+    sim_burst: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["process", str(sim_burst), "-o", str(tmp_path / "no" / "o.png")]) == 1
     assert "does not exist" in capsys.readouterr().err
 
@@ -147,8 +162,12 @@ def test_console_script_runs(sim_burst: Path, tmp_path: Path) -> None:
     exe = Path(sys.executable).parent / "deblurd"
     if not exe.exists():
         pytest.skip("console script not installed in this environment")
-    proc = subprocess.run([str(exe), "process", str(sim_burst), "-o", str(tmp_path / "o.png")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(exe), "process", str(sim_burst), "-o", str(tmp_path / "o.png")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "selected" in proc.stdout
 
@@ -163,11 +182,13 @@ def test_check_config_exit_78(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["check-config", str(good)]) == 0
 
 
-def test_process_with_bad_config_exits_78(sim_burst: Path, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_process_with_bad_config_exits_78(
+    sim_burst: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[registration]\nlevles = 3\n")
-    assert main(["process", str(sim_burst), "-o", str(tmp_path / "o.png"),
-                 "--config", str(bad)]) == 78
+    assert (
+        main(["process", str(sim_burst), "-o", str(tmp_path / "o.png"), "--config", str(bad)]) == 78
+    )
     assert "registration.levles" in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists()

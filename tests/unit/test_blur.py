@@ -104,12 +104,13 @@ def kernel(kind: str, size: float, angle_deg: float = 0.0) -> F32:
     """
     half = int(np.ceil(size)) + 2
     if kind == "gaussian":
-        if size <= 0:
+        if size < 0.05:  # narrower than that: the identity (and no 0/0 below)
             return _splat(np.zeros(1), np.zeros(1), half)
         x = np.arange(-half, half + 1, dtype=np.float64)
         g = np.exp(-(x**2) / (2.0 * (size / 2.3548) ** 2))
         k = np.outer(g, g)
-        return (k / k.sum()).astype(np.float32)
+        out: F32 = (k / k.sum()).astype(np.float32)
+        return out
     if kind == "motion":
         n = max(int(size * 16), 1)
         t = ((np.arange(n) + 0.5) / n - 0.5) * size
@@ -125,7 +126,9 @@ def kernel(kind: str, size: float, angle_deg: float = 0.0) -> F32:
 
 def render(img: U8, k: F32, noise: float, seed: int) -> U8:
     """Blur ``img`` with ``k`` in linear light, add N(0, noise) to sRGB values, quantise."""
-    lin = cv2.filter2D(srgb_to_linear(img), -1, k, borderType=cv2.BORDER_REFLECT)
+    lin = np.asarray(
+        cv2.filter2D(srgb_to_linear(img), -1, k, borderType=cv2.BORDER_REFLECT), np.float32
+    )
     out = linear_to_srgb_float(lin)
     out = out + np.random.default_rng(seed).normal(0.0, noise, out.shape).astype(np.float32)
     return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
@@ -182,8 +185,10 @@ def test_photos_rank_strictly_by_blur_size(blur_kind: str) -> None:
     sizes = [0.0, 1.5, 3.0, 4.5, 6.0, 8.0]
     for name in PHOTOS:
         img = photo(name)
-        scores = [blur_score(render(img, kernel(blur_kind, s, 30.0), 0.01, i)) for i, s in
-                  enumerate(sizes)]
+        scores = [
+            blur_score(render(img, kernel(blur_kind, s, 30.0), 0.01, i))
+            for i, s in enumerate(sizes)
+        ]
         steps = np.diff(scores)
         assert (steps > 0.3).all(), f"{name} {blur_kind}: {np.round(scores, 2)}"
 
@@ -194,8 +199,9 @@ def test_motion_blur_at_1080p_ranks_up_to_20_px() -> None:
     base = cv2.resize(pink_scene(3, 1.1), (1920, 1080), interpolation=cv2.INTER_CUBIC)
     detail = pink_scene(4, 1.0, 1080, 1920)  # content up to the 1080p pixel scale
     img = np.clip(0.5 * base.astype(np.int16) + 0.5 * detail, 0, 255).astype(np.uint8)
-    scores = [blur_score(render(img, kernel("motion", n, 70.0), 0.016, n)) for n in
-              (0, 2, 5, 10, 20)]
+    scores = [
+        blur_score(render(img, kernel("motion", n, 70.0), 0.016, n)) for n in (0, 2, 5, 10, 20)
+    ]
     assert (np.diff(scores) > 0.3).all(), np.round(scores, 2)
 
 
@@ -234,7 +240,8 @@ def test_typical_values_match_the_documentation() -> None:
     for name in PHOTOS:
         img = photo(name)
         scale = 1080 / img.shape[0]
-        big = cv2.resize(img, (round(img.shape[1] * scale), 1080), interpolation=cv2.INTER_CUBIC)
+        size = (round(img.shape[1] * scale), 1080)
+        big = np.asarray(cv2.resize(img, size, interpolation=cv2.INTER_CUBIC), np.uint8)
         s = [blur_score(render(big, kernel("motion", n, 30.0), 0.004, n)) for n in (0, 2, 5, 10)]
         assert 19.0 < s[0] < 31.0, (name, s)
         rises.append(np.array(s[1:]) - s[0])

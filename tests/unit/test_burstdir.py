@@ -88,7 +88,7 @@ def test_missing_folder_and_manifest(tmp_path: Path) -> None:
     with pytest.raises(BurstError, match="no such folder"):
         read_burst(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(BurstError, match="burst.json: missing"):
+    with pytest.raises(BurstError, match=r"burst\.json: missing"):
         read_burst(tmp_path / "empty")
 
 
@@ -126,7 +126,9 @@ def test_not_rgb_png(small_burst_dir: Path, shape: tuple[int, ...]) -> None:
 def test_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
     good = np.zeros((4, 4, 3), np.uint8)
     bad = np.zeros((5, 4, 3), np.uint8)
-    burst = Burst([good, bad], [FrameInfo("000.png", 0, 1, 1.0), FrameInfo("001.png", 1, 1, 1.0)], 0)
+    burst = Burst(
+        [good, bad], [FrameInfo("000.png", 0, 1, 1.0), FrameInfo("001.png", 1, 1, 1.0)], 0
+    )
     with pytest.raises(BurstError):
         write_burst(tmp_path / "b", burst)
     assert list(tmp_path.iterdir()) == []

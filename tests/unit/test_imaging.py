@@ -66,7 +66,9 @@ def test_atomic_write_replaces_whole_file_and_cleans_up(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]
 
 
-def test_atomic_write_failure_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_atomic_write_failure_keeps_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "x.bin"
     target.write_bytes(b"old")
 

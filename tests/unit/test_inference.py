@@ -30,7 +30,9 @@ def _box_blur_model(path: Path, with_noise_input: bool = False) -> Path:
             helper.make_node("Add", ["blurred", "noise"], ["out"]),
         ]
     graph = helper.make_graph(
-        nodes, "box", inputs,
+        nodes,
+        "box",
+        inputs,
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, "H", "W"])],
         [numpy_helper.from_array(weight, "w")],
     )
@@ -63,9 +65,9 @@ def test_onnx_runtime_tiled_matches_whole(tmp_path: Path) -> None:
     # The 3x3 box filter touches 1 px over a tile border; blending hides it.
     assert np.abs(tiled - whole).mean() < 1.0 / 255.0
     inner = (slice(2, -2), slice(2, -2))
-    expected = sum(
-        np.roll(np.roll(srgb, dy, 0), dx, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
-    ) / 9.0
+    expected = (
+        sum(np.roll(np.roll(srgb, dy, 0), dx, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)) / 9.0
+    )
     np.testing.assert_allclose(whole[inner], expected[inner], atol=1e-5)
 
 

@@ -113,7 +113,7 @@ def test_literals_bounds_and_variants_are_documented() -> None:
     assert "\n# fallback_to_onnxruntime = false" in runtime
     # an unset default is shown commented out
     assert "\n# first_blur_threshold = " in text
-    assert "ring_frames = [\n    { max_blur = 0.3, frames = 4 }," in text
+    assert "ring_frames = [\n    { max_blur = 24.0, frames = 4 }," in text
 
 
 def test_schema_is_json_and_lists_every_section() -> None:

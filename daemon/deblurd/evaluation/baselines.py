@@ -42,7 +42,7 @@ import numpy.typing as npt
 from deblurd.burstdir import Burst
 from deblurd.errors import ImageError
 from deblurd.imaging import linear_to_srgb, srgb_to_linear, to_gray
-from deblurd.pipeline.blur import blur_score
+from deblurd.pipeline.blur import DEFAULT_SIZE, blur_score
 from deblurd.pipeline.registration import OpenCVRegistrar
 from deblurd.settings.registration import RegistrationSettings
 
@@ -67,7 +67,7 @@ def candidate_indices(burst: Burst, before: int = 4, after: int = 4) -> list[int
 
 
 def sharpest_index(
-    burst: Burst, indices: Sequence[int] | None = None, score_size: int = 256
+    burst: Burst, indices: Sequence[int] | None = None, score_size: int = DEFAULT_SIZE
 ) -> int:
     """Index (into ``burst.frames``) of the frame with the lowest blur score.
 
@@ -87,7 +87,7 @@ def trigger_frame(burst: Burst) -> U8:
 
 
 def sharpest_frame(
-    burst: Burst, indices: Sequence[int] | None = None, score_size: int = 256
+    burst: Burst, indices: Sequence[int] | None = None, score_size: int = DEFAULT_SIZE
 ) -> U8:
     """The sharpest candidate frame, unchanged (geometry: :func:`sharpest_index`)."""
     return burst.frames[sharpest_index(burst, indices, score_size)].copy()

@@ -50,5 +50,5 @@ def open_deblurrer(settings: InferenceSettings) -> Deblurrer | None:
         return OnnxDeblurrer(runtime)
     raise InferenceError(
         f"inference runtime {runtime.type!r} is not available in this build; "
-        "set inference.runtime.type = \"onnxruntime\""
+        'set inference.runtime.type = "onnxruntime"'
     )

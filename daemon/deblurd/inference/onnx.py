@@ -11,6 +11,7 @@ padded by reflection and cropped back.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +23,7 @@ from deblurd.inference.tiling import run_tiled
 from deblurd.settings.inference import OnnxRuntimeSettings
 
 F32 = npt.NDArray[np.float32]
+
 
 # sRGB decode for float inputs (the LUT in imaging is for uint8 codes).
 def _srgb_float_to_linear(x: F32) -> F32:
@@ -38,7 +40,7 @@ class OnnxDeblurrer:
         if not path.is_file():
             raise InferenceError(
                 f"{path}: ONNX model not found (set inference.runtime.model, "
-                "or inference.passes = \"off\")"
+                'or inference.passes = "off")'
             )
         try:
             import onnxruntime as ort
@@ -49,7 +51,7 @@ class OnnxDeblurrer:
             opts.intra_op_num_threads = settings.threads
         opts.inter_op_num_threads = 1
         try:
-            self._session = ort.InferenceSession(
+            self._session: Any = ort.InferenceSession(
                 str(path), sess_options=opts, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
@@ -107,4 +109,4 @@ class OnnxDeblurrer:
         return _srgb_float_to_linear(out)
 
     def close(self) -> None:
-        self._session = None  # type: ignore[assignment]
+        self._session = None

@@ -66,5 +66,5 @@ def run_tiled(
             weight[y : y + th, x : x + tw] += wt
     if out is None:  # pragma: no cover - loops always run at least once
         raise ValueError("empty image")
-    result_img: F32 = out / np.maximum(weight, 1e-8)
+    result_img: F32 = (out / np.maximum(weight, np.float32(1e-8))).astype(np.float32)
     return result_img

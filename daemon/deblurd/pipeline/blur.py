@@ -6,45 +6,57 @@ that it does not depend on the frame's resolution.
 
 Exact formula (``g`` = gray analysis image, ``s × s`` pixels, sRGB-encoded values)::
 
-    g      = area-resize(centre square crop of gray(frame)) to s × s, s = min(size, short side)
+    g      = area-downsample(gray(centre square crop of the frame)) to s × s,
+             s = min(size, short side)        (2×2 box halvings, then one area resize)
     x      = (g - mean(g)) · hann(s) ⊗ hann(s)
-    P(k)   = |rfft2(x)(k)|²                       k: spatial frequency in cycles / analysis px
-    N      = median{ P(k) : |k| ≥ 0.55 } / ln 2    white-noise floor, from the spectrum's corners
-    S_b    = mean{ P(k) : k in ring b } - N        noise-corrected signal power of ring b
+    P(k)   = |rfft2(x)(k)|²                   k: spatial frequency, cycles / analysis px
+    N      = min(N_spec, N_haar)              white-noise floor per bin, two upper bounds:
+             N_spec = median{P(k) : |k| ≥ 0.55} / ln 2      (spectrum corners)
+             N_haar = (σ_HH² + q²/12) · Σ window²          (σ_HH: robust σ of the finest
+                      Haar diagonal subband; q: 1/255 for uint8 input, else 0)
+    S_b    = mean{P(k) : k in ring b} - N     noise-corrected signal power of ring b
     rings  : LOW  = 6 log-spaced rings covering |k| in [0.02, 0.06)
              HIGH = 12 log-spaced rings covering |k| in [0.10, 0.45)
     S_low  = mean_{b in LOW} S_b
     floor  = max(0.1 · N, 1e-6 · S_low)
-    score  = 10 · ( log10 S_low - mean_{b in HIGH} log10 max(S_b, floor) )      [dB]
+    score  = 10 · ( log10 S_low - mean_{b in HIGH} log10 max(S_b, floor) )     [dB]
+
+(no structure above the noise, ``S_low <= floor``: the ceiling, 60 dB.)
 
 Why this form: the literal "mean high amplitude minus mean low amplitude" is not monotonic
 in blur (heavy blur shrinks the low term too, and it dominates). A *ratio* of levels is
-invariant to exposure, gain and contrast, and grows with blur as long as the low rings stay
-below the blur's cut-off; the log-spaced high rings give every octave the same weight, so
-light blur (which only touches the top octave) and heavy blur (which empties the top
-octave and works down) both move the score. Sensor noise would otherwise fill the high
-rings with a flat floor that stops the score from rising: the floor ``N`` is estimated from
-the corner frequencies (beyond the Nyquist circle, where natural images carry little
-signal) and subtracted, and rings that sink under it are clipped to a fixed fraction of
-it, so at a given noise level the score keeps rising with blur while any ring still holds
-signal. The score is capped at 60 dB (no structure left, or an image without any).
+independent of exposure, gain, contrast and offset, and grows with blur as long as the low
+rings stay below the blur's cut-off; log-spaced high rings give every octave the same
+weight, so light blur (which only touches the top octave) and heavy blur (which empties
+the top octave and works down) both move the score. Sensor noise fills the high rings with
+a flat floor that would stop the score from rising: the floor ``N`` is estimated and
+subtracted, and rings that sink under it are clipped to a fixed fraction of it, so at a
+given noise level the score keeps rising with blur while any high ring still holds signal.
+Each noise estimate alone errs upwards with signal in it (a sharp frame's spectrum reaches
+the corners; a dense texture fills the Haar subband), and an estimate that falls with blur
+faster than the high rings would make light blur look sharper; their minimum does not.
 
-Scale (``size`` = 512, the default; measured on scikit-image's photos and procedural
-natural-like scenes at 1920×1080, 8-bit, light noise, see ``tests/unit/test_blur.py`` and
-``tools/bench_blur.py``)::
+Scale, at ``size`` = 512 (the default), measured with ``tools/bench_blur.py --calibrate``
+(1080p frames of scikit-image photos and a 1/f texture, motion blur in linear light,
+noise σ = 1 code)::
 
-    sharp natural photo        18 - 30 dB   (scene-dependent: smooth scenes score higher)
-    2 px motion blur at 1080p  + ~1 dB      over the same scene sharp
-    5 px motion blur           + ~3 dB
-    10 px motion blur          + ~5.5 dB    (disk / Gaussian blur of the same size: more)
+    sharp frame                 19 - 31 dB (photos 23 - 31, mean 25.5; a 1/f texture 19):
+                                scene-dependent, smooth scenes score higher
+    motion blur at 1080p        + 0.9 dB at 2 px, + 1.4 at 3 px, + 2.7 at 5 px,
+                                + 5.5 at 10 px, + 8 at 20 px (mean over the scenes;
+                                disk and Gaussian blur of the same size rise faster)
 
 Blur is measured in analysis pixels: a blur of ``L`` px on a frame whose short side is
-``H`` counts as ``L · size / H``. Within one scene (a burst) the score ranks blur reliably
-(monotonic up to blur sizes of about 1.5 % of the short side, at noise up to several 8-bit
-codes); across different scenes the sharp level varies by about ±6 dB, so absolute
-thresholds are coarse. Frames smaller than ``size`` are scored at their own resolution
-(never upsampled). The centre square of the frame is scored (the subject is usually there;
-handheld blur covers the whole frame).
+``H`` counts as ``L · size / H`` (one scene at 1080p, 720p and 540p scores within 1 dB).
+Within one scene (a burst) the score ranks blur reliably: strictly monotonic for blur
+sizes up to ~1.5 % of the short side (8 analysis px) for motion, disk and Gaussian blur at
+noise σ up to 8 codes, and for motion blur to ~30 px at 1080p; beyond, it saturates.
+Across scenes the sharp level varies by about ±6 dB, so absolute thresholds are coarse.
+Frames smaller than ``size`` are scored at their own resolution (never upsampled). The
+centre square of the frame is scored (handheld blur covers the whole frame).
+
+Cost: about 5 ms per 1080p frame, 10 ms per 12 MP frame on a 2-core x86 (OpenCV for the
+gray conversion and area downsample, numpy's FFT), a few MiB of temporaries.
 """
 
 from __future__ import annotations
@@ -177,14 +189,15 @@ def _halve(img: npt.NDArray[Any]) -> npt.NDArray[Any]:
     return cv2.resize(img[:even, :even], (half, half), interpolation=cv2.INTER_AREA)
 
 
-def ring_powers(
-    gray: F32Image, quant_step: float = 0.0
-) -> tuple[npt.NDArray[np.float64], float]:
+def ring_powers(gray: F32Image, quant_step: float = 0.0) -> tuple[npt.NDArray[np.float64], float]:
     """Mean spectral power of each ring (``LOW`` rings, then ``HIGH``) and the noise floor.
 
-    ``gray``: the analysis image ``float32 (s, s)``. Powers are of the mean-removed,
-    Hann-windowed image (arbitrary but consistent units); the noise floor ``N`` is in the
-    same units. Ring powers are *not* noise-corrected here.
+    ``gray``: the analysis image ``float32 (s, s)``; ``quant_step``: its values' quantisation
+    step (1/255 for 8-bit frames; it sets a lower bound on the noise, see the module
+    docstring). Returns ``(rings, N)``: ``rings`` ``float64 (18,)``, the mean power of each
+    ring (NaN for a ring without a frequency bin, on tiny images), of the mean-removed,
+    Hann-windowed image (arbitrary but consistent units), *not* noise-corrected; ``N``, the
+    white-noise power per bin in the same units.
     """
     h, w = gray.shape
     geo = _geometry(h, w)

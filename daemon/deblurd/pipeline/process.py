@@ -113,19 +113,23 @@ def candidate_indices(burst: Burst, before: int, after: int) -> list[int]:
 
 
 def _second_frame_pool(
-    burst: Burst, decision: Decision, candidates: list[int], selected: int
+    burst: Burst, decision: Decision, candidates: list[int], selected: int, scores: list[float]
 ) -> tuple[list[int], str | None]:
-    """Indices to try as second frames, nearest first, and a note when the plan changed."""
-    if decision.source == "extra":
-        extra = burst.indices("extra")
-        if extra:
-            return extra[: decision.frames], None
-        note = "decision asked for extra frames but the burst has none: ring frames used"
-    else:
-        note = None
+    """Indices to try as second frames, and a note when the plan had to change.
+
+    ``ring``: the ``decision.frames`` sharpest ring candidates (ties: nearest the selected
+    frame first). ``extra``: the burst's extra (long-exposure) frames first, then every
+    ring candidate: the blur gate and the fusion weights decide which of them help (a long
+    exposure trades noise for blur, and sharp ring neighbours should not be thrown away).
+    """
     ring_order = [candidates[i] for i in walk_order(len(candidates), candidates.index(selected))]
-    pool = [i for i in ring_order if i != selected]
-    return pool[: decision.frames] if decision.source == "ring" else pool, note
+    ring = sorted((i for i in ring_order if i != selected), key=lambda i: scores[i])
+    if decision.source == "ring":
+        return ring[: decision.frames], None
+    extra = burst.indices("extra")
+    if not extra:
+        return ring, "the burst has no extra frames: ring frames used"
+    return extra[: decision.frames] + ring, None
 
 
 def process_burst(
@@ -177,7 +181,7 @@ def process_burst(
     # Stage 3: decide which second frames to take.
     with timer.stage("decide"):
         decision = decide(first_score, settings.decision)
-        pool, note = _second_frame_pool(burst, decision, candidates, selected)
+        pool, note = _second_frame_pool(burst, decision, candidates, selected, scores)
     report.decision = {
         "source": decision.source,
         "frames": decision.frames,
@@ -187,7 +191,7 @@ def process_burst(
 
     # Stage 4: register and fuse (linear light).
     fused, residual_noise = _register_and_fuse(
-        burst, settings, first, first_score, scores, pool, report, timer
+        burst, settings, selected, first, first_score, scores, pool, report, timer
     )
 
     # Stage 5: finish, then the U-Net once more.
@@ -205,6 +209,7 @@ def process_burst(
 def _register_and_fuse(
     burst: Burst,
     settings: DeblurdSettings,
+    selected: int,
     first: F32,
     first_score: float,
     scores: list[float],
@@ -219,8 +224,11 @@ def _register_and_fuse(
         excess = scores[i] - first_score
         if excess > gate.max_blur_excess:
             report.rejected.append(
-                RejectedFrame(i, f"blur score {scores[i]:.3f} exceeds the first frame's "
-                              f"{first_score:.3f} by more than {gate.max_blur_excess}")
+                RejectedFrame(
+                    i,
+                    f"blur score {scores[i]:.3f} exceeds the first frame's "
+                    f"{first_score:.3f} by more than {gate.max_blur_excess}",
+                )
             )
         else:
             kept.append(i)

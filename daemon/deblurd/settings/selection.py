@@ -3,9 +3,10 @@
 Blur scores are in dB (``deblurd.pipeline.blur``): how far the high spatial frequencies
 lie below the low ones, higher = blurrier. At the default ``blur_score.size`` of 512 a
 sharp photo scores about 19 - 31 dB depending on its content (smooth scenes score
-higher); motion blur at 1080p adds about 1 dB at 2 px, 3 dB at 5 px and 5 dB at 10 px.
-The defaults below are set for a typical photo (sharp ≈ 25 dB); every threshold is tied
-to ``blur_score.size`` — change that and recalibrate them.
+higher); motion blur on a 1080p frame adds about 0.9 dB at 2 px, 1.4 dB at 3 px, 2.7 dB
+at 5 px, 5.5 dB at 10 px and 8 dB at 20 px. The defaults below are set for a typical
+photo (sharp ≈ 25.5 dB, 3 px ≈ 27 dB, 5 px ≈ 28.3 dB, 10 px ≈ 31 dB); every threshold is
+tied to ``blur_score.size`` — change that and recalibrate them.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class SelectionSettings(Section):
     first_blur_threshold: float | None = Field(
         None,
         description="blur score, dB: if set, walk from the trigger frame outwards (F2, F1, "
-        "F3, F0, F4 ...) and take the first frame scoring under this (about 27 = a typical "
+        "F3, F0, F4 ...) and take the first frame scoring under this (27 ≈ a typical "
         "photo with 3 px of motion blur at 1080p); none under it, or unset: take the "
         "sharpest",
     )
@@ -66,17 +67,17 @@ class RingStep(Section):
 
 def _default_ring_frames() -> list[RingStep]:
     return [
-        RingStep(max_blur=24.0, frames=2),
-        RingStep(max_blur=26.0, frames=4),
-        RingStep(max_blur=28.0, frames=6),
+        RingStep(max_blur=24.0, frames=4),
+        RingStep(max_blur=25.5, frames=6),
+        RingStep(max_blur=27.0, frames=8),
     ]
 
 
 def _default_extra_exposures() -> list[ExposureStep]:
     return [
-        ExposureStep(max_blur=31.0, exposure_us=20000, frames=6),
-        ExposureStep(max_blur=34.0, exposure_us=33000, frames=8),
-        ExposureStep(max_blur=37.0, exposure_us=50000, frames=10),
+        ExposureStep(max_blur=29.0, exposure_us=20000, frames=8),
+        ExposureStep(max_blur=31.0, exposure_us=33000, frames=10),
+        ExposureStep(max_blur=33.0, exposure_us=50000, frames=12),
     ]
 
 
@@ -89,10 +90,10 @@ class DecisionSettings(Section):
     """
 
     second_blur_threshold: float = Field(
-        28.0,
+        27.0,
         description="blur score of the deblurred frame, dB, under which second frames come "
         "from the ring (same short exposure); at or above it, extra frames are captured at "
-        "a longer exposure (28 ≈ a typical photo with 3 px of motion blur at 1080p)",
+        "a longer exposure (27 ≈ a typical photo with 3 px of motion blur at 1080p)",
     )
     ring_frames: list[RingStep] = Field(
         default_factory=_default_ring_frames,

@@ -36,6 +36,10 @@ def simulate_command(
     out = Path(out_dir)
     if out.exists():
         raise SimulationError(f"{out}: already exists (choose a new folder)")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SimulationError(f"{out.parent}: cannot create folder: {exc.strerror}") from exc
     params = SimParams(
         width=width,
         height=height,

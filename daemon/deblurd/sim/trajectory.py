@@ -9,28 +9,50 @@ rays onto the current view's rays. To first order, scene content moves by
 ``(f·yaw, f·pitch)`` px (``f`` the focal length in px; +x right, +y down) and turns by
 ``roll`` about the principal point (positive: clockwise on screen, y pointing down).
 
-**Motion model** (all of it smooth: sums of random-phase sinusoids, deterministic by seed):
+**Motion model**: three bands, each a sum of random-phase sinusoids (smooth,
+deterministic by seed). What blurs a short exposure is the angular *velocity*; what
+moves the frames of a burst apart is the angular *displacement*; the bands split the two
+as a real hand does:
 
-* *tremor*: physiological hand tremor, 1–12 Hz, most of its energy around 6–10 Hz. It
-  is elliptical in the yaw/pitch plane (a hand shakes mostly along one direction): a
-  major component along a random direction and a minor one (``minor_ratio`` of it)
-  across. Its amplitude is modulated by a slow log-normal envelope (0.2–1.2 Hz), so
-  some moments are calmer than others. Because the tremor oscillates, its speed passes
-  through near zero at the turning points: some frames are almost sharp and their
-  neighbours are not, as in real handheld bursts.
-* *roll tremor*: the same kind of process about the optical axis, ``roll_ratio`` of the
-  yaw/pitch speed (it blurs the corners, not the centre).
-* *drift*: a slow wander (0.1–0.8 Hz), ``drift_ratio`` of the tremor speed.
+* *tremor* (6–14 Hz, peak near 10 Hz): physiological hand tremor. It carries almost all
+  the velocity (``shake_deg_s`` minus the little the slower bands have) but, being fast,
+  a small displacement: RMS angle ≈ speed / (2π · 10 Hz), ≈ 0.45° at 30 deg/s (0.05–0.5°
+  for calm to strong hands). It is elliptical in the yaw/pitch plane (a hand shakes
+  mostly along one direction): a major component along a random direction and a minor
+  one (``minor_ratio`` of it) across. Its amplitude is modulated by a slow log-normal
+  envelope (0.2–1.2 Hz, ``envelope_sigma``), so some moments are calmer than others.
+  Because the tremor oscillates, its speed passes through near zero at the turning
+  points: some frames are almost sharp and their neighbours are not, as in real
+  handheld bursts.
+* *sway* (0.5–3 Hz): the arm and body swaying. Its components have equal
+  *displacement* amplitudes (velocity ∝ frequency), so it moves the view by more than
+  the tremor over a second but hardly blurs an exposure. RMS yaw/pitch angle
+  ``sway_s · shake_deg_s`` (0.21° at 30 deg/s; its RMS speed ≈ 2 deg/s).
+* *drift* (0.1–0.5 Hz): a slow wander of the aim, RMS angle ``drift_s · shake_deg_s``
+  (0.3° at 30 deg/s, RMS speed ≈ 0.5 deg/s): nearly a constant rate over a burst.
+* *roll*: the same three processes about the optical axis at ``roll_ratio`` of the
+  yaw/pitch amplitude (roll blurs the corners, not the centre).
 
-**Shake level** ``shake_deg_s``: the RMS angular speed of the yaw/pitch tremor, deg/s
-(the envelope is normalised to unit mean square). The image-plane speed at the centre is
-about ``shake · π/180 · f`` px/s, so an exposure ``T`` smears the centre over up to
-``shake · π/180 · f · T`` px at RMS speed. Measured over 30 seeds at the default 30 deg/s,
-``f`` = 1536 px (1280 px wide, 45° field of view) and 8 ms: blur extent median 3.6 px,
-5–95 % 1.0–11.4 px; within a 9-frame burst typically min ≈ 1.2 px and max ≈ 8.4 px.
-0 is a tripod. The physiological tremor of a careful two-handed grip is a few deg/s; the
-default is a strong shake (one-handed, tapping the shutter, walking): the regime the
-burst method is for.
+**Shake level** ``shake_deg_s``: the RMS angular speed of the yaw/pitch motion, deg/s,
+all bands together (the tremor gets ``√(shake² − sway² − drift²)`` of it; the envelope is
+normalised to unit mean square). All amplitudes scale with it; 0 is a tripod. The
+image-plane speed at the centre is about ``shake · π/180 · f`` px/s, so an exposure
+``T`` smears the centre over up to ``shake · π/180 · f · T`` px at RMS speed.
+
+Measured over 40 seeds (``tools/bench_sim.py --motion-seeds 40``) at ``f`` = 1536 px
+(1280 px wide, 45° field of view), 8 ms ring frames at 30 fps, 9 frames:
+
+=========  ==========================  ===========================================
+shake      blur extent, px             max pairwise displacement of frame centres
+deg/s      median (5–95 %)             median (95 %), px and degrees
+=========  ==========================  ===========================================
+15         MEASURED_05                 EXC_05
+30         MEASURED_10                 EXC_10
+60         MEASURED_20                 EXC_20
+=========  ==========================  ===========================================
+
+The default 30 deg/s is a strong shake (one-handed, tapping the shutter): the regime
+the burst method is for; a careful two-handed grip is a few deg/s.
 """
 
 from __future__ import annotations
@@ -46,10 +68,12 @@ from deblurd.errors import SimulationError
 F64 = npt.NDArray[np.float64]
 Pose = tuple[float, float, float]
 
-_TREMOR_BAND_HZ = (1.0, 12.0)
-_TREMOR_PEAK_HZ = 8.0
+_TREMOR_BAND_HZ = (6.0, 14.0)
+_TREMOR_PEAK_HZ = 10.0
+_TREMOR_PEAK_WIDTH_HZ = 2.0
 _ENVELOPE_BAND_HZ = (0.2, 1.2)
-_DRIFT_BAND_HZ = (0.1, 0.8)
+_SWAY_BAND_HZ = (0.5, 3.0)
+_DRIFT_BAND_HZ = (0.1, 0.5)
 
 
 @dataclass(frozen=True)
@@ -69,6 +93,10 @@ class Sines:
     def scaled(self, factor: float) -> Sines:
         return Sines(self.freq_hz, self.amp * factor, self.phase)
 
+    def mean_square_speed(self) -> float:
+        """Time-averaged square of the derivative, (units/s)²."""
+        return float(np.sum((2.0 * np.pi * self.freq_hz * self.amp) ** 2) / 2.0)
+
 
 def random_sines(
     rng: np.random.Generator,
@@ -78,19 +106,22 @@ def random_sines(
     rms_speed: float | None = None,
     rms_value: float | None = None,
     peak_hz: float | None = None,
+    peak_width_hz: float = 3.0,
 ) -> Sines:
     """``count`` sinusoids with log-uniform frequencies in ``band_hz`` and random phases.
 
-    Exactly one of ``rms_speed`` (RMS of the derivative, units/s) or ``rms_value`` (RMS
-    of the value) sets the scale. ``peak_hz`` weights the components' speed by a bump
-    around that frequency (a band-limited spectrum, like hand tremor's).
+    Exactly one of ``rms_speed`` (RMS of the derivative, units/s: the components share
+    the speed) or ``rms_value`` (RMS of the value: they share the displacement, so the
+    speed grows with frequency) sets the scale. ``peak_hz`` weights the components by a
+    Gaussian bump of standard deviation ``peak_width_hz`` around that frequency (over a
+    floor of 0.3: a band-limited spectrum, like hand tremor's).
     """
     lo, hi = band_hz
     freq = np.exp(rng.uniform(math.log(lo), math.log(hi), count))
     phase = rng.uniform(0.0, 2.0 * np.pi, count)
     weight = rng.uniform(0.5, 1.0, count)
     if peak_hz is not None:
-        weight = weight * (0.3 + np.exp(-0.5 * ((freq - peak_hz) / 3.0) ** 2))
+        weight = weight * (0.3 + np.exp(-0.5 * ((freq - peak_hz) / peak_width_hz) ** 2))
     weight = weight / math.sqrt(float(np.sum(weight**2)) / 2.0)  # unit RMS of the weighted sum
     if rms_speed is not None:
         amp = weight * rms_speed / (2.0 * np.pi * freq)
@@ -107,6 +138,9 @@ class ShakeTrajectory:
 
     Build with :meth:`random`; evaluate with :meth:`pose_at` (one time) or :meth:`poses`
     (vectorised). Times are seconds on any axis (the burst's first frame starts at 0).
+    Fields: the tremor's ``major``/``minor`` components (rad) along ``direction_rad``
+    and ``roll`` tremor (rad), all modulated by ``exp(σ·envelope − σ²)`` with σ =
+    ``envelope_sigma``; ``sway_*`` and ``drift_*`` (rad) are added unmodulated.
     """
 
     shake_deg_s: float
@@ -116,6 +150,9 @@ class ShakeTrajectory:
     roll: Sines
     envelope: Sines
     envelope_sigma: float
+    sway_yaw: Sines
+    sway_pitch: Sines
+    sway_roll: Sines
     drift_yaw: Sines
     drift_pitch: Sines
     drift_roll: Sines
@@ -128,37 +165,47 @@ class ShakeTrajectory:
         *,
         minor_ratio: float = 0.35,
         roll_ratio: float = 0.3,
-        drift_ratio: float = 0.12,
+        sway_s: float = 0.007,
+        drift_s: float = 0.01,
         envelope_sigma: float = 0.5,
     ) -> ShakeTrajectory:
-        """A trajectory with RMS yaw/pitch tremor speed ``shake_deg_s`` (deg/s), by seed."""
+        """A trajectory with RMS yaw/pitch speed ``shake_deg_s`` (deg/s), by seed.
+
+        ``minor_ratio``: the tremor's minor/major axis ratio. ``roll_ratio``: roll
+        amplitude over yaw/pitch amplitude, every band. ``sway_s``/``drift_s``: RMS
+        yaw/pitch angle of the sway/drift over ``shake_deg_s``, s (deg per deg/s).
+        ``envelope_sigma``: log-standard deviation of the tremor's envelope.
+        """
         if not math.isfinite(shake_deg_s) or shake_deg_s < 0:
             raise SimulationError(f"shake must be a finite level ≥ 0 deg/s, got {shake_deg_s}")
         if seed < 0:
             raise SimulationError(f"seed must be ≥ 0, got {seed}")
+        if min(minor_ratio, roll_ratio, sway_s, drift_s, envelope_sigma) < 0:
+            raise SimulationError("shake model ratios must be ≥ 0")
         rng = np.random.default_rng([seed, 1])
         speed = math.radians(shake_deg_s)
-        # major² + minor² = 1 in mean square: the yaw/pitch speed has RMS `speed`.
+        # Slow bands: set by displacement (rad), each axis half the yaw/pitch variance.
+        sway = math.radians(sway_s * shake_deg_s)
+        drift = math.radians(drift_s * shake_deg_s)
+        axis = 1.0 / math.sqrt(2.0)
+        sway_yaw = random_sines(rng, 6, _SWAY_BAND_HZ, rms_value=sway * axis)
+        sway_pitch = random_sines(rng, 6, _SWAY_BAND_HZ, rms_value=sway * axis)
+        sway_roll = random_sines(rng, 6, _SWAY_BAND_HZ, rms_value=sway * roll_ratio)
+        drift_yaw = random_sines(rng, 4, _DRIFT_BAND_HZ, rms_value=drift * axis)
+        drift_pitch = random_sines(rng, 4, _DRIFT_BAND_HZ, rms_value=drift * axis)
+        drift_roll = random_sines(rng, 4, _DRIFT_BAND_HZ, rms_value=drift * roll_ratio)
+        slow_ms = sum(s.mean_square_speed() for s in (sway_yaw, sway_pitch, drift_yaw, drift_pitch))
+        tremor = math.sqrt(max(speed * speed - slow_ms, 0.0))
+        # major² + minor² = 1 in mean square: the tremor's yaw/pitch speed has RMS `tremor`.
         major_share = 1.0 / math.sqrt(1.0 + minor_ratio**2)
-        major = random_sines(
-            rng, 10, _TREMOR_BAND_HZ, rms_speed=speed * major_share, peak_hz=_TREMOR_PEAK_HZ
-        )
+        band = {"peak_hz": _TREMOR_PEAK_HZ, "peak_width_hz": _TREMOR_PEAK_WIDTH_HZ}
+        major = random_sines(rng, 10, _TREMOR_BAND_HZ, rms_speed=tremor * major_share, **band)
         minor = random_sines(
-            rng,
-            10,
-            _TREMOR_BAND_HZ,
-            rms_speed=speed * major_share * minor_ratio,
-            peak_hz=_TREMOR_PEAK_HZ,
+            rng, 10, _TREMOR_BAND_HZ, rms_speed=tremor * major_share * minor_ratio, **band
         )
         direction = float(rng.uniform(0.0, np.pi))
-        roll = random_sines(
-            rng, 8, _TREMOR_BAND_HZ, rms_speed=speed * roll_ratio, peak_hz=_TREMOR_PEAK_HZ
-        )
+        roll = random_sines(rng, 8, _TREMOR_BAND_HZ, rms_speed=tremor * roll_ratio, **band)
         envelope = random_sines(rng, 4, _ENVELOPE_BAND_HZ, rms_value=1.0)
-        drift = speed * drift_ratio
-        drift_yaw = random_sines(rng, 4, _DRIFT_BAND_HZ, rms_speed=drift / math.sqrt(2.0))
-        drift_pitch = random_sines(rng, 4, _DRIFT_BAND_HZ, rms_speed=drift / math.sqrt(2.0))
-        drift_roll = random_sines(rng, 4, _DRIFT_BAND_HZ, rms_speed=drift * roll_ratio)
         return cls(
             shake_deg_s=shake_deg_s,
             major=major,
@@ -167,6 +214,9 @@ class ShakeTrajectory:
             roll=roll,
             envelope=envelope,
             envelope_sigma=envelope_sigma,
+            sway_yaw=sway_yaw,
+            sway_pitch=sway_pitch,
+            sway_roll=sway_roll,
             drift_yaw=drift_yaw,
             drift_pitch=drift_pitch,
             drift_roll=drift_roll,
@@ -186,9 +236,9 @@ class ShakeTrajectory:
         b = self.minor.value(t) * env
         c, d = math.cos(self.direction_rad), math.sin(self.direction_rad)
         out = np.empty((t.size, 3), dtype=np.float64)
-        out[:, 0] = c * a - d * b + self.drift_yaw.value(t)
-        out[:, 1] = d * a + c * b + self.drift_pitch.value(t)
-        out[:, 2] = self.roll.value(t) * env + self.drift_roll.value(t)
+        out[:, 0] = c * a - d * b + self.sway_yaw.value(t) + self.drift_yaw.value(t)
+        out[:, 1] = d * a + c * b + self.sway_pitch.value(t) + self.drift_pitch.value(t)
+        out[:, 2] = self.roll.value(t) * env + self.sway_roll.value(t) + self.drift_roll.value(t)
         return out
 
     def pose_at(self, t_s: float) -> Pose:
