@@ -15,6 +15,7 @@ import statistics
 import time
 
 from deblurd.pipeline.process import process_burst
+from deblurd.settings.load import load_settings
 from deblurd.settings.models import DeblurdSettings
 from deblurd.sim.burst import SimParams, simulate_burst
 
@@ -26,6 +27,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--mode", choices=["reference", "sequential"], default="reference")
+    parser.add_argument(
+        "--worst-case",
+        action="store_true",
+        help="take and try to fuse every ring frame (no blur gate, 8 second frames)",
+    )
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
     t0 = time.perf_counter()
@@ -37,6 +43,16 @@ def main() -> int:
     settings = settings.model_copy(
         update={"fusion": settings.fusion.model_copy(update={"mode": args.mode})}
     )
+    if args.worst_case:
+        settings = load_settings(
+            None,
+            env={
+                "DEBLURD_SECOND_FRAMES__MAX_BLUR_EXCESS": "1e9",
+                "DEBLURD_DECISION__SECOND_BLUR_THRESHOLD": "1e9",
+                "DEBLURD_DECISION__RING_FRAMES": "[{max_blur = 1e9, frames = 64}]",
+                "DEBLURD_FUSION__MODE": args.mode,
+            },
+        )
     walls: list[float] = []
     stages: dict[str, list[float]] = {}
     for _ in range(args.repeats):

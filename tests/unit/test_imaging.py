@@ -37,7 +37,7 @@ def test_srgb_to_linear_refuses_float() -> None:
 def test_to_gray_weights_and_scale() -> None:
     img = np.zeros((2, 2, 3), np.uint8)
     img[..., 1] = 255
-    np.testing.assert_allclose(to_gray(img), 0.587, atol=1e-6)
+    np.testing.assert_allclose(to_gray(img), 0.587, atol=1.0 / 255.0)  # fixed-point luma
     with pytest.raises(ImageError):
         to_gray(np.zeros((2, 2, 4), np.uint8))
 

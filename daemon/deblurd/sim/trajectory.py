@@ -132,6 +132,24 @@ def random_sines(
     return Sines(freq, amp, phase)
 
 
+import os
+_EXP = {k: float(v) for k, v in (x.split("=") for x in os.environ.get("TREMOR", "").split(",") if x)}
+
+
+def tremor_sines(rng: np.random.Generator, f0: float, count: int, rms_speed: float) -> Sines:
+    spread = _EXP.get("spread", 1.0)
+    dom = _EXP.get("dom", 0.0)
+    freq = f0 + rng.uniform(-spread, spread, count)
+    phase = rng.uniform(0.0, 2.0 * np.pi, count)
+    weight = rng.uniform(0.5, 1.0, count)
+    if dom > 0:
+        freq[0] = f0
+        weight[1:] *= 1.0 / dom
+    weight = weight / math.sqrt(float(np.sum(weight**2)) / 2.0)
+    amp = weight * rms_speed / (2.0 * np.pi * freq)
+    return Sines(freq, amp, phase)
+
+
 @dataclass(frozen=True)
 class ShakeTrajectory:
     """A handheld camera's rotation over time (see the module docstring for the model).
@@ -198,14 +216,13 @@ class ShakeTrajectory:
         tremor = math.sqrt(max(speed * speed - slow_ms, 0.0))
         # major² + minor² = 1 in mean square: the tremor's yaw/pitch speed has RMS `tremor`.
         major_share = 1.0 / math.sqrt(1.0 + minor_ratio**2)
-        band = {"peak_hz": _TREMOR_PEAK_HZ, "peak_width_hz": _TREMOR_PEAK_WIDTH_HZ}
-        major = random_sines(rng, 10, _TREMOR_BAND_HZ, rms_speed=tremor * major_share, **band)
-        minor = random_sines(
-            rng, 10, _TREMOR_BAND_HZ, rms_speed=tremor * major_share * minor_ratio, **band
-        )
+        f0 = float(rng.uniform(_EXP.get("lo", 8.0), _EXP.get("hi", 12.0)))
+        n = int(_EXP.get("n", 6))
+        major = tremor_sines(rng, f0, n, tremor * major_share)
+        minor = tremor_sines(rng, f0, n, tremor * major_share * minor_ratio)
         direction = float(rng.uniform(0.0, np.pi))
-        roll = random_sines(rng, 8, _TREMOR_BAND_HZ, rms_speed=tremor * roll_ratio, **band)
-        envelope = random_sines(rng, 4, _ENVELOPE_BAND_HZ, rms_value=1.0)
+        roll = tremor_sines(rng, f0, n, tremor * roll_ratio)
+        envelope = random_sines(rng, 4, (_EXP.get('elo', 0.2), _EXP.get('ehi', 1.2)), rms_value=1.0)
         return cls(
             shake_deg_s=shake_deg_s,
             major=major,
