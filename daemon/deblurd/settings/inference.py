@@ -28,9 +28,7 @@ class TensorRTSettings(Section):
     )
 
 
-RuntimeSettings = Annotated[
-    OnnxRuntimeSettings | TensorRTSettings, Field(discriminator="type")
-]
+RuntimeSettings = Annotated[OnnxRuntimeSettings | TensorRTSettings, Field(discriminator="type")]
 
 
 class InferenceSettings(Section):

@@ -68,10 +68,9 @@ from deblurd.errors import SimulationError
 F64 = npt.NDArray[np.float64]
 Pose = tuple[float, float, float]
 
-_TREMOR_BAND_HZ = (6.0, 14.0)
-_TREMOR_PEAK_HZ = 10.0
-_TREMOR_PEAK_WIDTH_HZ = 2.0
-_ENVELOPE_BAND_HZ = (0.2, 1.2)
+_TREMOR_BAND_HZ = (8.0, 12.0)
+_JITTER_BAND_HZ = (0.3, 1.5)
+_ENVELOPE_BAND_HZ = (0.1, 0.5)
 _SWAY_BAND_HZ = (0.5, 3.0)
 _DRIFT_BAND_HZ = (0.1, 0.5)
 
@@ -136,36 +135,26 @@ import os
 _EXP = {k: float(v) for k, v in (x.split("=") for x in os.environ.get("TREMOR", "").split(",") if x)}
 
 
-def tremor_sines(rng: np.random.Generator, f0: float, count: int, rms_speed: float) -> Sines:
-    spread = _EXP.get("spread", 1.0)
-    dom = _EXP.get("dom", 0.0)
-    freq = f0 + rng.uniform(-spread, spread, count)
-    phase = rng.uniform(0.0, 2.0 * np.pi, count)
-    weight = rng.uniform(0.5, 1.0, count)
-    if dom > 0:
-        freq[0] = f0
-        weight[1:] *= 1.0 / dom
-    weight = weight / math.sqrt(float(np.sum(weight**2)) / 2.0)
-    amp = weight * rms_speed / (2.0 * np.pi * freq)
-    return Sines(freq, amp, phase)
-
-
 @dataclass(frozen=True)
 class ShakeTrajectory:
     """A handheld camera's rotation over time (see the module docstring for the model).
 
     Build with :meth:`random`; evaluate with :meth:`pose_at` (one time) or :meth:`poses`
     (vectorised). Times are seconds on any axis (the burst's first frame starts at 0).
-    Fields: the tremor's ``major``/``minor`` components (rad) along ``direction_rad``
-    and ``roll`` tremor (rad), all modulated by ``exp(σ·envelope − σ²)`` with σ =
-    ``envelope_sigma``; ``sway_*`` and ``drift_*`` (rad) are added unmodulated.
+
+    Fields: the tremor's carrier phase ``2π·tremor_hz·t + jitter(t)`` (rad), its
+    amplitudes ``tremor_amp`` (major, minor, roll; rad) and phases ``tremor_phase``
+    (rad), the major axis along ``direction_rad`` in the yaw/pitch plane, the envelope
+    ``exp(σ·envelope(t) − σ²)`` (σ = ``envelope_sigma``); ``sway_*`` and ``drift_*``
+    (rad) are added unmodulated.
     """
 
     shake_deg_s: float
-    major: Sines
-    minor: Sines
+    tremor_hz: float
+    tremor_amp: tuple[float, float, float]
+    tremor_phase: tuple[float, float, float]
     direction_rad: float
-    roll: Sines
+    jitter: Sines
     envelope: Sines
     envelope_sigma: float
     sway_yaw: Sines
@@ -181,11 +170,12 @@ class ShakeTrajectory:
         shake_deg_s: float,
         seed: int,
         *,
-        minor_ratio: float = 0.35,
+        minor_ratio: float = 0.5,
         roll_ratio: float = 0.3,
         sway_s: float = 0.007,
         drift_s: float = 0.01,
-        envelope_sigma: float = 0.5,
+        envelope_sigma: float = 0.6,
+        jitter_hz: float = 0.7,
     ) -> ShakeTrajectory:
         """A trajectory with RMS yaw/pitch speed ``shake_deg_s`` (deg/s), by seed.
 
@@ -193,12 +183,13 @@ class ShakeTrajectory:
         amplitude over yaw/pitch amplitude, every band. ``sway_s``/``drift_s``: RMS
         yaw/pitch angle of the sway/drift over ``shake_deg_s``, s (deg per deg/s).
         ``envelope_sigma``: log-standard deviation of the tremor's envelope.
+        ``jitter_hz``: RMS wander of the tremor's frequency, Hz.
         """
         if not math.isfinite(shake_deg_s) or shake_deg_s < 0:
             raise SimulationError(f"shake must be a finite level ≥ 0 deg/s, got {shake_deg_s}")
         if seed < 0:
             raise SimulationError(f"seed must be ≥ 0, got {seed}")
-        if min(minor_ratio, roll_ratio, sway_s, drift_s, envelope_sigma) < 0:
+        if min(minor_ratio, roll_ratio, sway_s, drift_s, envelope_sigma, jitter_hz) < 0:
             raise SimulationError("shake model ratios must be ≥ 0")
         rng = np.random.default_rng([seed, 1])
         speed = math.radians(shake_deg_s)
@@ -214,21 +205,22 @@ class ShakeTrajectory:
         drift_roll = random_sines(rng, 4, _DRIFT_BAND_HZ, rms_value=drift * roll_ratio)
         slow_ms = sum(s.mean_square_speed() for s in (sway_yaw, sway_pitch, drift_yaw, drift_pitch))
         tremor = math.sqrt(max(speed * speed - slow_ms, 0.0))
-        # major² + minor² = 1 in mean square: the tremor's yaw/pitch speed has RMS `tremor`.
-        major_share = 1.0 / math.sqrt(1.0 + minor_ratio**2)
-        f0 = float(rng.uniform(_EXP.get("lo", 8.0), _EXP.get("hi", 12.0)))
-        n = int(_EXP.get("n", 6))
-        major = tremor_sines(rng, f0, n, tremor * major_share)
-        minor = tremor_sines(rng, f0, n, tremor * major_share * minor_ratio)
+        lo, hi = _EXP.get("lo", _TREMOR_BAND_HZ[0]), _EXP.get("hi", _TREMOR_BAND_HZ[1])
+        f0 = float(rng.uniform(lo, hi))
+        # A sinusoid of amplitude A at f0 has RMS speed 2π·f0·A/√2; major² + minor² = 1.
+        major = math.sqrt(2.0) * tremor / (2.0 * math.pi * f0) / math.sqrt(1.0 + minor_ratio**2)
+        amp = (major, major * minor_ratio, major * math.sqrt(1.0 + minor_ratio**2) * roll_ratio)
+        ph = rng.uniform(0.0, 2.0 * np.pi, 3)
         direction = float(rng.uniform(0.0, np.pi))
-        roll = tremor_sines(rng, f0, n, tremor * roll_ratio)
-        envelope = random_sines(rng, 4, (_EXP.get('elo', 0.2), _EXP.get('ehi', 1.2)), rms_value=1.0)
+        jitter = random_sines(rng, 3, _JITTER_BAND_HZ, rms_speed=2.0 * math.pi * jitter_hz)
+        envelope = random_sines(rng, 4, (_EXP.get("elo", _ENVELOPE_BAND_HZ[0]), _EXP.get("ehi", _ENVELOPE_BAND_HZ[1])), rms_value=1.0)
         return cls(
             shake_deg_s=shake_deg_s,
-            major=major,
-            minor=minor,
+            tremor_hz=f0,
+            tremor_amp=amp,
+            tremor_phase=(float(ph[0]), float(ph[1]), float(ph[2])),
             direction_rad=direction,
-            roll=roll,
+            jitter=jitter,
             envelope=envelope,
             envelope_sigma=envelope_sigma,
             sway_yaw=sway_yaw,
@@ -249,13 +241,16 @@ class ShakeTrajectory:
     def _raw(self, t: F64) -> F64:
         s = self.envelope_sigma
         env = np.exp(s * self.envelope.value(t) - s * s)  # log-normal, unit mean square
-        a = self.major.value(t) * env
-        b = self.minor.value(t) * env
+        carrier = 2.0 * np.pi * self.tremor_hz * t + self.jitter.value(t)
+        a, b, r = (
+            amp * np.sin(carrier + ph) * env
+            for amp, ph in zip(self.tremor_amp, self.tremor_phase, strict=True)
+        )
         c, d = math.cos(self.direction_rad), math.sin(self.direction_rad)
         out = np.empty((t.size, 3), dtype=np.float64)
         out[:, 0] = c * a - d * b + self.sway_yaw.value(t) + self.drift_yaw.value(t)
         out[:, 1] = d * a + c * b + self.sway_pitch.value(t) + self.drift_pitch.value(t)
-        out[:, 2] = self.roll.value(t) * env + self.sway_roll.value(t) + self.drift_roll.value(t)
+        out[:, 2] = r + self.sway_roll.value(t) + self.drift_roll.value(t)
         return out
 
     def pose_at(self, t_s: float) -> Pose:
