@@ -11,6 +11,7 @@ from deblurd.settings.fusion import FinishingSettings, FusionSettings
 from deblurd.settings.inference import InferenceSettings
 from deblurd.settings.output import OutputSettings
 from deblurd.settings.registration import RegistrationSettings
+from deblurd.settings.service import ServiceSettings
 from deblurd.settings.selection import BlurScoreSettings, DecisionSettings, SelectionSettings
 
 
@@ -27,3 +28,4 @@ class DeblurdSettings(Section):
     finishing: FinishingSettings = Field(default_factory=FinishingSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
