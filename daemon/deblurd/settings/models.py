@@ -11,8 +11,8 @@ from deblurd.settings.fusion import FinishingSettings, FusionSettings
 from deblurd.settings.inference import InferenceSettings
 from deblurd.settings.output import OutputSettings
 from deblurd.settings.registration import RegistrationSettings
-from deblurd.settings.service import ServiceSettings
 from deblurd.settings.selection import BlurScoreSettings, DecisionSettings, SelectionSettings
+from deblurd.settings.service import ServiceSettings
 
 
 class DeblurdSettings(Section):
