@@ -13,6 +13,7 @@ from deblurd.settings.output import OutputSettings
 from deblurd.settings.registration import RegistrationSettings
 from deblurd.settings.selection import BlurScoreSettings, DecisionSettings, SelectionSettings
 from deblurd.settings.service import ServiceSettings
+from deblurd.settings.triggers import TriggerSettings
 
 
 class DeblurdSettings(Section):
@@ -29,3 +30,4 @@ class DeblurdSettings(Section):
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
+    triggers: TriggerSettings = Field(default_factory=TriggerSettings)

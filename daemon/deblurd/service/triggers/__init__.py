@@ -1,0 +1,1 @@
+"""Shutter triggers: GPIO button, terminal key (ZeroMQ control lives in service)."""
