@@ -29,7 +29,8 @@ from deblurd.sim import (
 )
 from deblurd.sim.burst import make_renderer
 from deblurd.sim.cli import simulate_command
-from deblurd.sim.render import convolve
+from deblurd.sim.render import convolve, extent
+from deblurd.sim.trajectory import homographies
 
 W, H = 160, 120
 
@@ -117,6 +118,67 @@ def test_trajectory_deterministic_smooth_and_scaled() -> None:
         speeds.append(np.degrees(np.sqrt((v**2).sum(axis=1).mean())))
     assert 20.0 < float(np.mean(speeds)) < 42.0
     assert np.all(ShakeTrajectory.random(0.0, 3).poses(t) == 0.0)
+
+
+def ring_motion(shake: float, seed: int) -> tuple[np.ndarray, float]:
+    """Blur extents (px) of the ring frames of the default burst (1280x720, focal 1536 px,
+    9 frames of 8 ms at 30 fps) and the burst's excursion: the largest distance between
+    two ring frames' centres at their mean poses (px). Trajectory only, nothing rendered."""
+    p = SimParams(shake=shake, seed=seed)
+    traj = ShakeTrajectory.random(p.shake, p.seed)
+    c = np.array([(p.width - 1) / 2, (p.height - 1) / 2, 1.0])
+
+    def centres(poses: np.ndarray) -> np.ndarray:
+        q = homographies(poses, p.focal, p.width, p.height) @ c
+        out: np.ndarray = q[:, :2] / q[:, 2:3]
+        return out
+
+    blur, means = [], []
+    for _, ts_ns, exposure_us, _ in p.schedule():
+        poses = traj.poses(ts_ns * 1e-9 + exposure_us * 1e-6 * (np.arange(64) + 0.5) / 64)
+        blur.append(extent(centres(poses)))
+        means.append(poses.mean(axis=0))
+    m = centres(np.array(means))
+    return np.array(blur), float(np.linalg.norm(m[:, None] - m[None], axis=-1).max())
+
+
+def test_default_shake_blurs_frames_but_keeps_the_burst_within_a_degree() -> None:
+    # (a) 8 ms ring frames at the default shake: a few px of blur, nearly sharp frames
+    # beside blurred ones; (b) the 9 frames of a burst span about a degree at most.
+    one_deg_px = 1536 * math.tan(math.radians(1.0))
+    blur, excursion, within = [], [], []
+    for seed in range(100):
+        b, e = ring_motion(DEFAULT_SHAKE_DEG_S, seed)
+        blur += b.tolist()
+        excursion.append(e)
+        within.append(b.min() / b.max())
+    p5, p50, p95 = np.percentile(blur, [5, 50, 95])
+    assert 2.5 < p50 < 5.0 and p5 < 1.5 and 6.0 < p95 < 16.0
+    assert float(np.median(within)) < 0.4  # the tremor's phase: sharp and blurred frames
+    assert float(np.median(excursion)) < one_deg_px
+    assert float(np.percentile(excursion, 90)) < 2.5 * one_deg_px
+    # Twice the shake: twice the blur and twice the excursion, still ≲ 2°.
+    strong = [ring_motion(2 * DEFAULT_SHAKE_DEG_S, seed)[1] for seed in range(100)]
+    assert float(np.median(strong)) < 2.0 * one_deg_px
+    assert float(np.median(strong)) == pytest.approx(2 * float(np.median(excursion)), rel=0.15)
+
+
+def test_velocity_is_mostly_tremor() -> None:
+    # Most of the angular velocity is in the tremor band (6-14 Hz); below 3 Hz (sway,
+    # drift) the motion has displacement but little velocity.
+    rate, n = 1000.0, 2**14
+    t = np.arange(n) / rate
+    tremor_share, slow_deg_s = [], []
+    for seed in range(6):
+        p = ShakeTrajectory.random(25.0, seed).poses(t)[:, :2]
+        v = np.diff(p, axis=0) * rate
+        power = (np.abs(np.fft.rfft(v, axis=0)) ** 2).sum(axis=1)
+        f = np.fft.rfftfreq(v.shape[0], 1.0 / rate)
+        rms_deg_s = math.degrees(math.sqrt(float((v**2).sum(axis=1).mean())))
+        tremor_share.append(power[(f >= 6.0) & (f <= 14.0)].sum() / power.sum())
+        slow_deg_s.append(rms_deg_s * math.sqrt(power[f < 3.0].sum() / power.sum()))
+    assert min(tremor_share) > 0.9
+    assert 0.3 < max(slow_deg_s) < 3.0  # RMS speed of sway and drift, deg/s
 
 
 # -- rendering ----------------------------------------------------------------------------
@@ -211,7 +273,9 @@ def test_psf_sums_to_one_explains_the_blur_and_grows_with_shake() -> None:
     assert extents[2] > 3 * extents[0] and extents[3] > extents[1]
     # Truth convolved with the PSF reproduces the blurred frame near the centre.
     r = make_renderer(small(shake=40.0, seed=3))
-    e = r.render(0.05, 0.032)
+    e = max(
+        (r.render(t, 0.032) for t in (0.0, 0.05, 0.1, 0.15)), key=lambda x: x.stats.blur_extent_px
+    )
     assert e.stats.blur_extent_px > 4.0
     approx = convolve(e.truth, e.psf)
     c = np.s_[H // 4 : 3 * H // 4, W // 4 : 3 * W // 4]

@@ -11,7 +11,7 @@ from deblurd.burstdir import Role
 from deblurd.errors import SimulationError
 from deblurd.sim.sensor import SensorModel
 
-DEFAULT_SHAKE_DEG_S = 30.0
+DEFAULT_SHAKE_DEG_S = 25.0  # shake level 1: typical handheld, deg/s RMS (trajectory.py)
 _EXTRA_GAP_US = 500  # minimum vertical blanking beyond the exposure when it sets the frame rate
 
 
@@ -20,20 +20,22 @@ class SimParams:
     """Parameters of a simulated burst (units in the names or below).
 
     Defaults: a 1280×720 preview at 30 fps, 8 ms at gain 4 (a 32 ms·gain brightness
-    reference), 9 ring frames with the trigger in the middle, strong handheld shake of
-    30 deg/s RMS (with ``focal_px`` = 1.2 × width ≈ a 45° horizontal field of view, ring
-    frames blur by ~1 px to ~8+ px within a burst, median 3.6 px, varying from frame to
-    frame with the tremor's phase; see :mod:`deblurd.sim.trajectory`), no extra frames;
-    when asked for, extra frames at 32 ms (gain 1.0, same brightness, half the noise, 4×
-    the blur) after a 6-frame exposure switch. Sensor noise per :mod:`deblurd.sim.sensor`
-    (6000 e⁻ full well, 2.5 e⁻ read noise).
+    reference), 9 ring frames with the trigger in the middle, a typical handheld shake of
+    25 deg/s RMS (``DEFAULT_SHAKE_DEG_S``, ``--shake 1``; with ``focal_px`` = 1.2 × width
+    ≈ a 45° horizontal field of view, ring frames blur by a median 3.5 px, 5–95 %
+    0.8–10 px, ~1 px to ~6 px within a burst as the tremor's phase goes, and the 9 frames
+    span ~0.9° (24 px) in the median; see :mod:`deblurd.sim.trajectory`), no extra
+    frames; when asked for, extra frames at 32 ms (gain 1.0, same brightness, half the
+    noise, 4× the blur) after a 6-frame exposure switch. Sensor noise per
+    :mod:`deblurd.sim.sensor` (6000 e⁻ full well, 2.5 e⁻ read noise).
 
-    ``shake``: RMS yaw/pitch angular speed of the hand tremor, deg/s (0: tripod).
-    ``subject``: a face-like subject moving on its own, at ``subject_speed`` frame
-    heights/s RMS. ``noise``: False renders noiseless frames. ``max_substep_px``: the
-    largest motion between two sub-steps of the exposure integral, px. ``fast``: the
-    cheap render (one warp + PSF convolution, Gaussian shot noise). ``scene_margin``:
-    spare scene around the view, fraction of the larger side.
+    ``shake``: RMS yaw/pitch angular speed of the camera, deg/s (0: tripod); nearly all
+    of it hand tremor at 8–12 Hz, the rest slow sway and drift. ``subject``: a face-like
+    subject moving on its own, at ``subject_speed`` frame heights/s RMS. ``noise``: False
+    renders noiseless frames. ``max_substep_px``: the largest motion between two
+    sub-steps of the exposure integral, px. ``fast``: the cheap render (one warp + PSF
+    convolution, Gaussian shot noise). ``scene_margin``: spare scene around the view,
+    fraction of the larger side.
     """
 
     width: int = 1280

@@ -9,50 +9,56 @@ rays onto the current view's rays. To first order, scene content moves by
 ``(f·yaw, f·pitch)`` px (``f`` the focal length in px; +x right, +y down) and turns by
 ``roll`` about the principal point (positive: clockwise on screen, y pointing down).
 
-**Motion model**: three bands, each a sum of random-phase sinusoids (smooth,
-deterministic by seed). What blurs a short exposure is the angular *velocity*; what
-moves the frames of a burst apart is the angular *displacement*; the bands split the two
-as a real hand does:
+**Motion model.** What blurs a short exposure is the angular *velocity*; what moves the
+frames of a burst apart is the angular *displacement*. A hand splits the two between
+frequency bands, and so does the model (every band smooth and deterministic by seed;
+amplitudes below at the default 25 deg/s, all proportional to the shake level):
 
-* *tremor* (6–14 Hz, peak near 10 Hz): physiological hand tremor. It carries almost all
-  the velocity (``shake_deg_s`` minus the little the slower bands have) but, being fast,
-  a small displacement: RMS angle ≈ speed / (2π · 10 Hz), ≈ 0.45° at 30 deg/s (0.05–0.5°
-  for calm to strong hands). It is elliptical in the yaw/pitch plane (a hand shakes
-  mostly along one direction): a major component along a random direction and a minor
-  one (``minor_ratio`` of it) across. Its amplitude is modulated by a slow log-normal
-  envelope (0.2–1.2 Hz, ``envelope_sigma``), so some moments are calmer than others.
-  Because the tremor oscillates, its speed passes through near zero at the turning
-  points: some frames are almost sharp and their neighbours are not, as in real
-  handheld bursts.
-* *sway* (0.5–3 Hz): the arm and body swaying. Its components have equal
-  *displacement* amplitudes (velocity ∝ frequency), so it moves the view by more than
-  the tremor over a second but hardly blurs an exposure. RMS yaw/pitch angle
-  ``sway_s · shake_deg_s`` (0.21° at 30 deg/s; its RMS speed ≈ 2 deg/s).
-* *drift* (0.1–0.5 Hz): a slow wander of the aim, RMS angle ``drift_s · shake_deg_s``
-  (0.3° at 30 deg/s, RMS speed ≈ 0.5 deg/s): nearly a constant rate over a burst.
-* *roll*: the same three processes about the optical axis at ``roll_ratio`` of the
+* *Tremor*, 8–12 Hz: physiological hand tremor, a quasi-periodic oscillation at the
+  hand's tremor frequency ``f₀`` (drawn per seed, uniform in 8–12 Hz) whose frequency
+  wanders by ``jitter_hz`` RMS (0.7 Hz; the wander itself varies at 0.3–1.5 Hz). It
+  carries almost all the velocity but, being fast, little displacement: RMS angle
+  ``≈ v / (2π f₀)``, 0.4° at 25 deg/s and 10 Hz (amplitude 0.2–1° as the envelope
+  goes, 5–95 %; for a calm hand, 0.05–0.2° at a few deg/s). It is elliptical in
+  the yaw/pitch plane (a hand shakes mostly along one direction): a major axis along a
+  random direction and a minor one ``minor_ratio`` (0.25) of it, at a random phase
+  offset. Its amplitude follows a slow log-normal envelope ``exp(σ·e(t) − σ²)``
+  (``e`` a unit-RMS sum of sinusoids at 0.2–1.0 Hz, σ = ``envelope_sigma`` = 0.5: unit
+  mean square), so some moments are calmer than others. Because the tremor oscillates,
+  its speed passes through near zero at the turning points: within a burst some frames
+  are almost sharp and their neighbours are not, as in real handheld bursts.
+* *Sway*, 0.5–3 Hz: arm and body. Its components share the *displacement* (velocity
+  ∝ frequency): RMS yaw/pitch angle ``sway_s · shake`` (0.005 s → 0.125°), RMS speed
+  about 1.2 deg/s: it moves the view over a second but hardly blurs an exposure.
+* *Drift*, 0.1–0.5 Hz: a slow wander of the aim, RMS angle ``drift_s · shake``
+  (0.01 s → 0.25°, RMS speed about 0.4 deg/s): nearly a constant rate over a burst.
+* *Roll*: each band again about the optical axis at ``roll_ratio`` (0.3) of the
   yaw/pitch amplitude (roll blurs the corners, not the centre).
 
 **Shake level** ``shake_deg_s``: the RMS angular speed of the yaw/pitch motion, deg/s,
-all bands together (the tremor gets ``√(shake² − sway² − drift²)`` of it; the envelope is
-normalised to unit mean square). All amplitudes scale with it; 0 is a tripod. The
-image-plane speed at the centre is about ``shake · π/180 · f`` px/s, so an exposure
-``T`` smears the centre over up to ``shake · π/180 · f · T`` px at RMS speed.
+all bands together (the tremor gets ``√(shake² − sway² − drift²)`` of it, sway and
+drift speeds as RMS). 0 is a tripod. The image-plane speed at the centre is about
+``shake · π/180 · f`` px/s, so an exposure ``T`` smears the centre over up to
+``shake · π/180 · f · T`` px at RMS speed.
 
-Measured over 40 seeds (``tools/bench_sim.py --motion-seeds 40``) at ``f`` = 1536 px
-(1280 px wide, 45° field of view), 8 ms ring frames at 30 fps, 9 frames:
+Measured over 200 seeds (``tools/bench_sim.py --no-timing --motion-seeds 200``),
+``f`` = 1536 px (1280 px wide, 45° field of view), 9 ring frames of 8 ms at 30 fps.
+*Blur*: diameter of the frame centre's path during the exposure, px, pooled over frames
+(and the median of each burst's sharpest and most blurred frame). *Excursion*: per
+burst, the largest distance between two ring frames' centres at their mean poses.
 
-=========  ==========================  ===========================================
-shake      blur extent, px             max pairwise displacement of frame centres
-deg/s      median (5–95 %)             median (95 %), px and degrees
-=========  ==========================  ===========================================
-15         MEASURED_05                 EXC_05
-30         MEASURED_10                 EXC_10
-60         MEASURED_20                 EXC_20
-=========  ==========================  ===========================================
+======  ===========================  ===========  ===============  ==============
+shake   blur px: median (5–95 %)     burst min,   excursion px:    in degrees
+deg/s                                max          median, 95 %     median, 95 %
+======  ===========================  ===========  ===============  ==============
+12.5    1.8 (0.4–4.9)                0.5, 2.9     12, 26           0.44, 0.98
+25      3.5 (0.8–9.8)                1.1, 5.7     24, 53           0.89, 1.96
+50      7.0 (1.5–19.7)               2.2, 11.5    48, 105          1.78, 3.92
+======  ===========================  ===========  ===============  ==============
 
-The default 30 deg/s is a strong shake (one-handed, tapping the shutter): the regime
-the burst method is for; a careful two-handed grip is a few deg/s.
+The default 25 deg/s (``--shake 1``) is a typical, fairly strong handheld shake
+(one-handed, tapping the shutter): the regime the burst method is for. Its ring frames
+blur by ~1 to ~6 px within a burst and the burst spans about 1°.
 """
 
 from __future__ import annotations
@@ -68,9 +74,9 @@ from deblurd.errors import SimulationError
 F64 = npt.NDArray[np.float64]
 Pose = tuple[float, float, float]
 
-_TREMOR_BAND_HZ = (8.0, 12.0)
-_JITTER_BAND_HZ = (0.3, 1.5)
-_ENVELOPE_BAND_HZ = (0.1, 0.5)
+_TREMOR_BAND_HZ = (8.0, 12.0)  # the tremor frequency f₀ is drawn uniformly in it
+_JITTER_BAND_HZ = (0.3, 1.5)  # how fast the tremor frequency wanders
+_ENVELOPE_BAND_HZ = (0.2, 1.0)
 _SWAY_BAND_HZ = (0.5, 3.0)
 _DRIFT_BAND_HZ = (0.1, 0.5)
 
@@ -93,7 +99,7 @@ class Sines:
         return Sines(self.freq_hz, self.amp * factor, self.phase)
 
     def mean_square_speed(self) -> float:
-        """Time-averaged square of the derivative, (units/s)²."""
+        """Time average of the squared derivative, (units/s)²."""
         return float(np.sum((2.0 * np.pi * self.freq_hz * self.amp) ** 2) / 2.0)
 
 
@@ -105,22 +111,20 @@ def random_sines(
     rms_speed: float | None = None,
     rms_value: float | None = None,
     peak_hz: float | None = None,
-    peak_width_hz: float = 3.0,
 ) -> Sines:
     """``count`` sinusoids with log-uniform frequencies in ``band_hz`` and random phases.
 
     Exactly one of ``rms_speed`` (RMS of the derivative, units/s: the components share
     the speed) or ``rms_value`` (RMS of the value: they share the displacement, so the
-    speed grows with frequency) sets the scale. ``peak_hz`` weights the components by a
-    Gaussian bump of standard deviation ``peak_width_hz`` around that frequency (over a
-    floor of 0.3: a band-limited spectrum, like hand tremor's).
+    speed grows with frequency) sets the scale. ``peak_hz`` weights the components'
+    speed by a bump around that frequency (a band-limited spectrum).
     """
     lo, hi = band_hz
     freq = np.exp(rng.uniform(math.log(lo), math.log(hi), count))
     phase = rng.uniform(0.0, 2.0 * np.pi, count)
     weight = rng.uniform(0.5, 1.0, count)
     if peak_hz is not None:
-        weight = weight * (0.3 + np.exp(-0.5 * ((freq - peak_hz) / peak_width_hz) ** 2))
+        weight = weight * (0.3 + np.exp(-0.5 * ((freq - peak_hz) / 3.0) ** 2))
     weight = weight / math.sqrt(float(np.sum(weight**2)) / 2.0)  # unit RMS of the weighted sum
     if rms_speed is not None:
         amp = weight * rms_speed / (2.0 * np.pi * freq)
@@ -131,10 +135,6 @@ def random_sines(
     return Sines(freq, amp, phase)
 
 
-import os
-_EXP = {k: float(v) for k, v in (x.split("=") for x in os.environ.get("TREMOR", "").split(",") if x)}
-
-
 @dataclass(frozen=True)
 class ShakeTrajectory:
     """A handheld camera's rotation over time (see the module docstring for the model).
@@ -142,11 +142,11 @@ class ShakeTrajectory:
     Build with :meth:`random`; evaluate with :meth:`pose_at` (one time) or :meth:`poses`
     (vectorised). Times are seconds on any axis (the burst's first frame starts at 0).
 
-    Fields: the tremor's carrier phase ``2π·tremor_hz·t + jitter(t)`` (rad), its
-    amplitudes ``tremor_amp`` (major, minor, roll; rad) and phases ``tremor_phase``
-    (rad), the major axis along ``direction_rad`` in the yaw/pitch plane, the envelope
-    ``exp(σ·envelope(t) − σ²)`` (σ = ``envelope_sigma``); ``sway_*`` and ``drift_*``
-    (rad) are added unmodulated.
+    Tremor: carrier phase ``2π·tremor_hz·t + jitter(t)`` (rad); ``tremor_amp`` (major,
+    minor, roll; rad) and ``tremor_phase`` (rad) of its three components, the major axis
+    along ``direction_rad`` in the yaw/pitch plane; all three scaled by the envelope
+    ``exp(σ·envelope(t) − σ²)``, σ = ``envelope_sigma``. ``sway_*`` and ``drift_*``
+    (rad) add to yaw, pitch and roll unmodulated.
     """
 
     shake_deg_s: float
@@ -170,50 +170,52 @@ class ShakeTrajectory:
         shake_deg_s: float,
         seed: int,
         *,
-        minor_ratio: float = 0.5,
+        minor_ratio: float = 0.25,
         roll_ratio: float = 0.3,
-        sway_s: float = 0.007,
+        sway_s: float = 0.005,
         drift_s: float = 0.01,
-        envelope_sigma: float = 0.6,
+        envelope_sigma: float = 0.5,
         jitter_hz: float = 0.7,
     ) -> ShakeTrajectory:
         """A trajectory with RMS yaw/pitch speed ``shake_deg_s`` (deg/s), by seed.
 
         ``minor_ratio``: the tremor's minor/major axis ratio. ``roll_ratio``: roll
         amplitude over yaw/pitch amplitude, every band. ``sway_s``/``drift_s``: RMS
-        yaw/pitch angle of the sway/drift over ``shake_deg_s``, s (deg per deg/s).
-        ``envelope_sigma``: log-standard deviation of the tremor's envelope.
+        yaw/pitch angle of the sway/drift per unit of ``shake_deg_s``, s (deg per
+        deg/s). ``envelope_sigma``: log-standard deviation of the tremor's amplitude.
         ``jitter_hz``: RMS wander of the tremor's frequency, Hz.
         """
         if not math.isfinite(shake_deg_s) or shake_deg_s < 0:
             raise SimulationError(f"shake must be a finite level ≥ 0 deg/s, got {shake_deg_s}")
         if seed < 0:
             raise SimulationError(f"seed must be ≥ 0, got {seed}")
-        if min(minor_ratio, roll_ratio, sway_s, drift_s, envelope_sigma, jitter_hz) < 0:
-            raise SimulationError("shake model ratios must be ≥ 0")
+        shape = (minor_ratio, roll_ratio, sway_s, drift_s, envelope_sigma, jitter_hz)
+        if not all(math.isfinite(v) and v >= 0 for v in shape):
+            raise SimulationError(f"shake model parameters must be finite and ≥ 0, got {shape}")
         rng = np.random.default_rng([seed, 1])
-        speed = math.radians(shake_deg_s)
-        # Slow bands: set by displacement (rad), each axis half the yaw/pitch variance.
+        # Slow bands, set by displacement (rad): yaw and pitch each half the variance.
         sway = math.radians(sway_s * shake_deg_s)
         drift = math.radians(drift_s * shake_deg_s)
-        axis = 1.0 / math.sqrt(2.0)
-        sway_yaw = random_sines(rng, 6, _SWAY_BAND_HZ, rms_value=sway * axis)
-        sway_pitch = random_sines(rng, 6, _SWAY_BAND_HZ, rms_value=sway * axis)
+        half = 1.0 / math.sqrt(2.0)
+        sway_yaw = random_sines(rng, 6, _SWAY_BAND_HZ, rms_value=sway * half)
+        sway_pitch = random_sines(rng, 6, _SWAY_BAND_HZ, rms_value=sway * half)
         sway_roll = random_sines(rng, 6, _SWAY_BAND_HZ, rms_value=sway * roll_ratio)
-        drift_yaw = random_sines(rng, 4, _DRIFT_BAND_HZ, rms_value=drift * axis)
-        drift_pitch = random_sines(rng, 4, _DRIFT_BAND_HZ, rms_value=drift * axis)
+        drift_yaw = random_sines(rng, 4, _DRIFT_BAND_HZ, rms_value=drift * half)
+        drift_pitch = random_sines(rng, 4, _DRIFT_BAND_HZ, rms_value=drift * half)
         drift_roll = random_sines(rng, 4, _DRIFT_BAND_HZ, rms_value=drift * roll_ratio)
-        slow_ms = sum(s.mean_square_speed() for s in (sway_yaw, sway_pitch, drift_yaw, drift_pitch))
-        tremor = math.sqrt(max(speed * speed - slow_ms, 0.0))
-        lo, hi = _EXP.get("lo", _TREMOR_BAND_HZ[0]), _EXP.get("hi", _TREMOR_BAND_HZ[1])
-        f0 = float(rng.uniform(lo, hi))
-        # A sinusoid of amplitude A at f0 has RMS speed 2π·f0·A/√2; major² + minor² = 1.
-        major = math.sqrt(2.0) * tremor / (2.0 * math.pi * f0) / math.sqrt(1.0 + minor_ratio**2)
-        amp = (major, major * minor_ratio, major * math.sqrt(1.0 + minor_ratio**2) * roll_ratio)
+        # The tremor takes the rest of the mean-square speed (rad/s).
+        slow = (sway_yaw, sway_pitch, drift_yaw, drift_pitch)
+        speed = math.radians(shake_deg_s)
+        tremor = math.sqrt(max(speed * speed - sum(s.mean_square_speed() for s in slow), 0.0))
+        f0 = float(rng.uniform(*_TREMOR_BAND_HZ))
+        # A sinusoid of amplitude A at f₀ has RMS speed 2π·f₀·A/√2; major² + minor² = 1.
+        yaw_pitch = math.sqrt(2.0) * tremor / (2.0 * math.pi * f0)
+        major = yaw_pitch / math.sqrt(1.0 + minor_ratio**2)
+        amp = (major, major * minor_ratio, yaw_pitch * roll_ratio)
         ph = rng.uniform(0.0, 2.0 * np.pi, 3)
         direction = float(rng.uniform(0.0, np.pi))
         jitter = random_sines(rng, 3, _JITTER_BAND_HZ, rms_speed=2.0 * math.pi * jitter_hz)
-        envelope = random_sines(rng, 4, (_EXP.get("elo", _ENVELOPE_BAND_HZ[0]), _EXP.get("ehi", _ENVELOPE_BAND_HZ[1])), rms_value=1.0)
+        envelope = random_sines(rng, 4, _ENVELOPE_BAND_HZ, rms_value=1.0)
         return cls(
             shake_deg_s=shake_deg_s,
             tremor_hz=f0,
