@@ -10,7 +10,7 @@ Usage::
 Scenes are scikit-image's bundled photos (evaluation only: scikit-image is a dev
 dependency, never the daemon's), fitted to ``--size`` by the simulator. Each photo is
 simulated by :mod:`deblurd.sim` at every shake level (``--levels``: multiples of the
-simulator's default shake, 30 deg/s RMS) with a seed of its own, plus one burst per photo
+simulator's default shake, 25 deg/s RMS) with a seed of its own, plus one burst per photo
 with a moving subject (a face, at ``--subject-level``); bursts at levels ≥
 ``--extra-from-level`` also capture 8 long-exposure ``extra`` frames. Default: 5 photos ×
 3 levels + 5 subject bursts = 20 bursts of 9 ring frames, about a minute on 2 cores.

@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--shake",
         type=float,
         default=1.0,
-        help="hand-shake level (1 = typical: 30 deg/s RMS tremor)",
+        help="hand-shake level (1 = typical: 25 deg/s RMS angular speed)",
     )
     p.add_argument("--subject", action="store_true", help="add a subject moving on its own")
     p.add_argument("--scene", metavar="IMAGE", help="photo to use as the scene")

@@ -66,21 +66,27 @@ def test_process_writes_image_and_report(sim_burst: Path, tmp_path: Path) -> Non
     assert used, "a plain simulated burst should register"
 
 
-def test_process_is_sharper_and_cleaner_than_the_selected_frame(
-    sim_burst: Path, tmp_path: Path
-) -> None:
-    out, report = tmp_path / "out.png", tmp_path / "r.json"
-    assert main(["process", str(sim_burst), "-o", str(out), "--json", str(report)]) == 0
-    selected = json.loads(report.read_text())["selected"]
-    truth = read_rgb8(sim_burst.parent / (sim_burst.name + ".truth") / f"{selected:03d}.png")
-    frame = read_rgb8(sim_burst / f"{selected:03d}.png")
-    result = read_rgb8(out)
+def test_process_is_cleaner_than_the_selected_frame_over_seeds() -> None:
+    """Over several simulated bursts: never worse than the selected frame, clearly better
+    on average (the full-size evaluation in tools/evaluate.py measures the real margin)."""
+    from deblurd.pipeline.process import process_burst
+    from deblurd.settings.models import DeblurdSettings
+    from deblurd.sim.burst import SimParams, simulate_burst
+
     crop = (slice(16, -16), slice(16, -16))
 
-    def mse(a: np.ndarray) -> float:
-        return float(np.mean((a[crop].astype(np.float64) - truth[crop]) ** 2))
+    def mse(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.mean((a[crop].astype(np.float64) - b[crop]) ** 2))
 
-    assert mse(result) < 0.8 * mse(frame)
+    ratios = []
+    for seed in range(4):
+        sim = simulate_burst(SimParams(width=320, height=240, ring_frames=7, seed=seed), None)
+        result = process_burst(sim.burst, DeblurdSettings())
+        sel = result.report.selected
+        truth = sim.truth[sel]
+        ratios.append(mse(result.image, truth) / mse(sim.burst.frames[sel], truth))
+    assert max(ratios) < 1.0, ratios
+    assert float(np.mean(ratios)) < 0.75, ratios
 
 
 def _fresh_copy(src: Path, tmp_path: Path) -> Path:

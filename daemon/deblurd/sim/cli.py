@@ -27,7 +27,7 @@ def simulate_command(
 
     ``frames``: ring frames (trigger in the middle). ``extra``: extra frames at the
     longer exposure. ``shake``: hand-shake level relative to the typical default (1: a
-    strong handheld shake of ``DEFAULT_SHAKE_DEG_S`` = 30 deg/s RMS, ring frames blurred
+    strong handheld shake of ``DEFAULT_SHAKE_DEG_S`` = 25 deg/s RMS, ring frames blurred
     ~1–8 px at 720p; 0: tripod; 2: twice as fast). ``scene``: a photo to use instead of
     the procedural scene. Raises :class:`SimulationError` on any problem.
     """
