@@ -10,9 +10,24 @@ from deblurd.settings.base import Section
 
 
 class OutputSettings(Section):
-    """Result files and their encoding."""
+    """Result files and their encoding, and how many are kept."""
 
     directory: str = Field("deblurd-results", description="folder for result files")
     format: Literal["png", "jpeg"] = Field("png", description="result encoding")
     jpeg_quality: int = Field(92, ge=1, le=100, description="JPEG quality when format = jpeg")
-    save_bursts: bool = Field(False, description="also save each job's burst directory")
+    save_bursts: bool = Field(
+        False, description="also save each job's burst directory (under bursts/ in directory)"
+    )
+    max_files: int = Field(
+        200,
+        ge=1,
+        le=1_000_000,
+        description="results kept at most (one result = image + JSON [+ burst]); "
+        "oldest removed first",
+    )
+    max_bytes: int = Field(
+        2 * 1024**3,
+        ge=1024**2,
+        description="total size of the kept results at most, bytes (default 2 GiB); "
+        "oldest removed first",
+    )
