@@ -6,7 +6,7 @@ own), runs ``process_burst`` with the default settings, and writes a PNG of thre
 side by side: the trigger frame (what a plain shutter press gives), deblurd's result, and
 the ground truth, each labelled with its PSNR against the truth of its own frame.
 
-Usage: python tools/make_figure.py [-o docs/before-after.png] [--seed 1]
+Usage: python tools/make_figure.py [-o docs/before-after.png] [--seed 2]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _label(img: U8, text: str) -> U8:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-o", "--output", default="docs/before-after.png")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--crop", type=int, default=360, help="crop side, px")
     args = parser.parse_args()
     sim = simulate_burst(SimParams(width=1280, height=720, seed=args.seed, subject=True), None)
