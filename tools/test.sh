@@ -8,7 +8,18 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e '.[dev]'
+# System packages for the GStreamer (Argus/videotestsrc) tests: installed when we can
+# (root, as in CI); without them those tests skip with their reason.
+EXTRAS=dev
+if [ "$(id -u)" -eq 0 ]; then
+    bash tools/ci_system_deps.sh
+    EXTRAS=dev,gst
+elif bash tools/ci_system_deps.sh --check >/dev/null 2>&1; then
+    EXTRAS=dev,gst
+else
+    echo "GStreamer development packages missing and not root: Argus tests will skip" >&2
+fi
+"$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
 echo "== ruff"
 "$VENV/bin/ruff" check daemon tests tools
 echo "== mypy"

@@ -11,6 +11,7 @@ that frame (DESIGN §5: exposure changes land several frames late; only metadata
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -82,3 +83,11 @@ class CameraBackend(abc.ABC):
     def alive(self) -> bool:
         """True while frames are arriving (backends with their own health check override)."""
         return True
+
+    def sensor_clock_ns(self, monotonic_ns: int | None = None) -> int:
+        """The sensor clock (the clock of :attr:`FrameMeta.timestamp_ns`) at the
+        ``time.monotonic_ns()`` instant ``monotonic_ns`` (None: now), ns. Timestamp a
+        trigger with this to find its frame in the ring. Backends whose frames carry
+        ``time.monotonic_ns`` timestamps (the default) return it unchanged; the sim camera
+        in non-realtime mode runs a slower clock of its own."""
+        return time.monotonic_ns() if monotonic_ns is None else monotonic_ns

@@ -1,12 +1,111 @@
-"""Settings of the camera backend (the daemon issue extends this section)."""
+"""Settings of the camera: which backend, its preview (ring) mode, the frame ring's memory
+budget, the extra-exposure switch, and one sub-section per backend."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from deblurd.settings.base import Section
+from deblurd.settings.camera_hw import ArgusSettings, Picamera2Settings
+
+
+class SimFaultSettings(Section):
+    """Faults the simulated camera injects on purpose (for tests of the daemon's handling)."""
+
+    drop_probability: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="probability that a sensor frame is dropped (a gap in frame numbers)",
+    )
+    stall_at_frame: int | None = Field(
+        None, ge=0, description="frame number at which the camera stalls once; unset = never"
+    )
+    stall_s: float = Field(0.0, ge=0.0, le=3600.0, description="length of that stall, s")
+    die_at_frame: int | None = Field(
+        None,
+        ge=0,
+        description="frame number at which the camera dies (stops delivering); unset = never",
+    )
+    revive_after_s: float | None = Field(
+        None,
+        gt=0.0,
+        le=3600.0,
+        description="a dead camera comes back after this long, s; unset = it stays dead",
+    )
+    ignore_exposure: bool = Field(
+        False, description="exposure requests are accepted but never applied"
+    )
+
+
+class SimCameraSettings(Section):
+    """The simulated handheld camera (``deblurd.camera.sim``): the burst simulator, live."""
+
+    seed: int = Field(0, ge=0, description="seed of the scene, the hand shake and the noise")
+    shake: float = Field(
+        25.0,
+        ge=0.0,
+        le=1000.0,
+        description="RMS angular speed of the hand tremor, deg/s (0 = tripod)",
+    )
+    subject: bool = Field(False, description="add a face-like subject that moves on its own")
+    scene: str | None = Field(
+        None, description="image file used as the scene; unset = the procedural scene of seed"
+    )
+    noise: bool = Field(True, description="sensor noise (false: noiseless frames)")
+    realtime: bool = Field(
+        False,
+        description="true: the sensor clock is the wall clock and sensor frames the renderer "
+        "cannot keep up with are skipped (gaps in frame numbers); false: every sensor frame "
+        "is rendered and the simulated clock slows down instead (frames always 1/fps apart)",
+    )
+    truth_frames: int = Field(
+        512,
+        ge=1,
+        le=100_000,
+        description="how many recent frames keep what is needed to re-render their ground "
+        "truth (a few hundred bytes each), frames",
+    )
+    faults: SimFaultSettings = Field(default_factory=SimFaultSettings)
+
+
+class ReplayCameraSettings(Section):
+    """Replay of a saved burst directory or a video file (``deblurd.camera.replay``)."""
+
+    path: str | None = Field(
+        None, description="burst directory or video file to replay (required for replay)"
+    )
+    loop: bool = Field(True, description="start over at the end (false: the camera stops)")
+
+
+class V4l2CameraSettings(Section):
+    """A USB (UVC) camera through OpenCV's V4L2 backend (``deblurd.camera.v4l2``)."""
+
+    device: str = Field("/dev/video0", description="device node, /dev/videoN")
+    fourcc: str | None = Field(
+        None,
+        min_length=4,
+        max_length=4,
+        description="pixel format to ask for (e.g. MJPG for high frame rates); unset = driver's",
+    )
+    auto_exposure_preview: bool = Field(
+        True,
+        description="preview with the camera's auto exposure (false: camera.exposure_us and "
+        "camera.analogue_gain)",
+    )
+    exposure_unit_us: float = Field(
+        100.0,
+        gt=0.0,
+        description="µs per unit of the driver's exposure control (uvcvideo: 100)",
+    )
+    gain_per_unit: float | None = Field(
+        None,
+        gt=0.0,
+        description="analogue gain per unit of the driver's gain control; unset = gain is "
+        "left to the driver and reported as camera.analogue_gain",
+    )
 
 
 class CameraSettings(Section):
@@ -24,3 +123,56 @@ class CameraSettings(Section):
     analogue_gain: float = Field(
         4.0, ge=1.0, le=64.0, description="preview analogue gain, 1 = unity"
     )
+    max_gain: float = Field(
+        16.0,
+        ge=1.0,
+        le=64.0,
+        description="highest analogue gain the extra capture may ask for, 1 = unity",
+    )
+    ring_memory_mb: int = Field(
+        256,
+        ge=8,
+        le=65536,
+        description="memory for the frame ring, MiB (720p RGB ≈ 2.6 MiB a frame, 1080p ≈ "
+        "5.9 MiB): how far back a trigger can reach",
+    )
+    latency_frames: int = Field(
+        4,
+        ge=0,
+        le=64,
+        description="sensor frames between an exposure request and the first frame that has "
+        "it (sim camera; hardware backends report what the sensor did in frame metadata)",
+    )
+    exposure_tolerance: float = Field(
+        0.05,
+        ge=0.0,
+        le=0.5,
+        description="a frame counts as having the requested exposure and gain when its "
+        "metadata is within this fraction of them",
+    )
+    exposure_timeout_s: float = Field(
+        2.0,
+        gt=0.0,
+        le=60.0,
+        description="longest wait for frames that show a requested exposure, s; then an error",
+    )
+    sim: SimCameraSettings = Field(default_factory=SimCameraSettings)
+    replay: ReplayCameraSettings = Field(default_factory=ReplayCameraSettings)
+    v4l2: V4l2CameraSettings = Field(default_factory=V4l2CameraSettings)
+    picamera2: Picamera2Settings = Field(default_factory=Picamera2Settings)
+    argus: ArgusSettings = Field(default_factory=ArgusSettings)
+
+    @model_validator(mode="after")
+    def _check(self) -> CameraSettings:
+        if self.analogue_gain > self.max_gain:
+            raise ValueError(
+                f"analogue_gain {self.analogue_gain} is above max_gain {self.max_gain}"
+            )
+        if self.backend == "replay" and self.replay.path is None:
+            raise ValueError("backend 'replay' needs replay.path (a burst directory or video)")
+        return self
+
+    @property
+    def ring_bytes(self) -> int:
+        """The ring's memory budget, bytes."""
+        return self.ring_memory_mb * 1024 * 1024
