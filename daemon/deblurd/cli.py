@@ -1,7 +1,8 @@
 """``deblurd`` command line (DESIGN §4).
 
-Subcommands: ``process`` (the whole method on a saved burst), ``deblur`` (single-frame
-U-Net), ``simulate`` (write a synthetic burst), ``check-config`` (validate a config).
+Subcommands: ``run`` (the daemon), ``process`` (the whole method on a saved burst),
+``deblur`` (single-frame U-Net), ``simulate`` (write a synthetic burst), ``check-config``
+(validate a config).
 Errors of our own print one line naming the file or key and exit non-zero (78 for
 config errors); nothing half-written is left behind.
 """
@@ -10,6 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +21,7 @@ from pathlib import Path
 from deblurd import __version__
 from deblurd.errors import ConfigError, DeblurdError
 from deblurd.settings.load import EX_CONFIG, load_settings
+from deblurd.settings.models import DeblurdSettings
 
 EX_FAILURE = 1
 
@@ -35,6 +40,97 @@ def _check_output_path(out: str) -> Path:
     if p.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise DeblurdError(f"{p}: output must end in .png, .jpg or .jpeg")
     return p
+
+
+def run_settings(
+    settings: DeblurdSettings,
+    camera: str | None = None,
+    control: str | None = None,
+    results: str | None = None,
+    output: str | None = None,
+) -> DeblurdSettings:
+    """``settings`` with the ``deblurd run`` flags applied (each overrides its config key)."""
+    from pydantic import ValidationError
+
+    data = settings.model_dump()
+    flags = {
+        ("camera", "backend"): camera,
+        ("service", "control_endpoint"): control,
+        ("service", "results_endpoint"): results,
+        ("output", "directory"): output,
+    }
+    for (section, key), value in flags.items():
+        if value is not None:
+            data[section][key] = value
+    try:
+        return DeblurdSettings.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            (".".join(str(p) for p in err["loc"]), f"{err['msg']} (from the command line)")
+            for err in exc.errors()
+        ]
+        raise ConfigError("invalid command-line override", problems) from exc
+
+
+def _missing_library(exc: BaseException) -> bool:
+    """True when ``exc`` was caused by a library that is not installed."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ImportError):
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def _check_registration_backend(settings: DeblurdSettings) -> None:
+    """``registration.backend = "cuda"`` without a usable GPU is a config error (exit 78);
+    ``auto`` falling back to OpenCV is logged."""
+    from deblurd.gpu.backend import GpuError
+    from deblurd.gpu.factory import resolve_backend
+
+    try:
+        kind, note = resolve_backend(settings.registration)
+    except GpuError as exc:
+        raise ConfigError(str(exc), [("registration.backend", str(exc))]) from exc
+    if note:
+        logging.getLogger("deblurd").info("registration backend %s: %s", kind, note)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from deblurd.camera.base import CameraError
+    from deblurd.service.daemon import Daemon
+    from deblurd.service.logging import setup_logging
+    from deblurd.service.sdnotify import under_systemd
+
+    config = args.config or os.environ.get("DEBLURD_CONFIG") or None
+    settings = run_settings(
+        load_settings(config), args.camera, args.control, args.results, args.output
+    )
+    _check_registration_backend(settings)
+    setup_logging(journal=under_systemd())
+    daemon = Daemon(settings)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once
+        daemon.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"deblurd {__version__}: config {config or '(built-in defaults)'}", flush=True)
+    print(f"deblurd: control endpoint {daemon.endpoints.control}", flush=True)
+    print(f"deblurd: results endpoint {daemon.endpoints.results}", flush=True)
+    print(f"deblurd: output folder {daemon.output_directory}", flush=True)
+
+    def on_ready(d: Daemon) -> None:
+        print("deblurd: ready", flush=True)
+
+    try:
+        return daemon.run(on_ready)
+    except CameraError as exc:
+        if _missing_library(exc):
+            problem = ("camera.backend", f"{settings.camera.backend}: {exc}")
+            raise ConfigError(str(exc), [problem]) from exc
+        raise
 
 
 def _cmd_process(args: argparse.Namespace) -> int:
@@ -117,6 +213,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"deblurd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the daemon (camera, triggers, ZeroMQ, results)")
+    p.add_argument(
+        "--config", metavar="PATH", help="config file (default: $DEBLURD_CONFIG, else built-in)"
+    )
+    p.add_argument(
+        "--camera",
+        metavar="BACKEND",
+        help="camera backend, overrides camera.backend (sim, replay, picamera2, argus, v4l2)",
+    )
+    p.add_argument("--control", metavar="ENDPOINT", help="control socket endpoint")
+    p.add_argument("--results", metavar="ENDPOINT", help="results PUB socket endpoint")
+    p.add_argument("--output", metavar="DIR", help="folder for result files")
+    p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("process", help="run the whole method on a saved burst directory")
     p.add_argument("burst_dir", metavar="BURST_DIR")

@@ -9,28 +9,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from deblurd.errors import DeblurdError
 from deblurd.imaging import atomic_write_bytes
+from deblurd.service.runtime import (
+    default_control_endpoint,
+    default_results_endpoint,
+    default_runtime_dir,
+)
 
-
-def default_runtime_dir() -> Path:
-    """Where the daemon puts its ipc sockets when none are configured."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/deblurd-{os.getuid()}"
-    return Path(base) / "deblurd"
-
-
-def default_control_endpoint() -> str:
-    return f"ipc://{default_runtime_dir() / 'control.sock'}"
-
-
-def default_results_endpoint() -> str:
-    return f"ipc://{default_runtime_dir() / 'results.sock'}"
+__all__ = [
+    "ControlClient",
+    "default_control_endpoint",
+    "default_results_endpoint",
+    "default_runtime_dir",
+    "main",
+]
 
 
 class ControlClient:

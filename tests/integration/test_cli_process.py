@@ -198,3 +198,16 @@ def test_process_with_bad_config_exits_78(
     )
     assert "registration.levles" in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists()
+
+
+def test_run_with_cuda_backend_and_no_gpu_exits_78(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from deblurd.gpu.backend import available
+
+    if available()[0]:
+        pytest.skip("a usable CUDA GPU is present: the cuda backend is valid here")
+    cfg = tmp_path / "cuda.toml"
+    cfg.write_text('[registration]\nbackend = "cuda"\n')
+    assert main(["run", "--config", str(cfg)]) == 78
+    assert "registration.backend" in capsys.readouterr().err

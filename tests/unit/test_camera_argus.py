@@ -47,6 +47,11 @@ def make_settings(
 # ------------------------------------------------------------------ pure: plans, strings
 
 
+# Run in their own pytest process (tools/test.sh): GStreamer/GLib loaded beside torch and
+# onnxruntime in one process was seen to abort on C++ exception paths.
+pytestmark = pytest.mark.gstreamer
+
+
 def test_nvargus_pipeline_string() -> None:
     s = make_settings(1280, 720, sensor_id=1)
     desc = build_pipeline(s, ArgusExposure(8000, 4.0, Fraction(30)))

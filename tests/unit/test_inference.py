@@ -107,3 +107,71 @@ def test_too_small_image(tmp_path: Path) -> None:
 
 def test_open_deblurrer_off_is_none() -> None:
     assert open_deblurrer(InferenceSettings()) is None
+
+
+# ----------------------------------------------------------- TensorRT plan keys (no GPU)
+
+
+def test_plan_key_changes_with_every_field(tmp_path: Path) -> None:
+    from deblurd.inference.tensorrt import PlanKey, plan_paths
+
+    base = PlanKey("a" * 64, "10.3.0", "Orin", 512)
+    others = [
+        PlanKey("b" * 64, "10.3.0", "Orin", 512),
+        PlanKey("a" * 64, "10.4.0", "Orin", 512),
+        PlanKey("a" * 64, "10.3.0", "Orin Nano", 512),
+        PlanKey("a" * 64, "10.3.0", "Orin", 256),
+    ]
+    stems = {k.file_stem() for k in [base, *others]}
+    assert len(stems) == 5
+    plan, key_file = plan_paths(tmp_path, base)
+    assert plan.parent == key_file.parent == tmp_path / "engines"
+
+
+def test_mismatched_plan_names_what_it_was_built_for(tmp_path: Path) -> None:
+    import json
+    from dataclasses import asdict
+
+    from deblurd.inference.tensorrt import PlanKey, find_mismatch, plan_paths
+
+    built = PlanKey("a" * 64, "10.3.0", "Orin", 512)
+    plan, key_file = plan_paths(tmp_path, built)
+    assert find_mismatch(tmp_path, built) == f"no TensorRT plan in {tmp_path / 'engines'}"
+    plan.parent.mkdir(parents=True)
+    plan.write_bytes(b"plan")
+    key_file.write_text(json.dumps(asdict(built)))
+    assert find_mismatch(tmp_path, built) is None
+    why = find_mismatch(tmp_path, PlanKey("a" * 64, "10.4.0", "Orin", 512))
+    assert why is not None and "TensorRT 10.3.0" in why and "TensorRT 10.4.0" in why
+
+
+def test_sha256_file(tmp_path: Path) -> None:
+    import hashlib
+
+    from deblurd.inference.tensorrt import sha256_file
+
+    f = tmp_path / "m.onnx"
+    f.write_bytes(b"x" * 3_000_000)
+    assert sha256_file(f) == hashlib.sha256(b"x" * 3_000_000).hexdigest()
+
+
+def test_tensorrt_runtime_without_tensorrt(tmp_path: Path) -> None:
+    from deblurd.settings.inference import TensorRTSettings
+
+    try:
+        import tensorrt
+
+        if hasattr(tensorrt, "Builder"):
+            pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass  # absent, as on CI
+    model = _box_blur_model(tmp_path / "m.onnx")
+    strict = InferenceSettings(passes="first", runtime=TensorRTSettings(model=str(model)))
+    with pytest.raises(InferenceError, match="TensorRT is not available"):
+        open_deblurrer(strict)
+    fallback = InferenceSettings(
+        passes="first",
+        runtime=TensorRTSettings(model=str(model), fallback_to_onnxruntime=True),
+    )
+    d = open_deblurrer(fallback)
+    assert d is not None and d.name.startswith("onnxruntime:")

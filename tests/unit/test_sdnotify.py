@@ -147,3 +147,23 @@ def test_under_systemd() -> None:
     assert under_systemd({"INVOCATION_ID": "abc"})
     assert not under_systemd({})
     assert not under_systemd({"JOURNAL_STREAM": ""})
+
+
+def test_notify_never_blocks_when_nobody_reads(tmp_path: Path) -> None:
+    """A full datagram queue makes notify return False at once instead of hanging."""
+    import socket as socket_mod
+    import time as time_mod
+
+    from deblurd.service.sdnotify import SystemdNotifier
+
+    path = tmp_path / "full.sock"
+    server = socket_mod.socket(socket_mod.AF_UNIX, socket_mod.SOCK_DGRAM)
+    server.bind(str(path))
+    try:
+        notifier = SystemdNotifier({"NOTIFY_SOCKET": str(path)})
+        t0 = time_mod.monotonic()
+        results = [notifier.notify("STATUS=" + "x" * 1000) for _ in range(2000)]
+        assert time_mod.monotonic() - t0 < 5.0
+        assert results[0] is True and results[-1] is False
+    finally:
+        server.close()

@@ -48,7 +48,18 @@ def open_deblurrer(settings: InferenceSettings) -> Deblurrer | None:
         from deblurd.inference.onnx import OnnxDeblurrer
 
         return OnnxDeblurrer(runtime)
-    raise InferenceError(
-        f"inference runtime {runtime.type!r} is not available in this build; "
-        'set inference.runtime.type = "onnxruntime"'
-    )
+    from pathlib import Path
+
+    from deblurd.inference.onnx import OnnxDeblurrer
+    from deblurd.inference.tensorrt import TensorRTDeblurrer, default_state_dir
+    from deblurd.settings.inference import OnnxRuntimeSettings
+
+    try:
+        return TensorRTDeblurrer(Path(runtime.model), default_state_dir())
+    except InferenceError as exc:
+        if not runtime.fallback_to_onnxruntime:
+            raise
+        import logging
+
+        logging.getLogger(__name__).warning("TensorRT unavailable (%s); using onnxruntime", exc)
+        return OnnxDeblurrer(OnnxRuntimeSettings(model=runtime.model))

@@ -1,9 +1,11 @@
 """onnxruntime runtime of the U-Net: CPU, every machine.
 
-The model contract (shared with ``deblurd.training``): input ``image`` float32
+The model contract (shared with ``deblurd.training.export``): input ``image`` float32
 ``(1, 3, H, W)`` sRGB-encoded values in [0, 1] (the network learns on what the camera
-writes), optional second input ``noise`` float32 ``(1, 1, H, W)`` noise level map for
-networks conditioned on the pass; output float32 ``(1, 3, H, W)``. H and W dynamic,
+writes), optional second input ``noise`` float32 ``(1, 1, H, W)``: the pass map, 1.0 for
+the first pass (a noisy, blurred single 8-bit frame) and 0.0 for the second (a fused
+float image with far less noise and a softer residual blur) — one network serves both;
+output float32 ``(1, 3, H, W)``. H and W dynamic,
 multiples of ``multiple`` (metadata key ``deblurd.multiple``, default 16) — inputs are
 padded by reflection and cropped back.
 """
@@ -19,10 +21,11 @@ import numpy.typing as npt
 from deblurd.errors import InferenceError
 from deblurd.imaging import linear_to_srgb_float
 from deblurd.inference.base import Pass
-from deblurd.inference.tiling import run_tiled
+from deblurd.inference.tiling import run_padded_tiled
 from deblurd.settings.inference import OnnxRuntimeSettings
 
 F32 = npt.NDArray[np.float32]
+TILE_OVERLAP = 48  # px shared by neighbouring tiles (blended), for the U-Net's wide context
 
 
 # sRGB decode for float inputs (the LUT in imaging is for uint8 codes).
@@ -30,6 +33,23 @@ def _srgb_float_to_linear(x: F32) -> F32:
     x = np.clip(x, 0.0, 1.0)
     out = np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
     return out.astype(np.float32)
+
+
+def _check_onnx_header(path: Path) -> None:
+    """Refuse a file that cannot be an ONNX ModelProto before onnxruntime parses it.
+
+    A serialized ModelProto starts with field 1 (``ir_version``, varint: tag byte 0x08).
+    onnxruntime reports a garbage file with a C++ exception; with GStreamer's GLib loaded in
+    the same process (the Argus camera) that exception was seen to abort the whole process
+    instead of reaching Python, so obvious garbage is caught here first.
+    """
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(2)
+    except OSError as exc:
+        raise InferenceError(f"{path}: cannot read the model: {exc.strerror}") from exc
+    if len(head) < 2 or head[0] != 0x08:
+        raise InferenceError(f"{path}: not a loadable ONNX model (not an ONNX protobuf file)")
 
 
 class OnnxDeblurrer:
@@ -42,6 +62,7 @@ class OnnxDeblurrer:
                 f"{path}: ONNX model not found (set inference.runtime.model, "
                 'or inference.passes = "off")'
             )
+        _check_onnx_header(path)
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -100,7 +121,9 @@ class OnnxDeblurrer:
                 f"image {srgb.shape[1]}x{srgb.shape[0]} is too small for the network "
                 f"(at least {self.multiple} px each side)"
             )
-        return run_tiled(srgb, lambda t: self._run(t, noise), self._tile, 32, self.multiple)
+        return run_padded_tiled(
+            srgb, lambda t: self._run(t, noise), self._tile, TILE_OVERLAP, self.multiple
+        )
 
     def deblur(self, image: F32, pass_: Pass) -> F32:
         """Linear ``float32 (H, W, 3)`` in, linear out (the network works in sRGB)."""

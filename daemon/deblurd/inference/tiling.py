@@ -68,3 +68,18 @@ def run_tiled(
         raise ValueError("empty image")
     result_img: F32 = (out / np.maximum(weight, np.float32(1e-8))).astype(np.float32)
     return result_img
+
+
+def run_padded_tiled(
+    image: F32, fn: Callable[[F32], F32], tile: int, overlap: int, multiple: int
+) -> F32:
+    """:func:`run_tiled` on ``image`` reflect-padded by ``multiple`` px (and up to a
+    multiple of it), cropped back: tiles at the image's edges then see the same context
+    as one whole-image run, so tiled and whole outputs agree there too."""
+    h, w = image.shape[:2]
+    m = multiple
+    pad_h = (m, m + (-(h + 2 * m)) % m)
+    pad_w = (m, m + (-(w + 2 * m)) % m)
+    padded = np.pad(image, (pad_h, pad_w, (0, 0)), mode="reflect")
+    out = run_tiled(padded, fn, tile, overlap, m)
+    return np.ascontiguousarray(out[m : m + h, m : m + w])

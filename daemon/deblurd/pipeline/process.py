@@ -17,14 +17,14 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.burstdir import Burst
+from deblurd.gpu.factory import open_fuser, open_registrar
 from deblurd.imaging import linear_to_srgb, srgb_to_linear, to_gray
 from deblurd.inference.base import Deblurrer
 from deblurd.pipeline.blur import blur_score
 from deblurd.pipeline.decision import Decision, decide
 from deblurd.pipeline.finishing import finish
-from deblurd.pipeline.fusion import AlignedFrame, fuse
+from deblurd.pipeline.fusion import AlignedFrame
 from deblurd.pipeline.noise import estimate_noise_model
-from deblurd.pipeline.registration import OpenCVRegistrar
 from deblurd.pipeline.selection import select_first_frame, walk_order
 from deblurd.settings.models import DeblurdSettings
 
@@ -132,16 +132,42 @@ def _second_frame_pool(
     return extra[: decision.frames] + ring, None
 
 
-def process_burst(
+@dataclass
+class BurstPlan:
+    """Stages 1–3 done on a burst: what :func:`complete_burst` needs to finish it.
+
+    ``scores``: blur score (dB) per frame of the burst as it was planned (frames appended
+    later, e.g. extra frames the daemon captured after the decision, are scored by
+    :func:`complete_burst`). ``first``: the first deblurred image, linear ``float32
+    (H, W, 3)`` (the selected frame itself with the U-Net off); ``first_score``: its blur
+    score (dB). ``decision``: where the second frames come from (stage 3).
+    """
+
+    passes: UnetPasses
+    scores: list[float]
+    candidates: list[int]
+    selected: int
+    first: F32
+    first_score: float
+    decision: Decision
+    report: ProcessReport
+
+    @property
+    def timer(self) -> _Timer:
+        return _Timer(self.report)
+
+
+def plan_burst(
     burst: Burst,
     settings: DeblurdSettings,
     deblurrer: Deblurrer | None = None,
     unet: UnetPasses | None = None,
-) -> ProcessResult:
-    """Run the method on ``burst``; ``unet`` overrides ``settings.inference.passes``.
+) -> BurstPlan:
+    """Stages 1–3 on ``burst``: blur scores, first frame, first deblur, decision.
 
-    A U-Net pass is requested but ``deblurrer`` is ``None`` → :class:`ValueError`
-    (the caller opens the runtime; a pass is never silently skipped).
+    The daemon acts on ``plan.decision`` (captures extra frames and appends them to the
+    burst with role ``extra``) before it calls :func:`complete_burst`. ``unet`` overrides
+    ``settings.inference.passes``; a U-Net pass without a ``deblurrer`` → ``ValueError``.
     """
     passes: UnetPasses = unet or settings.inference.passes
     if passes != "off" and deblurrer is None:
@@ -181,7 +207,35 @@ def process_burst(
     # Stage 3: decide which second frames to take.
     with timer.stage("decide"):
         decision = decide(first_score, settings.decision)
-        pool, note = _second_frame_pool(burst, decision, candidates, selected, scores)
+    return BurstPlan(passes, scores, candidates, selected, first, first_score, decision, report)
+
+
+def complete_burst(
+    burst: Burst,
+    settings: DeblurdSettings,
+    plan: BurstPlan,
+    deblurrer: Deblurrer | None = None,
+) -> ProcessResult:
+    """Stages 4–5 on a planned burst: register, fuse, finish, the second U-Net pass.
+
+    ``burst`` is the planned burst, possibly with frames appended since (extra frames);
+    they are scored here. ``plan`` is used up (its report becomes the result's).
+    """
+    if plan.passes == "both" and deblurrer is None:
+        raise ValueError("U-Net passes 'both' need a deblurrer")
+    report, timer = plan.report, plan.timer
+    scores = plan.scores
+    if len(burst.frames) > len(scores):
+        with timer.stage("blur_score"):
+            added = [blur_score(f, settings.blur_score.size) for f in burst.frames[len(scores) :]]
+        for i, s in enumerate(added, start=len(scores)):
+            info = burst.infos[i]
+            record = FrameRecord(i, info.file, info.role, info.exposure_us, round(s, 4))
+            report.frames.append(record)
+        scores = scores + added
+    decision, selected = plan.decision, plan.selected
+    with timer.stage("decide"):
+        pool, note = _second_frame_pool(burst, decision, plan.candidates, selected, scores)
     report.decision = {
         "source": decision.source,
         "frames": decision.frames,
@@ -191,19 +245,36 @@ def process_burst(
 
     # Stage 4: register and fuse (linear light).
     fused, residual_noise = _register_and_fuse(
-        burst, settings, selected, first, first_score, scores, pool, report, timer
+        burst, settings, selected, plan.first, plan.first_score, scores, pool, report, timer
     )
 
     # Stage 5: finish, then the U-Net once more.
     with timer.stage("finish"):
         fused = finish(fused, settings.finishing, residual_noise)
-    if passes == "both" and deblurrer is not None:
+    if plan.passes == "both" and deblurrer is not None:
         with timer.stage("unet_second"):
             fused = deblurrer.deblur(fused, "second")
     with timer.stage("encode"):
         image = linear_to_srgb(fused)
+    report.stage_ms.pop("total", None)
     report.stage_ms["total"] = round(sum(report.stage_ms.values()), 2)
     return ProcessResult(image, report)
+
+
+def process_burst(
+    burst: Burst,
+    settings: DeblurdSettings,
+    deblurrer: Deblurrer | None = None,
+    unet: UnetPasses | None = None,
+) -> ProcessResult:
+    """Run the method on ``burst``; ``unet`` overrides ``settings.inference.passes``.
+
+    A U-Net pass is requested but ``deblurrer`` is ``None`` → :class:`ValueError`
+    (the caller opens the runtime; a pass is never silently skipped). The same as
+    :func:`plan_burst` then :func:`complete_burst`.
+    """
+    plan = plan_burst(burst, settings, deblurrer, unet)
+    return complete_burst(burst, settings, plan, deblurrer)
 
 
 def _register_and_fuse(
@@ -239,7 +310,8 @@ def _register_and_fuse(
         # From the raw selected frame: a U-Net-denoised first frame would under-read it.
         noise = estimate_noise_model(srgb_to_linear(burst.frames[selected]))
     report.noise_model = {"a": float(noise.a), "b": float(noise.b)}
-    registrar = OpenCVRegistrar(settings.registration)
+    registrar = open_registrar(settings.registration)
+    fuser = open_fuser(settings.registration)
     with timer.stage("register"):
         registrar.set_reference(to_gray(linear_to_srgb(first)))
 
@@ -265,7 +337,7 @@ def _register_and_fuse(
 
     frames = list(aligned_frames()) if settings.fusion.mode == "reference" else aligned_frames()
     with timer.stage("fuse"):
-        result = fuse(first, frames, settings.fusion, noise)
+        result = fuser.fuse(first, frames, settings.fusion, noise)
     for used, w in zip(report.used, result.frame_weights, strict=False):
         used.mean_pixel_weight = round(float(w), 4)
     if settings.fusion.mode == "sequential":

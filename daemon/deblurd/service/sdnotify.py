@@ -79,7 +79,9 @@ class SystemdNotifier:
                     self._sock = socket.socket(
                         socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
                     )
-                self._sock.sendto(payload, self._address)
+                # Never block: a notify socket nobody reads must not stall the watchdog
+                # thread (a full queue is a failed send, logged once, like any other).
+                self._sock.sendto(payload, socket.MSG_DONTWAIT, self._address)
             except OSError as exc:
                 if self._sock is not None:
                     self._sock.close()

@@ -20,10 +20,10 @@ from deblurd.settings.base import Section
 class RegistrationSettings(Section):
     """Pyramid Harris corners + pyramidal LK + robust homography, with a quality gate."""
 
-    backend: Literal["opencv", "auto"] = Field(
+    backend: Literal["opencv", "cuda", "auto"] = Field(
         "opencv",
-        description="opencv everywhere; auto = the fastest available (a CUDA backend for "
-        "Jetson is planned; until it ships, auto is opencv)",
+        description="opencv everywhere; cuda = the CUDA kernels (needs pycuda, a GPU and nvcc: "
+        "start-up error otherwise); auto = cuda where available, else opencv (logged, in status)",
     )
     levels: int = Field(
         4,

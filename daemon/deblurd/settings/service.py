@@ -1,4 +1,4 @@
-"""Settings of the daemon: endpoints, job queue, lifecycle (the daemon issue fills this)."""
+"""Settings of the daemon: ZeroMQ endpoints, the job queue, lifecycle bounds."""
 
 from __future__ import annotations
 
@@ -8,13 +8,64 @@ from deblurd.settings.base import Section
 
 
 class ServiceSettings(Section):
-    """ZeroMQ endpoints and the job queue."""
+    """ZeroMQ endpoints, the capture-job queue, and the daemon's time limits."""
 
     control_endpoint: str | None = Field(
-        None, description="REP socket for requests; unset = ipc:// in the runtime directory"
+        None,
+        description="control socket (REP-compatible: REQ clients work), e.g. "
+        "tcp://127.0.0.1:5555; unset = ipc:// in the runtime directory "
+        "($XDG_RUNTIME_DIR/deblurd, else /tmp/deblurd-$UID)",
     )
     results_endpoint: str | None = Field(
         None,
         description="PUB socket for events and results; unset = ipc:// in the runtime directory",
     )
     queue_size: int = Field(2, ge=1, le=64, description="capture jobs waiting at most; more = busy")
+    max_request_bytes: int = Field(
+        65536,
+        ge=256,
+        le=16 * 1024 * 1024,
+        description="largest control request answered normally, bytes; larger ones get the "
+        "error code too_large, and ones over 16 times this (at least 1 MiB) make ZeroMQ drop "
+        "the sender's connection without reading them",
+    )
+    results_hwm: int = Field(
+        50,
+        ge=1,
+        le=100_000,
+        description="messages queued per results subscriber before ZeroMQ drops new ones for "
+        "it (a result with its image is one message)",
+    )
+    start_timeout_s: float = Field(
+        15.0, gt=0.0, le=600.0, description="longest wait for the camera's first frames, s"
+    )
+    window_margin_s: float = Field(
+        1.0,
+        gt=0.0,
+        le=60.0,
+        description="extra wait, beyond the frames' own duration, for the ring frames after "
+        "a trigger, s",
+    )
+    shutdown_timeout_s: float = Field(
+        10.0,
+        gt=0.0,
+        le=300.0,
+        description="on SIGTERM the running job gets this long to finish before it is "
+        "abandoned and the daemon exits, s",
+    )
+    camera_stale_s: float = Field(
+        2.0,
+        gt=0.0,
+        le=600.0,
+        description="no frame for this long = the camera has failed: status and an error "
+        "event say so, the watchdog stops being fed and the camera is restarted, s",
+    )
+    camera_retry_max_s: float = Field(
+        30.0,
+        gt=0.0,
+        le=3600.0,
+        description="longest pause between camera restarts (the back-off doubles up to it), s",
+    )
+    status_interval_s: float = Field(
+        10.0, gt=0.0, le=3600.0, description="how often the sd_notify STATUS= line is refreshed, s"
+    )

@@ -1,0 +1,112 @@
+"""Pick the registration/fusion backend from ``registration.backend``.
+
+* ``opencv``: the CPU registrar and fuser (:mod:`deblurd.pipeline`), everywhere.
+* ``cuda``: the GPU path; where pycuda or a GPU is missing :func:`resolve_backend` raises
+  :class:`~deblurd.gpu.backend.GpuError` with the reason (the daemon turns it into a
+  start-up error, exit 78).
+* ``auto``: ``cuda`` where :func:`~deblurd.gpu.backend.available` says so, else
+  ``opencv``; the reason for falling back is logged and returned for the status.
+* ``emulated``: the GPU path's host wrappers on the kernels' CPU build (tests, CI).
+
+The settings model is read with ``getattr`` so that this module also accepts values
+(``cuda``, ``emulated``) before the settings literal lists them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from deblurd.gpu.backend import GpuError, available
+from deblurd.pipeline import fusion
+from deblurd.pipeline.fusion import AlignedFrame, FusionResult
+from deblurd.pipeline.noise import NoiseModel
+from deblurd.pipeline.registration import OpenCVRegistrar, Registrar
+from deblurd.settings.fusion import FusionSettings
+from deblurd.settings.registration import RegistrationSettings
+
+log = logging.getLogger(__name__)
+
+
+class Fuser(Protocol):
+    """What a fusion backend offers: the functions of :mod:`deblurd.pipeline.fusion`."""
+
+    def fuse(
+        self, reference: npt.NDArray[np.generic], frames: Iterable[AlignedFrame],
+        settings: FusionSettings, noise_sigma: float | NoiseModel | None = None,
+    ) -> FusionResult: ...
+
+    def fuse_sequential(
+        self, reference: npt.NDArray[np.generic], frames: Iterable[AlignedFrame],
+        settings: FusionSettings, noise_sigma: float | NoiseModel | None = None,
+    ) -> FusionResult: ...
+
+    def fuse_to_reference(
+        self, reference: npt.NDArray[np.generic], frames: Sequence[AlignedFrame],
+        settings: FusionSettings, noise_sigma: float | NoiseModel | None = None,
+    ) -> FusionResult: ...
+
+
+class CpuFuser:
+    """The CPU fuser (:mod:`deblurd.pipeline.fusion`) as a :class:`Fuser`."""
+
+    def fuse(
+        self, reference: npt.NDArray[np.generic], frames: Iterable[AlignedFrame],
+        settings: FusionSettings, noise_sigma: float | NoiseModel | None = None,
+    ) -> FusionResult:
+        return fusion.fuse(reference, frames, settings, noise_sigma)
+
+    def fuse_sequential(
+        self, reference: npt.NDArray[np.generic], frames: Iterable[AlignedFrame],
+        settings: FusionSettings, noise_sigma: float | NoiseModel | None = None,
+    ) -> FusionResult:
+        return fusion.fuse_sequential(reference, frames, settings, noise_sigma)
+
+    def fuse_to_reference(
+        self, reference: npt.NDArray[np.generic], frames: Sequence[AlignedFrame],
+        settings: FusionSettings, noise_sigma: float | NoiseModel | None = None,
+    ) -> FusionResult:
+        return fusion.fuse_to_reference(reference, frames, settings, noise_sigma)
+
+
+def resolve_backend(settings: RegistrationSettings) -> tuple[str, str | None]:
+    """``(kind, note)``: ``kind`` is ``opencv``, ``cuda`` or ``emulated``; ``note`` says why
+    ``auto`` fell back to OpenCV (None otherwise). Raises GpuError for ``cuda`` without a
+    usable GPU, and for an unknown value."""
+    wanted = str(getattr(settings, "backend", "opencv"))
+    if wanted in ("opencv", "emulated"):
+        return wanted, None
+    if wanted not in ("cuda", "auto"):
+        raise GpuError(f"registration.backend {wanted!r}: expected opencv, cuda or auto")
+    ok, why = available()
+    if ok:
+        return "cuda", None
+    if wanted == "cuda":
+        raise GpuError(f"registration.backend = cuda, but the GPU path cannot run: {why}")
+    note = f"registration.backend = auto: using OpenCV ({why})"
+    log.info("%s", note)
+    return "opencv", note
+
+
+def open_registrar(settings: RegistrationSettings) -> Registrar:
+    """The registrar ``settings.backend`` asks for (see :func:`resolve_backend`)."""
+    kind, _note = resolve_backend(settings)
+    if kind == "opencv":
+        return OpenCVRegistrar(settings)
+    from deblurd.gpu.registrar import GpuRegistrar
+
+    return GpuRegistrar(settings, kind)
+
+
+def open_fuser(settings: RegistrationSettings) -> Fuser:
+    """The fuser on the same backend as :func:`open_registrar` (``registration.backend``)."""
+    kind, _note = resolve_backend(settings)
+    if kind == "opencv":
+        return CpuFuser()
+    from deblurd.gpu.fuser import GpuFuser
+
+    return GpuFuser(kind)

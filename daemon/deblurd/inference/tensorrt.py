@@ -1,0 +1,258 @@
+"""TensorRT runtime of the U-Net (Jetson): FP16 plans built on the device, cached by key.
+
+A plan is tied to the GPU model and the TensorRT version (DESIGN §5), so it is built on
+the device (``deblurd build-engine`` → :func:`build_engine`) and stored under the state
+directory as ``unet-<key>.plan`` with a ``.json`` beside it holding the :class:`PlanKey`
+(ONNX sha256, TensorRT version, GPU name) and the optimisation profile. Loading checks
+the key: a plan built from another ONNX file, TensorRT version or GPU is refused with a
+message that says to run ``deblurd build-engine``.
+
+The model contract is :mod:`deblurd.inference.onnx`'s (inputs ``image`` and ``noise``,
+output ``deblurred``; sRGB in [0, 1]). The optimisation profile covers one tile
+(``tile × tile`` px, the most the runtime feeds; smaller images run at their padded
+size); bigger images are tiled (:func:`~deblurd.inference.tiling.run_padded_tiled`).
+
+Execution uses the TensorRT 10 tensor API (``set_input_shape``, ``set_tensor_address``,
+``execute_async_v3``) with pycuda: page-locked host buffers, device buffers sized for the
+profile's largest shape, one CUDA stream; :meth:`TensorRTDeblurrer.close` frees them all.
+``tensorrt`` and ``pycuda`` are imported lazily here only: nothing else imports them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from deblurd.errors import InferenceError
+from deblurd.imaging import linear_to_srgb_float
+from deblurd.inference.base import Pass
+from deblurd.inference.onnx import TILE_OVERLAP, _srgb_float_to_linear
+from deblurd.inference.tiling import run_padded_tiled
+
+F32 = npt.NDArray[np.float32]
+INPUTS = ("image", "noise")
+OUTPUT = "deblurred"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class PlanKey:
+    """What a plan is valid for: the ONNX file's sha256, TensorRT version, GPU name, tile."""
+
+    onnx_sha256: str
+    tensorrt_version: str
+    gpu_name: str
+    tile: int
+
+    def file_stem(self) -> str:
+        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+        return f"unet-{digest[:16]}"
+
+    def describe(self) -> str:
+        return (
+            f"ONNX sha256 {self.onnx_sha256[:12]}…, TensorRT {self.tensorrt_version}, "
+            f"GPU {self.gpu_name!r}, tile {self.tile}px"
+        )
+
+
+def plan_paths(state_dir: Path, key: PlanKey) -> tuple[Path, Path]:
+    """The plan file and its key file under ``state_dir/engines``."""
+    stem = state_dir / "engines" / key.file_stem()
+    return stem.with_suffix(".plan"), stem.with_suffix(".json")
+
+
+def find_mismatch(state_dir: Path, key: PlanKey) -> str | None:
+    """Why no plan matches ``key`` (what the stored plans were built for), or None."""
+    folder = state_dir / "engines"
+    stored = sorted(folder.glob("unet-*.json")) if folder.is_dir() else []
+    plan, _ = plan_paths(state_dir, key)
+    if plan.is_file():
+        return None
+    if not stored:
+        return f"no TensorRT plan in {folder}"
+    try:
+        other = PlanKey(**json.loads(stored[-1].read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        return f"{stored[-1]}: unreadable plan key ({exc})"
+    return (
+        f"the plan in {folder} was built for {other.describe()}; this device needs {key.describe()}"
+    )
+
+
+def _require_trt() -> None:
+    """Import TensorRT or raise :class:`InferenceError` with the fix (callers then
+    ``import tensorrt as trt`` themselves, so mypy checks them against tensorrt-stubs).
+    The stubs alone install an empty ``tensorrt`` namespace: that counts as absent."""
+    try:
+        import tensorrt
+
+        if not hasattr(tensorrt, "Builder"):
+            raise ImportError("only type stubs are installed (no TensorRT runtime)")
+    except ImportError as exc:
+        raise InferenceError(
+            f"TensorRT is not available ({exc}; on a Jetson install JetPack's "
+            'python3-libnvinfer); or set inference.runtime.type = "onnxruntime"'
+        ) from exc
+
+
+def _cuda() -> Any:
+    """pycuda's driver module, with a context on this thread (the GPU's one owner)."""
+    try:
+        import pycuda.autoinit  # noqa: F401 - creates the context
+        import pycuda.driver as cuda
+    except Exception as exc:  # ImportError, or a driver error from cuInit
+        raise InferenceError(f"pycuda cannot open the GPU: {exc}") from exc
+    return cuda
+
+
+def default_state_dir() -> Path:
+    """``$STATE_DIRECTORY`` (systemd's StateDirectory=) or ``~/.local/state/deblurd``."""
+    env = os.environ.get("STATE_DIRECTORY")
+    return Path(env.split(":")[0]) if env else Path.home() / ".local" / "state" / "deblurd"
+
+
+def current_key(onnx_path: Path, tile: int) -> PlanKey:
+    """The key for ``onnx_path`` on this device (needs TensorRT and pycuda)."""
+    _require_trt()
+    import tensorrt as trt
+
+    cuda = _cuda()
+    return PlanKey(sha256_file(onnx_path), str(trt.__version__), str(cuda.Device(0).name()), tile)
+
+
+def build_engine(onnx_path: Path, state_dir: Path, tile: int, multiple: int = 16) -> Path:
+    """Build an FP16 plan for ``onnx_path`` with a profile up to ``tile × tile`` px and a
+    timing cache (``state_dir/engines/timing.cache``); store it under its key. Returns
+    the plan's path. Raises :class:`InferenceError` naming the file on any failure."""
+    if not onnx_path.is_file():
+        raise InferenceError(f"{onnx_path}: ONNX model not found (set inference.runtime.model)")
+    _require_trt()
+    import tensorrt as trt
+
+    key = current_key(onnx_path, tile)
+    plan_path, key_path = plan_paths(state_dir, key)
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise InferenceError(f"{onnx_path}: TensorRT cannot parse the model: {errors}")
+    config = builder.create_builder_config()
+    config.set_flag(trt.BuilderFlag.FP16)
+    cache_path = plan_path.parent / "timing.cache"
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    profile = builder.create_optimization_profile()
+    for name, ch in (("image", 3), ("noise", 1)):
+        profile.set_shape(
+            name, (1, ch, multiple, multiple), (1, ch, tile, tile), (1, ch, tile, tile)
+        )
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise InferenceError(f"{onnx_path}: TensorRT failed to build a plan (see its log above)")
+    tmp = plan_path.with_suffix(".tmp")
+    tmp.write_bytes(bytes(serialized))
+    tmp.replace(plan_path)
+    key_path.write_text(json.dumps(asdict(key), indent=1))
+    cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    return plan_path
+
+
+class TensorRTDeblurrer:
+    """The U-Net as a TensorRT plan (module docstring). ``tile``: the profile's side, px."""
+
+    def __init__(
+        self, onnx_path: Path, state_dir: Path, tile: int = 512, multiple: int = 16
+    ) -> None:
+        _require_trt()
+        import tensorrt as trt
+
+        self._cuda = _cuda()
+        key = current_key(onnx_path, tile)
+        why = find_mismatch(state_dir, key)
+        if why is not None:
+            raise InferenceError(f"{why}: run `deblurd build-engine` on this device")
+        plan_path, _ = plan_paths(state_dir, key)
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self._engine = self._runtime.deserialize_cuda_engine(plan_path.read_bytes())
+        if self._engine is None:
+            raise InferenceError(
+                f"{plan_path}: not a loadable TensorRT plan: run `deblurd build-engine`"
+            )
+        self._context = self._engine.create_execution_context()
+        self.tile, self.multiple = tile, multiple
+        self.name = f"tensorrt:{plan_path.name}"
+        cuda = self._cuda
+        self._stream = cuda.Stream()
+        self._host: dict[str, Any] = {}
+        self._device: dict[str, Any] = {}
+        for name, ch in (("image", 3), ("noise", 1), (OUTPUT, 3)):
+            host = cuda.pagelocked_empty((1, ch, tile, tile), np.float32)
+            self._host[name] = host
+            self._device[name] = cuda.mem_alloc(host.nbytes)
+            self._context.set_tensor_address(name, int(self._device[name]))
+
+    def _run(self, srgb: F32, noise: float) -> F32:
+        h, w = srgb.shape[:2]
+        m = self.multiple
+        ph, pw = (-h) % m, (-w) % m
+        padded = np.pad(srgb, ((0, ph), (0, pw), (0, 0)), mode="reflect") if ph or pw else srgb
+        hh, ww = padded.shape[:2]
+        cuda, stream = self._cuda, self._stream
+        img = self._host["image"].reshape(-1)[: 3 * hh * ww].reshape(1, 3, hh, ww)
+        img[...] = padded.transpose(2, 0, 1)[None]
+        nz = self._host["noise"].reshape(-1)[: hh * ww].reshape(1, 1, hh, ww)
+        nz.fill(noise)
+        self._context.set_input_shape("image", (1, 3, hh, ww))
+        self._context.set_input_shape("noise", (1, 1, hh, ww))
+        cuda.memcpy_htod_async(self._device["image"], img, stream)
+        cuda.memcpy_htod_async(self._device["noise"], nz, stream)
+        if not self._context.execute_async_v3(stream.handle):
+            raise InferenceError(f"{self.name}: TensorRT execution failed")
+        out = self._host[OUTPUT].reshape(-1)[: 3 * hh * ww].reshape(1, 3, hh, ww)
+        cuda.memcpy_dtoh_async(out, self._device[OUTPUT], stream)
+        stream.synchronize()
+        result: F32 = np.ascontiguousarray(out[0].transpose(1, 2, 0)[:h, :w], dtype=np.float32)
+        return result
+
+    def deblur_srgb(self, srgb: F32, noise: float = 0.0) -> F32:
+        """Deblur sRGB ``float32 (H, W, 3)`` in [0, 1], tiled at the profile's tile size."""
+        if srgb.ndim != 3 or srgb.shape[2] != 3 or min(srgb.shape[:2]) < self.multiple:
+            raise InferenceError(
+                f"expected an (H, W, 3) image of at least {self.multiple} px, got {srgb.shape}"
+            )
+        return run_padded_tiled(
+            srgb, lambda t: self._run(t, noise), self.tile, TILE_OVERLAP, self.multiple
+        )
+
+    def deblur(self, image: F32, pass_: Pass) -> F32:
+        """Linear ``float32 (H, W, 3)`` in, linear out (the network works in sRGB)."""
+        noise = 1.0 if pass_ == "first" else 0.0
+        return _srgb_float_to_linear(self.deblur_srgb(linear_to_srgb_float(image), noise))
+
+    def close(self) -> None:
+        """Free device buffers, pinned memory, the context, engine and runtime."""
+        for buf in self._device.values():
+            buf.free()
+        self._device.clear()
+        self._host.clear()
+        self._context = None
+        self._engine = None
+        self._runtime = None

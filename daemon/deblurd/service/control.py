@@ -1,0 +1,173 @@
+"""The control socket (DESIGN §4): one JSON object per request, one per reply.
+
+A ROUTER socket, so REQ clients (and DEALER clients that send the empty delimiter
+frame) work, and a malformed request never wedges the socket the way a REP's strict
+send/receive alternation would. Requests:
+
+* ``{"cmd": "trigger"}`` → ``{"ok": true, "capture_id": "..."}`` (the trigger's time is
+  taken on receipt); a full queue → error code ``busy``;
+* ``{"cmd": "status"}`` → ``{"ok": true, ...state...}``;
+* ``{"cmd": "ping"}`` → ``{"ok": true}``.
+
+Anything else gets ``{"ok": false, "error": {"code": C, "message": M}}`` and the daemon
+carries on; codes: ``too_large`` (over ``service.max_request_bytes``), ``multipart`` (more
+than one body frame), ``bad_encoding`` (not UTF-8), ``bad_json``, ``not_an_object``,
+``bad_request`` (``cmd`` missing or not a string, an unknown key, a value of the wrong
+type), ``unknown_command``, ``busy``, ``shutting_down``, ``internal``. A request over 16 ×
+``max_request_bytes`` (at least 1 MiB) is refused by ZeroMQ itself (``MAXMSGSIZE``): the
+sender's connection is dropped unread, so it gets no reply (its REQ socket times out).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from deblurd.errors import DeblurdError
+
+log = logging.getLogger(__name__)
+
+MAX_KEYS = 16
+Handler = Callable[[dict[str, Any], int], dict[str, Any]]
+"""A command: ``(request, received_ns) -> reply fields`` (``ok`` is added); raise
+:class:`RequestError` for an error reply."""
+
+
+class RequestError(DeblurdError):
+    """A request that gets an error reply: ``code`` and a message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def error_reply(code: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": code, "message": message}}
+
+
+def hard_limit(max_request_bytes: int) -> int:
+    """ZeroMQ's ``MAXMSGSIZE`` for a soft limit: 16 × it, at least 1 MiB."""
+    return max(16 * max_request_bytes, 1024 * 1024)
+
+
+def parse_request(body: list[bytes], max_bytes: int) -> dict[str, Any]:
+    """Validate a request's body frames; return the request object or raise RequestError."""
+    if len(body) != 1:
+        raise RequestError(
+            "multipart", f"a request is one message frame holding JSON, got {len(body)} frames"
+        )
+    raw = body[0]
+    if len(raw) > max_bytes:
+        raise RequestError("too_large", f"request of {len(raw)} bytes; the limit is {max_bytes}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError("bad_encoding", f"request is not UTF-8 text: {exc}") from exc
+    try:
+        doc = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise RequestError("bad_json", f"request is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise RequestError("not_an_object", f"a request is a JSON object, got {type(doc).__name__}")
+    if len(doc) > MAX_KEYS:
+        raise RequestError("bad_request", f"too many keys ({len(doc)})")
+    cmd = doc.get("cmd")
+    if cmd is None:
+        raise RequestError("bad_request", 'missing "cmd" (one of trigger, status, ping)')
+    if not isinstance(cmd, str):
+        raise RequestError("bad_request", f'"cmd" must be a string, got {type(cmd).__name__}')
+    return doc
+
+
+def _split_envelope(parts: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """ROUTER message → (routing envelope up to the empty delimiter, body frames)."""
+    for i, part in enumerate(parts[1:], start=1):
+        if part == b"":
+            return parts[: i + 1], parts[i + 1 :]
+    return parts[:1], parts[1:]  # a DEALER without a delimiter: identity, then body
+
+
+class ControlServer:
+    """Serves the control socket from the thread that calls :meth:`serve`."""
+
+    def __init__(
+        self,
+        context: zmq.Context[Any],
+        endpoint: str,
+        max_request_bytes: int,
+        handlers: dict[str, Handler],
+    ) -> None:
+        self.endpoint = endpoint
+        self.max_request_bytes = max_request_bytes
+        self.handlers = handlers
+        self.served = 0
+        self._sock: zmq.Socket[Any] = context.socket(zmq.ROUTER)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, hard_limit(max_request_bytes))
+        self._sock.setsockopt(zmq.LINGER, 200)
+        self._sock.setsockopt(zmq.SNDHWM, 1000)
+        self._sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        try:
+            self._sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            self._sock.close(0)
+            raise DeblurdError(f"cannot bind the control socket at {endpoint}: {exc}") from exc
+
+    def handle(self, body: list[bytes], received_ns: int) -> dict[str, Any]:
+        """The reply to one request (never raises)."""
+        try:
+            request = parse_request(body, self.max_request_bytes)
+            cmd = request["cmd"]
+            handler = self.handlers.get(cmd)
+            if handler is None:
+                known = ", ".join(sorted(self.handlers))
+                raise RequestError("unknown_command", f"unknown cmd {cmd!r} (known: {known})")
+            return {"ok": True, **handler(request, received_ns)}
+        except RequestError as exc:
+            return error_reply(exc.code, str(exc))
+        except Exception as exc:  # a bug in a handler must not stop the daemon
+            log.exception("control: request failed")
+            return error_reply("internal", f"{type(exc).__name__}: {exc}")
+
+    def serve_once(self, timeout_ms: int) -> bool:
+        """Answer every request waiting (waiting up to ``timeout_ms`` for the first).
+        Returns True when something was served."""
+        if not self._sock.poll(timeout_ms, zmq.POLLIN):
+            return False
+        while True:
+            try:
+                parts = self._sock.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return True
+            received_ns = time.monotonic_ns()
+            envelope, body = _split_envelope(parts)
+            reply = self.handle(body, received_ns)
+            if not reply.get("ok"):
+                log.info("control: %s", reply["error"]["message"][:200])
+            payload = json.dumps(reply).encode("utf-8")
+            self.served += 1
+            try:
+                self._sock.send_multipart([*envelope, payload], flags=zmq.NOBLOCK)
+            except zmq.ZMQError as exc:  # the client went away: nothing to do
+                log.debug("control: reply not sent: %s", exc)
+
+    def serve(self, stopping: Callable[[], bool], tick: Callable[[], None] | None = None) -> None:
+        """Serve until ``stopping()``; ``tick()`` runs about every 100 ms between requests."""
+        while not stopping():
+            self.serve_once(100)
+            if tick is not None:
+                tick()
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def check_no_fields(request: dict[str, Any], allowed: tuple[str, ...] = ()) -> None:
+    """RequestError ``bad_request`` for keys other than ``cmd`` and ``allowed``."""
+    extra = sorted(set(request) - {"cmd", *allowed})
+    if extra:
+        raise RequestError("bad_request", f"unknown key(s) for {request['cmd']!r}: {extra}")

@@ -1,0 +1,184 @@
+"""Synthetic training pairs for the U-Net: sharp photo crops blurred with the simulator's physics.
+
+A sample is made from a sharp photo crop (linear light) as :mod:`deblurd.sim` renders a
+frame (the ``fast`` path: one PSF at the frame centre):
+
+* **blur**: a camera-shake kernel — a :class:`~deblurd.sim.trajectory.ShakeTrajectory` at a
+  random shake level, a random exposure window, the centre's path ``f·(yaw, pitch)`` px
+  relative to its mean (the truth's pose, as in :mod:`deblurd.sim.render`), rasterised
+  by :func:`~deblurd.sim.render.rasterise_psf` and applied by
+  :func:`~deblurd.sim.render.convolve`;
+* **noise**: :class:`~deblurd.sim.sensor.SensorModel` (Poisson–Gaussian, gain, clipping);
+* **first pass** (pass map 1.0): one 8 ms ring frame at a random gain (2–8), sRGB-encoded
+  and rounded to 8 bits, exactly as the camera writes it;
+* **second pass** (pass map 0.0): what the pipeline's stage 5 sees — the average of the
+  first frame and ``K`` registered second frames: the blur is the mean of their
+  re-centred kernels (the first frame's weight partly sharp: it was deblurred), the
+  noise that of ``K + 1`` frames (``SensorModel`` at a ``K + 1`` times longer exposure
+  and lower gain: same brightness), not quantised (the fused image is float);
+* **target**: the sharp crop (same brightness), sRGB-encoded, float.
+
+Random crops, flips and 90° turns; brightness scaled by 0.5–1.1; half the scenes softened
+by a Gaussian of 0.3–1.2 px (lens and demosaicing: a camera's sharp image is not
+pixel-sharp; the target is softened alike). Everything is drawn
+from one ``numpy.random.Generator`` (reproducible by seed).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from deblurd.errors import ImageError
+from deblurd.imaging import linear_to_srgb, linear_to_srgb_float, srgb_to_linear
+from deblurd.sim.render import convolve, rasterise_psf
+from deblurd.sim.sensor import SensorModel
+from deblurd.sim.trajectory import ShakeTrajectory
+
+F32 = npt.NDArray[np.float32]
+U8 = npt.NDArray[np.uint8]
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
+RING_EXPOSURE_US = 8000
+
+
+@dataclass(frozen=True)
+class BlurConfig:
+    """Ranges of the synthetic degradations (log-uniform where marked)."""
+
+    shake_deg_s: tuple[float, float] = (6.0, 70.0)  # log-uniform
+    focal_px: tuple[float, float] = (600.0, 2000.0)  # log-uniform
+    ring_gain: tuple[float, float] = (2.0, 8.0)  # log-uniform; exposure × gain = brightness ref
+    brightness: tuple[float, float] = (0.5, 1.1)
+    second_frames: tuple[int, int] = (2, 8)  # K second frames fused with the first
+    second_fraction: float = 0.35  # share of second-pass samples
+    soft_fraction: float = 0.5  # share of scenes softened by a lens/demosaic Gaussian
+    soft_sigma_px: tuple[float, float] = (0.3, 1.2)
+
+
+def load_photos(folder: str | Path, short_sides: tuple[int, ...] = (720, 1080)) -> list[U8]:
+    """Every photo in ``folder`` (jpg/png), downscaled (INTER_AREA) so its shorter side is
+    each of ``short_sides`` px (camera-like sharpness): ``uint8 (H, W, 3)`` sRGB RGB.
+
+    Raises :class:`ImageError` naming the folder when it holds no usable photo."""
+    root = Path(folder)
+    files = (
+        sorted(p for p in root.glob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
+        if root.is_dir()
+        else []
+    )
+    out: list[U8] = []
+    for path in files:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None or min(bgr.shape[:2]) < 256:
+            continue
+        rgb = np.ascontiguousarray(bgr[..., ::-1])
+        for side in short_sides:
+            s = side / min(rgb.shape[:2])
+            if s < 1.0:
+                size = (round(rgb.shape[1] * s), round(rgb.shape[0] * s))
+                out.append(
+                    np.asarray(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), np.uint8)
+                )
+    if not out:
+        raise ImageError(
+            f"{root}: no usable training photos (jpg/png, at least 256 px); "
+            "run tools/prepare_training_photos.sh to fetch them"
+        )
+    return out
+
+
+def shake_offsets(
+    rng: np.random.Generator,
+    shake_deg_s: float,
+    focal_px: float,
+    t0_s: float,
+    exposure_s: float,
+    trajectory: ShakeTrajectory | None = None,
+) -> npt.NDArray[np.float64]:
+    """The frame centre's positions ``(64, 2)`` px over one exposure, relative to their mean."""
+    traj = trajectory or ShakeTrajectory.random(shake_deg_s, int(rng.integers(0, 2**31 - 1)))
+    t = t0_s + exposure_s * (np.arange(64) + 0.5) / 64
+    poses = traj.poses(t)
+    xy = focal_px * poses[:, :2]  # first order: (f·yaw, f·pitch)
+    out: npt.NDArray[np.float64] = xy - xy.mean(axis=0)
+    return out
+
+
+def _augment(img: F32, rng: np.random.Generator) -> F32:
+    if rng.random() < 0.5:
+        img = img[:, ::-1]
+    if rng.random() < 0.5:
+        img = img[::-1]
+    return np.ascontiguousarray(np.rot90(img, int(rng.integers(0, 4))))
+
+
+def _logu(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
+    return float(math.exp(rng.uniform(math.log(lo_hi[0]), math.log(lo_hi[1]))))
+
+
+def make_sample(
+    photos: list[U8], crop: int, rng: np.random.Generator, cfg: BlurConfig, second: bool
+) -> tuple[F32, F32, float]:
+    """One pair: input sRGB ``float32 (crop, crop, 3)``, target sRGB ``float32`` same
+    shape, pass value (1.0 first, 0.0 second)."""
+    shake = _logu(rng, cfg.shake_deg_s)
+    focal = _logu(rng, cfg.focal_px)
+    gain = _logu(rng, cfg.ring_gain)
+    traj = ShakeTrajectory.random(shake, int(rng.integers(0, 2**31 - 1)))
+    exp_s = RING_EXPOSURE_US * 1e-6
+    t0 = float(rng.uniform(0.0, 3.0))
+    if not second:
+        psf = rasterise_psf(shake_offsets(rng, shake, focal, t0, exp_s, traj))
+        frames = 1
+    else:
+        k = int(rng.integers(cfg.second_frames[0], cfg.second_frames[1] + 1))
+        first_w = float(rng.uniform(0.3, 1.0))  # the deblurred first frame: partly sharp
+        paths = [shake_offsets(rng, shake, focal, t0 + j / 30.0, exp_s, traj) for j in range(k)]
+        psfs = [rasterise_psf(p) for p in paths]
+        size = max(p.shape[0] for p in psfs)
+        acc = np.zeros((size, size), np.float32)
+        for p in psfs:
+            o = (size - p.shape[0]) // 2
+            acc[o : o + p.shape[0], o : o + p.shape[0]] += p
+        acc *= (1.0 - first_w / (k + 1)) / k
+        acc[size // 2, size // 2] += first_w / (k + 1)
+        psf = acc / acc.sum()
+        frames = k + 1
+    pad = psf.shape[0] // 2 + 2
+    photo = photos[int(rng.integers(0, len(photos)))]
+    h, w = photo.shape[:2]
+    side = crop + 2 * pad
+    y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+    sharp = srgb_to_linear(np.ascontiguousarray(photo[y : y + side, x : x + side]))
+    sharp = _augment(sharp, rng) * np.float32(rng.uniform(*cfg.brightness))
+    if rng.random() < cfg.soft_fraction:  # optics and demosaicing: the truth is soft too
+        sigma = float(rng.uniform(*cfg.soft_sigma_px))
+        sharp = np.asarray(cv2.GaussianBlur(sharp, (0, 0), sigma), np.float32)
+    blurred = convolve(sharp, psf)[pad : pad + crop, pad : pad + crop]
+    sharp = np.clip(sharp[pad : pad + crop, pad : pad + crop], 0.0, 1.0)
+    sensor = SensorModel(ref_exposure_us=RING_EXPOSURE_US * gain, max_gain=64.0)
+    noisy = sensor.expose_linear(blurred, RING_EXPOSURE_US * frames, gain / frames, rng)
+    if second:
+        inp = linear_to_srgb_float(noisy)
+    else:
+        inp = linear_to_srgb(noisy).astype(np.float32) / np.float32(255.0)
+    return inp, linear_to_srgb_float(sharp), 0.0 if second else 1.0
+
+
+def make_batch(
+    photos: list[U8], batch: int, crop: int, rng: np.random.Generator, cfg: BlurConfig
+) -> tuple[F32, F32, F32]:
+    """A batch: inputs ``(B, 3, crop, crop)``, pass maps ``(B, 1, crop, crop)``,
+    targets ``(B, 3, crop, crop)``, all float32."""
+    xs, ns, ys = [], [], []
+    for _ in range(batch):
+        inp, tgt, p = make_sample(photos, crop, rng, cfg, bool(rng.random() < cfg.second_fraction))
+        xs.append(inp.transpose(2, 0, 1))
+        ys.append(tgt.transpose(2, 0, 1))
+        ns.append(np.full((1, crop, crop), p, np.float32))
+    return np.stack(xs), np.stack(ns), np.stack(ys)

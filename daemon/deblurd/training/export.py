@@ -1,0 +1,54 @@
+"""ONNX export of the U-Net: the model contract of :mod:`deblurd.inference.onnx`.
+
+Inputs ``image`` float32 ``(1, 3, H, W)`` (sRGB values in [0, 1]) and ``noise`` float32
+``(1, 1, H, W)`` (the pass map: 1.0 first pass, 0.0 second pass); output ``deblurred``
+float32 ``(1, 3, H, W)``. H and W dynamic, multiples of the metadata ``deblurd.multiple``.
+Opset 17, the legacy (TorchScript) exporter, weights inside the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import torch
+
+from deblurd.training.unet_arch import UNet, count_params
+
+
+def export_onnx(model: UNet, path: str | Path, extra_meta: dict[str, str] | None = None) -> Path:
+    """Write ``model`` to ``path`` (ONNX, opset 17, dynamic H/W); returns the path."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    m = model.multiple
+    example = (torch.rand(1, 3, 4 * m, 4 * m), torch.ones(1, 1, 4 * m, 4 * m))
+    dyn = {2: "height", 3: "width"}
+    tmp = out.with_suffix(".tmp.onnx")
+    with torch.no_grad():
+        torch.onnx.export(
+            model,
+            example,
+            str(tmp),
+            opset_version=17,
+            dynamo=False,
+            input_names=["image", "noise"],
+            output_names=["deblurred"],
+            dynamic_axes={"image": dyn, "noise": dyn, "deblurred": dyn},
+        )
+    proto = onnx.load(str(tmp))
+    meta = {
+        "deblurd.multiple": str(m),
+        "deblurd.config": json.dumps(model.config.to_json()),
+        "deblurd.params": str(count_params(model)),
+        "deblurd.noise": "pass map: 1.0 = first pass (single frame), 0.0 = second pass (fused)",
+        **(extra_meta or {}),
+    }
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(out))
+    tmp.unlink()
+    return out

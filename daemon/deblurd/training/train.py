@@ -1,0 +1,184 @@
+"""The U-Net's training loop: synthetic blur pairs (:mod:`.data`), L1 + FFT loss, Adam,
+cosine schedule, a progress bar, resumable checkpoints, a fixed seed, a time budget.
+
+``python tools/train.py --photos DIR --out runs/unet --minutes 40`` trains (resuming from
+``OUT/last.pt`` when it exists) and exports ``OUT/unet.onnx``. The cosine schedule runs
+over ``--steps`` steps or the ``--minutes`` budget, whichever ends first (progress is the
+larger fraction), so a budgeted run always finishes at the low learning rate. Samples
+are drawn by one seeded generator whose state is checkpointed: a resumed run continues
+the same stream (timing-dependent only in where a time budget stops it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from deblurd.training.data import BlurConfig, load_photos, make_batch
+from deblurd.training.export import export_onnx
+from deblurd.training.unet_arch import UNet, UNetConfig, count_params, macs_per_pixel
+
+
+def fft_l1(out: Tensor, target: Tensor) -> Tensor:
+    """Mean absolute difference of the 2-D spectra (orthonormal FFT)."""
+    d: Tensor = torch.fft.rfft2(out - target, norm="ortho")
+    return d.abs().mean()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train the deblurd U-Net on synthetic shake blur.")
+    p.add_argument("--photos", default="/work/train-photos", help="folder of sharp photos")
+    p.add_argument("--out", default="runs/unet", help="checkpoint/output folder")
+    p.add_argument("--minutes", type=float, default=40.0, help="wall-time budget, minutes")
+    p.add_argument("--steps", type=int, default=20000, help="schedule length, steps")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=128, help="crop side, px (multiple of 16)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--fft-weight", type=float, default=0.05, help="weight of the FFT L1 term")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--checkpoint-every", type=int, default=250, help="steps")
+    p.add_argument("--onnx", default=None, help="export here at the end (default OUT/unet.onnx)")
+    p.add_argument(
+        "--export-only", action="store_true", help="export OUT/last.pt to ONNX; no training"
+    )
+    return p
+
+
+def export_checkpoint(ckpt: Path, onnx_path: Path) -> Path:
+    """Export the model of a checkpoint written by :func:`main` to ONNX."""
+    state = torch.load(ckpt, weights_only=False)
+    cfg = state["config"]
+    model = UNet(UNetConfig(**{k: tuple(v) for k, v in cfg.items()}))
+    model.load_state_dict(state["model"])
+    meta = {
+        "deblurd.steps": str(state["step"]),
+        "deblurd.train_minutes": f"{state['elapsed_s'] / 60:.1f}",
+    }
+    return export_onnx(model, onnx_path, meta)
+
+
+def _validation(photos: list[Any], crop: int) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """Fixed validation batches (seed 12345): 16 first-pass and 16 second-pass samples."""
+    rng = np.random.default_rng(12345)
+    out = []
+    for second in (0.0, 1.0):
+        vcfg = BlurConfig(second_fraction=second)
+        x, n, y = make_batch(photos, 16, crop, rng, vcfg)
+        out.append((torch.from_numpy(x), torch.from_numpy(n), torch.from_numpy(y)))
+    return out
+
+
+def _psnr(a: Tensor, b: Tensor) -> float:
+    return float(-10.0 * torch.log10(((a.clamp(0, 1) - b) ** 2).mean()))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    tqdm = importlib.import_module("tqdm").tqdm  # untyped; an extra [train] dependency
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    if args.export_only:
+        path = export_checkpoint(out / "last.pt", Path(args.onnx or out / "unet.onnx"))
+        print(f"exported {path} ({path.stat().st_size / 1e6:.2f} MB)")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    photos = load_photos(args.photos)
+    cfg = BlurConfig()
+    model = UNet()
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    rng = np.random.default_rng(args.seed)
+    step, elapsed = 0, 0.0
+    ckpt = out / "last.pt"
+    if ckpt.is_file():
+        state = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        rng.bit_generator.state = state["rng"]
+        step, elapsed = int(state["step"]), float(state["elapsed_s"])
+        print(f"resumed from {ckpt} at step {step} ({elapsed / 60:.1f} min)")
+    print(
+        f"{len(photos)} photo scales, {count_params(model)} params, "
+        f"{macs_per_pixel(model.config) * 1920 * 1080 / 1e9:.1f} GMAC at 1080p"
+    )
+    val = _validation(photos, args.crop)
+    budget = args.minutes * 60.0
+    start = time.monotonic() - elapsed
+    log = (out / "log.jsonl").open("a")
+
+    def save() -> None:
+        state = {
+            "model": model.state_dict(),
+            "opt": opt.state_dict(),
+            "rng": rng.bit_generator.state,
+            "step": step,
+            "elapsed_s": time.monotonic() - start,
+            "config": model.config.to_json(),
+            "args": vars(args),
+        }
+        torch.save(state, out / "last.tmp")
+        (out / "last.tmp").replace(ckpt)
+
+    def evaluate() -> dict[str, float]:
+        model.eval()
+        res: dict[str, float] = {}
+        with torch.no_grad():
+            for name, (x, n, y) in zip(("first", "second"), val, strict=True):
+                res[f"{name}_in"] = _psnr(x, y)
+                res[f"{name}_out"] = _psnr(model(x, n), y)
+        model.train()
+        return res
+
+    bar = tqdm(total=args.steps, initial=step, unit="step", dynamic_ncols=True, mininterval=5)
+    running = 0.0
+    while step < args.steps:
+        now = time.monotonic() - start
+        progress = max(step / args.steps, now / budget)
+        if progress >= 1.0:
+            break
+        lr = args.lr * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, n, y = (torch.from_numpy(a) for a in make_batch(photos, args.batch, args.crop, rng, cfg))
+        pred = model(x, n)
+        loss = (pred - y).abs().mean() + args.fft_weight * fft_l1(pred, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.1e}", refresh=False)
+        if step % args.checkpoint_every == 0:
+            save()
+            rec = {
+                "step": step,
+                "minutes": round(now / 60, 2),
+                "loss": running,
+                "lr": lr,
+                **evaluate(),
+            }
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            bar.write(json.dumps(rec))
+    bar.close()
+    save()
+    final = {"step": step, "minutes": round((time.monotonic() - start) / 60, 2), **evaluate()}
+    print(json.dumps(final))
+    (out / "final.json").write_text(json.dumps(final, indent=1))
+    path = export_checkpoint(ckpt, Path(args.onnx or out / "unet.onnx"))
+    print(f"exported {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0

@@ -1,0 +1,127 @@
+"""The single-frame U-Net of the method (DESIGN §1 step 2), in torch.
+
+A small U-Net after Ronneberger, Fischer & Brox, "U-Net: Convolutional Networks for
+Biomedical Image Segmentation", MICCAI 2015 (arXiv:1505.04597): an encoder of
+convolutions and pooling, a decoder of upsampling with skip connections from the
+encoder at the same scale. Adapted for restoration on small devices:
+
+* **in**: the sRGB image ``(N, 3, H, W)`` in [0, 1] and a pass map ``(N, 1, H, W)``
+  (1.0 = a noisy, blurred single frame, the first pass; 0.0 = a fused image with far
+  less noise and a softer residual blur, the second pass) are concatenated and
+  pixel-unshuffled (space-to-depth, block 2) to ``(N, 16, H/2, W/2)``;
+* **down**: per level a 3×3 conv, ReLU, residual blocks (conv–ReLU–conv + identity);
+  2×2 average pooling between levels;
+* **up**: bilinear ×2 upsampling, a 1×1 conv to the level's width, added to the skip
+  from the encoder, residual blocks;
+* **out**: a 3×3 conv to 12 channels, pixel-shuffle (depth-to-space) to ``(N, 3, H, W)``,
+  added to the input image (global residual: the net predicts a correction).
+
+No normalisation layers (FP16 TensorRT breaks them), only conv/ReLU/pool/resize/add, so
+it exports to ONNX opset 17 and runs on onnxruntime and TensorRT alike. H and W must be
+multiples of :attr:`UNet.multiple` (2 · 2^(levels−1)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F  # noqa: N812 - torch convention
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Widths per level (level 0 at H/2), residual blocks per level on the way down and up
+    (the deepest level's ``down_blocks`` is the bottleneck; its ``up_blocks`` unused)."""
+
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    down_blocks: tuple[int, ...] = (0, 1, 1, 2)
+    up_blocks: tuple[int, ...] = (1, 1, 1, 0)
+
+    def to_json(self) -> dict[str, list[int]]:
+        return {k: list(v) for k, v in asdict(self).items()}
+
+
+def _conv(cin: int, cout: int, k: int = 3) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, padding=k // 2)
+
+
+class ResBlock(nn.Module):
+    """``x + conv(relu(conv(x)))``, both convs 3×3 at width ``c``."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = _conv(c, c)
+        self.conv2 = _conv(c, c)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = x + self.conv2(F.relu(self.conv1(x)))
+        return out
+
+
+class UNet(nn.Module):
+    """The U-Net (module docstring). ``forward(image (N,3,H,W), noise (N,1,H,W))``."""
+
+    def __init__(self, config: UNetConfig | None = None) -> None:
+        super().__init__()
+        cfg = config or UNetConfig()
+        self.config = cfg
+        w = cfg.widths
+        levels = len(w)
+        self.multiple = 2 * 2 ** (levels - 1)
+        self.head = _conv(4 * 4, w[0])
+        self.down_convs = nn.ModuleList([_conv(w[i - 1], w[i]) for i in range(1, levels)])
+        self.enc = nn.ModuleList(
+            [
+                nn.Sequential(*[ResBlock(w[i]) for _ in range(cfg.down_blocks[i])])
+                for i in range(levels)
+            ]
+        )
+        self.up_proj = nn.ModuleList([_conv(w[i + 1], w[i], 1) for i in range(levels - 1)])
+        self.dec = nn.ModuleList(
+            [
+                nn.Sequential(*[ResBlock(w[i]) for _ in range(cfg.up_blocks[i])])
+                for i in range(levels - 1)
+            ]
+        )
+        self.tail = _conv(w[0], 12)
+        with torch.no_grad():  # starts as the identity (global residual)
+            self.tail.weight.zero_()
+            if self.tail.bias is not None:
+                self.tail.bias.zero_()
+
+    def forward(self, image: Tensor, noise: Tensor) -> Tensor:
+        x = F.pixel_unshuffle(torch.cat([image, noise], dim=1), 2)
+        x = F.relu(self.head(x))
+        skips: list[Tensor] = []
+        levels = len(self.config.widths)
+        for i in range(levels):
+            if i > 0:
+                x = F.relu(self.down_convs[i - 1](F.avg_pool2d(x, 2)))
+            x = self.enc[i](x)
+            skips.append(x)
+        for i in range(levels - 2, -1, -1):
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+            x = F.relu(self.up_proj[i](x)) + skips[i]
+            x = self.dec[i](x)
+        out: Tensor = image + F.pixel_shuffle(self.tail(x), 2)
+        return out
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def macs_per_pixel(config: UNetConfig) -> float:
+    """Multiply–accumulates per input pixel (convolutions only)."""
+    w = config.widths
+    total = 16 * w[0] * 9 / 4 + w[0] * 12 * 9 / 4  # head, tail at H/2
+    for i, c in enumerate(w):
+        scale = 1.0 / 4 ** (i + 1)
+        blocks = config.down_blocks[i] + (config.up_blocks[i] if i < len(w) - 1 else 0)
+        total += blocks * 2 * c * c * 9 * scale
+        if i > 0:
+            total += w[i - 1] * c * 9 * scale  # down conv
+            total += c * w[i - 1] * (scale * 4)  # 1x1 up projection at the level above
+    return total

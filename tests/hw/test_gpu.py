@@ -1,0 +1,148 @@
+"""The CUDA path on a real GPU against the CPU path on the same frames (marked ``gpu``).
+
+Skipped, with the reason, where pycuda is missing or cannot open a GPU (ImportError,
+driver errors: every exception the import or the context raises), or nvcc is missing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from deblurd.pipeline.fusion import AlignedFrame, fuse
+from deblurd.pipeline.registration import OpenCVRegistrar, warp_homography
+from deblurd.settings.fusion import FusionSettings
+from deblurd.settings.registration import RegistrationSettings
+
+pytestmark = pytest.mark.gpu
+skdata: Any = pytest.importorskip("skimage.data")
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+
+@pytest.fixture(scope="module")
+def cuda_backend() -> Any:
+    try:
+        from deblurd.gpu.backend import available
+        from deblurd.gpu.cuda import CudaBackend
+
+        ok, why = available()
+        if not ok:
+            pytest.skip(f"no CUDA GPU: {why}")
+        backend = CudaBackend()
+    except pytest.skip.Exception:
+        raise
+    except Exception as exc:  # ImportError, driver or compile errors
+        pytest.skip(f"CUDA backend cannot start: {type(exc).__name__}: {exc}")
+    yield backend
+    backend.close()
+
+
+def scene(width: int, height: int) -> F32:
+    photos = []
+    for n in ("astronaut", "coffee", "chelsea", "rocket", "camera"):
+        img = np.asarray(getattr(skdata, n)(), np.uint8)
+        if img.ndim == 3:
+            img = np.asarray(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), np.uint8)
+        photos.append(img.astype(np.float32) / 255)
+    out = np.zeros((height, width), np.float32)
+    y, i = 0, 0
+    while y < height:
+        x, row = 0, 0
+        while x < width:
+            p = photos[i % len(photos)]
+            i += 1
+            h, w = min(p.shape[0], height - y), min(p.shape[1], width - x)
+            out[y : y + h, x : x + w] = p[:h, :w]
+            x, row = x + w, max(row, h)
+        y += row
+    return out
+
+
+def shake(rng: np.random.Generator, w: int, h: int) -> F64:
+    k = w / 1920.0
+    a = math.radians(rng.uniform(-1, 1))
+    c = np.array([[1, 0, w / 2], [0, 1, h / 2], [0, 0, 1]])
+    rot = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+    shift = np.eye(3)
+    shift[:2, 2] = rng.uniform(-20 * k, 20 * k, 2)
+    out: F64 = shift @ c @ rot @ np.linalg.inv(c)
+    return out
+
+
+def grid_error(est: F64, true: F64, w: int, h: int) -> float:
+    xs, ys = np.meshgrid(np.linspace(0.05 * w, 0.95 * w, 12), np.linspace(0.05 * h, 0.95 * h, 12))
+    p = np.stack([xs.ravel(), ys.ravel()], 1).reshape(-1, 1, 2)
+    d = cv2.perspectiveTransform(p, est) - cv2.perspectiveTransform(p, true)
+    return float(np.median(np.hypot(d[..., 0], d[..., 1])))
+
+
+@pytest.mark.parametrize(("width", "height"), [(1920, 1080), (4000, 3000)])
+def test_gpu_registration_matches_opencv(cuda_backend: Any, width: int, height: int) -> None:
+    from deblurd.gpu.registrar import GpuRegistrar
+
+    rng = np.random.default_rng(11)
+    clean = scene(width, height)
+    s = RegistrationSettings()
+    gpu, cpu = GpuRegistrar(s, cuda_backend), OpenCVRegistrar(s)
+    ref = np.clip(clean + rng.normal(0, 0.01, clean.shape), 0, 1).astype(np.float32)
+    gpu.set_reference(ref)
+    cpu.set_reference(ref)
+    assert np.abs(gpu.corners - cpu.corners).max() <= 0.01
+    for _ in range(3):
+        H = shake(rng, width, height)
+        moving = cv2.warpPerspective(clean, H, (width, height),
+                                     flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                                     borderMode=cv2.BORDER_REFLECT)
+        moving = np.clip(moving + rng.normal(0, 0.015, moving.shape), 0, 1).astype(np.float32)
+        a, b = gpu.register(moving), cpu.register(moving)
+        assert a.accepted and b.accepted, (a.reason, b.reason)
+        assert grid_error(a.homography, H, width, height) <= 0.25
+        assert grid_error(a.homography, b.homography, width, height) <= 0.02
+        wa, va = gpu.warp(moving, a)
+        wb, vb = warp_homography(moving, a.homography)
+        assert float(np.abs(wa - wb).mean()) <= 1e-4
+        assert float(np.mean(va != vb)) <= 4 * (width + height) / (width * height)
+    gpu.close()
+
+
+@pytest.mark.parametrize("mode", ["reference", "sequential"])
+def test_gpu_fusion_matches_cpu(cuda_backend: Any, mode: str) -> None:
+    from deblurd.gpu.fuser import GpuFuser
+
+    rng = np.random.default_rng(12)
+    h, w = 1080, 1920
+    clean = np.dstack([scene(w, h)] * 3) ** np.float32(2.2)
+    ref = np.clip(clean + rng.normal(0, 0.02, clean.shape), 0, 1).astype(np.float32)
+    frames = []
+    for i in range(4):
+        x = clean * np.float32(0.8) if i == 2 else clean.copy()
+        if i == 1:
+            x[300:500, 600:900] = np.roll(clean, 40, axis=1)[300:500, 600:900]
+        x = np.clip(x + rng.normal(0, 0.02, x.shape), 0, 1).astype(np.float32)
+        frames.append(AlignedFrame(x, np.ones((h, w), np.float32)))
+    settings = FusionSettings(mode=mode)  # type: ignore[arg-type]
+    cpu = fuse(ref, frames, settings)
+    fuser = GpuFuser(cuda_backend)
+    gpu = fuser.fuse(ref, frames, settings)
+    assert float(np.abs(gpu.image - cpu.image).mean()) <= 1.0 / 255.0
+    assert np.allclose(gpu.frame_weights, cpu.frame_weights, atol=1e-4)
+    fuser.close()
+
+
+def test_out_of_memory_is_a_job_error_and_the_next_job_works(cuda_backend: Any) -> None:
+    from deblurd.gpu.backend import GpuError
+    from deblurd.gpu.registrar import GpuRegistrar
+
+    reg = GpuRegistrar(RegistrationSettings(), cuda_backend)
+    with pytest.raises(GpuError, match="out of GPU memory"):
+        cuda_backend.buffer("oom/test", (1 << 40,), np.uint8)  # 1 TB
+    ref = scene(1920, 1080)
+    reg.set_reference(ref)
+    assert reg.register(ref).accepted
+    reg.close()

@@ -1,0 +1,239 @@
+"""The GPU registrar end to end on the host-emulated kernels: synthetic handheld shake with
+blur and noise (test_registration's generator) registered within a quarter pixel, the
+same decisions as the OpenCV registrar, the Registrar interface and its errors, and the
+backend factory."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from deblurd.errors import RegistrationError
+from deblurd.gpu.backend import GpuError
+from deblurd.gpu.emulation import EmulatedBackend, compiler
+from deblurd.gpu.factory import CpuFuser, open_fuser, open_registrar, resolve_backend
+from deblurd.gpu.fuser import GpuFuser
+from deblurd.gpu.registrar import GpuRegistrar
+from deblurd.pipeline.registration import OpenCVRegistrar, Registrar
+from deblurd.settings.registration import RegistrationSettings
+
+skdata: Any = pytest.importorskip("skimage.data")
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+DEFAULTS = RegistrationSettings()
+
+
+@pytest.fixture(scope="module")
+def emu() -> EmulatedBackend:
+    if compiler() is None:
+        pytest.skip("no C++ compiler for the kernels' host emulation")
+    return EmulatedBackend()
+
+
+def photo_gray(name: str) -> F32:
+    img = np.asarray(getattr(skdata, name)(), np.uint8)
+    if img.ndim == 3:
+        img = np.asarray(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), np.uint8)
+    out: F32 = img.astype(np.float32) / np.float32(255.0)
+    return out
+
+
+def mosaic(width: int, height: int) -> F32:
+    photos = [photo_gray(n) for n in ("astronaut", "coffee", "chelsea", "rocket", "camera")]
+    out = np.zeros((height, width), np.float32)
+    y, i = 0, 0
+    while y < height:
+        x, row = 0, 0
+        while x < width:
+            p = photos[i % len(photos)]
+            i += 1
+            h, w = min(p.shape[0], height - y), min(p.shape[1], width - x)
+            out[y : y + h, x : x + w] = p[:h, :w]
+            x, row = x + w, max(row, h)
+        y += row
+    return out
+
+
+def shake(rng: np.random.Generator, width: int, height: int) -> F64:
+    """Rotation ±1°, shift ±20 px at 1080p (scaled), zoom ±1 %, slight perspective."""
+    k = width / 1920.0
+    a, s = math.radians(rng.uniform(-1, 1)), 1 + rng.uniform(-0.01, 0.01)
+    c = np.array([[1, 0, width / 2], [0, 1, height / 2], [0, 0, 1]])
+    rot = np.array([[s * math.cos(a), -s * math.sin(a), 0],
+                    [s * math.sin(a), s * math.cos(a), 0], [0, 0, 1]])
+    persp = np.eye(3)
+    persp[2, :2] = rng.uniform(-2.5e-6, 2.5e-6, 2) / k
+    shift = np.eye(3)
+    shift[:2, 2] = rng.uniform(-20 * k, 20 * k, 2)
+    out: F64 = shift @ c @ persp @ rot @ np.linalg.inv(c)
+    return out
+
+
+def motion_blur(img: F32, length: float, angle: float) -> F32:
+    r = math.ceil(length / 2) + 2
+    k = np.zeros((2 * r + 1, 2 * r + 1), np.float64)
+    for t in np.linspace(-length / 2, length / 2, int(8 * length) + 1):
+        x, y = r + t * math.cos(angle), r + t * math.sin(angle)
+        x0, y0 = math.floor(x), math.floor(y)
+        fx, fy = x - x0, y - y0
+        k[y0, x0] += (1 - fx) * (1 - fy)
+        k[y0, x0 + 1] += fx * (1 - fy)
+        k[y0 + 1, x0] += (1 - fx) * fy
+        k[y0 + 1, x0 + 1] += fx * fy
+    return np.asarray(cv2.filter2D(img, -1, (k / k.sum()).astype(np.float32)), np.float32)
+
+
+def degrade(rng: np.random.Generator, img: F32, blur_px: float, sigma: float) -> F32:
+    if blur_px > 0:
+        img = motion_blur(img, blur_px, rng.uniform(0, np.pi))
+    return np.clip(img + rng.normal(0.0, sigma, img.shape), 0.0, 1.0).astype(np.float32)
+
+
+def to_moving(clean: F32, H: F64) -> F32:
+    h, w = clean.shape
+    return np.asarray(cv2.warpPerspective(clean, H, (w, h), flags=cv2.INTER_CUBIC
+                                          | cv2.WARP_INVERSE_MAP,
+                                          borderMode=cv2.BORDER_REFLECT), np.float32)
+
+
+def grid_error(est: F64, true: F64, width: int, height: int) -> float:
+    xs, ys = np.meshgrid(np.linspace(0.05 * width, 0.95 * width, 12),
+                         np.linspace(0.05 * height, 0.95 * height, 12))
+    p = np.stack([xs.ravel(), ys.ravel()], 1).reshape(-1, 1, 2)
+    d = cv2.perspectiveTransform(p, est) - cv2.perspectiveTransform(p, true)
+    return float(np.median(np.hypot(d[..., 0], d[..., 1])))
+
+
+@pytest.mark.parametrize(("scene", "pairs"), [("astronaut", 6), ("mosaic", 3)])
+def test_shake_with_blur_and_noise_is_registered_within_a_quarter_pixel(
+    emu: EmulatedBackend, scene: str, pairs: int
+) -> None:
+    clean = photo_gray("astronaut") if scene == "astronaut" else mosaic(1920, 1080)
+    h, w = clean.shape
+    rng = np.random.default_rng(7)
+    gpu, cpu = GpuRegistrar(DEFAULTS, emu), OpenCVRegistrar(DEFAULTS)
+    ref = degrade(rng, clean, 0.0, 0.01)
+    gpu.set_reference(ref)
+    cpu.set_reference(ref)
+    assert gpu.tracking_level == (0 if scene == "astronaut" else 1)
+    assert len(gpu.corners) >= 100
+    errors = []
+    for _ in range(pairs):
+        H = shake(rng, w, h)
+        moving = degrade(rng, to_moving(clean, H), rng.uniform(2, 5), rng.uniform(0.01, 0.02))
+        r = gpu.register(moving)
+        c = cpu.register(moving)
+        assert r.accepted, r.reason
+        assert r.homography.shape == (3, 3) and r.homography.dtype == np.float64
+        assert r.homography[2, 2] == pytest.approx(1.0)
+        assert r.inliers >= DEFAULTS.min_inliers and r.inliers <= r.tracked <= len(gpu.corners)
+        assert abs(r.tracked - c.tracked) <= 2 and abs(r.inliers - c.inliers) <= 2
+        assert grid_error(r.homography, c.homography, w, h) <= 0.02
+        errors.append(grid_error(r.homography, H, w, h))
+        assert set(gpu.stage_ms) == {"pyramid", "lk", "homography"}
+    assert float(np.median(errors)) <= 0.25, errors
+    assert max(errors) <= 0.25, errors
+
+
+def test_unrelated_and_flat_frames_are_rejected_not_raised(emu: EmulatedBackend) -> None:
+    rng = np.random.default_rng(9)
+    clean = photo_gray("astronaut")
+    reg = GpuRegistrar(DEFAULTS, emu)
+    reg.set_reference(degrade(rng, clean, 0, 0.01))
+    unrelated = reg.register(degrade(rng, photo_gray("camera"), 0, 0.01))
+    flat = reg.register(np.full_like(clean, 0.5))
+    assert not unrelated.accepted and unrelated.reason
+    assert not flat.accepted and flat.reason
+    reg.set_reference(np.full_like(clean, 0.5))
+    r = reg.register(clean)
+    assert not r.accepted and r.reason is not None and "corners" in r.reason
+
+
+def test_warp_aligns_and_interface_matches(emu: EmulatedBackend) -> None:
+    clean = photo_gray("astronaut")
+    h, w = clean.shape
+    H = np.array([[1.0, 0.0, 6.5], [0.0, 1.0, -4.25], [0.0, 0.0, 1.0]])
+    reg: Registrar = GpuRegistrar(DEFAULTS, emu)
+    reg.set_reference(clean)
+    r = reg.register(to_moving(clean, H))
+    assert r.accepted
+    rgb = np.dstack([to_moving(clean, H)] * 3)
+    warped, valid = reg.warp(rgb, r)
+    assert warped.shape == rgb.shape and valid.shape == (h, w)
+    inside = valid > 0
+    assert float(np.abs(warped[..., 0] - clean)[inside].mean()) < 0.01
+
+
+def test_unprocessable_inputs_raise_registration_error(emu: EmulatedBackend) -> None:
+    reg = GpuRegistrar(DEFAULTS, emu)
+    img = photo_gray("astronaut")
+    with pytest.raises(RegistrationError, match="before set_reference"):
+        reg.register(img)
+    with pytest.raises(RegistrationError, match="before set_reference"):
+        reg.warp(img, _identity())
+    with pytest.raises(RegistrationError, match="float32"):
+        reg.set_reference(img.astype(np.float64))
+    reg.set_reference(img)
+    with pytest.raises(RegistrationError, match="reference is"):
+        reg.register(img[:-1])
+    with pytest.raises(RegistrationError, match="warp expects"):
+        reg.warp(img[:, :-1], _identity())
+    reg.close()
+    assert not any(k.startswith("reg/") for k in emu._pool)
+
+
+def _identity() -> Any:
+    from deblurd.pipeline.registration import Registration
+
+    return Registration(np.eye(3), True, None, 0, 0, 0.0)
+
+
+def test_buffers_are_allocated_once_per_resolution(emu: EmulatedBackend) -> None:
+    reg = GpuRegistrar(DEFAULTS, emu)
+    img = photo_gray("astronaut")
+    reg.set_reference(img)
+    reg.register(img)
+    handles = {k: id(b.handle) for k, b in emu._pool.items() if k.startswith("reg/")}
+    reg.set_reference(img)
+    reg.register(img)
+    again = {k: id(b.handle) for k, b in emu._pool.items() if k.startswith("reg/")}
+    assert again == handles
+    reg.set_reference(img[:400, :300])  # another resolution: reallocated
+    assert {k: id(b.handle) for k, b in emu._pool.items() if k.startswith("reg/")} != handles
+
+
+# --- the factory ---------------------------------------------------------------------------
+
+
+def test_factory_follows_the_backend_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    import deblurd.gpu.factory as factory
+
+    assert isinstance(open_registrar(DEFAULTS), OpenCVRegistrar)
+    assert isinstance(open_fuser(DEFAULTS), CpuFuser)
+    monkeypatch.setattr(factory, "available", lambda: (False, "pycuda not importable (test)"))
+    auto = DEFAULTS.model_copy(update={"backend": "auto"})
+    kind, note = resolve_backend(auto)
+    assert kind == "opencv" and note is not None and "pycuda not importable" in note
+    assert isinstance(open_registrar(auto), OpenCVRegistrar)
+    cuda = DEFAULTS.model_copy(update={"backend": "cuda"})
+    with pytest.raises(GpuError, match="pycuda not importable"):
+        open_registrar(cuda)
+    with pytest.raises(GpuError, match="expected opencv"):
+        resolve_backend(DEFAULTS.model_copy(update={"backend": "metal"}))
+    if compiler() is not None:
+        emulated = DEFAULTS.model_copy(update={"backend": "emulated"})
+        assert isinstance(open_registrar(emulated), GpuRegistrar)
+        assert isinstance(open_fuser(emulated), GpuFuser)
+
+
+def test_available_says_why_not() -> None:
+    from deblurd.gpu.backend import available
+
+    ok, why = available()
+    assert isinstance(ok, bool) and why

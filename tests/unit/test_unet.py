@@ -1,0 +1,168 @@
+"""The U-Net: architecture limits, ONNX parity, the shipped model, synthetic training data.
+
+Torch-dependent tests skip when torch is absent (CI installs only ``.[dev]``); the
+shipped-model tests need only onnxruntime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deblurd.errors import ImageError
+from deblurd.evaluation.metrics import psnr
+from deblurd.imaging import linear_to_srgb, srgb_to_linear
+from deblurd.inference.onnx import OnnxDeblurrer
+from deblurd.settings.inference import OnnxRuntimeSettings
+from deblurd.sim.scene import procedural_scene
+from deblurd.training.data import BlurConfig, load_photos, make_batch, make_sample, shake_offsets
+
+SHIPPED = Path(__file__).resolve().parents[2] / "engines" / "unet.onnx"
+
+
+def _photo(seed: int = 0, size: int = 400) -> np.ndarray:
+    """A deterministic textured test scene (uint8 sRGB): shapes, gradients, fine lines."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    img = np.zeros((size, size, 3), np.uint8)
+    img[:] = np.linspace(40, 200, size, dtype=np.uint8)[:, None, None]
+    for _ in range(60):
+        c = tuple(int(v) for v in rng.integers(0, 256, 3))
+        p = tuple(int(v) for v in rng.integers(0, size, 2))
+        cv2.circle(img, p, int(rng.integers(3, 40)), c, -1 if rng.random() < 0.5 else 2)
+        q = tuple(int(v) for v in rng.integers(0, size, 2))
+        cv2.line(img, p, q, c, int(rng.integers(1, 3)))
+    return img
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_shake_offsets_are_centred_and_grow_with_shake() -> None:
+    rng = np.random.default_rng(0)
+    small = [np.ptp(shake_offsets(rng, 5.0, 1000.0, t, 0.008), axis=0).max() for t in range(20)]
+    big = [np.ptp(shake_offsets(rng, 60.0, 1000.0, t, 0.008), axis=0).max() for t in range(20)]
+    assert np.median(big) > 5 * np.median(small)
+    off = shake_offsets(rng, 30.0, 1000.0, 0.3, 0.008)
+    np.testing.assert_allclose(off.mean(axis=0), 0.0, atol=1e-9)
+
+
+def test_samples_degrade_and_are_reproducible() -> None:
+    photos = [_photo(0), _photo(1)]
+    cfg = BlurConfig(soft_fraction=0.0)
+    first = [make_sample(photos, 64, np.random.default_rng(s), cfg, False) for s in range(8)]
+    second = [make_sample(photos, 64, np.random.default_rng(s), cfg, True) for s in range(8)]
+    for inp, tgt, p in first:
+        assert inp.shape == tgt.shape == (64, 64, 3) and inp.dtype == np.float32
+        assert p == 1.0 and tgt.min() >= 0.0 and tgt.max() <= 1.0
+        np.testing.assert_allclose(inp * 255, np.round(inp * 255), atol=1e-3)  # 8-bit codes
+    err1 = np.mean([np.mean((i - t) ** 2) for i, t, _ in first])
+    err2 = np.mean([np.mean((i - t) ** 2) for i, t, _ in second])
+    assert err1 > err2 > 0  # the fused image: less noise
+    a = make_sample(photos, 64, np.random.default_rng(3), cfg, False)
+    b = make_sample(photos, 64, np.random.default_rng(3), cfg, False)
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_batch_layout() -> None:
+    x, n, y = make_batch(
+        [_photo()], 4, 48, np.random.default_rng(1), BlurConfig(second_fraction=0.5)
+    )
+    assert x.shape == y.shape == (4, 3, 48, 48) and n.shape == (4, 1, 48, 48)
+    assert set(np.unique(n)) <= {0.0, 1.0}
+
+
+def test_no_photos_names_folder_and_fix(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ImageError, match=r"no usable training photos.*prepare_training_photos"):
+        load_photos(tmp_path)
+
+
+# ------------------------------------------------------------------ architecture (torch)
+
+
+def test_architecture_limits_and_identity_start() -> None:
+    torch = pytest.importorskip("torch")
+    from deblurd.training.unet_arch import UNet, count_params, macs_per_pixel
+
+    model = UNet().eval()
+    assert count_params(model) <= 1_000_000
+    assert macs_per_pixel(model.config) * 1920 * 1080 <= 30e9
+    norms = (torch.nn.LayerNorm, torch.nn.BatchNorm2d, torch.nn.GroupNorm, torch.nn.InstanceNorm2d)
+    assert not any(isinstance(m, norms) for m in model.modules())
+    x = torch.rand(1, 3, 48, 64)
+    with torch.no_grad():
+        out = model(x, torch.ones(1, 1, 48, 64))
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, x)  # zero-initialised tail: the identity before training
+
+
+def test_torch_and_onnxruntime_agree(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from deblurd.training.export import export_onnx
+    from deblurd.training.unet_arch import UNet
+
+    torch.manual_seed(0)
+    model = UNet()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)  # not the identity
+    path = export_onnx(model, tmp_path / "u.onnx")
+    assert path.stat().st_size < 5e6
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    img = rng.random((1, 3, 80, 112), dtype=np.float32)
+    model.eval()
+    for value in (1.0, 0.0):
+        noise = np.full((1, 1, 80, 112), value, np.float32)
+        (got,) = session.run(None, {"image": img, "noise": noise})
+        with torch.no_grad():
+            ref = model(torch.from_numpy(img), torch.from_numpy(noise)).numpy()
+        assert np.abs(got - ref).max() <= 1e-4
+
+
+# ------------------------------------------------------------------- the shipped model
+
+
+@pytest.fixture(scope="module")
+def shipped() -> OnnxDeblurrer:
+    if not SHIPPED.is_file():
+        pytest.skip(f"{SHIPPED} not present")
+    return OnnxDeblurrer(OnnxRuntimeSettings(model=str(SHIPPED), threads=2, tile=4096))
+
+
+def test_shipped_model_contract(shipped: OnnxDeblurrer) -> None:
+    assert SHIPPED.stat().st_size <= 5_000_000
+    assert shipped.multiple == 16
+    out = shipped.deblur(np.full((37, 53, 3), 0.25, np.float32), "first")
+    assert out.shape == (37, 53, 3) and out.dtype == np.float32
+
+
+def test_shipped_model_tiled_matches_whole() -> None:
+    if not SHIPPED.is_file():
+        pytest.skip(f"{SHIPPED} not present")
+    srgb = linear_to_srgb(procedural_scene(300, 430, 1)).astype(np.float32) / 255.0
+    whole = OnnxDeblurrer(OnnxRuntimeSettings(model=str(SHIPPED), tile=4096)).deblur_srgb(srgb, 1.0)
+    for tile in (128, 256):
+        tiled = OnnxDeblurrer(OnnxRuntimeSettings(model=str(SHIPPED), tile=tile))
+        assert np.abs(tiled.deblur_srgb(srgb, 1.0) - whole).max() <= 1.0 / 255.0
+
+
+def test_shipped_model_deblurs_a_shaken_frame(shipped: OnnxDeblurrer) -> None:
+    """Synthetic shaken, noisy frames of the simulator's procedural scene: the first
+    pass gets closer to the truth."""
+    photos = [linear_to_srgb(procedural_scene(300, 300, 3))]
+    gains = []
+    for seed in range(5):
+        inp, tgt, _ = make_sample(photos, 192, np.random.default_rng(seed), BlurConfig(), False)
+        truth = np.round(tgt * 255).astype(np.uint8)
+        frame = np.round(inp * 255).astype(np.uint8)
+        out = linear_to_srgb(shipped.deblur(srgb_to_linear(frame), "first"))
+        gains.append(psnr(out, truth, border=8) - psnr(frame, truth, border=8))
+    assert np.mean(gains) > 0.3
