@@ -20,8 +20,6 @@ else
     echo "GStreamer development packages missing and not root: Argus tests will skip" >&2
 fi
 "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
-# Type stubs for mypy only: the package depends on a tensorrt wheel that cannot install here.
-"$VENV/bin/python" -m pip install -q --no-deps tensorrt-stubs
 echo "== systemd units (verify, exposure score)"
 bash tools/check_systemd.sh --bin "$PWD/$VENV/bin/deblurd"
 echo "== CUDA kernels (nvcc for Orin, host emulation with g++)"
