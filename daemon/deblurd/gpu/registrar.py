@@ -34,11 +34,9 @@ from deblurd.pipeline.pyramid import PyramidBuilder, coarsest_level, level_shape
 from deblurd.pipeline.registration import (
     Registration,
     _check_gray,
-    fit_homography,
+    _rejected,
+    fit_tracked,
     global_shift,
-    implausible,
-    reprojection_errors,
-    scale_homography,
 )
 from deblurd.settings.registration import RegistrationSettings
 
@@ -308,20 +306,9 @@ class GpuRegistrar:
         fb = np.hypot(*(back_h - self._corners).T)
         good = ok_f & ok_b & (fb <= s.fb_max_error_px)
         src, dst = fwd_h[good], self._corners[good]
-        tracked = len(src)
         t2 = time.perf_counter()
         self.stage_ms = {"pyramid": _ms(t0, t1), "lk": _ms(t1, t2)}
-        if tracked < s.min_inliers:
-            self.stage_ms["homography"] = 0.0
-            return _rejected(f"{tracked} of {n} corners tracked < {s.min_inliers}", tracked, 0)
-        if tracked < s.min_tracked_ratio * n:
-            self.stage_ms["homography"] = 0.0
-            return _rejected(
-                f"{tracked} of {n} corners tracked: ratio {tracked / n:.2f} < "
-                f"{s.min_tracked_ratio:g}", tracked, 0,
-            )
-        H_b, inl = fit_homography(src, dst, s.ransac_threshold_px)
-        reg = judge(H_b, inl, src, dst, scale, self._shape, s)
+        reg = fit_tracked(src, dst, n, scale, self._shape, s)
         self.stage_ms["homography"] = _ms(t2, time.perf_counter())
         return reg
 
@@ -362,32 +349,6 @@ def warp_on(backend: Backend, image: F32, H: F64, key: str = _P + "warp/") -> tu
     return out, mask
 
 
-def judge(
-    H_b: F64 | None, inl: Mask, src: F32, dst: F32, scale: float, shape: tuple[int, int],
-    s: RegistrationSettings,
-) -> Registration:
-    """Scale the tracking-level fit to full resolution and apply the quality gate
-    (OpenCVRegistrar's gate, unchanged)."""
-    tracked, inliers = len(src), int(inl.sum())
-    if H_b is None:
-        return _rejected("no homography found", tracked, 0)
-    H = scale_homography(H_b, scale)
-    residual = (
-        float(np.median(reprojection_errors(H_b, src[inl], dst[inl]))) * scale
-        if inliers else math.inf
-    )
-    reason: str | None
-    if inliers < s.min_inliers:
-        reason = f"{inliers} inliers < {s.min_inliers}"
-    elif inliers / tracked < s.min_inlier_ratio:
-        reason = f"inlier ratio {inliers / tracked:.2f} < {s.min_inlier_ratio:g}"
-    elif residual > s.max_residual_px * scale:
-        reason = f"median residual {residual:.2f} px > {s.max_residual_px * scale:.2f} px"
-    else:
-        reason = implausible(H, shape, s)
-    return Registration(H, reason is None, reason, tracked, inliers, residual)
-
-
 def _inside(points: F32, ok: Mask, w: int, h: int) -> Mask:
     """track()'s last test: finite and inside the base level."""
     ok = ok & np.isfinite(points).all(axis=1)
@@ -395,10 +356,6 @@ def _inside(points: F32, ok: Mask, w: int, h: int) -> Mask:
         points[:, 1] <= h - 1
     )
     return inside
-
-
-def _rejected(reason: str, tracked: int, inliers: int) -> Registration:
-    return Registration(np.eye(3), False, reason, tracked, inliers, math.inf)
 
 
 def _ms(t0: float, t1: float) -> float:

@@ -400,48 +400,11 @@ class OpenCVRegistrar:
         fb = np.hypot(*(back - self._corners).T)
         good = ok_f & ok_b & (fb <= s.fb_max_error_px)
         src, dst = fwd[good], self._corners[good]
-        tracked = len(src)
         t2 = time.perf_counter()
         self.stage_ms = {"pyramid": _ms(t0, t1), "lk": _ms(t1, t2)}
-        if tracked < s.min_inliers:
-            self.stage_ms["homography"] = 0.0
-            return _rejected(f"{tracked} of {n} corners tracked < {s.min_inliers}", tracked, 0)
-        if tracked < s.min_tracked_ratio * n:
-            self.stage_ms["homography"] = 0.0
-            return _rejected(
-                f"{tracked} of {n} corners tracked: ratio {tracked / n:.2f} < "
-                f"{s.min_tracked_ratio:g}", tracked, 0,
-            )
-
-        H_b, inl = fit_homography(src, dst, s.ransac_threshold_px)
-        reg = self._judge(H_b, inl, src, dst, scale, self._shape)
+        reg = fit_tracked(src, dst, n, scale, self._shape, s)
         self.stage_ms["homography"] = _ms(t2, time.perf_counter())
         return reg
-
-    def _judge(
-        self, H_b: F64 | None, inl: Mask, src: F32, dst: F32, scale: float,
-        shape: tuple[int, int],
-    ) -> Registration:
-        """Scale the tracking-level fit to full resolution and apply the quality gate."""
-        s = self.settings
-        tracked, inliers = len(src), int(inl.sum())
-        if H_b is None:
-            return _rejected("no homography found", tracked, 0)
-        H = scale_homography(H_b, scale)
-        residual = (
-            float(np.median(reprojection_errors(H_b, src[inl], dst[inl]))) * scale
-            if inliers else math.inf
-        )
-        reason: str | None = None
-        if inliers < s.min_inliers:
-            reason = f"{inliers} inliers < {s.min_inliers}"
-        elif inliers / tracked < s.min_inlier_ratio:
-            reason = f"inlier ratio {inliers / tracked:.2f} < {s.min_inlier_ratio:g}"
-        elif residual > s.max_residual_px * scale:
-            reason = f"median residual {residual:.2f} px > {s.max_residual_px * scale:.2f} px"
-        else:
-            reason = implausible(H, shape, s)
-        return Registration(H, reason is None, reason, tracked, inliers, residual)
 
     def warp(self, image: F32, reg: Registration) -> tuple[F32, F32]:
         """Resample ``image`` into the reference geometry with ``reg.homography``.
@@ -467,6 +430,53 @@ class OpenCVRegistrar:
         out = warp_homography(image, np.asarray(reg.homography, np.float64))
         self.stage_ms = {"warp": _ms(t0, time.perf_counter())}
         return out
+
+
+def fit_tracked(
+    src: F32, dst: F32, corners: int, scale: float, shape: tuple[int, int],
+    s: RegistrationSettings,
+) -> Registration:
+    """After tracking: the track-count gate, the robust fit and :func:`judge`.
+
+    ``src``/``dst``: tracked points ``(N, 2)`` float32 at the tracking level (moving,
+    reference); ``corners``: corners tried; ``scale``: tracking level to full resolution;
+    ``shape``: full-resolution ``(H, W)``. Every registrar (OpenCV, CUDA) ends here.
+    """
+    tracked = len(src)
+    if tracked < s.min_inliers:
+        return _rejected(f"{tracked} of {corners} corners tracked < {s.min_inliers}", tracked, 0)
+    if tracked < s.min_tracked_ratio * corners:
+        return _rejected(
+            f"{tracked} of {corners} corners tracked: ratio {tracked / corners:.2f} < "
+            f"{s.min_tracked_ratio:g}", tracked, 0,
+        )
+    H_b, inl = fit_homography(src, dst, s.ransac_threshold_px)
+    return judge(H_b, inl, src, dst, scale, shape, s)
+
+
+def judge(
+    H_b: F64 | None, inl: Mask, src: F32, dst: F32, scale: float, shape: tuple[int, int],
+    s: RegistrationSettings,
+) -> Registration:
+    """Scale the tracking-level fit to full resolution and apply the quality gate."""
+    tracked, inliers = len(src), int(inl.sum())
+    if H_b is None:
+        return _rejected("no homography found", tracked, 0)
+    H = scale_homography(H_b, scale)
+    residual = (
+        float(np.median(reprojection_errors(H_b, src[inl], dst[inl]))) * scale
+        if inliers else math.inf
+    )
+    reason: str | None = None
+    if inliers < s.min_inliers:
+        reason = f"{inliers} inliers < {s.min_inliers}"
+    elif inliers / tracked < s.min_inlier_ratio:
+        reason = f"inlier ratio {inliers / tracked:.2f} < {s.min_inlier_ratio:g}"
+    elif residual > s.max_residual_px * scale:
+        reason = f"median residual {residual:.2f} px > {s.max_residual_px * scale:.2f} px"
+    else:
+        reason = implausible(H, shape, s)
+    return Registration(H, reason is None, reason, tracked, inliers, residual)
 
 
 def _check_gray(gray: F32, what: str, shape: tuple[int, int] | None = None) -> None:
