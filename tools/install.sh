@@ -11,7 +11,8 @@
 #     sysusers.d entries, applied with systemd-sysusers (useradd/groupadd as a fallback);
 #   - /opt/deblurd/venv: a virtual environment (--system-site-packages on rpi and jetson, for
 #     Raspberry Pi OS's python3-picamera2 and JetPack's TensorRT and python3-gi) with deblurd
-#     installed from --source (extras: rpi → pi, jetson → jetson); skipped when the source is
+#     installed from --source (extras: rpi → pi, jetson → jetson, and metrics everywhere, for
+#     the optional Prometheus endpoint service.metrics_endpoint); skipped when the source is
 #     unchanged since the last install (stamp in /opt/deblurd/.install-stamp);
 #   - /opt/deblurd/engines/*.onnx (the shipped U-Net) and the docs in /opt/deblurd/share/doc;
 #   - /etc/deblurd/deblurd.toml from config/deblurd.toml with the device paths filled in
@@ -190,10 +191,10 @@ VENV=$PREFIX/venv
 dir "$PREFIX" 755
 if [[ $SKIP_VENV -eq 0 ]]; then
     site=()
-    extras=""
+    extras="[metrics]"
     case $PLATFORM in
-        rpi) site=(--system-site-packages); extras="[pi]" ;;
-        jetson) site=(--system-site-packages); extras="[jetson]" ;;
+        rpi) site=(--system-site-packages); extras="[pi,metrics]" ;;
+        jetson) site=(--system-site-packages); extras="[jetson,metrics]" ;;
     esac
     if [[ ! -x "$ROOT$VENV/bin/python" ]]; then
         say "creating $VENV ${site[*]}"
@@ -369,5 +370,6 @@ else
     say "done ($CHANGED changes)"
 fi
 if [[ $STAGING -eq 0 ]]; then
-    say "next: sudo systemctl start deblurd; journalctl -u deblurd -f; $VENV/bin/deblurctl --control ipc:///run/deblurd/control.sock status"
+    say "next: sudo systemctl start deblurd; journalctl -u deblurd -f; $VENV/bin/deblurctl status" \
+        "(as root or a member of group deblurd: sudo usermod -aG deblurd \$USER)"
 fi

@@ -2,7 +2,7 @@
 
 Subcommands: ``run`` (the daemon), ``process`` (the whole method on a saved burst),
 ``deblur`` (single-frame U-Net), ``simulate`` (write a synthetic burst), ``check-config``
-(validate a config).
+(validate a config), ``keys`` (CURVE keys for tcp:// endpoints).
 Errors of our own print one line naming the file or key and exit non-zero (78 for
 config errors); nothing half-written is left behind.
 """
@@ -49,10 +49,16 @@ def run_settings(
     results: str | None = None,
     output: str | None = None,
 ) -> DeblurdSettings:
-    """``settings`` with the ``deblurd run`` flags applied (each overrides its config key)."""
+    """``settings`` with the ``deblurd run`` flags applied (each overrides its config key),
+    and the default ``output.directory`` moved to ``$STATE_DIRECTORY/results`` under systemd."""
     from pydantic import ValidationError
 
+    from deblurd.service.runtime import output_directory
+    from deblurd.settings.output import OutputSettings
+
     data = settings.model_dump()
+    default_output = str(OutputSettings.model_fields["directory"].default)
+    data["output"]["directory"] = output_directory(settings.output.directory, default_output)
     flags = {
         ("camera", "backend"): camera,
         ("service", "control_endpoint"): control,
@@ -96,11 +102,24 @@ def _check_registration_backend(settings: DeblurdSettings) -> None:
         logging.getLogger("deblurd").info("registration backend %s: %s", kind, note)
 
 
+def _trigger_config_error(settings: DeblurdSettings, exc: BaseException) -> ConfigError:
+    """A GPIO button that cannot be armed (permission, busy line): exit 78, since a restart
+    will not fix it; the message names the device node and the group that owns it."""
+    from deblurd.service.triggers.gpio import chip_path, device_group
+
+    message = str(exc)
+    if "/dev/" not in message:
+        chip = chip_path(settings.triggers.gpio.chip)
+        message += f" (device {chip}, group '{device_group(chip)}')"
+    return ConfigError(f"triggers.gpio: {message}", [("triggers.gpio", message)])
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from deblurd.camera.base import CameraError
     from deblurd.service.daemon import Daemon
     from deblurd.service.logging import setup_logging
     from deblurd.service.sdnotify import under_systemd
+    from deblurd.service.triggers.base import TriggerError
 
     config = args.config or os.environ.get("DEBLURD_CONFIG") or None
     settings = run_settings(
@@ -131,6 +150,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             problem = ("camera.backend", f"{settings.camera.backend}: {exc}")
             raise ConfigError(str(exc), [problem]) from exc
         raise
+    except TriggerError as exc:
+        raise _trigger_config_error(settings, exc) from exc
 
 
 def _cmd_process(args: argparse.Namespace) -> int:
@@ -201,6 +222,16 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from deblurd.service.auth import make_keys
+
+    for path in make_keys(Path(args.directory), args.client):
+        print(f"wrote {path}")
+    print(f"daemon: service.curve_keys_dir = {str(Path(args.directory).resolve())!r}; clients: "
+          "deblurctl --server-key server.key --client-key private/NAME.key_secret")  # fmt: skip
+    return 0
+
+
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from deblurd.settings.load import check_config
 
@@ -260,6 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subject", action="store_true", help="add a subject moving on its own")
     p.add_argument("--scene", metavar="IMAGE", help="photo to use as the scene")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("keys", help="make CURVE keys for tcp:// endpoints (server, clients)")
+    p.add_argument("directory", metavar="DIR", help="key folder (service.curve_keys_dir)")
+    p.add_argument("--client", action="append", default=[], metavar="NAME",
+                   help="also make a client key pair (repeatable)")  # fmt: skip
+    p.set_defaults(func=_cmd_keys)
 
     p = sub.add_parser("check-config", help="validate a config file (exit 78 on error)")
     p.add_argument("path", metavar="PATH")

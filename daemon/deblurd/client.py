@@ -11,21 +11,27 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deblurd.errors import DeblurdError
 from deblurd.imaging import atomic_write_bytes
 from deblurd.service.runtime import (
+    check_ipc_access,
+    client_endpoints,
     default_control_endpoint,
     default_results_endpoint,
     default_runtime_dir,
 )
+
+if TYPE_CHECKING:
+    from deblurd.service.auth import ClientKeys
 
 __all__ = [
     "ControlClient",
     "default_control_endpoint",
     "default_results_endpoint",
     "default_runtime_dir",
+    "format_status",
     "main",
 ]
 
@@ -33,19 +39,27 @@ __all__ = [
 class ControlClient:
     """Request/reply over the control socket, with a timeout (a dead daemon is an error)."""
 
-    def __init__(self, endpoint: str, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, endpoint: str, timeout_s: float = 5.0, curve: ClientKeys | None = None
+    ) -> None:
         import zmq
 
         self._zmq = zmq
         self._ctx: Any = zmq.Context.instance()
         self._endpoint = endpoint
         self._timeout_ms = int(timeout_s * 1000)
+        self._curve = curve
 
     def request(self, message: dict[str, Any]) -> dict[str, Any]:
         zmq = self._zmq
         sock = self._ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
         try:
+            if self._curve is not None:
+                from deblurd.service.auth import apply_client
+
+                apply_client(sock, self._curve, self._endpoint)
+            check_ipc_access(self._endpoint)
             sock.connect(self._endpoint)
             sock.send_json(message)
             if not sock.poll(self._timeout_ms, zmq.POLLIN):
@@ -61,12 +75,26 @@ class ControlClient:
         return reply
 
 
-def _subscribe(endpoint: str) -> Any:
+def _load_curve(server_key: str | None, client_key: str | None) -> ClientKeys | None:
+    """The CURVE keys for tcp:// endpoints, when given (ipc:// endpoints ignore them)."""
+    if server_key is None or client_key is None:
+        return None
+    from deblurd.service.auth import load_client_keys
+
+    return load_client_keys(server_key, client_key)
+
+
+def _subscribe(endpoint: str, curve: ClientKeys | None = None) -> Any:
     import zmq
 
     sock: Any = zmq.Context.instance().socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SUBSCRIBE, b"")
+    if curve is not None:
+        from deblurd.service.auth import apply_client
+
+        apply_client(sock, curve, endpoint)
+    check_ipc_access(endpoint)
     sock.connect(endpoint)
     return sock
 
@@ -92,30 +120,150 @@ def _wait_for_result(sub: Any, capture_id: str, timeout_s: float, output: str | 
     return 1
 
 
+def _num(value: Any, fmt: str = "{:.0f}", none: str = "-") -> str:
+    return none if not isinstance(value, (int, float)) else fmt.format(value)
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{seconds:.0f} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
+def format_status(reply: dict[str, Any], now_ns: int | None = None) -> str:
+    """The ``status`` reply as a table for people (``deblurctl status``; ``--json`` prints
+    the reply itself). Keys a daemon does not send are shown as ``-``."""
+    import time
+
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    cam: dict[str, Any] = reply.get("camera") or {}
+    ring: dict[str, Any] = reply.get("ring") or {}
+    jobs: dict[str, Any] = reply.get("jobs") or {}
+    queue: dict[str, Any] = reply.get("queue") or {}
+    backends: dict[str, Any] = reply.get("backends") or {}
+    ends: dict[str, Any] = reply.get("endpoints") or {}
+    reg = backends.get("registration")
+    if isinstance(reg, dict):
+        registration = str(reg.get("active", "-"))
+        if reg.get("configured") not in (None, reg.get("active")):
+            registration += f" (configured: {reg['configured']})"
+        if reg.get("note"):
+            registration += f"; {reg['note']}"
+    else:
+        registration = str(reg or "-")
+    size = f"{cam['width']}x{cam['height']} " if "width" in cam and "height" in cam else ""
+    age = cam.get("last_frame_age_s")
+    err = reply.get("last_error")
+    if isinstance(err, dict):
+        when = err.get("time_ns")
+        ago = f" ({_duration((now_ns - when) / 1e9)} ago)" if isinstance(when, int) else ""
+        stamp = (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when / 1e9))
+            if isinstance(when, int)
+            else "-"
+        )
+        capture = f" [capture {err['capture_id']}]" if err.get("capture_id") else ""
+        last_error = f"{stamp}{ago} {err.get('code', '?')}: {err.get('message', '')}{capture}"
+    else:
+        last_error = "none"
+    rows = [
+        ("camera", f"{backends.get('camera', '-')} {size}{_num(cam.get('fps'), '{:.1f}')} fps "
+                   f"(nominal {_num(cam.get('nominal_fps'))}), "
+                   f"{_num(cam.get('frames_received'))} frames, "
+                   f"{_num(cam.get('frames_dropped'))} dropped, "
+                   f"{_num(cam.get('restarts'))} restarts"
+                   + (f", last frame {age:.2f} s ago" if isinstance(age, (int, float)) else "")),
+        ("ring", f"{_num(ring.get('fill'))}/{_num(ring.get('capacity'))} frames, "
+                 f"{_num(ring.get('frames_missed'))} missed"),
+        ("engine", str(backends.get("inference", "-"))),
+        ("registration", registration),
+        ("triggers", ", ".join(str(t) for t in backends.get("triggers", [])) or "-"),
+        ("jobs", f"{_num(jobs.get('done'))} done, {_num(jobs.get('failed'))} failed, "
+                 f"{_num(jobs.get('busy'))} refused busy, {_num(jobs.get('accepted'))} accepted; "
+                 f"queue {_num(queue.get('depth'))}/{_num(queue.get('size'))}; "
+                 f"running {jobs.get('running') or '-'}"),
+        ("last error", last_error),
+        ("output", str(reply.get("output_directory", "-"))),
+        ("endpoints", f"control {ends.get('control', '-')}, results {ends.get('results', '-')}"),
+    ]  # fmt: skip
+    head = (
+        f"deblurd {reply.get('version', '?')}: {reply.get('state', '?')}, "
+        f"up {_duration(reply.get('uptime_s'))}"
+    )
+    if reply.get("worker_alive") is False:
+        head += " (worker thread dead)"
+    lines = [head, *(f"  {name:<13} {value}" for name, value in rows)]
+    latency: dict[str, dict[str, Any]] = reply.get("latency_ms") or {}
+    if latency:
+        width = max(13, *(len(stage) for stage in latency))
+        lines += ["", f"  {'stage':<{width}} {'p50 ms':>9} {'p95 ms':>9} {'last ms':>9} "
+                      f"{'max ms':>9} {'jobs':>5}"]  # fmt: skip
+        for stage, v in sorted(latency.items()):
+            lines.append(
+                f"  {stage:<{width}} {_num(v.get('p50'), '{:.1f}'):>9} "
+                f"{_num(v.get('p95'), '{:.1f}'):>9} {_num(v.get('last'), '{:.1f}'):>9} "
+                f"{_num(v.get('max'), '{:.1f}'):>9} {_num(v.get('count')):>5}"
+            )
+    else:
+        lines += ["", "  no capture finished yet: no stage latencies"]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deblurctl", description="Talk to a running deblurd.")
-    parser.add_argument("--control", default=default_control_endpoint(), metavar="ENDPOINT")
-    parser.add_argument("--results", default=default_results_endpoint(), metavar="ENDPOINT")
+    parser.add_argument(
+        "--control",
+        metavar="ENDPOINT",
+        help="the daemon's control endpoint (default: control.sock in the per-user runtime "
+        f"folder {default_runtime_dir()} when there, else in /run/deblurd, the service's)",
+    )
+    parser.add_argument(
+        "--results",
+        metavar="ENDPOINT",
+        help="the daemon's results endpoint (default: results.sock beside the control socket)",
+    )
     parser.add_argument("--timeout", type=float, default=5.0, help="reply timeout, s")
+    parser.add_argument(
+        "--server-key",
+        metavar="FILE",
+        help="the daemon's public CURVE key (server.key), for tcp:// endpoints",
+    )
+    parser.add_argument(
+        "--client-key",
+        metavar="FILE",
+        help="this client's CURVE key pair (NAME.key_secret; its public key must be allowed "
+        "by the daemon)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("trigger", help="press the shutter")
     t.add_argument("--wait", action="store_true", help="wait for the result")
     t.add_argument("-o", "--output", metavar="OUT", help="save the result image (implies --wait)")
     t.add_argument("--wait-timeout", type=float, default=60.0, help="result timeout, s")
-    sub.add_parser("status", help="print the daemon's state")
+    st = sub.add_parser("status", help="print the daemon's state (a table)")
+    st.add_argument("--json", action="store_true", help="print the raw status reply (JSON)")
     sub.add_parser("ping", help="check the daemon answers")
     sub.add_parser("watch", help="print every event, result and error as it is published")
     args = parser.parse_args(argv)
+    ends = client_endpoints(args.control, args.results)
+    args.control, args.results = ends.control, ends.results
+    if (args.server_key is None) != (args.client_key is None):
+        parser.error("--server-key and --client-key go together")
     try:
+        curve = _load_curve(args.server_key, args.client_key)
         if args.command == "watch":
-            sock = _subscribe(args.results)
+            sock = _subscribe(args.results, curve)
             while True:
                 parts = sock.recv_multipart()
                 print(f"{parts[0].decode('ascii', 'replace')}: {parts[1].decode()}", flush=True)
-        client = ControlClient(args.control, args.timeout)
+        client = ControlClient(args.control, args.timeout, curve)
         if args.command == "trigger":
             wait = args.wait or args.output is not None
-            sub_sock = _subscribe(args.results) if wait else None
+            sub_sock = _subscribe(args.results, curve) if wait else None
             reply = client.request({"cmd": "trigger"})
             print(json.dumps(reply))
             if not reply.get("ok"):
@@ -126,7 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             return 0
         reply = client.request({"cmd": args.command})
-        print(json.dumps(reply, indent=2))
+        if args.command == "status" and not args.json and reply.get("ok"):
+            print(format_status(reply))
+        else:
+            print(json.dumps(reply, indent=2))
         return 0 if reply.get("ok") else 1
     except DeblurdError as exc:
         print(f"deblurctl: error: {exc}", file=sys.stderr)

@@ -110,7 +110,10 @@ def test_check_fails_on_a_missing_executable(tmp_path: Path) -> None:
     units = tmp_path / "systemd"
     shutil.copytree(UNITS, units)
     unit = units / "deblurd.service"
-    unit.write_text(unit.read_text().replace("/usr/bin/find", "/nonexistent/find"))
+    # check_systemd.sh only repoints the installed path; any other ExecStart= stays as is.
+    text = unit.read_text()
+    assert "/opt/deblurd/venv/bin/deblurd run" in text
+    unit.write_text(text.replace("/opt/deblurd/venv/bin/deblurd run", "/nonexistent/deblurd run"))
     res = run_check(fake, "--units", str(units))
     assert res.returncode == 1, res.stdout + res.stderr
 
@@ -151,6 +154,9 @@ def test_unit_keeps_the_deployment_contract() -> None:
     # The config check runs in the main process: an ExecStartPre= failure would be restarted
     # (RestartPreventExitStatus= only looks at the main process).
     assert "ExecStartPre" not in d
+    # The daemon opens its ipc sockets to the group itself (0660 after binding): no
+    # ExecStartPost= chmod workaround.
+    assert "ExecStartPost" not in d
 
 
 def test_dropins_open_exactly_their_platform_devices() -> None:

@@ -76,8 +76,15 @@ def capture_extra(
         try:
             got = ring.wait_for(wanted, 1, timeout_s, start_after_frame=start_after)
         except CameraError as exc:
+            latest = ring.newest_meta()
+            if latest is None or (start_after is not None and latest.frame_number <= start_after):
+                raise CameraError(
+                    f"no frame from the camera within {timeout_s:.1f} s of the exposure "
+                    f"request ({exposure_us} µs): camera stalled or dead"
+                ) from exc
             raise CameraError(
-                f"exposure {exposure_us} µs never applied within {timeout_s:.1f} s"
+                f"exposure {exposure_us} µs never applied within {timeout_s:.1f} s "
+                f"(frames kept arriving at {latest.exposure_us} µs)"
             ) from exc
         if frames > 1:
             # The rest come at the long exposure's frame rate; allow it twice over.

@@ -24,7 +24,8 @@ in progress when they are made; each frame's metadata reports what that frame us
 clamped to the sensor's range). **Noise** comes from a bank of standard normals drawn once
 and sliced at a random offset per frame (≈3× cheaper than drawing; values within a frame
 are independent). **Faults** (``camera.sim.faults``) drop frames, stall once, die (and
-come back), or ignore exposure requests. **Ground truth** of the last
+come back), ignore exposure requests, or step the metadata timestamps back (a sensor
+clock that jumps backwards; the frames themselves are unchanged). **Ground truth** of the last
 ``camera.sim.truth_frames`` frames is re-rendered on demand by :meth:`SimCamera.truth_for`
 (noiseless, sharp, at the frame's mean pose: the simulator's definition).
 """
@@ -330,7 +331,12 @@ class SimCamera(CameraBackend):
                     self._set_lag(ready, self._lag_values[-1] + ready - due)
                 elif not self._sleep_until(due):
                     break
-                meta = FrameMeta(frame, start, exposure, gain)
+                jump_at = self.settings.sim.faults.timestamp_jump_at_frame
+                if jump_at is not None and frame >= jump_at:  # fault: clock went back
+                    stamp = start - round(self.settings.sim.faults.timestamp_jump_s * 1e9)
+                else:
+                    stamp = start
+                meta = FrameMeta(frame, stamp, exposure, gain)
                 with self._lock:
                     self._stats[frame] = stats
                     while len(self._stats) > self.settings.sim.truth_frames:

@@ -36,8 +36,11 @@ from deblurd.camera.ring import FrameRing, capacity_for_budget
 from deblurd.errors import DeblurdError
 from deblurd.inference.base import Deblurrer, open_deblurrer
 from deblurd.service import runtime
+from deblurd.service.auth import SocketSecurity
 from deblurd.service.control import ControlServer, Handler, RequestError, check_no_fields
+from deblurd.service.frameguard import FrameGuard
 from deblurd.service.jobs import BusyError, CaptureRequest, CaptureWorker, JobQueue, new_capture_id
+from deblurd.service.metrics import MetricsServer
 from deblurd.service.publisher import Publisher
 from deblurd.service.results import ResultStore
 from deblurd.service.sdnotify import SystemdNotifier
@@ -79,6 +82,7 @@ class Daemon:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._ctx: zmq.Context[Any] | None = None
+        self._security: SocketSecurity | None = None
         self.publisher: Publisher | None = None
         self.control: ControlServer | None = None
         self.camera: CameraBackend | None = None
@@ -86,10 +90,13 @@ class Daemon:
         self.deblurrer: Deblurrer | None = None
         self.worker: CaptureWorker | None = None
         self.triggers: list[Trigger] = []
+        self.metrics: MetricsServer | None = None
         self._monitor: threading.Thread | None = None
         self._camera_failed_since: float | None = None
         self._next_restart = 0.0
         self._backoff_s = 1.0
+        self._guard = FrameGuard()  # frame numbers across restarts, timestamps going back
+        self._rejected_seen = 0
 
     # -- public -----------------------------------------------------------------------
 
@@ -178,9 +185,17 @@ class Daemon:
         )
         self.worker.start()
         self._start_triggers()
+        from deblurd.gpu.factory import resolve_backend
+
+        registration, why = resolve_backend(s.registration)
         self.status.info["backends"] = {
             "camera": camera.name,
             "inference": self.deblurrer.name if self.deblurrer is not None else "off",
+            "registration": {
+                "configured": s.registration.backend,
+                "active": registration,
+                "note": why,
+            },
             "triggers": ["zmq", *[t.name for t in self.triggers]],
         }
         self.status.info["camera"] = {"width": w, "height": h, "nominal_fps": camera.fps}
@@ -197,14 +212,23 @@ class Daemon:
         for endpoint in (self.endpoints.control, self.endpoints.results):
             runtime.prepare_ipc_folder(endpoint)
         _refuse_if_answering(self.endpoints.control)
-        self._ctx = zmq.Context()
         svc = self.settings.service
-        self.publisher = Publisher(self._ctx, self.endpoints.results, svc.results_hwm)
+        # CURVE keys for network endpoints (ConfigError without them), before any socket.
+        security = SocketSecurity.for_service(svc, (self.endpoints.control, self.endpoints.results))
+        self._ctx = zmq.Context()
+        self._security = security
+        security.start(self._ctx)
+        self.publisher = Publisher(self._ctx, self.endpoints.results, svc.results_hwm, security)
         handlers: dict[str, Handler] = {"trigger": self._cmd_trigger, "status": self._cmd_status,
                     "ping": self._cmd_ping}  # fmt: skip
         self.control = ControlServer(
-            self._ctx, self.endpoints.control, svc.max_request_bytes, handlers
+            self._ctx, self.endpoints.control, svc.max_request_bytes, handlers, security
         )
+        for endpoint in (self.endpoints.control, self.endpoints.results):
+            runtime.share_ipc_file(endpoint)  # 0660: the folder decides who may connect
+        if svc.metrics_endpoint is not None:
+            self.metrics = MetricsServer(svc.metrics_endpoint, self.status, self.status_snapshot)
+            self.metrics.start()
 
     def _start_triggers(self) -> None:
         t = self.settings.triggers
@@ -232,10 +256,14 @@ class Daemon:
 
     def _on_frame(self, frame: npt.NDArray[np.uint8], meta: FrameMeta) -> None:
         """The camera thread's callback: copy into the ring, count; never waits."""
+        checked = self._guard.check(meta)
+        if checked is None:  # timestamp not after the last frame's: kept out of the ring
+            self.status.frames.rejected = self._guard.rejected
+            return
         ring = self.ring
         if ring is not None:
-            ring.push(frame, meta)
-        self.status.frames.record(meta)
+            ring.push(frame, checked)
+        self.status.frames.record(checked)
 
     def _on_press(self, timestamp_ns: int, source: str) -> None:
         try:
@@ -256,6 +284,10 @@ class Daemon:
 
     def _cmd_status(self, request: dict[str, Any], _received_ns: int) -> dict[str, Any]:
         check_no_fields(request)
+        return self.status_snapshot()
+
+    def status_snapshot(self) -> dict[str, Any]:
+        """The ``status`` reply without ``ok`` (also what the metrics endpoint serves)."""
         ring = self.ring
         return self.status.snapshot(
             queue={"depth": self.jobs.depth, "size": self.jobs.size},
@@ -284,6 +316,7 @@ class Daemon:
         next_feed = next_status = 0.0
         while not self._stop.wait(_MONITOR_S):
             now = time.monotonic()
+            self._check_clock()
             healthy = self._check_camera(now)
             worker_ok = self.worker is not None and self.worker.alive()
             if interval is not None and now >= next_feed and healthy and worker_ok:
@@ -292,6 +325,20 @@ class Daemon:
             if now >= next_status:
                 self.notifier.status(self.status.status_line(self.jobs.depth))
                 next_status = now + self.settings.service.status_interval_s
+
+    def _check_clock(self) -> None:
+        """Report frames the guard rejected since the last check (timestamps going back)."""
+        rejected = self._guard.rejected
+        if rejected == self._rejected_seen:
+            return
+        new, self._rejected_seen = rejected - self._rejected_seen, rejected
+        message = (
+            f"{new} frame(s) rejected: timestamp {self._guard.backwards_s():.3f} s before the "
+            f"previous frame's, the sensor clock went back ({rejected} rejected in all)"
+        )
+        log.error("camera: %s", message)
+        self.status.error("camera_clock", message)
+        self._pub().error(None, "camera_clock", message)
 
     def _check_camera(self, now: float) -> bool:
         """True while frames are recent; otherwise report and restart the camera."""
@@ -372,10 +419,16 @@ class Daemon:
         if self.deblurrer is not None:
             self.deblurrer.close()
             self.deblurrer = None
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
         for sock in (self.control, self.publisher):
             if sock is not None:
                 sock.close()
         self.control, self.publisher = None, None
+        if self._security is not None:
+            self._security.stop()  # the ZAP handler's sockets, before the context ends
+            self._security = None
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import count
+from itertools import count, pairwise
 from typing import Any
 
 import numpy as np
@@ -144,6 +144,27 @@ def frame_infos(metas: list[FrameMeta], role: str, start: int) -> list[FrameInfo
     ]
 
 
+def window_report(
+    metas: list[FrameMeta], center_ns: int, before: int, after: int
+) -> dict[str, Any]:
+    """What the ring window around ``center_ns`` (sensor ns) held against what was asked
+    (``before`` frames at or before it, ``after`` after): counts, ``frames_missing`` (gaps
+    in frame numbers inside the window: frames the camera dropped) and ``complete``. A job
+    that ran on less than it wanted says so in its result's metadata (``window``)."""
+    n_after = sum(1 for m in metas if m.timestamp_ns > center_ns)
+    n_before = len(metas) - n_after
+    numbers = [m.frame_number for m in metas]
+    missing = sum(b - a - 1 for a, b in pairwise(numbers) if b > a + 1)
+    return {
+        "before": n_before,
+        "after": n_after,
+        "wanted_before": before,
+        "wanted_after": after,
+        "frames_missing": missing,
+        "complete": n_before == before and n_after == after and missing == 0,
+    }
+
+
 def trigger_position(metas: list[FrameMeta], trigger_ns: int) -> int:
     """Index of the frame being exposed at ``trigger_ns``: the last one starting at or
     before it (the first frame when all start after it)."""
@@ -257,6 +278,17 @@ class CaptureWorker:
             trigger_position(metas, center_ns),
         )
         numbers = [m.frame_number for m in metas]
+        window_info = window_report(
+            metas, center_ns, s.selection.frames_before + 1, s.selection.frames_after
+        )
+        if window_info["after"] == 0 and center_ns - metas[-1].timestamp_ns > 3e9 / fps:
+            raise CameraError(
+                f"no frame from the camera within {wait_s:.1f} s of the trigger (newest frame "
+                f"{(center_ns - metas[-1].timestamp_ns) / 1e9:.1f} s before it): camera stalled "
+                "or dead"
+            )
+        if not window_info["complete"]:
+            log.warning("capture %s: incomplete window %s", cid, window_info)
         t = stage("window", t)
         self._check_abort()
 
@@ -308,6 +340,7 @@ class CaptureWorker:
             "height": int(h),
             "selected": plan.selected,
             "trigger_index": burst.trigger_index,
+            "window": window_info,
             "frames": [
                 {**info.to_json(), "frame_number": n, "blur_score": rec["blur_score"]}
                 for info, n, rec in zip(burst.infos, numbers, report["frames"], strict=True)

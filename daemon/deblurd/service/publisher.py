@@ -12,6 +12,10 @@ Every message is ``[topic, metadata]`` or, for ``result``, ``[topic, metadata, i
 A PUB socket drops messages for a subscriber whose queue is full (``results_hwm``)
 instead of blocking: the daemon never waits on a slow reader. Sends from several threads
 (control, worker) go through one lock: ZeroMQ sockets are not thread-safe.
+
+Hostile peers: the socket reads only subscriptions, capped at ``MAX_SUBSCRIPTION_BYTES``
+(``MAXMSGSIZE``); on a network endpoint it is a CURVE server (``security``), so a
+subscriber without an allowed key receives nothing.
 """
 
 from __future__ import annotations
@@ -20,13 +24,19 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import zmq
 
 from deblurd.errors import DeblurdError
 
+if TYPE_CHECKING:
+    from deblurd.service.auth import SocketSecurity
+
 log = logging.getLogger(__name__)
+
+MAX_SUBSCRIPTION_BYTES = 4096
+CLOSE_LINGER_MS = 200
 
 Topic = Literal["event", "result", "error"]
 EventName = Literal["accepted", "selected", "hold_still", "extra_capture", "done"]
@@ -35,14 +45,28 @@ EventName = Literal["accepted", "selected", "hold_still", "extra_capture", "done
 class Publisher:
     """Owns the PUB socket bound at ``endpoint``. Thread-safe; sends never block."""
 
-    def __init__(self, context: zmq.Context[Any], endpoint: str, hwm: int) -> None:
+    def __init__(
+        self,
+        context: zmq.Context[Any],
+        endpoint: str,
+        hwm: int,
+        security: SocketSecurity | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self.endpoint = endpoint
         self._sock: zmq.Socket[Any] | None = context.socket(zmq.PUB)
         self._sock.setsockopt(zmq.SNDHWM, hwm)
-        self._sock.setsockopt(zmq.LINGER, 500)
+        # What a PUB socket reads are its subscribers' (un)subscribe messages: topics of a
+        # few bytes. Anything bigger is a hostile peer; ZeroMQ drops its connection.
+        self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
+        self._sock.setsockopt(zmq.SNDTIMEO, 0)  # sends are NOBLOCK anyway: never wait
+        # Bounded, so that the last error events of a shutdown still leave; close()
+        # never waits longer than this on a subscriber that does not read.
+        self._sock.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
+        self.curve = security.apply(self._sock, endpoint) if security is not None else False
         try:
             self._sock.bind(endpoint)
+            self.endpoint = str(self._sock.getsockopt_string(zmq.LAST_ENDPOINT)) or endpoint
         except zmq.ZMQError as exc:
             self._sock.close(0)
             raise DeblurdError(f"cannot bind the results socket at {endpoint}: {exc}") from exc

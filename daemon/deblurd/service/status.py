@@ -3,20 +3,27 @@
 One :class:`StatusBoard` is shared by the camera thread (frame counters: cheap, no
 lock, plain attribute updates), the worker (job counters, per-stage latencies) and the
 control thread (reads a snapshot). Latencies are kept over the last ``window`` jobs per
-stage and reported as last / p50 / p95 / max in milliseconds.
+stage and reported as last / p50 / p95 / max in milliseconds. Listeners added with
+:meth:`StatusBoard.on_job_finished` see every job's stage times (the Prometheus
+histograms of :mod:`deblurd.service.metrics`).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from deblurd.camera.base import FrameMeta
 
 LATENCY_WINDOW = 100
+log = logging.getLogger(__name__)
+JobListener = Callable[[bool, dict[str, float]], None]
+"""``listener(ok, stage_ms)`` after each job, on the worker thread: must be quick."""
 
 
 @dataclass
@@ -45,6 +52,7 @@ class FrameCounter:
     def __init__(self) -> None:
         self.received = 0
         self.dropped = 0
+        self.rejected = 0  # frames refused for a timestamp going back (FrameGuard)
         self.last_number: int | None = None
         self.last_arrival = 0.0  # time.monotonic() of the last frame, 0 = none yet
         self._last_ts_ns: int | None = None
@@ -86,6 +94,11 @@ class StatusBoard:
         self.info: dict[str, Any] = {}
         self._window = window
         self._latency: dict[str, deque[float]] = {}
+        self._listeners: list[JobListener] = []
+
+    def on_job_finished(self, listener: JobListener) -> None:
+        """Call ``listener(ok, stage_ms)`` after every finished job (see :data:`JobListener`)."""
+        self._listeners.append(listener)
 
     def count(self, counter: str, n: int = 1) -> None:
         """Add ``n`` to a counter (``jobs_accepted``, ``jobs_busy``, ``camera_restarts``)."""
@@ -111,6 +124,11 @@ class StatusBoard:
                 self.jobs_failed += 1
             for name, ms in (stage_ms or {}).items():
                 self._latency.setdefault(name, deque(maxlen=self._window)).append(float(ms))
+        for listener in self._listeners:
+            try:
+                listener(ok, dict(stage_ms or {}))
+            except Exception:
+                log.exception("a job listener failed")
 
     def latency(self) -> dict[str, dict[str, float]]:
         """Per stage: ``last``, ``p50``, ``p95``, ``max`` (ms) and ``count`` over the window."""
@@ -149,6 +167,7 @@ class StatusBoard:
                 "fps": round(frames.fps, 2),
                 "frames_received": frames.received,
                 "frames_dropped": frames.dropped,
+                "frames_rejected": frames.rejected,
                 "last_frame_age_s": None if age is None else round(age, 3),
                 "restarts": self.camera_restarts,
             },

@@ -38,6 +38,15 @@ class SimFaultSettings(Section):
     ignore_exposure: bool = Field(
         False, description="exposure requests are accepted but never applied"
     )
+    timestamp_jump_at_frame: int | None = Field(
+        None,
+        ge=0,
+        description="frame number from which the metadata timestamps step back by "
+        "timestamp_jump_s (the sensor clock jumps backwards); unset = never",
+    )
+    timestamp_jump_s: float = Field(
+        1.0, gt=0.0, le=3600.0, description="how far the timestamps step back, s"
+    )
 
 
 class SimCameraSettings(Section):

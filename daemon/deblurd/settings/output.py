@@ -12,7 +12,12 @@ from deblurd.settings.base import Section
 class OutputSettings(Section):
     """Result files and their encoding, and how many are kept."""
 
-    directory: str = Field("deblurd-results", description="folder for result files")
+    directory: str = Field(
+        "deblurd-results",
+        description="folder for result files (a relative path is from the working "
+        "directory); this default becomes $STATE_DIRECTORY/results under systemd's "
+        "StateDirectory= (/var/lib/deblurd/results for the installed service)",
+    )
     format: Literal["png", "jpeg"] = Field("png", description="result encoding")
     jpeg_quality: int = Field(92, ge=1, le=100, description="JPEG quality when format = jpeg")
     save_bursts: bool = Field(

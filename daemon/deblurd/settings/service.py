@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import re
+
+from pydantic import Field, field_validator
 
 from deblurd.settings.base import Section
+
+METRICS_ENDPOINT_PATTERN = (
+    r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):"
+    r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})$"
+)
 
 
 class ServiceSettings(Section):
@@ -14,11 +21,26 @@ class ServiceSettings(Section):
         None,
         description="control socket (REP-compatible: REQ clients work), e.g. "
         "tcp://127.0.0.1:5555; unset = ipc:// in the runtime directory "
-        "($XDG_RUNTIME_DIR/deblurd, else /tmp/deblurd-$UID)",
+        "($RUNTIME_DIRECTORY under systemd, else $XDG_RUNTIME_DIR/deblurd, else "
+        "/tmp/deblurd-$UID)",
     )
     results_endpoint: str | None = Field(
         None,
         description="PUB socket for events and results; unset = ipc:// in the runtime directory",
+    )
+    curve_keys_dir: str | None = Field(
+        None,
+        description="folder of the CURVE keys a tcp:// endpoint needs (server.key_secret, "
+        "and the allowed clients' public keys clients/*.key; make them with `deblurd keys "
+        "DIR`); unset = $CREDENTIALS_DIRECTORY (systemd LoadCredential=) when set, else "
+        "curve/ in the state directory ($STATE_DIRECTORY, else ~/.local/state/deblurd). "
+        "Keys are never read from this file",
+    )
+    insecure: bool = Field(
+        False,
+        description="serve tcp:// endpoints without CURVE (no authentication, no "
+        "encryption: anyone who can reach the port can trigger and read every result); "
+        "without it a tcp:// endpoint without keys refuses to start",
     )
     queue_size: int = Field(2, ge=1, le=64, description="capture jobs waiting at most; more = busy")
     max_request_bytes: int = Field(
@@ -69,3 +91,19 @@ class ServiceSettings(Section):
     status_interval_s: float = Field(
         10.0, gt=0.0, le=3600.0, description="how often the sd_notify STATUS= line is refreshed, s"
     )
+    metrics_endpoint: str | None = Field(
+        None,
+        description="HOST:PORT of an HTTP endpoint serving Prometheus metrics at /metrics, "
+        'e.g. "127.0.0.1:9464" ("[::1]:9464" for IPv6); unset = none. Needs the '
+        "prometheus-client package (the deblurd[metrics] extra)",
+    )
+
+    @field_validator("metrics_endpoint")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None and re.fullmatch(METRICS_ENDPOINT_PATTERN, value) is None:
+            raise ValueError(
+                f'{value!r} is not HOST:PORT (e.g. "127.0.0.1:9464", "[::1]:9464"; '
+                "port 1-65535)"
+            )
+        return value
