@@ -29,7 +29,6 @@ import random
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -348,6 +347,7 @@ def main() -> int:
     ap.add_argument("--results", help="its results endpoint")
     ap.add_argument("--check-every", type=int, default=1000, help="health check period")
     ap.add_argument("--flood", type=int, default=500, help="requests per flood")
+    ap.add_argument("--flood-share", type=float, default=0.2, help="share of messages in floods")
     ap.add_argument("--timeout-ms", type=int, default=5000)
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -364,15 +364,16 @@ def main() -> int:
     health_fail: list[str] = []
     rss: list[int] = [daemon.rss_kib()] if daemon else []
     names = list(GENERATORS)
+    share = min(max(args.flood_share, 0.0), 0.9)
+    flood_p = share / (args.flood * (1.0 - share))
     weights = [WEIGHTS.get(n, 1.0) for n in names]
     t0 = time.monotonic()
     checks = 0
     done = 0
     next_check = args.check_every
-    stop_reader = threading.Event()
     try:
         while done < args.messages:
-            if rng.random() < 0.004 and args.messages - done >= args.flood:
+            if rng.random() < flood_p and args.messages - done >= args.flood:
                 fuzz.flood(stats, rng, args.flood)
                 done += args.flood
             else:
@@ -393,8 +394,8 @@ def main() -> int:
                 if daemon and daemon.proc.poll() is not None:
                     health_fail.append(f"daemon exited with {daemon.proc.returncode}")
                     break
-    finally:
-        stop_reader.set()
+    except KeyboardInterrupt:
+        print("interrupted")
     elapsed = time.monotonic() - t0
     print()
     stats.print()
@@ -405,7 +406,8 @@ def main() -> int:
         st = json.loads(status)
         print(f"final status: state {st.get('state')}, jobs {st.get('jobs')}")
     if rss:
-        print(f"daemon RSS (KiB) at each check: first {rss[0]}, last {rss[-1]}, max {max(rss)}")
+        print(f"daemon RSS (MiB) at start and after each check: "
+              f"{' '.join(f'{r / 1024:.0f}' for r in rss)}")  # fmt: skip
     fuzz.close()
     if daemon:
         rc = daemon.stop()

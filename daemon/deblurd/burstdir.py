@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from deblurd.errors import BurstError, ImageError
-from deblurd.imaging import U8Image, _current_umask, atomic_write_bytes, encode_image, read_rgb8
+from deblurd.imaging import U8Image, atomic_write_bytes, current_umask, encode_image, read_rgb8
 
 FORMAT_VERSION = 1
 Role = Literal["ring", "extra"]
@@ -201,7 +201,7 @@ def write_burst(path: str | os.PathLike[str], burst: Burst) -> Path:
         }
         parse_manifest(doc)  # what we write must be what we read
         atomic_write_bytes(tmp / "burst.json", (json.dumps(doc, indent=1) + "\n").encode())
-        os.chmod(tmp, 0o755 & ~_current_umask())  # as mkdir would (mkdtemp made it 0700)
+        os.chmod(tmp, 0o755 & ~current_umask())  # as mkdir would (mkdtemp made it 0700)
         os.rename(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -136,7 +136,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, mode & ~_current_umask())
+        os.chmod(tmp, mode & ~current_umask())
         os.replace(tmp, p)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -145,7 +145,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o
     return p
 
 
-def _current_umask() -> int:
+def current_umask() -> int:
     """The process umask, read without changing it (``os.umask`` round-trips race threads)."""
     try:
         with open("/proc/self/status", encoding="ascii") as fh:
