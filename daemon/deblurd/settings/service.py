@@ -103,7 +103,6 @@ class ServiceSettings(Section):
     def _host_port(cls, value: str | None) -> str | None:
         if value is not None and re.fullmatch(METRICS_ENDPOINT_PATTERN, value) is None:
             raise ValueError(
-                f'{value!r} is not HOST:PORT (e.g. "127.0.0.1:9464", "[::1]:9464"; '
-                "port 1-65535)"
+                f'{value!r} is not HOST:PORT (e.g. "127.0.0.1:9464", "[::1]:9464"; port 1-65535)'
             )
         return value
