@@ -232,6 +232,23 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build_engine(args: argparse.Namespace) -> int:
+    """Build the TensorRT plan for this device from the configured ONNX model."""
+    from deblurd.inference.tensorrt import build_engine, default_state_dir
+    from deblurd.settings.inference import TensorRTSettings
+
+    settings = load_settings(args.config or os.environ.get("DEBLURD_CONFIG") or None)
+    runtime = settings.inference.runtime
+    if isinstance(runtime, TensorRTSettings):
+        model, tile = runtime.model, runtime.tile
+        state_dir = Path(runtime.state_dir) if runtime.state_dir else default_state_dir()
+    else:
+        model, tile, state_dir = runtime.model, runtime.tile, default_state_dir()
+    plan = build_engine(Path(model), state_dir, args.tile or tile)
+    print(f"{plan}: TensorRT plan for {model} (tile {args.tile or tile} px)")
+    return 0
+
+
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from deblurd.settings.load import check_config
 
@@ -297,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--client", action="append", default=[], metavar="NAME",
                    help="also make a client key pair (repeatable)")  # fmt: skip
     p.set_defaults(func=_cmd_keys)
+
+    p = sub.add_parser("build-engine", help="build the TensorRT plan for this device (Jetson)")
+    p.add_argument("--config", metavar="PATH", help="config file (default: $DEBLURD_CONFIG)")
+    p.add_argument("--tile", type=int, help="profile/tile side, px (default: the config's)")
+    p.set_defaults(func=_cmd_build_engine)
 
     p = sub.add_parser("check-config", help="validate a config file (exit 78 on error)")
     p.add_argument("path", metavar="PATH")

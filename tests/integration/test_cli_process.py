@@ -211,3 +211,18 @@ def test_run_with_cuda_backend_and_no_gpu_exits_78(
     cfg.write_text('[registration]\nbackend = "cuda"\n')
     assert main(["run", "--config", str(cfg)]) == 78
     assert "registration.backend" in capsys.readouterr().err
+
+
+def test_build_engine_without_tensorrt_names_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        import tensorrt
+
+        if hasattr(tensorrt, "Builder"):
+            pytest.skip("TensorRT is installed here: the real build is a tests/hw test")
+    except ImportError:
+        pass
+    assert main(["build-engine"]) == 1
+    err = capsys.readouterr().err
+    assert "TensorRT is not available" in err and "python3-libnvinfer" in err

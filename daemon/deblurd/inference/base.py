@@ -7,6 +7,7 @@ of the same shape. Runtimes (onnxruntime everywhere, TensorRT on Jetson) impleme
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
@@ -36,6 +37,18 @@ class Deblurrer(Protocol):
         ...
 
 
+def resolve_model_path(model: str | Path) -> Path:
+    """Where a configured model file is: absolute paths as they are; a relative path in the
+    working folder if it is there, else in the checkout this package runs from (so the
+    default ``engines/unet.onnx`` works from any folder with an editable install).
+    """
+    path = Path(model)
+    if path.is_absolute() or path.exists():
+        return path
+    checkout = Path(__file__).resolve().parents[3] / path
+    return checkout if checkout.exists() else path
+
+
 def open_deblurrer(settings: InferenceSettings) -> Deblurrer | None:
     """The configured runtime, or ``None`` when ``passes = "off"``.
 
@@ -55,7 +68,8 @@ def open_deblurrer(settings: InferenceSettings) -> Deblurrer | None:
     from deblurd.settings.inference import OnnxRuntimeSettings
 
     try:
-        return TensorRTDeblurrer(Path(runtime.model), default_state_dir())
+        state_dir = Path(runtime.state_dir) if runtime.state_dir else default_state_dir()
+        return TensorRTDeblurrer(resolve_model_path(runtime.model), state_dir, runtime.tile)
     except InferenceError as exc:
         if not runtime.fallback_to_onnxruntime:
             raise

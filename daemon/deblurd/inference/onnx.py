@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from deblurd.errors import InferenceError
 from deblurd.imaging import linear_to_srgb_float
-from deblurd.inference.base import Pass
+from deblurd.inference.base import Pass, resolve_model_path
 from deblurd.inference.tiling import run_padded_tiled
 from deblurd.settings.inference import OnnxRuntimeSettings
 
@@ -56,7 +56,7 @@ class OnnxDeblurrer:
     """A U-Net in an ONNX file, run by onnxruntime's CPU provider with tiling."""
 
     def __init__(self, settings: OnnxRuntimeSettings, model_path: str | Path | None = None) -> None:
-        path = Path(model_path or settings.model)
+        path = resolve_model_path(model_path or settings.model)
         if not path.is_file():
             raise InferenceError(
                 f"{path}: ONNX model not found (set inference.runtime.model, "

@@ -23,6 +23,12 @@ class TensorRTSettings(Section):
 
     type: Literal["tensorrt"] = Field("tensorrt", description="runtime tag")
     model: str = Field("engines/unet.onnx", description="ONNX model the plan is built from")
+    tile: int = Field(512, ge=64, le=4096, description="optimisation-profile side = tile side, px")
+    state_dir: str | None = Field(
+        None,
+        description="where plans are cached (engines/ under it); unset = $STATE_DIRECTORY "
+        "(systemd StateDirectory=) or ~/.local/state/deblurd",
+    )
     fallback_to_onnxruntime: bool = Field(
         False, description="use onnxruntime when the TensorRT plan cannot be loaded"
     )
