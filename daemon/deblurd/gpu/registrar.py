@@ -33,6 +33,7 @@ from deblurd.pipeline.corners import _HARRIS_K, _SUBPIX_CRITERIA, CornerParams, 
 from deblurd.pipeline.pyramid import PyramidBuilder, coarsest_level, level_shape, tracking_level
 from deblurd.pipeline.registration import (
     Registration,
+    TrackedCorners,
     _check_gray,
     _rejected,
     fit_tracked,
@@ -59,7 +60,7 @@ def _f(v: float) -> np.float32:
     return np.float32(v)
 
 
-class GpuRegistrar:
+class GpuRegistrar(TrackedCorners):
     """Registrar on a :class:`~deblurd.gpu.backend.Backend` (``"cuda"``, ``"emulated"``).
 
     Not thread-safe: one job at a time (the reference is its state). ``stage_ms`` as in
@@ -79,17 +80,6 @@ class GpuRegistrar:
         self._window: F32 = np.ones((1, 1), np.float32)
 
     # --- geometry ---------------------------------------------------------------------
-
-    @property
-    def corners(self) -> F32:
-        """Reference corners, ``float32 (N, 2)``, full-resolution ``(x, y)`` pixels."""
-        out: F32 = self._corners * np.float32(2**self._base)
-        return out
-
-    @property
-    def tracking_level(self) -> int:
-        """Pyramid level corners and LK run on (0 = full resolution)."""
-        return self._base
 
     def _level(self, k: int) -> tuple[int, int]:
         if self._shape is None:

@@ -309,7 +309,29 @@ def valid_mask(H: F64, shape: tuple[int, int]) -> F32:
     return warped_mask
 
 
-class OpenCVRegistrar:
+class TrackedCorners:
+    """What every registrar keeps of its reference: corners at the tracking level.
+
+    Subclasses set ``_corners`` (``float32 (N, 2)``, tracking-level ``(x, y)`` px) and
+    ``_base`` (the tracking level) in ``set_reference``.
+    """
+
+    _corners: F32
+    _base: int
+
+    @property
+    def corners(self) -> F32:
+        """Reference corners, ``float32 (N, 2)``, full-resolution ``(x, y)`` pixels."""
+        out: F32 = self._corners * np.float32(2**self._base)
+        return out
+
+    @property
+    def tracking_level(self) -> int:
+        """Pyramid level corners and LK run on (0 = full resolution)."""
+        return self._base
+
+
+class OpenCVRegistrar(TrackedCorners):
     """The CPU registrar: OpenCV Harris, pyramidal LK, MAGSAC++ (see the module docstring).
 
     Not thread-safe: one registrar per job (the reference is its state). After each
@@ -328,17 +350,6 @@ class OpenCVRegistrar:
         self._ref_pyr: list[U8] = []
         self._window: F32 = np.ones((1, 1), np.float32)  # Hanning, coarsest level
         self._corners: F32 = np.empty((0, 2), np.float32)
-
-    @property
-    def corners(self) -> F32:
-        """Reference corners, ``float32 (N, 2)``, full-resolution ``(x, y)`` pixels."""
-        out: F32 = self._corners * np.float32(2**self._base)
-        return out
-
-    @property
-    def tracking_level(self) -> int:
-        """Pyramid level corners and LK run on (0 = full resolution)."""
-        return self._base
 
     def set_reference(self, gray: F32) -> None:
         """Build the reference pyramid and its persistent corners (once per job).
