@@ -305,18 +305,7 @@ class GpuRegistrar(TrackedCorners):
     def warp(self, image: F32, reg: Registration) -> tuple[F32, F32]:
         """Resample ``image`` (``float32 (H, W)`` or ``(H, W, C)``, the reference's size)
         into the reference geometry; ``(warped, valid)`` as OpenCVRegistrar.warp."""
-        if self._shape is None:
-            raise RegistrationError("warp() before set_reference()")
-        if (
-            not isinstance(image, np.ndarray)
-            or image.dtype != np.float32
-            or image.ndim not in (2, 3)
-            or image.shape[:2] != self._shape
-        ):
-            raise RegistrationError(
-                f"warp expects float32 {self._shape} or {self._shape} x C, got "
-                f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
-            )
+        self._check_warp_input(image)
         t0 = time.perf_counter()
         warped, valid = warp_on(self.backend, image, np.asarray(reg.homography, np.float64))
         self.stage_ms = {"warp": _ms(t0, time.perf_counter())}

@@ -312,12 +312,31 @@ def valid_mask(H: F64, shape: tuple[int, int]) -> F32:
 class TrackedCorners:
     """What every registrar keeps of its reference: corners at the tracking level.
 
-    Subclasses set ``_corners`` (``float32 (N, 2)``, tracking-level ``(x, y)`` px) and
-    ``_base`` (the tracking level) in ``set_reference``.
+    Subclasses set ``_corners`` (``float32 (N, 2)``, tracking-level ``(x, y)`` px),
+    ``_base`` (the tracking level) and ``_shape`` (full-resolution ``(H, W)``) in
+    ``set_reference``.
     """
 
     _corners: F32
     _base: int
+    _shape: tuple[int, int] | None
+
+    def _check_warp_input(self, image: F32) -> None:
+        """Raise :class:`RegistrationError` unless ``image`` is ``float32 (H, W)`` or
+        ``(H, W, C)`` of the reference's size (and a reference is set)."""
+        if self._shape is None:
+            raise RegistrationError("warp() before set_reference()")
+        if (
+            not isinstance(image, np.ndarray)
+            or image.dtype != np.float32
+            or image.ndim not in (2, 3)
+            or image.shape[:2] != self._shape
+        ):
+            raise RegistrationError(
+                f"warp expects float32 {self._shape} or {self._shape} x C, got "
+                f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
+            )
+
 
     @property
     def corners(self) -> F32:
@@ -425,18 +444,7 @@ class OpenCVRegistrar(TrackedCorners):
         ``image``'s shape, ``valid`` ``float32 (H, W)`` in {0, 1}, 1 where the warped
         pixel came from inside the moving frame. Warps whatever ``reg.accepted`` says.
         """
-        if self._shape is None:
-            raise RegistrationError("warp() before set_reference()")
-        if (
-            not isinstance(image, np.ndarray)
-            or image.dtype != np.float32
-            or image.ndim not in (2, 3)
-            or image.shape[:2] != self._shape
-        ):
-            raise RegistrationError(
-                f"warp expects float32 {self._shape} or {self._shape} x C, got "
-                f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
-            )
+        self._check_warp_input(image)
         t0 = time.perf_counter()
         out = warp_homography(image, np.asarray(reg.homography, np.float64))
         self.stage_ms = {"warp": _ms(t0, time.perf_counter())}
