@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from deblurd.evaluation.pairs import grid_error, motion_kernel
 from deblurd.pipeline.registration import OpenCVRegistrar
 from deblurd.settings.registration import RegistrationSettings
 
@@ -91,37 +92,11 @@ def shake(rng: np.random.Generator, width: int, height: int) -> F64:
     return out
 
 
-def motion_kernel(rng: np.random.Generator, length: float) -> F32:
-    """Linear motion blur of ``length`` px, centred exactly (symmetric bilinear splats)."""
-    r = math.ceil(length / 2) + 2
-    k = np.zeros((2 * r + 1, 2 * r + 1), np.float64)
-    ang = rng.uniform(0, math.pi)
-    for t in np.linspace(-length / 2, length / 2, int(8 * length) + 1):
-        x, y = r + t * math.cos(ang), r + t * math.sin(ang)
-        x0, y0 = math.floor(x), math.floor(y)
-        fx, fy = x - x0, y - y0
-        k[y0, x0] += (1 - fx) * (1 - fy)
-        k[y0, x0 + 1] += fx * (1 - fy)
-        k[y0 + 1, x0] += (1 - fx) * fy
-        k[y0 + 1, x0 + 1] += fx * fy
-    out: F32 = (k / k.sum()).astype(np.float32)
-    return out
-
-
 def gray(linear: F32) -> F32:
     """Gray of a linear RGB image as the pipeline sees it (sRGB-ish codes in [0, 1])."""
     g = linear[..., 0] * 0.299 + linear[..., 1] * 0.587 + linear[..., 2] * 0.114
     out: F32 = np.clip(g, 0, 1).astype(np.float32) ** np.float32(1 / 2.2)
     return out
-
-
-def grid_error(est: F64, true: F64, width: int, height: int) -> float:
-    """Median distance between a 12x12 grid mapped by ``est`` and by ``true``, px."""
-    xs, ys = np.meshgrid(np.linspace(0.05 * width, 0.95 * width, 12),
-                         np.linspace(0.05 * height, 0.95 * height, 12))
-    p = np.stack([xs.ravel(), ys.ravel()], 1).reshape(-1, 1, 2)
-    d = cv2.perspectiveTransform(p, est) - cv2.perspectiveTransform(p, true)
-    return float(np.median(np.hypot(d[..., 0], d[..., 1])))
 
 
 def bench(width: int, height: int, pairs: int, seed: int, settings: RegistrationSettings) -> None:
@@ -139,7 +114,8 @@ def bench(width: int, height: int, pairs: int, seed: int, settings: Registration
                                 borderMode=cv2.BORDER_REFLECT),
             np.float32,
         )
-        warped = np.asarray(cv2.filter2D(warped, -1, motion_kernel(rng, blur)), np.float32)
+        kernel = motion_kernel(blur, rng.uniform(0, math.pi))
+        warped = np.asarray(cv2.filter2D(warped, -1, kernel), np.float32)
         warped += rng.normal(0, sigma, warped.shape).astype(np.float32)
         moving.append((H, gray(warped), np.clip(warped, 0, 1)))
 
