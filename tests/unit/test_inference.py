@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from deblurd.errors import InferenceError
-from deblurd.inference.base import open_deblurrer
-from deblurd.inference.onnx import OnnxDeblurrer
+from deblurd.inference.base import input_noise_sigma, open_deblurrer
+from deblurd.inference.onnx import OnnxDeblurrer, _srgb_float_to_linear
 from deblurd.inference.tiling import run_tiled
 from deblurd.settings.inference import InferenceSettings, OnnxRuntimeSettings
 
@@ -79,12 +79,30 @@ def test_odd_sizes_are_padded_and_cropped(tmp_path: Path) -> None:
     np.testing.assert_allclose(out[1:-1, 1:-1], 0.5, atol=1e-4)  # zero-padded conv border
 
 
-def test_noise_input_is_fed_per_pass(tmp_path: Path) -> None:
+def test_noise_input_is_fed_as_given(tmp_path: Path) -> None:
     model = _box_blur_model(tmp_path / "n.onnx", with_noise_input=True)
     d = OnnxDeblurrer(OnnxRuntimeSettings(model=str(model)))
     zeros = np.zeros((16, 16, 3), np.float32)
     assert d.deblur_srgb(zeros, noise=1.0).mean() == pytest.approx(1.0)
     assert d.deblur_srgb(zeros, noise=0.0).mean() == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("sigma", [0.004, 0.012, 0.03])
+def test_noise_map_is_the_measured_noise_of_the_whole_image(tmp_path: Path, sigma: float) -> None:
+    """Without an explicit level, both passes feed the image's measured noise std, one value
+    for every tile (the model here adds the map to a box blur, so the output shows it)."""
+    model = _box_blur_model(tmp_path / "n.onnx", with_noise_input=True)
+    d = OnnxDeblurrer(OnnxRuntimeSettings(model=str(model), tile=64))
+    rng = np.random.default_rng(5)
+    srgb = np.clip(0.5 + rng.normal(0.0, sigma, (160, 200, 3)), 0, 1).astype(np.float32)
+    expected = input_noise_sigma(srgb)
+    assert expected == pytest.approx(sigma, rel=0.05)
+    fed = d.deblur_srgb(srgb) - d.deblur_srgb(srgb, noise=0.0)
+    np.testing.assert_allclose(fed, expected, atol=1e-5)  # the same value in every tile
+    via_srgb = _srgb_float_to_linear(d.deblur_srgb(srgb))
+    for pass_ in ("first", "second"):  # linear in, the same measured map, linear out
+        out = d.deblur(_srgb_float_to_linear(srgb), pass_)
+        np.testing.assert_allclose(out, via_srgb, atol=2e-4)
 
 
 def test_missing_model_names_file_and_fix(tmp_path: Path) -> None:

@@ -14,10 +14,12 @@ import pytest
 from deblurd.errors import ImageError
 from deblurd.evaluation.metrics import psnr
 from deblurd.imaging import linear_to_srgb, srgb_to_linear
+from deblurd.inference.base import input_noise_sigma
 from deblurd.inference.onnx import OnnxDeblurrer
 from deblurd.settings.inference import OnnxRuntimeSettings
 from deblurd.sim.scene import procedural_scene
 from deblurd.training.data import BlurConfig, load_photos, make_batch, make_sample, shake_offsets
+from deblurd.training.fused import FusedPairs, make_fused_pairs
 
 SHIPPED = Path(__file__).resolve().parents[2] / "engines" / "unet.onnx"
 
@@ -55,13 +57,18 @@ def test_samples_degrade_and_are_reproducible() -> None:
     cfg = BlurConfig(soft_fraction=0.0)
     first = [make_sample(photos, 64, np.random.default_rng(s), cfg, False) for s in range(8)]
     second = [make_sample(photos, 64, np.random.default_rng(s), cfg, True) for s in range(8)]
-    for inp, tgt, p in first:
+    for inp, tgt, sigma in first:
         assert inp.shape == tgt.shape == (64, 64, 3) and inp.dtype == np.float32
-        assert p == 1.0 and tgt.min() >= 0.0 and tgt.max() <= 1.0
+        assert tgt.min() >= 0.0 and tgt.max() <= 1.0
+        assert sigma == input_noise_sigma(inp)  # the runtime's estimator, on the input
         np.testing.assert_allclose(inp * 255, np.round(inp * 255), atol=1e-3)  # 8-bit codes
     err1 = np.mean([np.mean((i - t) ** 2) for i, t, _ in first])
     err2 = np.mean([np.mean((i - t) ** 2) for i, t, _ in second])
     assert err1 > err2 > 0  # the fused image: less noise
+    # ring frames at gain 2-8: a few 8-bit codes of noise; the fused image: several times less
+    sig1 = np.median([s for _, _, s in first])
+    sig2 = np.median([s for _, _, s in second])
+    assert 0.005 < sig1 < 0.05 and sig2 < 0.7 * sig1
     a = make_sample(photos, 64, np.random.default_rng(3), cfg, False)
     b = make_sample(photos, 64, np.random.default_rng(3), cfg, False)
     np.testing.assert_array_equal(a[0], b[0])
@@ -72,13 +79,71 @@ def test_batch_layout() -> None:
         [_photo()], 4, 48, np.random.default_rng(1), BlurConfig(second_fraction=0.5)
     )
     assert x.shape == y.shape == (4, 3, 48, 48) and n.shape == (4, 1, 48, 48)
-    assert set(np.unique(n)) <= {0.0, 1.0}
+    for xi, ni in zip(x, n, strict=True):  # one measured level per sample, for every pixel
+        np.testing.assert_array_equal(ni, input_noise_sigma(xi.transpose(1, 2, 0)))
 
 
 def test_no_photos_names_folder_and_fix(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(ImageError, match=r"no usable training photos.*prepare_training_photos"):
         load_photos(tmp_path)
+
+
+class _Identity:
+    """A first pass that changes nothing (the pipeline's plumbing is what is tested)."""
+
+    name = "identity"
+
+    def deblur(self, image: np.ndarray, pass_: str) -> np.ndarray:
+        return image
+
+    def close(self) -> None:
+        pass
+
+
+def test_fused_pairs_are_the_pipelines_second_pass_input(tmp_path: Path) -> None:
+    """Real fused images of simulated bursts, with the truth of the frame they are aligned
+    to: less noisy than a raw frame, close to the truth; a rerun keeps what is there."""
+    photos = [_photo(0, 400), _photo(1, 400)]
+    n = make_fused_pairs(photos, _Identity(), tmp_path, count=4, seed=7, size=(256, 192))
+    files = sorted(tmp_path.glob("pairs-*.npz"))
+    assert n == len(files) >= 2  # bursts that fused nothing are skipped
+    for f in files:
+        with np.load(f) as z:
+            fused, truth = z["fused"], z["truth"]
+        assert fused.dtype == np.float16 and truth.dtype == np.uint8
+        assert fused.shape == truth.shape == (192, 256, 3)
+        est = np.round(np.clip(fused.astype(np.float32), 0, 1) * 255).astype(np.uint8)
+        assert psnr(est, truth, border=16) > 27.0
+    stamp = [f.stat().st_mtime_ns for f in files]
+    assert make_fused_pairs(photos, _Identity(), tmp_path, count=4, seed=7, size=(256, 192)) == n
+    assert [f.stat().st_mtime_ns for f in files] == stamp
+    pairs = FusedPairs(tmp_path)
+    inp, tgt, sigma = pairs.sample(64, np.random.default_rng(0))
+    assert inp.shape == tgt.shape == (64, 64, 3) and inp.dtype == tgt.dtype == np.float32
+    assert sigma == input_noise_sigma(inp) and 0.0 < sigma < 0.02
+    x, nmap, _ = make_batch(
+        photos, 6, 64, np.random.default_rng(2),
+        BlurConfig(second_fraction=1.0, fused_fraction=1.0), pairs,
+    )
+    import cv2
+
+    images = [np.clip(f.astype(np.float32), 0, 1) for f in pairs.fused]
+    for xi in x:  # every sample is a crop of a real fused image, flipped and/or turned
+        crop = np.ascontiguousarray(xi.transpose(1, 2, 0))
+        best = min(
+            float(cv2.matchTemplate(img, np.ascontiguousarray(t), cv2.TM_SQDIFF).min())
+            for img in images
+            for t in (np.rot90(crop, k) for k in range(4))
+            for t in (t, t[:, ::-1])
+        )
+        assert best / crop.size < 1e-7  # float32 rounding; another place is ~1e-5
+    assert nmap.shape == (6, 1, 64, 64)
+
+
+def test_no_fused_pairs_names_folder_and_fix(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match=r"no fused training pairs.*make_fused_pairs"):
+        FusedPairs(tmp_path)
 
 
 # ------------------------------------------------------------------ architecture (torch)
@@ -119,7 +184,7 @@ def test_torch_and_onnxruntime_agree(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     img = rng.random((1, 3, 80, 112), dtype=np.float32)
     model.eval()
-    for value in (1.0, 0.0):
+    for value in (0.02, 0.004):  # a ring frame's noise level, a fused image's
         noise = np.full((1, 1, 80, 112), value, np.float32)
         (got,) = session.run(None, {"image": img, "noise": noise})
         with torch.no_grad():

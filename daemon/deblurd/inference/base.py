@@ -14,9 +14,24 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import InferenceError
+from deblurd.pipeline.noise import estimate_noise_sigma
 from deblurd.settings.inference import InferenceSettings
 
 Pass = Literal["first", "second"]
+
+
+def input_noise_sigma(srgb: npt.NDArray[np.float32]) -> float:
+    """The U-Net's noise-level input: the noise std of the image it is given.
+
+    ``srgb``: ``float32 (H, W, 3)``, sRGB-encoded values in [0, 1] (what the network sees).
+    Returns the robust noise std in the same units (:func:`~deblurd.pipeline.noise.
+    estimate_noise_sigma`: MAD of the finest diagonal Haar band), about 0.01–0.04 for a
+    ring frame and a few times less for a fused image. Training computes the map with this
+    same estimator on its synthetic inputs (:mod:`deblurd.training.data`), so the network
+    learns the estimator's biases along with the noise: the input needs no metadata, and a
+    photo from any camera (``deblurd deblur``) gets a map like a ring frame's.
+    """
+    return estimate_noise_sigma(srgb)
 
 
 class Deblurrer(Protocol):
@@ -28,7 +43,9 @@ class Deblurrer(Protocol):
         """Deblur ``float32 (H, W, 3)`` linear light in [0, 1]; returns the same shape and dtype.
 
         ``pass_`` says which input it is: ``first`` (a noisy, blurred single frame) or
-        ``second`` (a fused image with far less noise), for networks conditioned on it.
+        ``second`` (a fused image with far less noise). The shipped network is
+        conditioned on the input's measured noise level (:func:`input_noise_sigma`), not
+        on the pass; the pass names the stage in errors and logs.
         """
         ...
 

@@ -2,9 +2,10 @@
 
 The model contract (shared with ``deblurd.training.export``): input ``image`` float32
 ``(1, 3, H, W)`` sRGB-encoded values in [0, 1] (the network learns on what the camera
-writes), optional second input ``noise`` float32 ``(1, 1, H, W)``: the pass map, 1.0 for
-the first pass (a noisy, blurred single 8-bit frame) and 0.0 for the second (a fused
-float image with far less noise and a softer residual blur) — one network serves both;
+writes), optional second input ``noise`` float32 ``(1, 1, H, W)``: the noise-level map, the
+noise std of ``image`` in the same sRGB units (:func:`~deblurd.inference.base.
+input_noise_sigma`, one value for the whole image: about 0.01–0.04 for a noisy 8-bit ring
+frame, a few times less for a fused image) — one network serves both passes;
 output float32 ``(1, 3, H, W)``. H and W dynamic,
 multiples of ``multiple`` (metadata key ``deblurd.multiple``, default 16) — inputs are
 padded by reflection and cropped back.
@@ -20,7 +21,7 @@ import numpy.typing as npt
 
 from deblurd.errors import InferenceError
 from deblurd.imaging import linear_to_srgb_float
-from deblurd.inference.base import Pass, resolve_model_path
+from deblurd.inference.base import Pass, input_noise_sigma, resolve_model_path
 from deblurd.inference.tiling import run_padded_tiled
 from deblurd.settings.inference import OnnxRuntimeSettings
 
@@ -112,8 +113,11 @@ class OnnxDeblurrer:
         result: F32 = np.asarray(out[0].transpose(1, 2, 0)[:h, :w], dtype=np.float32)
         return result
 
-    def deblur_srgb(self, srgb: F32, noise: float = 0.0) -> F32:
-        """Deblur sRGB-encoded ``float32 (H, W, 3)`` in [0, 1], tiled; same shape out."""
+    def deblur_srgb(self, srgb: F32, noise: float | None = None) -> F32:
+        """Deblur sRGB-encoded ``float32 (H, W, 3)`` in [0, 1], tiled; same shape out.
+
+        ``noise``: the noise-level input (sRGB units); measured on the whole image
+        (:func:`~deblurd.inference.base.input_noise_sigma`, before tiling) when None."""
         if srgb.ndim != 3 or srgb.shape[2] != 3:
             raise InferenceError(f"expected (H, W, 3) image, got {srgb.shape}")
         if min(srgb.shape[:2]) < self.multiple:
@@ -121,14 +125,14 @@ class OnnxDeblurrer:
                 f"image {srgb.shape[1]}x{srgb.shape[0]} is too small for the network "
                 f"(at least {self.multiple} px each side)"
             )
+        sigma = input_noise_sigma(srgb) if noise is None else noise
         return run_padded_tiled(
-            srgb, lambda t: self._run(t, noise), self._tile, TILE_OVERLAP, self.multiple
+            srgb, lambda t: self._run(t, sigma), self._tile, TILE_OVERLAP, self.multiple
         )
 
     def deblur(self, image: F32, pass_: Pass) -> F32:
         """Linear ``float32 (H, W, 3)`` in, linear out (the network works in sRGB)."""
-        noise = 1.0 if pass_ == "first" else 0.0
-        out = self.deblur_srgb(linear_to_srgb_float(image), noise)
+        out = self.deblur_srgb(linear_to_srgb_float(image))
         return _srgb_float_to_linear(out)
 
     def close(self) -> None:

@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from deblurd.errors import InferenceError
 from deblurd.imaging import linear_to_srgb_float
-from deblurd.inference.base import Pass
+from deblurd.inference.base import Pass, input_noise_sigma
 from deblurd.inference.onnx import TILE_OVERLAP, _srgb_float_to_linear
 from deblurd.inference.tiling import run_padded_tiled
 
@@ -232,20 +232,21 @@ class TensorRTDeblurrer:
         result: F32 = np.ascontiguousarray(out[0].transpose(1, 2, 0)[:h, :w], dtype=np.float32)
         return result
 
-    def deblur_srgb(self, srgb: F32, noise: float = 0.0) -> F32:
-        """Deblur sRGB ``float32 (H, W, 3)`` in [0, 1], tiled at the profile's tile size."""
+    def deblur_srgb(self, srgb: F32, noise: float | None = None) -> F32:
+        """Deblur sRGB ``float32 (H, W, 3)`` in [0, 1], tiled at the profile's tile size;
+        ``noise`` as in :meth:`deblurd.inference.onnx.OnnxDeblurrer.deblur_srgb`."""
         if srgb.ndim != 3 or srgb.shape[2] != 3 or min(srgb.shape[:2]) < self.multiple:
             raise InferenceError(
                 f"expected an (H, W, 3) image of at least {self.multiple} px, got {srgb.shape}"
             )
+        sigma = input_noise_sigma(srgb) if noise is None else noise
         return run_padded_tiled(
-            srgb, lambda t: self._run(t, noise), self.tile, TILE_OVERLAP, self.multiple
+            srgb, lambda t: self._run(t, sigma), self.tile, TILE_OVERLAP, self.multiple
         )
 
     def deblur(self, image: F32, pass_: Pass) -> F32:
         """Linear ``float32 (H, W, 3)`` in, linear out (the network works in sRGB)."""
-        noise = 1.0 if pass_ == "first" else 0.0
-        return _srgb_float_to_linear(self.deblur_srgb(linear_to_srgb_float(image), noise))
+        return _srgb_float_to_linear(self.deblur_srgb(linear_to_srgb_float(image)))
 
     def close(self) -> None:
         """Free device buffers, pinned memory, the context, engine and runtime."""

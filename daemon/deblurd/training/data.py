@@ -9,14 +9,17 @@ frame (the ``fast`` path: one PSF at the frame centre):
   by :func:`~deblurd.sim.render.rasterise_psf` and applied by
   :func:`~deblurd.sim.render.convolve`;
 * **noise**: :class:`~deblurd.sim.sensor.SensorModel` (Poisson–Gaussian, gain, clipping);
-* **first pass** (pass map 1.0): one 8 ms ring frame at a random gain (2–8), sRGB-encoded
+* **first pass**: one 8 ms ring frame at a random gain (2–8), sRGB-encoded
   and rounded to 8 bits, exactly as the camera writes it;
-* **second pass** (pass map 0.0): what the pipeline's stage 5 sees — the average of the
+* **second pass**: what the pipeline's stage 5 sees — the average of the
   first frame and ``K`` registered second frames: the blur is the mean of their
   re-centred kernels (the first frame's weight partly sharp: it was deblurred), the
   noise that of ``K + 1`` frames (``SensorModel`` at a ``K + 1`` times longer exposure
   and lower gain: same brightness), not quantised (the fused image is float);
-* **target**: the sharp crop (same brightness), sRGB-encoded, float.
+* **target**: the sharp crop (same brightness), sRGB-encoded, float;
+* **noise map**: the input's noise std measured by the runtime's own estimator
+  (:func:`deblurd.inference.base.input_noise_sigma`), so training sees the values, and the
+  estimator's biases, that inference will.
 
 Random crops, flips and 90° turns; brightness scaled by 0.5–1.1; half the scenes softened
 by a Gaussian of 0.3–1.2 px (lens and demosaicing: a camera's sharp image is not
@@ -29,6 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -36,9 +40,13 @@ import numpy.typing as npt
 
 from deblurd.errors import ImageError
 from deblurd.imaging import linear_to_srgb, linear_to_srgb_float, srgb_to_linear
+from deblurd.inference.base import input_noise_sigma
 from deblurd.sim.render import convolve, rasterise_psf
 from deblurd.sim.sensor import SensorModel
 from deblurd.sim.trajectory import ShakeTrajectory
+
+if TYPE_CHECKING:
+    from deblurd.training.fused import FusedPairs
 
 F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
@@ -55,9 +63,10 @@ class BlurConfig:
     ring_gain: tuple[float, float] = (2.0, 8.0)  # log-uniform; exposure × gain = brightness ref
     brightness: tuple[float, float] = (0.5, 1.1)
     second_frames: tuple[int, int] = (2, 8)  # K second frames fused with the first
-    second_fraction: float = 0.35  # share of second-pass samples
+    second_fraction: float = 0.4  # share of second-pass samples
     soft_fraction: float = 0.5  # share of scenes softened by a lens/demosaic Gaussian
     soft_sigma_px: tuple[float, float] = (0.3, 1.2)
+    fused_fraction: float = 0.5  # share of second-pass samples from real fused pairs, if any
 
 
 def load_photos(folder: str | Path, short_sides: tuple[int, ...] = (720, 1080)) -> list[U8]:
@@ -125,7 +134,7 @@ def make_sample(
     photos: list[U8], crop: int, rng: np.random.Generator, cfg: BlurConfig, second: bool
 ) -> tuple[F32, F32, float]:
     """One pair: input sRGB ``float32 (crop, crop, 3)``, target sRGB ``float32`` same
-    shape, pass value (1.0 first, 0.0 second)."""
+    shape, and the input's noise level (σ, sRGB units; :func:`input_noise_sigma`)."""
     shake = _logu(rng, cfg.shake_deg_s)
     focal = _logu(rng, cfg.focal_px)
     gain = _logu(rng, cfg.ring_gain)
@@ -167,18 +176,31 @@ def make_sample(
         inp = linear_to_srgb_float(noisy)
     else:
         inp = linear_to_srgb(noisy).astype(np.float32) / np.float32(255.0)
-    return inp, linear_to_srgb_float(sharp), 0.0 if second else 1.0
+    return inp, linear_to_srgb_float(sharp), input_noise_sigma(inp)
 
 
 def make_batch(
-    photos: list[U8], batch: int, crop: int, rng: np.random.Generator, cfg: BlurConfig
+    photos: list[U8],
+    batch: int,
+    crop: int,
+    rng: np.random.Generator,
+    cfg: BlurConfig,
+    fused: FusedPairs | None = None,
 ) -> tuple[F32, F32, F32]:
-    """A batch: inputs ``(B, 3, crop, crop)``, pass maps ``(B, 1, crop, crop)``,
-    targets ``(B, 3, crop, crop)``, all float32."""
+    """A batch: inputs ``(B, 3, crop, crop)``, noise maps ``(B, 1, crop, crop)`` (constant
+    per sample), targets ``(B, 3, crop, crop)``, all float32.
+
+    A share ``cfg.second_fraction`` of the samples are second-pass inputs; with ``fused``
+    pairs (:mod:`deblurd.training.fused`), ``cfg.fused_fraction`` of those are crops of
+    real fused images, the rest synthetic (:func:`make_sample`)."""
     xs, ns, ys = [], [], []
     for _ in range(batch):
-        inp, tgt, p = make_sample(photos, crop, rng, cfg, bool(rng.random() < cfg.second_fraction))
+        second = bool(rng.random() < cfg.second_fraction)
+        if second and fused is not None and rng.random() < cfg.fused_fraction:
+            inp, tgt, sigma = fused.sample(crop, rng)
+        else:
+            inp, tgt, sigma = make_sample(photos, crop, rng, cfg, second)
         xs.append(inp.transpose(2, 0, 1))
         ys.append(tgt.transpose(2, 0, 1))
-        ns.append(np.full((1, crop, crop), p, np.float32))
+        ns.append(np.full((1, crop, crop), sigma, np.float32))
     return np.stack(xs), np.stack(ns), np.stack(ys)

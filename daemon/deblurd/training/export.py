@@ -1,7 +1,8 @@
 """ONNX export of the U-Net: the model contract of :mod:`deblurd.inference.onnx`.
 
 Inputs ``image`` float32 ``(1, 3, H, W)`` (sRGB values in [0, 1]) and ``noise`` float32
-``(1, 1, H, W)`` (the pass map: 1.0 first pass, 0.0 second pass); output ``deblurred``
+``(1, 1, H, W)`` (the noise-level map: the image's noise std in sRGB units,
+:func:`deblurd.inference.base.input_noise_sigma`); output ``deblurred``
 float32 ``(1, 3, H, W)``. H and W dynamic, multiples of the metadata ``deblurd.multiple``.
 Opset 17, the legacy (TorchScript) exporter, weights inside the file.
 """
@@ -23,7 +24,7 @@ def export_onnx(model: UNet, path: str | Path, extra_meta: dict[str, str] | None
     out.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     m = model.multiple
-    example = (torch.rand(1, 3, 4 * m, 4 * m), torch.ones(1, 1, 4 * m, 4 * m))
+    example = (torch.rand(1, 3, 4 * m, 4 * m), torch.full((1, 1, 4 * m, 4 * m), 0.01))
     dyn = {2: "height", 3: "width"}
     tmp = out.with_suffix(".tmp.onnx")
     with torch.no_grad():
@@ -42,7 +43,8 @@ def export_onnx(model: UNet, path: str | Path, extra_meta: dict[str, str] | None
         "deblurd.multiple": str(m),
         "deblurd.config": json.dumps(model.config.to_json()),
         "deblurd.params": str(count_params(model)),
-        "deblurd.noise": "pass map: 1.0 = first pass (single frame), 0.0 = second pass (fused)",
+        "deblurd.noise": "noise std of the image, sRGB units (deblurd.inference.base."
+        "input_noise_sigma), constant over the map",
         **(extra_meta or {}),
     }
     for k, v in meta.items():

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from deblurd.training.data import BlurConfig, load_photos, make_batch
 from deblurd.training.export import export_onnx
+from deblurd.training.fused import FusedPairs
 from deblurd.training.unet_arch import UNet, UNetConfig, count_params, macs_per_pixel
 
 
@@ -48,6 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--checkpoint-every", type=int, default=250, help="steps")
+    p.add_argument(
+        "--fused",
+        default=None,
+        help="folder of real fused pairs (tools/make_fused_pairs.py) for second-pass samples",
+    )
+    p.add_argument(
+        "--init",
+        default=None,
+        help="start from this checkpoint's weights (fine-tuning: new optimiser and schedule)",
+    )
     p.add_argument("--onnx", default=None, help="export here at the end (default OUT/unet.onnx)")
     p.add_argument(
         "--export-only", action="store_true", help="export OUT/last.pt to ONNX; no training"
@@ -68,14 +79,22 @@ def export_checkpoint(ckpt: Path, onnx_path: Path) -> Path:
     return export_onnx(model, onnx_path, meta)
 
 
-def _validation(photos: list[Any], crop: int) -> list[tuple[Tensor, Tensor, Tensor]]:
-    """Fixed validation batches (seed 12345): 16 first-pass and 16 second-pass samples."""
+def _validation(
+    photos: list[Any], crop: int, fused: FusedPairs | None
+) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+    """Fixed validation batches (seed 12345): 16 first-pass and 16 synthetic second-pass
+    samples, and 16 crops of real fused pairs when there are any. (They are drawn from the
+    training photos: they track the fit, not generalisation, which the evaluation tools
+    measure on held-out scikit-image photos.)"""
     rng = np.random.default_rng(12345)
-    out = []
-    for second in (0.0, 1.0):
-        vcfg = BlurConfig(second_fraction=second)
-        x, n, y = make_batch(photos, 16, crop, rng, vcfg)
-        out.append((torch.from_numpy(x), torch.from_numpy(n), torch.from_numpy(y)))
+    out = {}
+    kinds = [("first", 0.0, 0.0), ("second", 1.0, 0.0)]
+    if fused is not None:
+        kinds.append(("fused", 1.0, 1.0))
+    for name, second, from_fused in kinds:
+        vcfg = BlurConfig(second_fraction=second, fused_fraction=from_fused)
+        x, n, y = make_batch(photos, 16, crop, rng, vcfg, fused)
+        out[name] = (torch.from_numpy(x), torch.from_numpy(n), torch.from_numpy(y))
     return out
 
 
@@ -97,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     photos = load_photos(args.photos)
     cfg = BlurConfig()
+    fused = FusedPairs(args.fused) if args.fused else None
     model = UNet()
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     rng = np.random.default_rng(args.seed)
@@ -109,11 +129,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         rng.bit_generator.state = state["rng"]
         step, elapsed = int(state["step"]), float(state["elapsed_s"])
         print(f"resumed from {ckpt} at step {step} ({elapsed / 60:.1f} min)")
+    elif args.init:
+        model.load_state_dict(torch.load(args.init, weights_only=False)["model"])
+        print(f"weights from {args.init}")
     print(
         f"{len(photos)} photo scales, {count_params(model)} params, "
         f"{macs_per_pixel(model.config) * 1920 * 1080 / 1e9:.1f} GMAC at 1080p"
     )
-    val = _validation(photos, args.crop)
+    val = _validation(photos, args.crop, fused)
     budget = args.minutes * 60.0
     start = time.monotonic() - elapsed
     log = (out / "log.jsonl").open("a")
@@ -135,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model.eval()
         res: dict[str, float] = {}
         with torch.no_grad():
-            for name, (x, n, y) in zip(("first", "second"), val, strict=True):
+            for name, (x, n, y) in val.items():
                 res[f"{name}_in"] = _psnr(x, y)
                 res[f"{name}_out"] = _psnr(model(x, n), y)
         model.train()
@@ -151,7 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         lr = args.lr * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress)))
         for g in opt.param_groups:
             g["lr"] = lr
-        x, n, y = (torch.from_numpy(a) for a in make_batch(photos, args.batch, args.crop, rng, cfg))
+        batch = make_batch(photos, args.batch, args.crop, rng, cfg, fused)
+        x, n, y = (torch.from_numpy(a) for a in batch)
         pred = model(x, n)
         loss = (pred - y).abs().mean() + args.fft_weight * fft_l1(pred, y)
         opt.zero_grad(set_to_none=True)

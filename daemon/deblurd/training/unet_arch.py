@@ -5,10 +5,13 @@ Biomedical Image Segmentation", MICCAI 2015 (arXiv:1505.04597): an encoder of
 convolutions and pooling, a decoder of upsampling with skip connections from the
 encoder at the same scale. Adapted for restoration on small devices:
 
-* **in**: the sRGB image ``(N, 3, H, W)`` in [0, 1] and a pass map ``(N, 1, H, W)``
-  (1.0 = a noisy, blurred single frame, the first pass; 0.0 = a fused image with far
-  less noise and a softer residual blur, the second pass) are concatenated and
-  pixel-unshuffled (space-to-depth, block 2) to ``(N, 16, H/2, W/2)``;
+* **in**: the sRGB image ``(N, 3, H, W)`` in [0, 1] and a noise-level map
+  ``(N, 1, H, W)`` (the image's noise std in the same units, as in FFDNet: Zhang, Zuo &
+  Zhang, "FFDNet: Toward a Fast and Flexible Solution for CNN-Based Image Denoising",
+  IEEE TIP 2018; scaled by :data:`NOISE_MAP_SCALE` inside the net) are concatenated and
+  pixel-unshuffled (space-to-depth, block 2) to ``(N, 16, H/2, W/2)``. The map is what
+  lets one network serve both passes: a noisy single frame (first pass, σ ≈ 0.01–0.04)
+  and a fused image with a few times less noise (second pass);
 * **down**: per level a 3×3 conv, ReLU, residual blocks (conv–ReLU–conv + identity);
   2×2 average pooling between levels;
 * **up**: bilinear ×2 upsampling, a 1×1 conv to the level's width, added to the skip
@@ -28,6 +31,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812 - torch convention
+
+#: The noise map (σ in sRGB units, ~0.003–0.05) times this is ~0.15–2.5: the range of the
+#: image channels, so the first conv weighs it like them.
+NOISE_MAP_SCALE = 50.0
 
 
 @dataclass(frozen=True)
@@ -92,7 +99,7 @@ class UNet(nn.Module):
                 self.tail.bias.zero_()
 
     def forward(self, image: Tensor, noise: Tensor) -> Tensor:
-        x = F.pixel_unshuffle(torch.cat([image, noise], dim=1), 2)
+        x = F.pixel_unshuffle(torch.cat([image, noise * NOISE_MAP_SCALE], dim=1), 2)
         x = F.relu(self.head(x))
         skips: list[Tensor] = []
         levels = len(self.config.widths)

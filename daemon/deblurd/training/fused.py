@@ -1,0 +1,165 @@
+"""Second-pass training pairs made by the real pipeline: fused images and their truth.
+
+The second U-Net pass sees what stage 4 hands it: the first-pass output of the selected
+frame averaged with registered second frames by the robust fusion, then finished. Its
+residual blur and noise come from everything the pipeline does — registration error,
+the per-pixel weights, frames of different blur, the first pass's own artefacts — which
+the synthetic model of :mod:`deblurd.training.data` only approximates. This module runs
+the real thing on simulated handheld bursts of **training** photos (never scikit-image's:
+those are the evaluation set) and keeps, per burst, the image the second pass receives
+and the simulator's truth of the frame it is aligned to.
+
+* :func:`make_fused_pairs` simulates ``count`` bursts (640×480 by default, shake
+  log-uniform over 0.4–2.5 × the simulator's default, a moving face in 30 %, long
+  ``extra`` frames from shake 2 on, as the evaluation does), runs
+  :func:`~deblurd.pipeline.process.process_burst` with ``passes = "both"`` and a
+  recording second pass, and writes ``pairs-NNNN.npz`` (``fused`` float16 ``(H, W, 3)``
+  sRGB, ``truth`` uint8 ``(H, W, 3)`` sRGB) atomically into a folder;
+* :class:`FusedPairs` loads such a folder and cuts random, augmented crops
+  (:meth:`FusedPairs.sample`) for :func:`deblurd.training.data.make_batch`.
+
+``python tools/make_fused_pairs.py --photos DIR --model engines/unet.onnx --out DIR``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from deblurd.errors import ImageError
+from deblurd.imaging import linear_to_srgb_float, srgb_to_linear
+from deblurd.inference.base import Deblurrer, Pass, input_noise_sigma
+
+F32 = npt.NDArray[np.float32]
+U8 = npt.NDArray[np.uint8]
+
+
+@dataclass
+class _RecordingDeblurrer:
+    """First pass: the given network. Second pass: records its input, returns it as is."""
+
+    inner: Deblurrer
+    name: str = "recording"
+    recorded: list[F32] = field(default_factory=list)
+
+    def deblur(self, image: F32, pass_: Pass) -> F32:
+        if pass_ == "first":
+            return self.inner.deblur(image, pass_)
+        self.recorded.append(np.array(image, np.float32))
+        return image
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _save_npz(path: Path, **arrays: npt.NDArray[np.generic]) -> None:
+    """Write ``arrays`` to ``path`` atomically (temp file in the same folder, rename)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def make_fused_pairs(
+    photos: list[U8],
+    deblurrer: Deblurrer,
+    out: str | Path,
+    count: int,
+    seed: int = 1000,
+    size: tuple[int, int] = (640, 480),
+) -> int:
+    """Simulate ``count`` bursts of ``photos`` (``uint8 (H, W, 3)`` sRGB) and write the
+    pipeline's second-pass inputs with their truth to ``out`` (see the module docstring).
+
+    Bursts whose pipeline fused no second frame are skipped (the second pass is not run on
+    them). Existing ``pairs-NNNN.npz`` files are kept (a rerun continues). Returns the
+    number of pair files in ``out`` afterwards.
+    """
+    from deblurd.pipeline.process import process_burst
+    from deblurd.settings import DeblurdSettings
+    from deblurd.sim.burst import simulate_burst
+    from deblurd.sim.params import DEFAULT_SHAKE_DEG_S, SimParams
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = DeblurdSettings()
+    recorder = _RecordingDeblurrer(deblurrer)
+    for k in range(count):
+        path = folder / f"pairs-{k:04d}.npz"
+        if path.exists():
+            continue
+        rng = np.random.default_rng([seed, k])
+        level = math.exp(rng.uniform(math.log(0.4), math.log(2.5)))
+        photo = photos[int(rng.integers(0, len(photos)))]
+        params = SimParams(
+            width=size[0],
+            height=size[1],
+            seed=int(rng.integers(0, 2**31 - 1)),
+            shake=level * DEFAULT_SHAKE_DEG_S,
+            subject=bool(rng.random() < 0.3),
+            extra_frames=8 if level >= 2.0 else 0,
+        )
+        sim = simulate_burst(params, srgb_to_linear(photo))
+        recorder.recorded.clear()
+        result = process_burst(sim.burst, settings, recorder, "both")
+        if not recorder.recorded or not result.report.used:
+            continue
+        fused = linear_to_srgb_float(recorder.recorded[0]).astype(np.float16)
+        _save_npz(path, fused=fused, truth=sim.truth[result.report.selected])
+    return len(list(folder.glob("pairs-*.npz")))
+
+
+class FusedPairs:
+    """The pairs of a :func:`make_fused_pairs` folder, held in memory (float16 / uint8)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        files = sorted(Path(folder).glob("pairs-*.npz"))
+        self.fused: list[npt.NDArray[np.float16]] = []
+        self.truth: list[U8] = []
+        for f in files:
+            with np.load(f) as z:
+                self.fused.append(np.asarray(z["fused"], np.float16))
+                self.truth.append(np.asarray(z["truth"], np.uint8))
+        if not self.fused:
+            raise ImageError(
+                f"{folder}: no fused training pairs (pairs-*.npz); "
+                "run tools/make_fused_pairs.py to make them"
+            )
+
+    def __len__(self) -> int:
+        return len(self.fused)
+
+    def sample(self, crop: int, rng: np.random.Generator) -> tuple[F32, F32, float]:
+        """A random crop with flips and 90° turns: input sRGB ``float32 (crop, crop, 3)``,
+        target sRGB ``float32`` same shape, the input's noise level
+        (:func:`~deblurd.inference.base.input_noise_sigma`)."""
+        i = int(rng.integers(0, len(self.fused)))
+        fused, truth = self.fused[i], self.truth[i]
+        h, w = fused.shape[:2]
+        if min(h, w) < crop:
+            raise ImageError(f"fused pair {i} is {w}x{h}, smaller than the {crop} px crop")
+        y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
+        pair = np.concatenate(
+            [
+                fused[y : y + crop, x : x + crop].astype(np.float32),
+                truth[y : y + crop, x : x + crop].astype(np.float32) / np.float32(255.0),
+            ],
+            axis=2,
+        )
+        if rng.random() < 0.5:
+            pair = pair[:, ::-1]
+        if rng.random() < 0.5:
+            pair = pair[::-1]
+        pair = np.ascontiguousarray(np.rot90(pair, int(rng.integers(0, 4))))
+        inp = np.ascontiguousarray(np.clip(pair[..., :3], 0.0, 1.0))
+        return inp, np.ascontiguousarray(pair[..., 3:]), input_noise_sigma(inp)

@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""Make second-pass training pairs with the real pipeline (deblurd.training.fused).
+
+    python tools/make_fused_pairs.py --photos /work/train-photos --model engines/unet.onnx \
+        --out runs/fused --count 150
+
+Training photos only (tools/prepare_training_photos.sh), never scikit-image's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from deblurd.errors import DeblurdError
+from deblurd.inference.onnx import OnnxDeblurrer
+from deblurd.settings.inference import OnnxRuntimeSettings
+from deblurd.training.data import load_photos
+from deblurd.training.fused import make_fused_pairs
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--photos", default="/work/train-photos", help="folder of sharp photos")
+    p.add_argument("--model", default="engines/unet.onnx", help="ONNX model of the first pass")
+    p.add_argument("--out", default="runs/fused", help="folder for pairs-NNNN.npz")
+    p.add_argument("--count", type=int, default=150, help="bursts to simulate")
+    p.add_argument("--seed", type=int, default=1000)
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
+    args = p.parse_args()
+    try:
+        photos = load_photos(args.photos, short_sides=(720,))
+        net = OnnxDeblurrer(OnnxRuntimeSettings(model=args.model, threads=args.threads))
+        t0 = time.monotonic()
+        n = make_fused_pairs(photos, net, args.out, args.count, args.seed)
+    except DeblurdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{n} fused pairs in {args.out} ({time.monotonic() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
