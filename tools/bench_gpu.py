@@ -8,7 +8,14 @@ one it prints "no GPU" and times the OpenCV path and the host-emulated kernels (
 single-threaded CPU build: a correctness reference, not a speed target). Per-kernel
 times are wall times of each launch followed by a synchronize; end to end is
 ``register()`` of one frame (pyramid, both LK passes, host homography) plus the warp of
-its linear RGB image. Prints peak host memory (ru_maxrss) at the end.
+its linear RGB image.
+
+Then the whole of stage 4 per second frame as the pipeline streams it (upload, gray,
+pyramid, LK, homography, warp, fusion into a to-reference job), from the camera's uint8
+frame: the host round trip (frame converted on the host, gray and linear uploaded, the
+aligned frame downloaded and uploaded again to the fuser) against the device-resident
+path (one uint8 upload; :mod:`deblurd.gpu.resident`), with the bytes each moves per
+frame, beside OpenCV + the CPU fuser. Prints peak host memory (ru_maxrss) at the end.
 """
 
 from __future__ import annotations
@@ -27,10 +34,14 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.gpu.backend import Backend, KernelArg, available
+from deblurd.gpu.handoff import Aligner, CpuFusionJob, FusionJob, RegistrarAligner
+from deblurd.imaging import srgb_to_linear
 from deblurd.pipeline.registration import OpenCVRegistrar, Registrar, Registration
+from deblurd.settings.fusion import FusionSettings
 from deblurd.settings.registration import RegistrationSettings
 
 F32 = npt.NDArray[np.float32]
+U8 = npt.NDArray[np.uint8]
 SIZES = {"1080p": (1920, 1080), "12mp": (4000, 3000)}
 
 
@@ -58,13 +69,16 @@ def shifted(img: F32, rng: np.random.Generator) -> F32:
 
 
 class TimedBackend(Backend):
-    """Wraps a backend: synchronizes after every launch and records its wall time."""
+    """Wraps a backend: synchronizes after every launch and records its wall time; counts
+    the bytes uploaded and downloaded."""
 
     def __init__(self, inner: Backend) -> None:
         super().__init__()
         self.inner = inner
         self.name = inner.name
         self.times: dict[str, list[float]] = defaultdict(list)
+        self.up_bytes = 0
+        self.down_bytes = 0
         self._pool = inner._pool
 
     def _alloc(self, nbytes: int, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Any:
@@ -74,9 +88,11 @@ class TimedBackend(Backend):
         self.inner._free(buf)
 
     def upload(self, buf: Any, host: npt.NDArray[Any]) -> None:
+        self.up_bytes += int(buf.nbytes)
         self.inner.upload(buf, host)
 
     def download(self, buf: Any) -> npt.NDArray[Any]:
+        self.down_bytes += int(buf.nbytes)
         return self.inner.download(buf)
 
     def launch(self, kernel: str, grid: tuple[int, int], block: tuple[int, int],
@@ -101,6 +117,66 @@ def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 
 def register_all(registrar: Registrar, frames: list[F32]) -> list[Registration]:
     return [registrar.register(f) for f in frames]
+
+
+def to_frame(gray: F32) -> U8:
+    """A camera frame of a gray scene: ``uint8 (H, W, 3)`` sRGB RGB."""
+    code = np.round(np.clip(gray, 0, 1) * 255).astype(np.uint8)
+    out: U8 = np.ascontiguousarray(np.dstack([code, code, code]))
+    return out
+
+
+def stream(aligner: Aligner, job: Callable[[], FusionJob], first: F32, frames: list[U8],
+           sync: Callable[[], None]) -> tuple[float, int]:
+    """Stage 4 as the pipeline runs it: ``(ms per frame, frames fused)``; the reference
+    and the fusion job's set-up are not timed."""
+    aligner.set_reference(first)
+    fusion = job()
+    sync()
+    t0 = time.perf_counter()
+    fused = 0
+    for frame in frames:
+        _reg, aligned = aligner.align(frame)
+        if aligned is not None:
+            fusion.add(aligned)
+            fused += 1
+    sync()
+    return (time.perf_counter() - t0) * 1000.0 / len(frames), fused
+
+
+def bench_stage4(frames: list[U8], ref: U8, backends: list[Backend]) -> None:
+    """Per second frame: host round trip vs device-resident, time and bytes moved."""
+    from deblurd.gpu.fuser import GpuFuser
+    from deblurd.gpu.handoff import DeviceAligner
+    from deblurd.gpu.registrar import GpuRegistrar
+
+    s, fs = RegistrationSettings(), FusionSettings(mode="reference")
+    first = srgb_to_linear(ref)
+    n = len(frames)
+    print(f"  stage 4 per frame from the uint8 frame (upload + gray + pyramid + LK + warp + "
+          f"fuse), {n} frames:")
+    cpu_ms, fused = stream(RegistrarAligner(OpenCVRegistrar(s)),
+                           partial(CpuFusionJob, first, fs), first, frames, lambda: None)
+    print(f"    {'opencv':10s} {cpu_ms:9.1f} ms/frame (OpenCV + CPU fuser; fused {fused}/{n})")
+    for backend in backends:
+        for label, make in (("round trip", RegistrarAligner), ("resident", DeviceAligner)):
+            counted = TimedBackend(backend)  # bytes (its per-launch waits would skew time)
+            aligner_c = make(GpuRegistrar(s, counted))
+            aligner_c.set_reference(first)
+            job_c = GpuFuser(counted).job(first, fs)
+            counted.up_bytes = counted.down_bytes = 0
+            for frame in frames:
+                _reg, aligned = aligner_c.align(frame)
+                if aligned is not None:
+                    job_c.add(aligned)
+            up, down = counted.up_bytes / n / 1e6, counted.down_bytes / n / 1e6
+            aligner = make(GpuRegistrar(s, backend))
+            job = partial(GpuFuser(backend).job, first, fs)
+            stream(aligner, job, first, frames, backend.synchronize)  # warm-up
+            ms, fused = stream(aligner, job, first, frames, backend.synchronize)
+            print(f"    {backend.name:10s} {label:10s} {ms:9.1f} ms/frame  x{cpu_ms / ms:5.2f} vs "
+                  f"opencv  up {up:7.2f} MB  down {down:7.2f} MB per frame (fused {fused}/{n})")
+            aligner.close()
 
 
 def bench_size(label: str, size: tuple[int, int], pairs: int, backends: list[Backend]) -> None:
@@ -142,6 +218,7 @@ def bench_size(label: str, size: tuple[int, int], pairs: int, backends: list[Bac
         for k, v in per_kernel.items():
             print(f"    {k:18s} {v:9.3f}  x{len(tb.times[k])}")
         plain.close()
+    bench_stage4([to_frame(f) for f in frames], to_frame(ref), backends)
 
 
 def main(argv: list[str] | None = None) -> int:

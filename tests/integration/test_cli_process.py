@@ -226,3 +226,48 @@ def test_build_engine_without_tensorrt_names_the_fix(
     assert main(["build-engine"]) == 1
     err = capsys.readouterr().err
     assert "TensorRT is not available" in err and "python3-libnvinfer" in err
+
+
+class _CountingDeblurrer:
+    """An identity "network" that records which passes it ran."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.passes: list[str] = []
+
+    def deblur(self, image: np.ndarray, pass_: str) -> np.ndarray:
+        self.passes.append(pass_)
+        return image
+
+    def close(self) -> None:
+        pass
+
+
+def test_second_pass_runs_on_fused_images_only() -> None:
+    """'both' runs the second pass when frames were fused, and skips it (saying so in the
+    report) when nothing was: the image is then the first pass's own output."""
+    from deblurd.burstdir import Burst, FrameInfo, frame_names
+    from deblurd.pipeline.process import process_burst
+    from deblurd.settings.models import DeblurdSettings
+    from deblurd.sim.burst import simulate_burst
+    from deblurd.sim.params import SimParams
+
+    settings = DeblurdSettings()
+    sim = simulate_burst(SimParams(width=320, height=240, ring_frames=7, seed=5, fast=True))
+    net = _CountingDeblurrer()
+    result = process_burst(sim.burst, settings, net, "both")
+    assert result.report.used and net.passes == ["first", "second"]
+    assert result.report.unet_passes == "both"
+
+    rng = np.random.default_rng(3)
+    frames = [
+        cv2.GaussianBlur(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8), (0, 0), 1.0)
+        for _ in range(5)
+    ]
+    infos = [FrameInfo(n, i * 33_000_000, 8000, 4.0) for i, n in enumerate(frame_names(5))]
+    net = _CountingDeblurrer()
+    result = process_burst(Burst(frames, infos, 0), settings, net, "both")
+    assert result.report.used == [] and net.passes == ["first"]
+    assert "second pass skipped" in result.report.unet_passes
+    assert "unet_second" not in result.report.stage_ms

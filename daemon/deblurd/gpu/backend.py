@@ -125,6 +125,21 @@ class Backend(ABC):
         self.upload(buf, host)
         return buf
 
+    def constant(self, key: str, host: npt.NDArray[Any]) -> Buffer:
+        """The pooled buffer ``key`` holding ``host``, uploaded only when the buffer is
+        (re)allocated: for tables that never change (``key`` must always get the same
+        content). After :meth:`release` of its key it is uploaded again."""
+        dt = np.dtype(host.dtype)
+        old = self._pool.get(key)
+        if old is not None and old.shape == tuple(host.shape) and old.dtype == dt:
+            return old
+        return self.upload_new(key, host)
+
+    def owns(self, buf: Buffer) -> bool:
+        """Whether ``buf`` is one of this backend's live pooled buffers (not another
+        backend's, not freed by :meth:`release` or a reallocation)."""
+        return any(b is buf for b in self._pool.values())
+
     # --- what a backend implements ------------------------------------------------------
 
     @abstractmethod

@@ -8,6 +8,15 @@
   ``opencv``; the reason for falling back is logged and returned for the status.
 * ``emulated``: the GPU path's host wrappers on the kernels' CPU build (tests, CI).
 
+What the pipeline opens: :func:`open_aligner` and :func:`open_fusion_job`, the streaming
+stage-4 interfaces of :mod:`deblurd.gpu.handoff`. With ``opencv`` frames cross between
+the stages as host arrays (exactly the CPU registrar's and fuser's results); with
+``cuda``/``emulated`` each second frame is uploaded once, as ``uint8``, and stays on the
+device from registration through fusion (:mod:`deblurd.gpu.resident`). Both open on the
+process-wide backend of their kind, so the aligner's device frames are in the fusion
+job's memory. :func:`open_registrar` and :func:`open_fuser` give the stages one by one
+(host arrays in and out).
+
 The settings model is read with ``getattr`` so that this module also accepts values
 (``cuda``, ``emulated``) before the settings literal lists them.
 """
@@ -22,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.gpu.backend import GpuError, available
+from deblurd.gpu.handoff import Aligner, CpuFusionJob, FusionJob, RegistrarAligner
 from deblurd.pipeline import fusion
 from deblurd.pipeline.fusion import AlignedFrame, FusionResult
 from deblurd.pipeline.noise import NoiseModel
@@ -110,3 +120,35 @@ def open_fuser(settings: RegistrationSettings) -> Fuser:
     from deblurd.gpu.fuser import GpuFuser
 
     return GpuFuser(kind)
+
+
+def open_aligner(settings: RegistrationSettings) -> Aligner:
+    """The streaming registration stage on ``settings.backend``: the OpenCV registrar
+    with host arrays, or the GPU registrar device-resident (:mod:`deblurd.gpu.handoff`)."""
+    kind, _note = resolve_backend(settings)
+    if kind == "opencv":
+        return RegistrarAligner(OpenCVRegistrar(settings))
+    from deblurd.gpu.handoff import DeviceAligner
+    from deblurd.gpu.registrar import GpuRegistrar
+
+    return DeviceAligner(GpuRegistrar(settings, kind))
+
+
+def open_fusion_job(
+    settings: RegistrationSettings,
+    reference: npt.NDArray[np.generic],
+    fusion_settings: FusionSettings,
+    noise_sigma: float | NoiseModel | None = None,
+) -> FusionJob:
+    """A streaming fusion job in ``fusion_settings.mode`` on the backend of
+    :func:`open_aligner` (``settings.backend``): it takes that aligner's frames.
+
+    ``reference``: linear ``float32 (H, W, 3)``; ``noise_sigma`` as
+    :func:`deblurd.pipeline.fusion.fuse`.
+    """
+    kind, _note = resolve_backend(settings)
+    if kind == "opencv":
+        return CpuFusionJob(reference, fusion_settings, noise_sigma)
+    from deblurd.gpu.fuser import GpuFuser
+
+    return GpuFuser(kind).job(reference, fusion_settings, noise_sigma)

@@ -11,10 +11,19 @@ and the accumulation. What needs a median (exposure matching, noise calibration)
 computed on the host from the same sparse samples the CPU fuser uses (tens of thousands
 of values gathered on the device), and enters the kernels as a few numbers.
 
+Aligned frames come in two kinds. A host :class:`~deblurd.pipeline.fusion.AlignedFrame`
+is uploaded (image and valid mask, ``H * W * 16`` bytes). A
+:class:`~deblurd.gpu.resident.DeviceAlignedFrame` (the registrar's
+:meth:`~deblurd.gpu.registrar.GpuRegistrar.warp_resident`) is already in this backend's
+memory and is read where it lies: per frame, nothing crosses but the sparse samples above
+(down), the per-row sums of its weight (``H`` float64, down) and the calibration table
+(at most 128 bytes, up). The only full-frame download is the result.
+
 :class:`GpuFuser` offers the CPU fuser's functions with the same signatures
 (:meth:`~GpuFuser.fuse`, :meth:`~GpuFuser.fuse_sequential`,
-:meth:`~GpuFuser.fuse_to_reference`) and a streaming :meth:`~GpuFuser.sequential`
-(``add`` / ``result`` as :class:`~deblurd.pipeline.fusion.SequentialFuser`).
+:meth:`~GpuFuser.fuse_to_reference`), taking either kind of frame, and streaming jobs
+(``add`` / ``result`` as :class:`~deblurd.pipeline.fusion.SequentialFuser`) in both modes:
+:meth:`~GpuFuser.sequential`, :meth:`~GpuFuser.to_reference`, :meth:`~GpuFuser.job`.
 """
 
 from __future__ import annotations
@@ -26,7 +35,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from deblurd.gpu.backend import Backend, Buffer, grid_1d, grid_2d, shared_backend
+from deblurd.errors import ImageError
+from deblurd.gpu.backend import Backend, Buffer, GpuError, grid_1d, grid_2d, shared_backend
+from deblurd.gpu.resident import AnyAlignedFrame, DeviceAlignedFrame
 from deblurd.pipeline.fusion import (
     _CALIB_DEAD_ZONE,
     _CALIB_FLAT_FRACTION,
@@ -36,7 +47,6 @@ from deblurd.pipeline.fusion import (
     _EXPOSURE_MAX_SAMPLES,
     _EXPOSURE_RANGE,
     _EXPOSURE_TOLERANCE,
-    AlignedFrame,
     FusionResult,
     _as_rgb,
     _check_frame,
@@ -103,7 +113,11 @@ def _f(v: float) -> np.float32:
 
 class GpuSequentialFuser:
     """One fusion job on the device; ``mode`` "sequential" (running average) or
-    "reference" (sum, divided at the end). Use through :class:`GpuFuser`."""
+    "reference" (sum, divided at the end). Use through :class:`GpuFuser`.
+
+    Memory: O(one frame) in both modes (the to-reference sum is accumulated frame by
+    frame). :meth:`add` takes host or device-resident aligned frames.
+    """
 
     def __init__(
         self,
@@ -238,14 +252,48 @@ class GpuSequentialFuser:
             return np.zeros(1, np.float32), np.asarray(factors, np.float32)
         return (np.asarray(guide.calib_levels, np.float32), np.asarray(factors, np.float32))
 
-    def add(self, frame: AlignedFrame) -> float:
-        """Merge one frame; returns the mean per-pixel weight it got (0..1)."""
+    def _device_inputs(self, frame: DeviceAlignedFrame) -> tuple[Buffer, Buffer]:
+        """A device-resident frame's buffers, checked: :class:`ImageError` for a wrong
+        shape, dtype or weight; :class:`GpuError` for buffers that are not this backend's
+        (another backend, freed) or whose lease has ended (overwritten by a later warp)."""
+        what = f"aligned frame {len(self._frame_weights)}"
+        H, W = self._shape[:2]
+        image, valid = frame.image, frame.valid
+        if not isinstance(image, Buffer) or not isinstance(valid, Buffer):
+            raise ImageError(f"{what}: a device-resident frame holds device Buffers, got "
+                             f"{type(image).__name__}, {type(valid).__name__}")
+        if image.shape != (H, W, 3) or image.dtype != np.float32:
+            raise ImageError(f"{what}: device image {image.dtype}{image.shape}, expected "
+                             f"float32{(H, W, 3)} (the reference's shape)")
+        if valid.shape != (H, W) or valid.dtype != np.float32:
+            raise ImageError(f"{what}: device valid mask {valid.dtype}{valid.shape}, "
+                             f"expected float32{(H, W)}")
+        if not math.isfinite(frame.weight) or frame.weight < 0.0:
+            raise ImageError(f"{what}: frame weight must be finite and >= 0, got {frame.weight}")
+        if not (self.backend.owns(image) and self.backend.owns(valid)):
+            raise GpuError(f"{what}: its device buffers are not live buffers of this fuser's "
+                           f"{self.backend.name} backend (another backend, or freed)")
+        if frame.lease is not None and not frame.lease.alive:
+            raise GpuError(f"{what}: its device buffers were overwritten by a later warp "
+                           "(fuse each aligned frame before warping the next)")
+        return image, valid
+
+    def add(self, frame: AnyAlignedFrame) -> float:
+        """Merge one frame; returns the mean per-pixel weight it got (0..1).
+
+        A :class:`~deblurd.pipeline.fusion.AlignedFrame` is uploaded; a
+        :class:`~deblurd.gpu.resident.DeviceAlignedFrame` is read in place (checked by
+        :meth:`_device_inputs`). Same arithmetic for both.
+        """
         b, s = self.backend, self._settings
-        image, valid = _check_frame(frame, self._shape, len(self._frame_weights))
         W, H = self._size
         w2, h2 = self._half
-        img = b.upload_new(_P + "img", image)
-        val = b.upload_new(_P + "valid", valid)
+        if isinstance(frame, DeviceAlignedFrame):
+            img, val = self._device_inputs(frame)
+        else:
+            image, valid = _check_frame(frame, self._shape, len(self._frame_weights))
+            img = b.upload_new(_P + "img", image)
+            val = b.upload_new(_P + "valid", valid)
         gains = np.ones(3, np.float32)
         w_half: Buffer | None = None
         if self._weighted:
@@ -336,10 +384,31 @@ class GpuFuser:
         """A streaming fuser (``add(frame)``, ``result()``), as SequentialFuser."""
         return GpuSequentialFuser(self.backend, reference, settings, noise_sigma, "sequential")
 
+    def to_reference(
+        self,
+        reference: npt.NDArray[np.generic],
+        settings: FusionSettings,
+        noise_sigma: float | NoiseModel | None = None,
+    ) -> GpuSequentialFuser:
+        """A streaming to-reference job: ``add`` accumulates, ``result`` divides (the
+        result of :meth:`fuse_to_reference` on the frames added)."""
+        return GpuSequentialFuser(self.backend, reference, settings, noise_sigma, "reference")
+
+    def job(
+        self,
+        reference: npt.NDArray[np.generic],
+        settings: FusionSettings,
+        noise_sigma: float | NoiseModel | None = None,
+    ) -> GpuSequentialFuser:
+        """A streaming job in ``settings.mode`` (what :meth:`fuse` would compute)."""
+        if settings.mode == "sequential":
+            return self.sequential(reference, settings, noise_sigma)
+        return self.to_reference(reference, settings, noise_sigma)
+
     def fuse_sequential(
         self,
         reference: npt.NDArray[np.generic],
-        frames: Iterable[AlignedFrame],
+        frames: Iterable[AnyAlignedFrame],
         settings: FusionSettings,
         noise_sigma: float | NoiseModel | None = None,
     ) -> FusionResult:
@@ -352,12 +421,12 @@ class GpuFuser:
     def fuse_to_reference(
         self,
         reference: npt.NDArray[np.generic],
-        frames: Sequence[AlignedFrame],
+        frames: Sequence[AnyAlignedFrame],
         settings: FusionSettings,
         noise_sigma: float | NoiseModel | None = None,
     ) -> FusionResult:
         """fusion.fuse_to_reference on the device."""
-        job = GpuSequentialFuser(self.backend, reference, settings, noise_sigma, "reference")
+        job = self.to_reference(reference, settings, noise_sigma)
         for frame in frames:
             job.add(frame)
         return job.result()
@@ -365,7 +434,7 @@ class GpuFuser:
     def fuse(
         self,
         reference: npt.NDArray[np.generic],
-        frames: Iterable[AlignedFrame],
+        frames: Iterable[AnyAlignedFrame],
         settings: FusionSettings,
         noise_sigma: float | NoiseModel | None = None,
     ) -> FusionResult:

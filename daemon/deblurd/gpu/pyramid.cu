@@ -1,8 +1,28 @@
 // Gaussian pyramid (DESIGN §1 step 4: 1, 1/2, 1/4, 1/8), as deblurd.pipeline.pyramid:
 // cv2.pyrDown (5-tap binomial [1 4 6 4 1] / 16 per axis, BORDER_REFLECT_101, output
 // ((w + 1) / 2, (h + 1) / 2), even input pixels sampled) in float32 down to the tracking
-// level, photometric normalisation to uint8 there, uint8 pyrDown above it.
+// level, photometric normalisation to uint8 there, uint8 pyrDown above it. The float32
+// base comes from the host, or from the uploaded uint8 frame (rgb8_to_gray).
 #include "common.h"
+
+// uint8 RGB (interleaved, as the camera delivers it) to float32 gray in [0, 1], as
+// deblurd.imaging.to_gray: OpenCV's fixed-point cvtColor(RGB2GRAY),
+// g = (R cr + G cg + B cb + 2^(shift - 1)) >> shift, then (float)g * scale with
+// scale = float32(1 / 255). The coefficients come from the host, which has checked them
+// against cv2 (deblurd.gpu.resident.opencv_gray_formula).
+extern "C" __global__ void rgb8_to_gray(const unsigned char* rgb, int w, int h, int cr, int cg,
+                                        int cb, int shift, float scale, float* gray) {
+    int x = DEBLURD_X, y = DEBLURD_Y;
+    if (x >= w || y >= h) return;
+    size_t i = (size_t)y * w + x;
+    const unsigned char* p = rgb + i * 3;
+    int g = ((int)p[0] * cr + (int)p[1] * cg + (int)p[2] * cb + (1 << (shift - 1))) >> shift;
+    gray[i] = (float)g * scale;
+}
+DEBLURD_LAUNCHER(rgb8_to_gray,
+                 (const unsigned char* rgb, int w, int h, int cr, int cg, int cb, int shift,
+                  float scale, float* gray),
+                 (rgb, w, h, cr, cg, cb, shift, scale, gray))
 
 // Float32 pyrDown: rows first, then columns, times 1/256 (OpenCV's FltCast<float, 8>).
 extern "C" __global__ void pyr_down_f32(const float* src, int sw, int sh, float* dst, int dw,

@@ -13,15 +13,28 @@ inherently sequential stays on the host:
   coarsest level (a few kB downloaded), the homography fit (MAGSAC++) and the quality
   gate on the tracked points (a few kB).
 
-Frames are uploaded once and stay on the device through pyramid, tracking both ways and
-the forward-backward check's inputs. Device buffers come from the backend's pool: they
-are allocated for the first frame of a resolution and reused after.
+Two ways in and out (the pipeline uses the second):
+
+* *host handoff*, the :class:`~deblurd.pipeline.registration.Registrar` interface:
+  :meth:`GpuRegistrar.register` uploads a gray image, :meth:`GpuRegistrar.warp` uploads a
+  linear image and downloads the warped image and its valid mask;
+* *device-resident* (:mod:`deblurd.gpu.resident`): :meth:`GpuRegistrar.register_frame`
+  uploads the camera's ``uint8`` RGB frame once and derives the gray image on the device;
+  :meth:`GpuRegistrar.warp_resident` decodes that same upload to linear light, warps it,
+  and returns a :class:`~deblurd.gpu.resident.DeviceAlignedFrame` for the fuser: per
+  frame one ``H * W * 3``-byte upload and only small downloads (coarsest level, tracked
+  points). Same results: the conversions are bit-identical to the host's.
+
+Either way the frame stays on the device through pyramid, tracking both ways and the
+forward-backward check's inputs. Device buffers come from the backend's pool: they are
+allocated for the first frame of a resolution and reused after.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -29,9 +42,11 @@ import numpy.typing as npt
 
 from deblurd.errors import RegistrationError
 from deblurd.gpu.backend import Backend, Buffer, grid_1d, grid_2d, shared_backend
+from deblurd.gpu.resident import DeviceAlignedFrame, Lease, gray_into, linear_into
 from deblurd.pipeline.corners import _HARRIS_K, _SUBPIX_CRITERIA, CornerParams, spread
 from deblurd.pipeline.pyramid import PyramidBuilder, coarsest_level, level_shape, tracking_level
 from deblurd.pipeline.registration import (
+    _MIN_SIDE,
     Registration,
     TrackedCorners,
     _check_gray,
@@ -65,7 +80,13 @@ class GpuRegistrar(TrackedCorners):
 
     Not thread-safe: one job at a time (the reference is its state). ``stage_ms`` as in
     :class:`~deblurd.pipeline.registration.OpenCVRegistrar` (host wall time, including the
-    waits for the device). :meth:`close` frees its device buffers.
+    waits for the device; ``pyramid`` includes the upload and the gray conversion).
+    :meth:`close` frees its device buffers.
+
+    Device-resident use (see the module docstring): :meth:`set_reference_frame`, then per
+    frame :meth:`register_frame` and, for accepted frames, :meth:`warp_resident`. One
+    aligned frame exists at a time: the next warp (resident or not) overwrites its buffers
+    and ends its lease, so hand it to the fuser first.
     """
 
     def __init__(self, settings: RegistrationSettings, backend: Backend | str = "cuda") -> None:
@@ -78,6 +99,9 @@ class GpuRegistrar(TrackedCorners):
         self._corners: F32 = np.empty((0, 2), np.float32)
         self._ref_top: U8 = np.zeros((1, 1), np.uint8)
         self._window: F32 = np.ones((1, 1), np.float32)
+        self._frame_ready = False  # buffer reg/frame holds the last register_frame() input
+        self._lease = Lease()  # of the last aligned frame warp_resident() returned
+        self._lease.end()
 
     # --- geometry ---------------------------------------------------------------------
 
@@ -88,8 +112,10 @@ class GpuRegistrar(TrackedCorners):
 
     def close(self) -> None:
         """Free this registrar's device buffers (the backend stays open)."""
+        self._lease.end()
         self.backend.release(_P)
         self._shape = None
+        self._frame_ready = False
 
     def __enter__(self) -> GpuRegistrar:
         return self
@@ -99,12 +125,12 @@ class GpuRegistrar(TrackedCorners):
 
     # --- pyramid ----------------------------------------------------------------------
 
-    def _pyramid(self, which: str, gray: F32) -> None:
-        """Levels base..top of ``gray`` as uint8 buffers ``{which}/u8/k`` and their Scharr
-        derivatives ``{which}/d/k`` (PyramidBuilder's method)."""
+    def _pyramid(self, which: str, src: Buffer) -> None:
+        """Levels base..top of the gray image ``src`` (``float32 (H, W)`` on the device) as
+        uint8 buffers ``{which}/u8/k`` and their Scharr derivatives ``{which}/d/k``
+        (PyramidBuilder's method)."""
         b = self.backend
         h, w = self._level(0)
-        src = b.upload_new(_P + "in", np.ascontiguousarray(gray, np.float32))
         for k in range(1, self._base + 1):
             dh, dw = self._level(k)
             dst = b.buffer(f"{_P}f32/{k}", (dh, dw), np.float32)
@@ -209,6 +235,36 @@ class GpuRegistrar(TrackedCorners):
         out: F32 = np.where(moved[:, None], corners, refined).astype(np.float32)
         return out
 
+    # --- inputs -------------------------------------------------------------------------
+
+    def _prepare(self, shape: tuple[int, int]) -> None:
+        """Levels and buffers for a reference of ``shape`` (freed and redone on a change)."""
+        s = self.settings
+        self._frame_ready = False  # set_reference* reuses the frame and gray buffers
+        if shape == self._shape:
+            return
+        self._lease.end()
+        self.backend.release(_P)
+        self._shape = shape
+        self._base = tracking_level(shape, s.tracking_max_side_px, s.levels)
+        self._top = coarsest_level(s.levels, self._base)
+        top_h, top_w = level_shape(shape, self._top)
+        self._window = np.asarray(cv2.createHanningWindow((top_w, top_h), cv2.CV_32F), np.float32)
+
+    def _upload_gray(self, gray: F32) -> Buffer:
+        return self.backend.upload_new(_P + "in", np.ascontiguousarray(gray, np.float32))
+
+    def _upload_frame(self, frame: U8) -> Buffer:
+        """The frame's one upload (``uint8 (H, W, 3)``, into the pooled ``reg/frame``)."""
+        h, w = frame.shape[:2]
+        buf = self.backend.buffer(_P + "frame", (h, w, 3), np.uint8)
+        self.backend.upload(buf, frame)
+        return buf
+
+    def _gray_of(self, frame_buf: Buffer, frame: U8) -> Buffer:
+        """``to_gray(frame)`` on the device, from its upload ``frame_buf``."""
+        return gray_into(self.backend, frame_buf, frame, _P + "in")
+
     # --- the Registrar interface ------------------------------------------------------
 
     def set_reference(self, gray: F32) -> None:
@@ -218,19 +274,26 @@ class GpuRegistrar(TrackedCorners):
         :meth:`register` then rejects with that reason).
         """
         _check_gray(gray, "reference")
-        s = self.settings
         self.stage_ms = {}
         t0 = time.perf_counter()
-        shape = (int(gray.shape[0]), int(gray.shape[1]))
-        if shape != self._shape:
-            self.backend.release(_P)
-            self._shape = shape
-            self._base = tracking_level(shape, s.tracking_max_side_px, s.levels)
-            self._top = coarsest_level(s.levels, self._base)
-            top_h, top_w = level_shape(shape, self._top)
-            self._window = np.asarray(
-                cv2.createHanningWindow((top_w, top_h), cv2.CV_32F), np.float32
-            )
+        self._prepare((int(gray.shape[0]), int(gray.shape[1])))
+        self._reference(self._upload_gray(gray), t0)
+
+    def set_reference_frame(self, frame: U8) -> None:
+        """:meth:`set_reference` of ``to_gray(frame)``, converted on the device.
+
+        ``frame``: ``uint8 (H, W, 3)`` sRGB RGB (for the pipeline: the first image encoded
+        to sRGB); uploaded once, as it is.
+        """
+        _check_frame_u8(frame, "reference")
+        self.stage_ms = {}
+        t0 = time.perf_counter()
+        self._prepare((int(frame.shape[0]), int(frame.shape[1])))
+        self._reference(self._gray_of(self._upload_frame(frame), frame), t0)
+
+    def _reference(self, gray: Buffer, t0: float) -> None:
+        """The reference's pyramid from ``gray`` (on the device), and its corners."""
+        s = self.settings
         self._pyramid("ref", gray)
         self._ref_top = self.backend.download(self._u8("ref", self._top))
         t1 = time.perf_counter()
@@ -268,6 +331,27 @@ class GpuRegistrar(TrackedCorners):
         if self._shape is None:
             raise RegistrationError("register() before set_reference()")
         _check_gray(gray, "frame", self._shape)
+        return self._register(lambda: self._upload_gray(gray), time.perf_counter())
+
+    def register_frame(self, frame: U8) -> Registration:
+        """:meth:`register` of ``to_gray(frame)``, converted on the device (the same result).
+
+        ``frame``: ``uint8 (H, W, 3)`` sRGB RGB, the reference's size. Uploaded once (also
+        when the reference has too few corners to try): :meth:`warp_resident` warps this
+        upload.
+        """
+        if self._shape is None:
+            raise RegistrationError("register_frame() before set_reference()")
+        _check_frame_u8(frame, "frame", self._shape)
+        t0 = time.perf_counter()
+        buf = self._upload_frame(frame)
+        self._frame_ready = True
+        return self._register(lambda: self._gray_of(buf, frame), t0)
+
+    def _register(self, gray: Callable[[], Buffer], t0: float) -> Registration:
+        """register() from the gray image ``gray()`` puts on the device (timed from ``t0``)."""
+        if self._shape is None:
+            raise RegistrationError("register() before set_reference()")
         s = self.settings
         scale = float(2**self._base)
         self.stage_ms = {}
@@ -275,8 +359,7 @@ class GpuRegistrar(TrackedCorners):
         if n < s.min_inliers:
             return _rejected(f"reference has {n} corners < {s.min_inliers}", 0, 0)
         b = self.backend
-        t0 = time.perf_counter()
-        self._pyramid("frm", gray)
+        self._pyramid("frm", gray())
         top = b.download(self._u8("frm", self._top))
         t1 = time.perf_counter()
         dx, dy = global_shift(self._ref_top, top, self._window)
@@ -307,25 +390,85 @@ class GpuRegistrar(TrackedCorners):
         into the reference geometry; ``(warped, valid)`` as OpenCVRegistrar.warp."""
         self._check_warp_input(image)
         t0 = time.perf_counter()
+        self._lease.end()  # the warp buffers are the resident frame's
         warped, valid = warp_on(self.backend, image, np.asarray(reg.homography, np.float64))
         self.stage_ms = {"warp": _ms(t0, time.perf_counter())}
         return warped, valid
 
+    def warp_resident(self, reg: Registration, weight: float = 1.0) -> DeviceAlignedFrame:
+        """Warp the frame of the last :meth:`register_frame` into the reference geometry,
+        on the device: nothing is uploaded (the frame is) and nothing downloaded.
 
-def warp_on(backend: Backend, image: F32, H: F64, key: str = _P + "warp/") -> tuple[F32, F32]:
-    """``warp_homography`` with the ``warp_perspective`` kernel: bilinear, replicated
-    border, ``valid`` 1 where the source point lies in the frame inset by one pixel."""
-    h, w = image.shape[:2]
-    c = 1 if image.ndim == 2 else int(image.shape[2])
-    src = backend.upload_new(key + "src", np.ascontiguousarray(image).reshape(h, w, c))
+        Decodes the uploaded ``uint8`` frame to linear light (as ``srgb_to_linear``) and
+        warps it with ``reg.homography`` (as :meth:`warp`, whatever ``reg.accepted``
+        says). Returns the warped ``float32 (H, W, 3)`` image and ``float32 (H, W)``
+        valid mask as pooled device buffers, with ``weight`` and a live lease; they hold
+        the frame until the next warp or :meth:`close` (see the class docstring). Waits
+        for the device, so that ``stage_ms["warp"]`` is the warp's time.
+        """
+        if self._shape is None:
+            raise RegistrationError("warp_resident() before set_reference()")
+        if not self._frame_ready:
+            raise RegistrationError("warp_resident() needs a frame from register_frame() "
+                                    "(set_reference* reuses its buffer)")
+        t0 = time.perf_counter()
+        b = self.backend
+        h, w = self._shape
+        self._lease.end()
+        linear = b.buffer(_P + "warp/src", (h, w, 3), np.float32)
+        linear_into(b, b.buffer(_P + "frame", (h, w, 3), np.uint8), linear)
+        dst, valid = warp_device(b, linear, np.asarray(reg.homography, np.float64))
+        b.synchronize()
+        self._lease = Lease()
+        self.stage_ms = {"warp": _ms(t0, time.perf_counter())}
+        return DeviceAlignedFrame(dst, valid, float(weight), self._lease)
+
+
+def warp_device(backend: Backend, src: Buffer, H: F64, key: str = _P + "warp/"
+                ) -> tuple[Buffer, Buffer]:
+    """The ``warp_perspective`` kernel on a device image: ``src`` ``float32 (h, w, c)``
+    warped through ``H`` (moving → reference) into the pooled ``{key}dst`` (same shape)
+    and ``{key}valid`` (``float32 (h, w)``, 1 where the source point lies in the frame
+    inset by one pixel). Bilinear, replicated border. Queued, not waited for."""
+    h, w, c = src.shape
     dst = backend.buffer(key + "dst", (h, w, c), np.float32)
     valid = backend.buffer(key + "valid", (h, w), np.float32)
     m = np.linalg.inv(H).reshape(-1)
     backend.launch("warp_perspective", *grid_2d(w, h), src, _i(w), _i(h), _i(c),
                    *[_f(float(v)) for v in m], dst, valid)
+    return dst, valid
+
+
+def warp_on(backend: Backend, image: F32, H: F64, key: str = _P + "warp/") -> tuple[F32, F32]:
+    """``warp_homography`` with the ``warp_perspective`` kernel, host in and out: the
+    image is uploaded, the warped image and the valid mask downloaded (see
+    :func:`warp_device`)."""
+    h, w = image.shape[:2]
+    c = 1 if image.ndim == 2 else int(image.shape[2])
+    src = backend.upload_new(key + "src", np.ascontiguousarray(image).reshape(h, w, c))
+    dst, valid = warp_device(backend, src, H, key)
     out: F32 = backend.download(dst).reshape(image.shape)
     mask: F32 = backend.download(valid)
     return out, mask
+
+
+def _check_frame_u8(frame: U8, what: str, shape: tuple[int, int] | None = None) -> None:
+    """Raise :class:`RegistrationError` unless ``frame`` is ``uint8 (H, W, 3)`` (of
+    ``shape`` when given; each side at least the registration's minimum)."""
+    if (
+        not isinstance(frame, np.ndarray)
+        or frame.dtype != np.uint8
+        or frame.ndim != 3
+        or frame.shape[2] != 3
+    ):
+        raise RegistrationError(
+            f"{what} must be a uint8 (H, W, 3) RGB frame, got "
+            f"{getattr(frame, 'dtype', type(frame).__name__)} {getattr(frame, 'shape', '')}"
+        )
+    if min(frame.shape[:2]) < _MIN_SIDE:
+        raise RegistrationError(f"{what} {frame.shape} is smaller than {_MIN_SIDE} px")
+    if shape is not None and frame.shape[:2] != shape:
+        raise RegistrationError(f"{what} is {frame.shape[:2]}, the reference is {shape}")
 
 
 def _inside(points: F32, ok: Mask, w: int, h: int) -> Mask:

@@ -5,7 +5,20 @@
 // one pixel (all four taps inside; registration.valid_mask fills the same quadrilateral
 // with cv2.fillConvexPoly) and in front of the camera, else 0. Exact float bilinear
 // weights (OpenCV quantises the source position to 1/32 px).
+// Its input is a linear float image: from the host, or decoded on the device from the
+// uploaded uint8 sRGB frame (lut_u8_f32).
 #include "common.h"
+
+// dst[i] = lut[src[i]] for n values: uint8 sRGB codes to float32 linear light through
+// the 256-entry table of deblurd.imaging.srgb_to_linear (uploaded once per backend).
+extern "C" __global__ void lut_u8_f32(const unsigned char* src, int n, const float* lut,
+                                      float* dst) {
+    int i = DEBLURD_X;
+    if (i >= n) return;
+    dst[i] = lut[src[i]];
+}
+DEBLURD_LAUNCHER(lut_u8_f32, (const unsigned char* src, int n, const float* lut, float* dst),
+                 (src, n, lut, dst))
 
 extern "C" __global__ void warp_perspective(const float* src, int w, int h, int c, float m0,
                                             float m1, float m2, float m3, float m4, float m5,

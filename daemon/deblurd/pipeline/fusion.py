@@ -59,7 +59,7 @@ reference by the median ratio of low-passed values (``match_exposure``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -504,35 +504,66 @@ def fuse_sequential(
     return fuser.result()
 
 
+class ReferenceFuser:
+    """Fusion to the reference, one aligned frame at a time (memory: O(one frame)).
+
+    ``(w_ref·ref + Σ w_i·x_i) / (w_ref + Σ w_i)`` per pixel: a sum, accumulated as frames
+    arrive and divided in :meth:`result`. Arguments as :class:`SequentialFuser`.
+    """
+
+    def __init__(
+        self,
+        reference: npt.NDArray[np.generic],
+        settings: FusionSettings,
+        noise_sigma: float | NoiseModel | None = None,
+    ) -> None:
+        ref = _as_rgb(reference, "reference")
+        self._noise = _resolve_noise(ref, settings, noise_sigma)
+        model = self._noise if self._noise is not None else NoiseModel.constant(1.0)
+        self._guide = _ReferenceGuide(ref, settings, model)
+        self._shape = ref.shape
+        self._acc: F32Image = ref * np.float32(settings.reference_weight)
+        self._wsum: F32Image = np.full(ref.shape[:2], settings.reference_weight, np.float32)
+        self._frame_weights: list[float] = []
+
+    def add(self, frame: AlignedFrame) -> float:
+        """Merge one frame; returns the mean per-pixel weight it got (0..1)."""
+        image, valid = _check_frame(frame, self._shape, len(self._frame_weights))
+        image, w = self._guide.frame_weights(image, valid)
+        mean_w = float(w.mean())
+        self._frame_weights.append(mean_w)
+        if frame.weight == 0.0:
+            return mean_w
+        if frame.weight != 1.0:
+            w *= np.float32(frame.weight)
+        self._wsum += w
+        self._acc += np.multiply(image, w[..., None], out=self._guide.scratch)
+        return mean_w
+
+    def result(self) -> FusionResult:
+        """The fused image so far (new arrays: adding more frames does not change it)."""
+        image: F32Image = self._acc / self._wsum[..., None]
+        return FusionResult(
+            image=image,
+            weight_sum=self._wsum.copy(),
+            frame_weights=list(self._frame_weights),
+            noise_model=self._noise,
+        )
+
+
 def fuse_to_reference(
     reference: npt.NDArray[np.generic],
-    frames: Sequence[AlignedFrame],
+    frames: Iterable[AlignedFrame],
     settings: FusionSettings,
     noise_sigma: float | NoiseModel | None = None,
 ) -> FusionResult:
-    """Weighted average of the reference and all frames registered to it.
-
-    ``(w_ref·ref + Σ w_i·x_i) / (w_ref + Σ w_i)`` per pixel; same arguments as
-    :func:`fuse_sequential`.
+    """Weighted average of the reference and all frames registered to it
+    (:class:`ReferenceFuser`); same arguments as :func:`fuse_sequential`.
     """
-    ref = _as_rgb(reference, "reference")
-    noise = _resolve_noise(ref, settings, noise_sigma)
-    guide = _ReferenceGuide(ref, settings, noise if noise is not None else NoiseModel.constant(1.0))
-    acc: F32Image = ref * np.float32(settings.reference_weight)
-    wsum: F32Image = np.full(ref.shape[:2], settings.reference_weight, np.float32)
-    frame_weights: list[float] = []
-    for index, frame in enumerate(frames):
-        image, valid = _check_frame(frame, ref.shape, index)
-        image, w = guide.frame_weights(image, valid)
-        frame_weights.append(float(w.mean()))
-        if frame.weight == 0.0:
-            continue
-        if frame.weight != 1.0:
-            w *= np.float32(frame.weight)
-        wsum += w
-        acc += np.multiply(image, w[..., None], out=guide.scratch)
-    acc /= wsum[..., None]
-    return FusionResult(image=acc, weight_sum=wsum, frame_weights=frame_weights, noise_model=noise)
+    fuser = ReferenceFuser(reference, settings, noise_sigma)
+    for frame in frames:
+        fuser.add(frame)
+    return fuser.result()
 
 
 def fuse(
@@ -541,7 +572,7 @@ def fuse(
     settings: FusionSettings,
     noise_sigma: float | NoiseModel | None = None,
 ) -> FusionResult:
-    """Fuse by ``settings.mode``: "sequential" streams ``frames``; "reference" collects them."""
+    """Fuse by ``settings.mode`` ("sequential" or "reference"); both stream ``frames``."""
     if settings.mode == "sequential":
         return fuse_sequential(reference, frames, settings, noise_sigma)
-    return fuse_to_reference(reference, list(frames), settings, noise_sigma)
+    return fuse_to_reference(reference, frames, settings, noise_sigma)

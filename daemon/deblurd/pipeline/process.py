@@ -17,13 +17,12 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.burstdir import Burst
-from deblurd.gpu.factory import open_fuser, open_registrar
-from deblurd.imaging import linear_to_srgb, srgb_to_linear, to_gray
+from deblurd.gpu.factory import open_aligner, open_fusion_job
+from deblurd.imaging import linear_to_srgb, srgb_to_linear
 from deblurd.inference.base import Deblurrer
 from deblurd.pipeline.blur import blur_score
 from deblurd.pipeline.decision import Decision, decide
 from deblurd.pipeline.finishing import finish
-from deblurd.pipeline.fusion import AlignedFrame
 from deblurd.pipeline.noise import estimate_noise_model
 from deblurd.pipeline.selection import select_first_frame, walk_order
 from deblurd.settings.models import DeblurdSettings
@@ -101,8 +100,11 @@ class _Timer:
         try:
             yield
         finally:
-            ms = (time.perf_counter() - t0) * 1000.0
-            self._report.stage_ms[name] = round(self._report.stage_ms.get(name, 0.0) + ms, 2)
+            self.add(name, (time.perf_counter() - t0) * 1000.0)
+
+    def add(self, name: str, ms: float) -> None:
+        """Count ``ms`` (measured elsewhere) towards stage ``name``."""
+        self._report.stage_ms[name] = round(self._report.stage_ms.get(name, 0.0) + ms, 2)
 
 
 def candidate_indices(burst: Burst, before: int, after: int) -> list[int]:
@@ -252,8 +254,13 @@ def complete_burst(
     with timer.stage("finish"):
         fused = finish(fused, settings.finishing, residual_noise)
     if plan.passes == "both" and deblurrer is not None:
-        with timer.stage("unet_second"):
-            fused = deblurrer.deblur(fused, "second")
+        if report.used:
+            with timer.stage("unet_second"):
+                fused = deblurrer.deblur(fused, "second")
+        else:
+            # Nothing was fused: the image is the first pass's output, already deblurred.
+            # The second pass is for fused images; run again it would only over-sharpen.
+            report.unet_passes = "first (no frame fused: second pass skipped)"
     with timer.stage("encode"):
         image = linear_to_srgb(fused)
     report.stage_ms.pop("total", None)
@@ -310,37 +317,30 @@ def _register_and_fuse(
         # From the raw selected frame: a U-Net-denoised first frame would under-read it.
         noise = estimate_noise_model(srgb_to_linear(burst.frames[selected]))
     report.noise_model = {"a": float(noise.a), "b": float(noise.b)}
-    registrar = open_registrar(settings.registration)
-    fuser = open_fuser(settings.registration)
-    with timer.stage("register"):
-        registrar.set_reference(to_gray(linear_to_srgb(first)))
-
-    streamed_ms = 0.0  # registration time spent inside a streaming (sequential) fusion
-
-    def aligned_frames() -> Iterator[AlignedFrame]:
-        nonlocal streamed_ms
-        for i in kept:
-            t0 = time.perf_counter()
-            with timer.stage("register"):
-                reg = registrar.register(to_gray(burst.frames[i]))
-            if not reg.accepted:
-                report.rejected.append(RejectedFrame(i, f"registration: {reg.reason}"))
-                continue
-            with timer.stage("warp"):
-                image, valid = registrar.warp(srgb_to_linear(burst.frames[i]), reg)
-            weight = float(np.exp(-max(0.0, scores[i] - first_score) / gate.sharpness_scale))
-            report.used.append(
-                UsedFrame(i, reg.inliers, round(reg.residual_px, 4), round(weight, 4), 0.0)
-            )
-            streamed_ms += (time.perf_counter() - t0) * 1000.0
-            yield AlignedFrame(image, valid, weight)
-
-    frames = list(aligned_frames()) if settings.fusion.mode == "reference" else aligned_frames()
+    # Streaming in both fusion modes: each frame is registered, warped and fused before
+    # the next (one aligned frame at a time; on the GPU backends it never leaves the
+    # device, and the next warp reuses its buffers). register/warp/fuse are timed apart.
+    aligner = open_aligner(settings.registration)
+    aligner.set_reference(first)
+    timer.add("register", aligner.stage_ms["register"])
     with timer.stage("fuse"):
-        result = fuser.fuse(first, frames, settings.fusion, noise)
+        job = open_fusion_job(settings.registration, first, settings.fusion, noise)
+    for i in kept:
+        weight = float(np.exp(-max(0.0, scores[i] - first_score) / gate.sharpness_scale))
+        reg, aligned = aligner.align(burst.frames[i], weight)
+        for stage in ("register", "warp"):
+            if stage in aligner.stage_ms:
+                timer.add(stage, aligner.stage_ms[stage])
+        if aligned is None:
+            report.rejected.append(RejectedFrame(i, f"registration: {reg.reason}"))
+            continue
+        report.used.append(
+            UsedFrame(i, reg.inliers, round(reg.residual_px, 4), round(weight, 4), 0.0)
+        )
+        with timer.stage("fuse"):
+            job.add(aligned)
+    with timer.stage("fuse"):
+        result = job.result()
     for used, w in zip(report.used, result.frame_weights, strict=False):
         used.mean_pixel_weight = round(float(w), 4)
-    if settings.fusion.mode == "sequential":
-        # Registration and warping ran inside the streaming fusion: count them once.
-        report.stage_ms["fuse"] = round(report.stage_ms["fuse"] - streamed_ms, 2)
     return result.image, result.residual_noise_sigma(noise)
