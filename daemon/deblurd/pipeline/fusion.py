@@ -432,7 +432,49 @@ def _resolve_noise(
     return NoiseModel(a=model.a * scale, b=model.b * scale)
 
 
-class SequentialFuser:
+class _StreamingFuser:
+    """What both fusion modes share: the reference's guide (noise model, low-pass, the
+    weights' statistics), the per-pixel weight sum and each frame's mean weight."""
+
+    def __init__(
+        self,
+        reference: npt.NDArray[np.generic],
+        settings: FusionSettings,
+        noise_sigma: float | NoiseModel | None = None,
+    ) -> None:
+        ref = _as_rgb(reference, "reference")
+        self._ref = ref
+        self._noise = _resolve_noise(ref, settings, noise_sigma)
+        model = self._noise if self._noise is not None else NoiseModel.constant(1.0)
+        self._guide = _ReferenceGuide(ref, settings, model)
+        self._wsum: F32Image = np.full(ref.shape[:2], settings.reference_weight, np.float32)
+        self._frame_weights: list[float] = []
+        self._start(settings)
+
+    def _start(self, settings: FusionSettings) -> None:
+        """The mode's own state (called at the end of ``__init__``)."""
+
+    def _weigh(self, frame: AlignedFrame) -> tuple[F32Image, F32Image, float]:
+        """``(image, w, mean)``: the frame (exposure-matched), its per-pixel weights
+        ``float32 (H, W)`` times its frame weight, and their mean before that (recorded)."""
+        image, valid = _check_frame(frame, self._ref.shape, len(self._frame_weights))
+        image, w = self._guide.frame_weights(image, valid)
+        mean_w = float(w.mean())
+        self._frame_weights.append(mean_w)
+        if frame.weight != 1.0:
+            w *= np.float32(frame.weight)
+        return image, w, mean_w
+
+    def _result(self, image: F32Image) -> FusionResult:
+        return FusionResult(
+            image=image,
+            weight_sum=self._wsum.copy(),
+            frame_weights=list(self._frame_weights),
+            noise_model=self._noise,
+        )
+
+
+class SequentialFuser(_StreamingFuser):
     """Running weighted average, one aligned frame at a time (memory: O(one frame)).
 
     ``reference``: ``float32 (H, W, 3)`` linear. ``noise_sigma``: the noise of one raw
@@ -443,31 +485,14 @@ class SequentialFuser:
     taken from the reference's level function.
     """
 
-    def __init__(
-        self,
-        reference: npt.NDArray[np.generic],
-        settings: FusionSettings,
-        noise_sigma: float | NoiseModel | None = None,
-    ) -> None:
-        ref = _as_rgb(reference, "reference")
-        self._settings = settings
-        self._noise = _resolve_noise(ref, settings, noise_sigma)
-        model = self._noise if self._noise is not None else NoiseModel.constant(1.0)
-        self._guide = _ReferenceGuide(ref, settings, model)
-        self._fused: F32Image = ref.copy()
-        self._wsum: F32Image = np.full(ref.shape[:2], settings.reference_weight, np.float32)
-        self._frame_weights: list[float] = []
+    def _start(self, settings: FusionSettings) -> None:
+        self._fused: F32Image = self._ref.copy()
 
     def add(self, frame: AlignedFrame) -> float:
         """Merge one frame; returns the mean per-pixel weight it got (0..1)."""
-        image, valid = _check_frame(frame, self._fused.shape, len(self._frame_weights))
-        image, w = self._guide.frame_weights(image, valid)
-        mean_w = float(w.mean())
-        self._frame_weights.append(mean_w)
+        image, w, mean_w = self._weigh(frame)
         if frame.weight == 0.0 or mean_w == 0.0:
             return mean_w
-        if frame.weight != 1.0:
-            w *= np.float32(frame.weight)
         # fused ← fused + w/(W + w) · (x − fused);  W ← W + w   (weight 1 vs i−1 when w ≡ 1)
         self._wsum += w
         ratio = np.divide(w, self._wsum, out=w)
@@ -478,12 +503,7 @@ class SequentialFuser:
 
     def result(self) -> FusionResult:
         """The fused image so far (a copy: adding more frames later does not change it)."""
-        return FusionResult(
-            image=self._fused.copy(),
-            weight_sum=self._wsum.copy(),
-            frame_weights=list(self._frame_weights),
-            noise_model=self._noise,
-        )
+        return self._result(self._fused.copy())
 
 
 def fuse_sequential(
@@ -504,51 +524,28 @@ def fuse_sequential(
     return fuser.result()
 
 
-class ReferenceFuser:
+class ReferenceFuser(_StreamingFuser):
     """Fusion to the reference, one aligned frame at a time (memory: O(one frame)).
 
     ``(w_ref·ref + Σ w_i·x_i) / (w_ref + Σ w_i)`` per pixel: a sum, accumulated as frames
     arrive and divided in :meth:`result`. Arguments as :class:`SequentialFuser`.
     """
 
-    def __init__(
-        self,
-        reference: npt.NDArray[np.generic],
-        settings: FusionSettings,
-        noise_sigma: float | NoiseModel | None = None,
-    ) -> None:
-        ref = _as_rgb(reference, "reference")
-        self._noise = _resolve_noise(ref, settings, noise_sigma)
-        model = self._noise if self._noise is not None else NoiseModel.constant(1.0)
-        self._guide = _ReferenceGuide(ref, settings, model)
-        self._shape = ref.shape
-        self._acc: F32Image = ref * np.float32(settings.reference_weight)
-        self._wsum: F32Image = np.full(ref.shape[:2], settings.reference_weight, np.float32)
-        self._frame_weights: list[float] = []
+    def _start(self, settings: FusionSettings) -> None:
+        self._acc: F32Image = self._ref * np.float32(settings.reference_weight)
 
     def add(self, frame: AlignedFrame) -> float:
         """Merge one frame; returns the mean per-pixel weight it got (0..1)."""
-        image, valid = _check_frame(frame, self._shape, len(self._frame_weights))
-        image, w = self._guide.frame_weights(image, valid)
-        mean_w = float(w.mean())
-        self._frame_weights.append(mean_w)
+        image, w, mean_w = self._weigh(frame)
         if frame.weight == 0.0:
             return mean_w
-        if frame.weight != 1.0:
-            w *= np.float32(frame.weight)
         self._wsum += w
         self._acc += np.multiply(image, w[..., None], out=self._guide.scratch)
         return mean_w
 
     def result(self) -> FusionResult:
         """The fused image so far (new arrays: adding more frames does not change it)."""
-        image: F32Image = self._acc / self._wsum[..., None]
-        return FusionResult(
-            image=image,
-            weight_sum=self._wsum.copy(),
-            frame_weights=list(self._frame_weights),
-            noise_model=self._noise,
-        )
+        return self._result(self._acc / self._wsum[..., None])
 
 
 def fuse_to_reference(
