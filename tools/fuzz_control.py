@@ -205,8 +205,18 @@ class Stats:
               + ", ".join(f"{c} {n}" for c, n in sorted(total_err.items())))  # fmt: skip
 
 
+def dealer(ctx: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
+    """A DEALER socket (no linger) connected to the control ``endpoint``."""
+    sock: zmq.Socket[Any] = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    return sock
+
+
 class Daemon:
-    """``python -m deblurd.cli run`` on the sim camera in a temporary folder."""
+    """``python -m deblurd.cli run`` on the sim camera in a temporary folder, its output
+    in ``daemon.log`` there (also the daemon of ``tests/integration/test_fuzz_control.py``,
+    which loads this file)."""
 
     def __init__(self, folder: Path) -> None:
         self.control = f"ipc://{folder}/control.sock"
@@ -280,10 +290,7 @@ class Fuzzer:
         time.sleep(0.3)
 
     def _dealer(self) -> zmq.Socket[Any]:
-        sock: zmq.Socket[Any] = self.ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(self.control)
-        return sock
+        return dealer(self.ctx, self.control)
 
     def exchange(self, frames: list[bytes], due: bool) -> bytes | None:
         """Send one request (REQ framing over a DEALER) and wait for its reply."""

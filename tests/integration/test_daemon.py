@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 import zmq
+from daemon_proc import DaemonProc, daemon_env
 
 from deblurd.client import main as deblurctl
 from deblurd.imaging import read_rgb8
@@ -59,42 +59,18 @@ terminal = false
     return cfg
 
 
-class DaemonProcess:
-    """``python -m deblurd.cli run --config CFG`` with its stdout collected."""
+class DaemonProcess(DaemonProc):
+    """``python -m deblurd.cli run`` on :func:`write_config`'s config in ``folder`` (plus
+    ``extra``), with ZeroMQ helpers for its endpoints."""
+
+    ready_timeout_s = 40.0
 
     def __init__(self, folder: Path, extra: str = "", env: dict[str, str] | None = None) -> None:
         self.folder = folder
-        self.config = write_config(folder, extra)
         self.control = f"ipc://{folder}/control.sock"
         self.results = f"ipc://{folder}/results.sock"
-        self.lines: list[str] = []
-        self._ready = threading.Event()
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("DEBLURD_")}
-        full_env.pop("NOTIFY_SOCKET", None)
-        full_env.update(env or {})
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "deblurd.cli", "run", "--config", str(self.config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env=full_env,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__(write_config(folder, extra), daemon_env(**(env or {})))
         self.ctx: zmq.Context[Any] = zmq.Context()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if line.strip() == "deblurd: ready":
-                self._ready.set()
-
-    def wait_ready(self, timeout_s: float = 40.0) -> None:
-        if not self._ready.wait(timeout_s):
-            self.stop()
-            raise AssertionError("daemon not ready:\n" + "\n".join(self.lines))
 
     def request(
         self, msg: Any, raw: bytes | list[bytes] | None = None, timeout_ms: int = 5000
@@ -127,14 +103,7 @@ class DaemonProcess:
         return sub
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait(5)
-        self._reader.join(5)
+        rc = super().stop(sig, timeout_s)
         self.ctx.destroy(0)
         return rc
 

@@ -12,13 +12,14 @@ The long run is ``tools/fuzz_control.py --messages 10000``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -26,8 +27,6 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-MAX_REQUEST = 256 * 1024
-HARD_LIMIT = max(16 * MAX_REQUEST, 1 << 20)
 CODES = {"too_large", "multipart", "bad_encoding", "bad_json", "not_an_object", "bad_request",
          "unknown_command", "busy"}  # fmt: skip
 FUZZ = settings(
@@ -38,40 +37,32 @@ FUZZ = settings(
 )
 
 
+def _fuzz_tool() -> ModuleType:
+    """``tools/fuzz_control.py``, the long run of this test: its daemon and DEALER socket."""
+    path = Path(__file__).resolve().parents[2] / "tools" / "fuzz_control.py"
+    spec = importlib.util.spec_from_file_location("deblurd_tools_fuzz_control", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+fuzz_control = _fuzz_tool()
+MAX_REQUEST: int = fuzz_control.MAX_REQUEST  # the daemon's service.max_request_bytes
+HARD_LIMIT: int = fuzz_control.HARD_LIMIT
+
+
 class Daemon:
+    """The tool's daemon (sim camera 160x120, U-Net off, ``max_request_bytes`` MAX_REQUEST),
+    waited for, with a DEALER on its control socket and a SUB on its results."""
+
     def __init__(self, folder: Path) -> None:
-        self.control = f"ipc://{folder}/control.sock"
-        self.results = f"ipc://{folder}/results.sock"
-        cfg = folder / "deblurd.toml"
-        cfg.write_text(
-            f"""
-[camera]
-backend = "sim"
-width = 160
-height = 120
-fps = 30.0
-ring_memory_mb = 16
-[service]
-control_endpoint = "{self.control}"
-results_endpoint = "{self.results}"
-results_hwm = 10000
-max_request_bytes = {MAX_REQUEST}
-[output]
-directory = "{folder}/out"
-[inference]
-passes = "off"
-[triggers]
-terminal = false
-"""
-        )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DEBLURD_")}
-        env.pop("NOTIFY_SOCKET", None)
-        self.log_path = folder / "daemon.log"
-        self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "deblurd.cli", "run", "--config", str(cfg)],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-        )  # fmt: skip
+        self._tool_daemon = fuzz_control.Daemon(folder)
+        self.proc: subprocess.Popen[bytes] = self._tool_daemon.proc
+        self.log_path: Path = self._tool_daemon.log_path
+        self.control: str = self._tool_daemon.control
+        self.results: str = self._tool_daemon.results
         self.ctx: zmq.Context[Any] = zmq.Context()
         deadline = time.monotonic() + 60
         while "deblurd: ready" not in self.log_path.read_text():
@@ -88,9 +79,7 @@ terminal = false
         time.sleep(0.3)
 
     def _dealer(self) -> zmq.Socket[Any]:
-        sock: zmq.Socket[Any] = self.ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(self.control)
+        sock: zmq.Socket[Any] = fuzz_control.dealer(self.ctx, self.control)
         return sock
 
     def send(self, *frames: bytes, timeout_ms: int = 5000) -> dict[str, Any] | None:
@@ -132,9 +121,7 @@ terminal = false
         raise AssertionError(f"no result for {cid}")
 
     def stop(self) -> int:
-        self.proc.terminate()
-        rc = self.proc.wait(30)
-        self._log.close()
+        rc: int = self._tool_daemon.stop()  # SIGTERM, 30 s for it to exit, log closed
         self.ctx.destroy(0)
         return rc
 

@@ -9,13 +9,10 @@ Small frames (320x240 at 20 fps) and the U-Net off keep the job to a few hundred
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import stat
-import subprocess
 import sys
-import threading
 import types
 import urllib.request
 from collections.abc import Iterator
@@ -23,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon_proc import DaemonProc, daemon_env
 
 from deblurd.cli import main as deblurd_main
 from deblurd.client import main as deblurctl
@@ -47,7 +45,7 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-class ServiceLike:
+class ServiceLike(DaemonProc):
     """``deblurd run`` with systemd's directory variables, working directory the state
     directory (as ``WorkingDirectory=/var/lib/deblurd``), the runtime directory 0750."""
 
@@ -57,8 +55,8 @@ class ServiceLike:
         self.run_dir.mkdir(parents=True)
         self.run_dir.chmod(0o750)
         self.state_dir.mkdir(parents=True)
-        self.config = tmp / "deblurd.toml"
-        self.config.write_text(
+        config = tmp / "deblurd.toml"
+        config.write_text(
             f"""
 [camera]
 backend = "sim"
@@ -77,46 +75,12 @@ passes = "off"
 terminal = false
 """
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DEBLURD_")}
-        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "XDG_RUNTIME_DIR"):
-            env.pop(name, None)
-        env.update(RUNTIME_DIRECTORY=str(self.run_dir), STATE_DIRECTORY=str(self.state_dir))
-        self.lines: list[str] = []
-        self._ready = threading.Event()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "deblurd.cli", "run", "--config", str(self.config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env=env,
-            cwd=self.state_dir,
+        env = daemon_env(
+            drop=("NOTIFY_SOCKET", "WATCHDOG_USEC", "XDG_RUNTIME_DIR"),
+            RUNTIME_DIRECTORY=str(self.run_dir),
+            STATE_DIRECTORY=str(self.state_dir),
         )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if line.strip() == "deblurd: ready":
-                self._ready.set()
-
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
-        if not self._ready.wait(timeout_s):
-            self.stop()
-            raise AssertionError("daemon not ready:\n" + "\n".join(self.lines))
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait(5)
-        self._reader.join(5)
-        return rc
+        super().__init__(config, env, cwd=self.state_dir)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ holds frames at the requested exposure.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ import cv2
 import numpy as np
 
 from deblurd.burstdir import read_burst
-from deblurd.camera.base import CameraBackend, CameraError, FrameCallback, FrameMeta
+from deblurd.camera.base import CameraError, FrameCallback, FrameMeta
+from deblurd.camera.thread import ThreadedCamera
 from deblurd.errors import BurstError
 from deblurd.imaging import U8Image
 from deblurd.settings.camera import CameraSettings
@@ -99,12 +99,13 @@ class _VideoSource:
         self._cap.release()
 
 
-class ReplayCamera(CameraBackend):
+class ReplayCamera(ThreadedCamera):
     """Plays ``camera.replay.path`` (a burst directory or a video file) as a camera."""
 
     name = "replay"
 
     def __init__(self, settings: CameraSettings) -> None:
+        super().__init__()
         self.settings = settings
         if settings.replay.path is None:
             raise CameraError("replay: camera.replay.path is not set")
@@ -116,8 +117,6 @@ class ReplayCamera(CameraBackend):
             self._source = _BurstSource(path)
         else:
             self._source = _VideoSource(path, settings.exposure_us, settings.analogue_gain)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._running = False
         self.requests: list[tuple[int, float]] = []
         self.frames_delivered = 0
@@ -133,18 +132,11 @@ class ReplayCamera(CameraBackend):
     def start(self, on_frame: FrameCallback) -> None:
         if self._thread is not None:
             raise CameraError("replay: already started")
-        self._stop.clear()
         self._running = True
-        self._thread = threading.Thread(
-            target=self._run, args=(on_frame,), name="camera-replay", daemon=True
-        )
-        self._thread.start()
+        self._start_thread(on_frame)
 
     def stop(self) -> None:
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(10.0)
+        self._stop_thread()
         self._source.close()
 
     def request_exposure(self, exposure_us: int, analogue_gain: float) -> None:

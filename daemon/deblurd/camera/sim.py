@@ -41,7 +41,8 @@ from typing import Literal
 
 import numpy as np
 
-from deblurd.camera.base import CameraBackend, CameraError, FrameCallback, FrameMeta
+from deblurd.camera.base import CameraError, FrameCallback, FrameMeta
+from deblurd.camera.thread import ThreadedCamera
 from deblurd.errors import ConfigError, SimulationError
 from deblurd.imaging import F32Image, U8Image, linear_to_srgb
 from deblurd.settings.camera import CameraSettings
@@ -90,7 +91,7 @@ def expose_with_bank(
     return codes
 
 
-class SimCamera(CameraBackend):
+class SimCamera(ThreadedCamera):
     """The simulated camera (module docstring). ``settings``: the camera section (size,
     fps, preview exposure/gain, ``latency_frames``, ``sim``). ``scene``: a linear
     ``float32 (H, W, 3)`` scene overriding ``sim.scene`` (tests)."""
@@ -98,6 +99,7 @@ class SimCamera(CameraBackend):
     name = "sim"
 
     def __init__(self, settings: CameraSettings, scene: F32Image | None = None) -> None:
+        super().__init__()
         self.settings = settings
         sim = settings.sim
         try:
@@ -119,8 +121,6 @@ class SimCamera(CameraBackend):
         self.sensor = self.params.sensor()
         self._period_ns = round(1e9 / settings.fps)
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._renderer: ShakeRenderer | None = None
         self._bank: F32Image | None = None
         self._rng = np.random.default_rng([sim.seed, 7])
@@ -163,17 +163,10 @@ class SimCamera(CameraBackend):
         now = time.monotonic_ns()
         self._clock0_ns = self._next_start_ns = now
         self._last_delivery_ns = now
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, args=(on_frame,), name="camera-sim", daemon=True
-        )
-        self._thread.start()
+        self._start_thread(on_frame)
 
     def stop(self) -> None:
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(10.0)
+        self._stop_thread()
 
     def request_exposure(self, exposure_us: int, analogue_gain: float) -> None:
         if exposure_us <= 0 or analogue_gain <= 0:

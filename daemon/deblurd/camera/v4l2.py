@@ -29,7 +29,8 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from deblurd.camera.base import CameraBackend, CameraError, FrameCallback, FrameMeta
+from deblurd.camera.base import CameraError, FrameCallback, FrameMeta
+from deblurd.camera.thread import ThreadedCamera
 from deblurd.imaging import U8Image
 from deblurd.settings.camera import CameraSettings
 
@@ -58,7 +59,7 @@ def _open_cv2(device: str | int, api: int) -> Capture:
     return cap
 
 
-class V4l2Camera(CameraBackend):
+class V4l2Camera(ThreadedCamera):
     """A V4L2 camera (module docstring). ``capture_factory(device, api)`` opens the
     device (default ``cv2.VideoCapture``; tests pass a stand-in)."""
 
@@ -67,13 +68,12 @@ class V4l2Camera(CameraBackend):
     def __init__(
         self, settings: CameraSettings, capture_factory: CaptureFactory | None = None
     ) -> None:
+        super().__init__()
         self.settings = settings
         self.device = settings.v4l2.device
         self._factory = capture_factory or _open_cv2
         self._cap: Capture | None = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._pending: tuple[int, float] | str | None = None  # exposure or "preview"
         self._reported = (settings.exposure_us, settings.analogue_gain)
         self._hold = 0  # frames still to report the old settings for
@@ -149,17 +149,10 @@ class V4l2Camera(CameraBackend):
             raise CameraError(f"v4l2: {self.device} already started")
         self._cap = self._open()
         self._alive = True
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, args=(on_frame,), name="camera-v4l2", daemon=True
-        )
-        self._thread.start()
+        self._start_thread(on_frame)
 
     def stop(self) -> None:
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(10.0)
+        self._stop_thread()
         if self._cap is not None:
             self._cap.release()
             self._cap = None
