@@ -21,7 +21,9 @@ frame (the ``fast`` path: one PSF at the frame centre):
   (:func:`deblurd.inference.base.input_noise_sigma`), so training sees the values, and the
   estimator's biases, that inference will.
 
-Random crops, flips and 90° turns; brightness scaled by 0.5–1.1; half the scenes softened
+Random crops, flips and 90° turns; half the crops enlarged 1–2× (bicubic, in linear
+light: band-limited scenes — digital zoom, a soft lens, an upscaled photo — where noise
+must be told from missing detail); brightness scaled by 0.5–1.1; half the scenes softened
 by a Gaussian of 0.3–1.2 px (lens and demosaicing: a camera's sharp image is not
 pixel-sharp; the target is softened alike). Everything is drawn
 from one ``numpy.random.Generator`` (reproducible by seed).
@@ -67,6 +69,8 @@ class BlurConfig:
     soft_fraction: float = 0.5  # share of scenes softened by a lens/demosaic Gaussian
     soft_sigma_px: tuple[float, float] = (0.3, 1.2)
     fused_fraction: float = 0.5  # share of second-pass samples from real fused pairs, if any
+    zoom_fraction: float = 0.5  # share of scenes enlarged (bicubic): band-limited content
+    zoom: tuple[float, float] = (1.0, 2.0)
 
 
 def load_photos(folder: str | Path, short_sides: tuple[int, ...] = (720, 1080)) -> list[U8]:
@@ -162,8 +166,12 @@ def make_sample(
     photo = photos[int(rng.integers(0, len(photos)))]
     h, w = photo.shape[:2]
     side = crop + 2 * pad
-    y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-    sharp = srgb_to_linear(np.ascontiguousarray(photo[y : y + side, x : x + side]))
+    zoom = float(rng.uniform(*cfg.zoom)) if rng.random() < cfg.zoom_fraction else 1.0
+    src = min(math.ceil(side / zoom), h, w)  # a smaller crop, enlarged: a softer scene
+    y, x = int(rng.integers(0, h - src + 1)), int(rng.integers(0, w - src + 1))
+    sharp = srgb_to_linear(np.ascontiguousarray(photo[y : y + src, x : x + src]))
+    if src != side:
+        sharp = np.maximum(cv2.resize(sharp, (side, side), interpolation=cv2.INTER_CUBIC), 0.0)
     sharp = _augment(sharp, rng) * np.float32(rng.uniform(*cfg.brightness))
     if rng.random() < cfg.soft_fraction:  # optics and demosaicing: the truth is soft too
         sigma = float(rng.uniform(*cfg.soft_sigma_px))
