@@ -15,6 +15,7 @@ from deblurd.gpu.factory import open_aligner, open_fusion_job
 from deblurd.gpu.fuser import GpuSequentialFuser
 from deblurd.gpu.handoff import CpuFusionJob, DeviceAligner, RegistrarAligner
 from deblurd.gpu.registrar import GpuRegistrar
+from deblurd.pipeline.fusion import AlignedFrame
 from deblurd.pipeline.process import ProcessResult, process_burst
 from deblurd.pipeline.pyramid import coarsest_level, tracking_level
 from deblurd.pipeline.registration import OpenCVRegistrar
@@ -163,3 +164,26 @@ def test_factory_opens_streaming_stages_on_one_backend(monkeypatch: pytest.Monke
     job = open_fusion_job(emu_settings.registration, ref, FusionSettings(mode="sequential"))
     assert isinstance(job, GpuSequentialFuser)
     assert device.registrar.backend is counting and job.backend is counting
+
+
+@pytest.mark.parametrize("mode", ["sequential", "reference"])
+def test_guided_fusion_job_matches_the_cpu_job(mode: str) -> None:
+    """A deblurred reference with the raw frame as the guide: the emulated device job
+    weighs and averages as the CPU job does."""
+    sim = simulate_burst(SimParams(width=160, height=128, ring_frames=5, seed=3, fast=True))
+    from deblurd.imaging import srgb_to_linear
+    from deblurd.pipeline.noise import estimate_noise_model
+
+    raw = srgb_to_linear(sim.burst.frames[2])
+    deblurred = np.ascontiguousarray(np.clip(raw * np.float32(1.02), 0, 1), np.float32)
+    noise = estimate_noise_model(raw)
+    settings = FusionSettings(mode=mode)  # type: ignore[arg-type]
+    cpu = CpuFusionJob(deblurred, settings, noise, raw)
+    gpu = open_fusion_job(settings_for("emulated").registration, deblurred, settings, noise, raw)
+    for i in (1, 3):
+        image = srgb_to_linear(sim.burst.frames[i])
+        frame = AlignedFrame(image, np.ones(image.shape[:2], np.float32), 0.8)
+        assert abs(cpu.add(frame) - gpu.add(frame)) < 1e-4
+    a, b = cpu.result(), gpu.result()
+    assert float(np.abs(a.image - b.image).mean()) < 1e-5
+    np.testing.assert_allclose(a.weight_sum, b.weight_sum, atol=1e-4)

@@ -157,9 +157,10 @@ class CpuFusionJob:
         reference: npt.NDArray[np.generic],
         settings: FusionSettings,
         noise_sigma: float | NoiseModel | None = None,
+        guide: npt.NDArray[np.generic] | None = None,
     ) -> None:
         fuser = SequentialFuser if settings.mode == "sequential" else ReferenceFuser
-        self._fuser = fuser(reference, settings, noise_sigma)
+        self._fuser = fuser(reference, settings, noise_sigma, guide)
 
     def add(self, frame: AnyAlignedFrame) -> float:
         """Merge one host :class:`~deblurd.pipeline.fusion.AlignedFrame` (a device frame

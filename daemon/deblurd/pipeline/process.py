@@ -315,7 +315,8 @@ def _register_and_fuse(
 
     with timer.stage("noise"):
         # From the raw selected frame: a U-Net-denoised first frame would under-read it.
-        noise = estimate_noise_model(srgb_to_linear(burst.frames[selected]))
+        raw = srgb_to_linear(burst.frames[selected])
+        noise = estimate_noise_model(raw)
     report.noise_model = {"a": float(noise.a), "b": float(noise.b)}
     # Streaming in both fusion modes: each frame is registered, warped and fused before
     # the next (one aligned frame at a time; on the GPU backends it never leaves the
@@ -324,7 +325,7 @@ def _register_and_fuse(
     aligner.set_reference(first)
     timer.add("register", aligner.stage_ms["register"])
     with timer.stage("fuse"):
-        job = open_fusion_job(settings.registration, first, settings.fusion, noise)
+        job = open_fusion_job(settings.registration, first, settings.fusion, noise, raw)
     for i in kept:
         weight = float(np.exp(-max(0.0, scores[i] - first_score) / gate.sharpness_scale))
         reg, aligned = aligner.align(burst.frames[i], weight)
