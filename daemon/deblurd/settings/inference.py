@@ -38,7 +38,8 @@ RuntimeSettings = Annotated[OnnxRuntimeSettings | TensorRTSettings, Field(discri
 
 
 class InferenceSettings(Section):
-    """Which U-Net passes run. Off until a trained model ships (never faked)."""
+    """Which U-Net passes run. Off by default: measured, they do not yet gain in the pipeline
+    (engines/MODEL_CARD.md); `first` helps smooth scenes and faces."""
 
     passes: Literal["off", "first", "both"] = Field(
         "off", description="off | first (stage 2 only) | both (stage 2 and stage 5)"
