@@ -244,8 +244,11 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
         state_dir = Path(runtime.state_dir) if runtime.state_dir else default_state_dir()
     else:
         model, tile, state_dir = runtime.model, runtime.tile, default_state_dir()
-    plan = build_engine(Path(model), state_dir, args.tile or tile)
-    print(f"{plan}: TensorRT plan for {model} (tile {args.tile or tile} px)")
+    second = settings.inference.second_model
+    models = [model, second] if second else [model]
+    for onnx in models:  # the second pass's network too, when it has its own
+        plan = build_engine(Path(onnx), state_dir, args.tile or tile)
+        print(f"{plan}: TensorRT plan for {onnx} (tile {args.tile or tile} px)")
     return 0
 
 

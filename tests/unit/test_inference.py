@@ -193,3 +193,30 @@ def test_tensorrt_runtime_without_tensorrt(tmp_path: Path) -> None:
     )
     d = open_deblurrer(fallback)
     assert d is not None and d.name.startswith("onnxruntime:")
+
+
+def test_second_model_serves_the_second_pass(tmp_path: Path) -> None:
+    """inference.second_model: the first pass runs the runtime's model, the second pass its
+    own network; without 'both' (or without second_model) one model serves."""
+    from deblurd.inference.base import TwoPassDeblurrer
+
+    box = _box_blur_model(tmp_path / "box.onnx")  # a 3x3 box blur
+    plus = _box_blur_model(tmp_path / "plus.onnx", with_noise_input=True)  # box + noise map
+    rng = np.random.default_rng(2)
+    lin = rng.random((48, 64, 3), dtype=np.float32)
+    settings = InferenceSettings(
+        passes="both", runtime=OnnxRuntimeSettings(model=str(box)), second_model=str(plus)
+    )
+    net = open_deblurrer(settings)
+    assert isinstance(net, TwoPassDeblurrer) and "plus.onnx" in net.name
+    only_box = OnnxDeblurrer(OnnxRuntimeSettings(model=str(box)))
+    only_plus = OnnxDeblurrer(OnnxRuntimeSettings(model=str(plus)))
+    np.testing.assert_array_equal(net.deblur(lin, "first"), only_box.deblur(lin, "first"))
+    np.testing.assert_array_equal(net.deblur(lin, "second"), only_plus.deblur(lin, "second"))
+    assert not np.array_equal(net.deblur(lin, "second"), net.deblur(lin, "first"))
+    net.close()
+    first_only = open_deblurrer(settings.model_copy(update={"passes": "first"}))
+    assert isinstance(first_only, OnnxDeblurrer)
+    missing = settings.model_copy(update={"second_model": str(tmp_path / "nope.onnx")})
+    with pytest.raises(InferenceError, match=r"nope.onnx: ONNX model not found"):
+        open_deblurrer(missing)

@@ -66,18 +66,49 @@ def resolve_model_path(model: str | Path) -> Path:
     return checkout if checkout.exists() else path
 
 
+class TwoPassDeblurrer:
+    """Routes each pass to its own network: ``first`` for single frames, ``second`` for
+    fused images (``inference.second_model``)."""
+
+    def __init__(self, first: Deblurrer, second: Deblurrer) -> None:
+        self.first, self.second = first, second
+        self.name = f"{first.name} + {second.name}"
+
+    def deblur(self, image: npt.NDArray[np.float32], pass_: Pass) -> npt.NDArray[np.float32]:
+        net = self.first if pass_ == "first" else self.second
+        return net.deblur(image, pass_)
+
+    def close(self) -> None:
+        self.first.close()
+        self.second.close()
+
+
 def open_deblurrer(settings: InferenceSettings) -> Deblurrer | None:
-    """The configured runtime, or ``None`` when ``passes = "off"``.
+    """The configured runtime, or ``None`` when ``passes = "off"``; with
+    ``second_model`` and ``passes = "both"``, a :class:`TwoPassDeblurrer`.
 
     Raises :class:`InferenceError` naming the model file and the fix when it cannot load.
     """
     if settings.passes == "off":
         return None
+    first = _open_runtime(settings, settings.runtime.model)
+    if settings.passes != "both" or not settings.second_model:
+        return first
+    try:
+        second = _open_runtime(settings, settings.second_model)
+    except BaseException:
+        first.close()
+        raise
+    return TwoPassDeblurrer(first, second)
+
+
+def _open_runtime(settings: InferenceSettings, model: str) -> Deblurrer:
+    """The configured runtime on ``model`` (an ONNX path; TensorRT loads its plan)."""
     runtime = settings.runtime
     if runtime.type == "onnxruntime":
         from deblurd.inference.onnx import OnnxDeblurrer
 
-        return OnnxDeblurrer(runtime)
+        return OnnxDeblurrer(runtime, model)
     from pathlib import Path
 
     from deblurd.inference.onnx import OnnxDeblurrer
@@ -86,11 +117,11 @@ def open_deblurrer(settings: InferenceSettings) -> Deblurrer | None:
 
     try:
         state_dir = Path(runtime.state_dir) if runtime.state_dir else default_state_dir()
-        return TensorRTDeblurrer(resolve_model_path(runtime.model), state_dir, runtime.tile)
+        return TensorRTDeblurrer(resolve_model_path(model), state_dir, runtime.tile)
     except InferenceError as exc:
         if not runtime.fallback_to_onnxruntime:
             raise
         import logging
 
         logging.getLogger(__name__).warning("TensorRT unavailable (%s); using onnxruntime", exc)
-        return OnnxDeblurrer(OnnxRuntimeSettings(model=runtime.model))
+        return OnnxDeblurrer(OnnxRuntimeSettings(model=model))

@@ -47,3 +47,8 @@ class InferenceSettings(Section):
     runtime: RuntimeSettings = Field(
         default_factory=OnnxRuntimeSettings, description="the runtime, chosen by its type key"
     )
+    second_model: str = Field(
+        "",
+        description="ONNX model of the second pass (fused images), run by the same runtime; "
+        "empty = the runtime's model serves both passes",
+    )

@@ -55,6 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder of real fused pairs (tools/make_fused_pairs.py) for second-pass samples",
     )
     p.add_argument(
+        "--second-fraction",
+        type=float,
+        default=BlurConfig.second_fraction,
+        help="share of second-pass samples (1.0: a second-pass-only network)",
+    )
+    p.add_argument(
+        "--fused-fraction",
+        type=float,
+        default=BlurConfig.fused_fraction,
+        help="share of the second-pass samples cut from real fused pairs (with --fused)",
+    )
+    p.add_argument(
         "--init",
         default=None,
         help="start from this checkpoint's weights (fine-tuning: new optimiser and schedule)",
@@ -115,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     out.mkdir(parents=True, exist_ok=True)
     photos = load_photos(args.photos)
-    cfg = BlurConfig()
+    cfg = BlurConfig(second_fraction=args.second_fraction, fused_fraction=args.fused_fraction)
     fused = FusedPairs(args.fused) if args.fused else None
     model = UNet()
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
