@@ -188,7 +188,14 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     while sent and time.monotonic() < end:
         take(500)
     duration = time.monotonic() - t_start
+    # A job publishes its result just before the daemon counts it as done: read the
+    # counters once they have caught up with what arrived (or after 5 s).
+    settle = time.monotonic() + 5
     status = ask({"cmd": "status"})
+    while (status["jobs"]["done"] + status["jobs"]["failed"] < results + errors
+           and time.monotonic() < settle):  # fmt: skip
+        time.sleep(0.05)
+        status = ask({"cmd": "status"})
     sampler.stop.set()
     sampler.join()
     proc.terminate()

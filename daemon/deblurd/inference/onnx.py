@@ -26,7 +26,8 @@ from deblurd.inference.tiling import run_padded_tiled
 from deblurd.settings.inference import OnnxRuntimeSettings
 
 F32 = npt.NDArray[np.float32]
-TILE_OVERLAP = 48  # px shared by neighbouring tiles (blended), for the U-Net's wide context
+TILE_OVERLAP = 96  # px shared by neighbouring tiles (blended): the U-Net sees ~100 px around
+# a pixel; at 48 px, 512 px tiles differed from the whole image by up to 1.7 codes, at 96 by 0.9
 
 
 # sRGB decode for float inputs (the LUT in imaging is for uint8 codes).
