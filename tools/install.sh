@@ -266,6 +266,7 @@ else
     edits=(
         "output|directory|\"/var/lib/deblurd/results\""
         "inference.runtime|model|\"$PREFIX/engines/unet.onnx\""
+        "inference|second_model|\"$PREFIX/engines/unet-second.onnx\""
         "service|control_endpoint|\"ipc:///run/deblurd/control.sock\""
         "service|results_endpoint|\"ipc:///run/deblurd/results.sock\""
         "triggers|terminal|false"

@@ -88,6 +88,7 @@ def test_staging_install_rpi(tmp_path: Path) -> None:
     assert config["service"]["control_endpoint"] == "ipc:///run/deblurd/control.sock"
     assert config["service"]["results_endpoint"] == "ipc:///run/deblurd/results.sock"
     assert config["inference"]["runtime"]["model"] == "/opt/deblurd/engines/unet.onnx"
+    assert config["inference"]["second_model"] == "/opt/deblurd/engines/unet-second.onnx"
     assert config["triggers"]["gpio"]["enabled"] is True
     assert config["triggers"]["terminal"] is False
     check = subprocess.run(

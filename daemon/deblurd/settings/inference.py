@@ -48,7 +48,7 @@ class InferenceSettings(Section):
         default_factory=OnnxRuntimeSettings, description="the runtime, chosen by its type key"
     )
     second_model: str = Field(
-        "",
+        "engines/unet-second.onnx",
         description="ONNX model of the second pass (fused images), run by the same runtime; "
         "empty = the runtime's model serves both passes",
     )
