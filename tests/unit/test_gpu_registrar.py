@@ -17,10 +17,12 @@ from deblurd.evaluation.pairs import handheld_homography as shake
 from deblurd.evaluation.pairs import warp_to_moving as to_moving
 from deblurd.gpu.backend import GpuError
 from deblurd.gpu.emulation import EmulatedBackend, compiler
-from deblurd.gpu.factory import CpuFuser, open_fuser, open_registrar, resolve_backend
-from deblurd.gpu.fuser import GpuFuser
+from deblurd.gpu.factory import open_fusion_job, open_registrar, resolve_backend
+from deblurd.gpu.fuser import GpuSequentialFuser
+from deblurd.gpu.handoff import CpuFusionJob
 from deblurd.gpu.registrar import GpuRegistrar
 from deblurd.pipeline.registration import OpenCVRegistrar, Registrar
+from deblurd.settings.fusion import FusionSettings
 from deblurd.settings.registration import RegistrationSettings
 
 pytest.importorskip("skimage.data")  # photo_gray() loads scikit-image photos
@@ -149,7 +151,8 @@ def test_factory_follows_the_backend_setting(monkeypatch: pytest.MonkeyPatch) ->
     import deblurd.gpu.factory as factory
 
     assert isinstance(open_registrar(DEFAULTS), OpenCVRegistrar)
-    assert isinstance(open_fuser(DEFAULTS), CpuFuser)
+    ref = np.zeros((32, 32, 3), np.float32)
+    assert isinstance(open_fusion_job(DEFAULTS, ref, FusionSettings(), 0.01), CpuFusionJob)
     monkeypatch.setattr(factory, "available", lambda: (False, "pycuda not importable (test)"))
     auto = DEFAULTS.model_copy(update={"backend": "auto"})
     kind, note = resolve_backend(auto)
@@ -163,7 +166,8 @@ def test_factory_follows_the_backend_setting(monkeypatch: pytest.MonkeyPatch) ->
     if compiler() is not None:
         emulated = DEFAULTS.model_copy(update={"backend": "emulated"})
         assert isinstance(open_registrar(emulated), GpuRegistrar)
-        assert isinstance(open_fuser(emulated), GpuFuser)
+        job = open_fusion_job(emulated, ref, FusionSettings(), 0.01)
+        assert isinstance(job, GpuSequentialFuser)
 
 
 def test_available_says_why_not() -> None:

@@ -14,8 +14,7 @@ the stages as host arrays (exactly the CPU registrar's and fuser's results); wit
 ``cuda``/``emulated`` each second frame is uploaded once, as ``uint8``, and stays on the
 device from registration through fusion (:mod:`deblurd.gpu.resident`). Both open on the
 process-wide backend of their kind, so the aligner's device frames are in the fusion
-job's memory. :func:`open_registrar` and :func:`open_fuser` give the stages one by one
-(host arrays in and out).
+job's memory. :func:`open_registrar` gives the registration stage alone (host arrays in and out).
 
 The settings model is read with ``getattr`` so that this module also accepts values
 (``cuda``, ``emulated``) before the settings literal lists them.
@@ -24,63 +23,18 @@ The settings model is read with ``getattr`` so that this module also accepts val
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from deblurd.gpu.backend import GpuError, available
 from deblurd.gpu.handoff import Aligner, CpuFusionJob, FusionJob, RegistrarAligner
-from deblurd.pipeline import fusion
-from deblurd.pipeline.fusion import AlignedFrame, FusionResult
 from deblurd.pipeline.noise import NoiseModel
 from deblurd.pipeline.registration import OpenCVRegistrar, Registrar
 from deblurd.settings.fusion import FusionSettings
 from deblurd.settings.registration import RegistrationSettings
 
 log = logging.getLogger(__name__)
-
-
-class Fuser(Protocol):
-    """What a fusion backend offers: the functions of :mod:`deblurd.pipeline.fusion`."""
-
-    def fuse(
-        self, reference: npt.NDArray[np.generic], frames: Iterable[AlignedFrame],
-        settings: FusionSettings, noise_sigma: float | NoiseModel | None = None,
-    ) -> FusionResult: ...
-
-    def fuse_sequential(
-        self, reference: npt.NDArray[np.generic], frames: Iterable[AlignedFrame],
-        settings: FusionSettings, noise_sigma: float | NoiseModel | None = None,
-    ) -> FusionResult: ...
-
-    def fuse_to_reference(
-        self, reference: npt.NDArray[np.generic], frames: Sequence[AlignedFrame],
-        settings: FusionSettings, noise_sigma: float | NoiseModel | None = None,
-    ) -> FusionResult: ...
-
-
-class CpuFuser:
-    """The CPU fuser (:mod:`deblurd.pipeline.fusion`) as a :class:`Fuser`."""
-
-    def fuse(
-        self, reference: npt.NDArray[np.generic], frames: Iterable[AlignedFrame],
-        settings: FusionSettings, noise_sigma: float | NoiseModel | None = None,
-    ) -> FusionResult:
-        return fusion.fuse(reference, frames, settings, noise_sigma)
-
-    def fuse_sequential(
-        self, reference: npt.NDArray[np.generic], frames: Iterable[AlignedFrame],
-        settings: FusionSettings, noise_sigma: float | NoiseModel | None = None,
-    ) -> FusionResult:
-        return fusion.fuse_sequential(reference, frames, settings, noise_sigma)
-
-    def fuse_to_reference(
-        self, reference: npt.NDArray[np.generic], frames: Sequence[AlignedFrame],
-        settings: FusionSettings, noise_sigma: float | NoiseModel | None = None,
-    ) -> FusionResult:
-        return fusion.fuse_to_reference(reference, frames, settings, noise_sigma)
 
 
 def resolve_backend(settings: RegistrationSettings) -> tuple[str, str | None]:
@@ -110,16 +64,6 @@ def open_registrar(settings: RegistrationSettings) -> Registrar:
     from deblurd.gpu.registrar import GpuRegistrar
 
     return GpuRegistrar(settings, kind)
-
-
-def open_fuser(settings: RegistrationSettings) -> Fuser:
-    """The fuser on the same backend as :func:`open_registrar` (``registration.backend``)."""
-    kind, _note = resolve_backend(settings)
-    if kind == "opencv":
-        return CpuFuser()
-    from deblurd.gpu.fuser import GpuFuser
-
-    return GpuFuser(kind)
 
 
 def open_aligner(settings: RegistrationSettings) -> Aligner:

@@ -29,7 +29,7 @@ memory and is read where it lies: per frame, nothing crosses but the sparse samp
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import cv2
 import numpy as np
@@ -418,23 +418,17 @@ class GpuFuser:
         noise_sigma: float | NoiseModel | None = None,
     ) -> FusionResult:
         """fusion.fuse_sequential on the device."""
-        job = self.sequential(reference, settings, noise_sigma)
-        for frame in frames:
-            job.add(frame)
-        return job.result()
+        return self._fuse("sequential", reference, frames, settings, noise_sigma)
 
     def fuse_to_reference(
         self,
         reference: npt.NDArray[np.generic],
-        frames: Sequence[AnyAlignedFrame],
+        frames: Iterable[AnyAlignedFrame],
         settings: FusionSettings,
         noise_sigma: float | NoiseModel | None = None,
     ) -> FusionResult:
         """fusion.fuse_to_reference on the device."""
-        job = self.to_reference(reference, settings, noise_sigma)
-        for frame in frames:
-            job.add(frame)
-        return job.result()
+        return self._fuse("reference", reference, frames, settings, noise_sigma)
 
     def fuse(
         self,
@@ -443,10 +437,21 @@ class GpuFuser:
         settings: FusionSettings,
         noise_sigma: float | NoiseModel | None = None,
     ) -> FusionResult:
-        """fusion.fuse: by ``settings.mode``."""
-        if settings.mode == "sequential":
-            return self.fuse_sequential(reference, frames, settings, noise_sigma)
-        return self.fuse_to_reference(reference, list(frames), settings, noise_sigma)
+        """fusion.fuse: by ``settings.mode`` (both modes stream ``frames``)."""
+        return self._fuse(settings.mode, reference, frames, settings, noise_sigma)
+
+    def _fuse(
+        self,
+        mode: str,
+        reference: npt.NDArray[np.generic],
+        frames: Iterable[AnyAlignedFrame],
+        settings: FusionSettings,
+        noise_sigma: float | NoiseModel | None,
+    ) -> FusionResult:
+        job = GpuSequentialFuser(self.backend, reference, settings, noise_sigma, mode)
+        for frame in frames:
+            job.add(frame)
+        return job.result()
 
     def close(self) -> None:
         """Free the fusion buffers."""

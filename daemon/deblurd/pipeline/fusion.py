@@ -464,6 +464,20 @@ class _StreamingFuser:
     def _start(self, settings: FusionSettings) -> None:
         """The mode's own state (called at the end of ``__init__``)."""
 
+    def add(self, frame: AlignedFrame) -> float:
+        """Merge one frame; returns the mean per-pixel weight it got (0..1)."""
+        raise NotImplementedError
+
+    def result(self) -> FusionResult:
+        """The fused image so far (new arrays: adding more frames does not change it)."""
+        raise NotImplementedError
+
+    def add_all(self, frames: Iterable[AlignedFrame]) -> FusionResult:
+        """Merge every frame of ``frames`` (consumed as it streams), then :meth:`result`."""
+        for frame in frames:
+            self.add(frame)
+        return self.result()
+
     def _weigh(self, frame: AlignedFrame) -> tuple[F32Image, F32Image, float]:
         """``(image, w, mean)``: the frame (exposure-matched), its per-pixel weights
         ``float32 (H, W)`` times its frame weight, and their mean before that (recorded)."""
@@ -528,10 +542,7 @@ def fuse_sequential(
     geometry. See the module docstring for the weights and :class:`SequentialFuser` for
     ``noise_sigma``.
     """
-    fuser = SequentialFuser(reference, settings, noise_sigma)
-    for frame in frames:
-        fuser.add(frame)
-    return fuser.result()
+    return SequentialFuser(reference, settings, noise_sigma).add_all(frames)
 
 
 class ReferenceFuser(_StreamingFuser):
@@ -567,10 +578,7 @@ def fuse_to_reference(
     """Weighted average of the reference and all frames registered to it
     (:class:`ReferenceFuser`); same arguments as :func:`fuse_sequential`.
     """
-    fuser = ReferenceFuser(reference, settings, noise_sigma)
-    for frame in frames:
-        fuser.add(frame)
-    return fuser.result()
+    return ReferenceFuser(reference, settings, noise_sigma).add_all(frames)
 
 
 def fuse(

@@ -23,9 +23,8 @@ and the simulator's truth of the frame it is aligned to.
 
 from __future__ import annotations
 
+import io
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import ImageError
-from deblurd.imaging import linear_to_srgb_float, srgb_to_linear
+from deblurd.imaging import atomic_write_bytes, linear_to_srgb_float, srgb_to_linear
 from deblurd.inference.base import Deblurrer, Pass, input_noise_sigma
 
 F32 = npt.NDArray[np.float32]
@@ -59,15 +58,10 @@ class _RecordingDeblurrer:
 
 
 def _save_npz(path: Path, **arrays: npt.NDArray[np.generic]) -> None:
-    """Write ``arrays`` to ``path`` atomically (temp file in the same folder, rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``arrays`` to ``path`` as ``.npz``, atomically (:func:`atomic_write_bytes`)."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def make_fused_pairs(
