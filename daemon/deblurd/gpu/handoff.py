@@ -83,7 +83,39 @@ def _ms(t0: float, t1: float) -> float:
     return (t1 - t0) * 1000.0
 
 
-class RegistrarAligner:
+class _TimedAligner:
+    """The :class:`Aligner` steps with their timing; a backend supplies the three hops."""
+
+    def __init__(self) -> None:
+        self.stage_ms: dict[str, float] = {}
+
+    def set_reference(self, first: F32) -> None:
+        t0 = time.perf_counter()
+        self._set_reference(first)
+        self.stage_ms = {"register": _ms(t0, time.perf_counter())}
+
+    def align(self, frame: U8, weight: float = 1.0) -> tuple[Registration, AnyAlignedFrame | None]:
+        t0 = time.perf_counter()
+        reg = self._register(frame)
+        t1 = time.perf_counter()
+        self.stage_ms = {"register": _ms(t0, t1)}
+        if not reg.accepted:
+            return reg, None
+        aligned = self._warp(frame, reg, weight)
+        self.stage_ms["warp"] = _ms(t1, time.perf_counter())
+        return reg, aligned
+
+    def _set_reference(self, first: F32) -> None:
+        raise NotImplementedError
+
+    def _register(self, frame: U8) -> Registration:
+        raise NotImplementedError
+
+    def _warp(self, frame: U8, reg: Registration, weight: float) -> AnyAlignedFrame:
+        raise NotImplementedError
+
+
+class RegistrarAligner(_TimedAligner):
     """Any :class:`~deblurd.pipeline.registration.Registrar` with host handoff: the frame
     is converted on the host for each stage (``to_gray`` to register, ``srgb_to_linear``
     to warp) and the aligned frame is a host
@@ -92,24 +124,18 @@ class RegistrarAligner:
     (for comparisons and benchmarks)."""
 
     def __init__(self, registrar: Registrar) -> None:
+        super().__init__()
         self.registrar = registrar
-        self.stage_ms: dict[str, float] = {}
 
-    def set_reference(self, first: F32) -> None:
-        t0 = time.perf_counter()
+    def _set_reference(self, first: F32) -> None:
         self.registrar.set_reference(to_gray(linear_to_srgb(first)))
-        self.stage_ms = {"register": _ms(t0, time.perf_counter())}
 
-    def align(self, frame: U8, weight: float = 1.0) -> tuple[Registration, AnyAlignedFrame | None]:
-        t0 = time.perf_counter()
-        reg = self.registrar.register(to_gray(frame))
-        t1 = time.perf_counter()
-        self.stage_ms = {"register": _ms(t0, t1)}
-        if not reg.accepted:
-            return reg, None
+    def _register(self, frame: U8) -> Registration:
+        return self.registrar.register(to_gray(frame))
+
+    def _warp(self, frame: U8, reg: Registration, weight: float) -> AnyAlignedFrame:
         image, valid = self.registrar.warp(srgb_to_linear(frame), reg)
-        self.stage_ms["warp"] = _ms(t1, time.perf_counter())
-        return reg, AlignedFrame(image, valid, weight)
+        return AlignedFrame(image, valid, weight)
 
     def close(self) -> None:
         close = getattr(self.registrar, "close", None)
@@ -117,31 +143,24 @@ class RegistrarAligner:
             close()
 
 
-class DeviceAligner:
+class DeviceAligner(_TimedAligner):
     """The device-resident aligner over a :class:`~deblurd.gpu.registrar.GpuRegistrar`:
     per frame one ``uint8`` upload, gray and linear derived on the device, the aligned
     frame a :class:`~deblurd.gpu.resident.DeviceAlignedFrame` in the registrar's backend
     (fuse it with a job on the same backend before the next :meth:`align`)."""
 
     def __init__(self, registrar: GpuRegistrar) -> None:
+        super().__init__()
         self.registrar = registrar
-        self.stage_ms: dict[str, float] = {}
 
-    def set_reference(self, first: F32) -> None:
-        t0 = time.perf_counter()
+    def _set_reference(self, first: F32) -> None:
         self.registrar.set_reference_frame(linear_to_srgb(first))
-        self.stage_ms = {"register": _ms(t0, time.perf_counter())}
 
-    def align(self, frame: U8, weight: float = 1.0) -> tuple[Registration, AnyAlignedFrame | None]:
-        t0 = time.perf_counter()
-        reg = self.registrar.register_frame(frame)
-        t1 = time.perf_counter()
-        self.stage_ms = {"register": _ms(t0, t1)}
-        if not reg.accepted:
-            return reg, None
-        aligned = self.registrar.warp_resident(reg, weight)
-        self.stage_ms["warp"] = _ms(t1, time.perf_counter())
-        return reg, aligned
+    def _register(self, frame: U8) -> Registration:
+        return self.registrar.register_frame(frame)
+
+    def _warp(self, frame: U8, reg: Registration, weight: float) -> AnyAlignedFrame:
+        return self.registrar.warp_resident(reg, weight)
 
     def close(self) -> None:
         self.registrar.close()
