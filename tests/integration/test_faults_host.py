@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import zmq
+from daemon_proc import DaemonProc, daemon_env
 
 from deblurd.camera.sim import SimCamera
 from deblurd.imaging import read_rgb8
@@ -241,7 +242,7 @@ def test_engine_failing_mid_job_fails_that_job_only(
 # -- the real process under signals ------------------------------------------------------
 
 
-class Process:
+class Process(DaemonProc):
     """``deblurd run`` on a TOML config; a SUB socket collecting every message."""
 
     def __init__(
@@ -273,22 +274,8 @@ terminal = false
 {extra}
 """
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DEBLURD_")}
-        env.pop("NOTIFY_SOCKET", None)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "deblurd.cli", "run", "--config", str(cfg)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env=env,
-        )
-        self.lines: list[str] = []
-        self.ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self.ready.wait(40):
-            self.close()
-            raise AssertionError("\n".join(self.lines))
+        super().__init__(cfg, daemon_env())
+        self.wait_ready(40)
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.sub = self.ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
@@ -299,13 +286,6 @@ terminal = false
         if self.control.startswith("ipc://"):
             self.req.connect(self.control)
         time.sleep(0.3)
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip())
-            if line.strip() == "deblurd: ready":
-                self.ready.set()
 
     def trigger(self) -> dict[str, Any]:
         self.req.send_json({"cmd": "trigger"})
