@@ -245,24 +245,26 @@ def complete_burst(
         "reason": decision.reason + (f"; {note}" if note else ""),
     }
 
-    # Stage 4: register and fuse (linear light).
-    fused, residual_noise = _register_and_fuse(
-        burst, settings, selected, plan.first, plan.first_score, scores, pool, report, timer
-    )
+    # Stage 4: register and fuse the raw frames (linear light).
+    fusion = _register_and_fuse(burst, settings, selected, scores, pool, report, timer)
 
-    # Stage 5: finish, then the U-Net once more.
-    with timer.stage("finish"):
-        fused = finish(fused, settings.finishing, residual_noise)
-    if plan.passes == "both" and deblurrer is not None:
-        if report.used:
-            with timer.stage("unet_second"):
-                fused = deblurrer.deblur(fused, "second")
-        else:
-            # Nothing was fused: the image is the first pass's output, already deblurred.
-            # The second pass is for fused images; run again it would only over-sharpen.
+    # Stage 5: finish, then the U-Net once more (on the fused image only).
+    if fusion is None:
+        # Nothing was fused: the result is the first deblurred image (the selected frame
+        # itself with the U-Net off). The second pass is for fused images; run on the first
+        # pass's output it would only over-sharpen.
+        out = plan.first
+        if plan.passes == "both":
             report.unet_passes = "first (no frame fused: second pass skipped)"
+    else:
+        fused, residual_noise = fusion
+        with timer.stage("finish"):
+            out = finish(fused, settings.finishing, residual_noise)
+        if plan.passes == "both" and deblurrer is not None:
+            with timer.stage("unet_second"):
+                out = deblurrer.deblur(out, "second")
     with timer.stage("encode"):
-        image = linear_to_srgb(fused)
+        image = linear_to_srgb(out)
     report.stage_ms.pop("total", None)
     report.stage_ms["total"] = round(sum(report.stage_ms.values()), 2)
     return ProcessResult(image, report)
@@ -288,33 +290,41 @@ def _register_and_fuse(
     burst: Burst,
     settings: DeblurdSettings,
     selected: int,
-    first: F32,
-    first_score: float,
     scores: list[float],
     pool: list[int],
     report: ProcessReport,
     timer: _Timer,
-) -> tuple[F32, F32 | None]:
-    """Stage 4: the fused image and its per-pixel residual noise std ``(H, W)`` (or None)."""
+) -> tuple[F32, F32 | None] | None:
+    """Stage 4 on the raw frames: the fused image, linear ``float32 (H, W, 3)``, and its
+    per-pixel residual noise std ``float32 (H, W)`` (or None); None when no second frame
+    was fused.
+
+    The second frames are registered to, gated against and fused with the **raw** selected
+    frame, never the first pass's output: like with like (same noise, same kind of blur),
+    so the noise model behind the robust weights holds, the blur gate compares scores of
+    one kind, and the average keeps the raw frames' texture, which a deblurred reference
+    loses on detailed scenes, and the second U-Net pass then deblurs an image with far
+    less noise than any single frame (measured: engines/MODEL_CARD.md).
+    """
     gate = settings.second_frames
+    raw_score = scores[selected]
     kept: list[int] = []
     for i in pool:
-        excess = scores[i] - first_score
+        excess = scores[i] - raw_score
         if excess > gate.max_blur_excess:
             report.rejected.append(
                 RejectedFrame(
                     i,
-                    f"blur score {scores[i]:.3f} exceeds the first frame's "
-                    f"{first_score:.3f} by more than {gate.max_blur_excess}",
+                    f"blur score {scores[i]:.3f} exceeds the selected frame's "
+                    f"{raw_score:.3f} by more than {gate.max_blur_excess}",
                 )
             )
         else:
             kept.append(i)
     if not kept:
-        return first, None
+        return None
 
     with timer.stage("noise"):
-        # From the raw selected frame: a U-Net-denoised first frame would under-read it.
         raw = srgb_to_linear(burst.frames[selected])
         noise = estimate_noise_model(raw)
     report.noise_model = {"a": float(noise.a), "b": float(noise.b)}
@@ -322,12 +332,12 @@ def _register_and_fuse(
     # the next (one aligned frame at a time; on the GPU backends it never leaves the
     # device, and the next warp reuses its buffers). register/warp/fuse are timed apart.
     aligner = open_aligner(settings.registration)
-    aligner.set_reference(first)
+    aligner.set_reference(raw)
     timer.add("register", aligner.stage_ms["register"])
     with timer.stage("fuse"):
-        job = open_fusion_job(settings.registration, first, settings.fusion, noise, raw)
+        job = open_fusion_job(settings.registration, raw, settings.fusion, noise)
     for i in kept:
-        weight = float(np.exp(-max(0.0, scores[i] - first_score) / gate.sharpness_scale))
+        weight = float(np.exp(-max(0.0, scores[i] - raw_score) / gate.sharpness_scale))
         reg, aligned = aligner.align(burst.frames[i], weight)
         for stage in ("register", "warp"):
             if stage in aligner.stage_ms:
@@ -344,4 +354,6 @@ def _register_and_fuse(
         result = job.result()
     for used, w in zip(report.used, result.frame_weights, strict=False):
         used.mean_pixel_weight = round(float(w), 4)
+    if not report.used:
+        return None
     return result.image, result.residual_noise_sigma(noise)
