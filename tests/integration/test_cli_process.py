@@ -271,3 +271,60 @@ def test_second_pass_runs_on_fused_images_only() -> None:
     assert result.report.used == [] and net.passes == ["first"]
     assert "second pass skipped" in result.report.unet_passes
     assert "unet_second" not in result.report.stage_ms
+
+
+class _MarkingDeblurrer:
+    """A "network" whose first pass visibly changes the image (halves it) and whose second
+    pass records what it was given and adds a constant."""
+
+    name = "marking"
+
+    def __init__(self) -> None:
+        self.second_inputs: list[np.ndarray] = []
+
+    def deblur(self, image: np.ndarray, pass_: str) -> np.ndarray:
+        if pass_ == "first":
+            return np.asarray(image * 0.5, np.float32)
+        self.second_inputs.append(image.copy())
+        return np.asarray(np.clip(image + 0.01, 0.0, 1.0), np.float32)
+
+    def close(self) -> None:
+        pass
+
+
+def test_frames_are_fused_raw_and_the_second_pass_gets_that_image() -> None:
+    """Stage 4 registers, gates and averages the raw frames: the first pass's output never
+    enters the fused image (it drives the decision, and is the result when nothing fuses).
+    So 'first' gives the 'off' image whenever frames were fused, and the second pass of
+    'both' receives exactly the image 'off' returns."""
+    from deblurd.imaging import linear_to_srgb, srgb_to_linear
+    from deblurd.pipeline.process import process_burst
+    from deblurd.settings.models import DeblurdSettings
+    from deblurd.sim.burst import simulate_burst
+    from deblurd.sim.params import SimParams
+
+    settings = DeblurdSettings()
+    sim = simulate_burst(SimParams(width=320, height=240, ring_frames=7, seed=5, fast=True))
+    off = process_burst(sim.burst, settings, None, "off")
+    assert off.report.used, "the fixture burst must fuse frames"
+    first = process_burst(sim.burst, settings, _MarkingDeblurrer(), "first")
+    assert [u.index for u in first.report.used] == [u.index for u in off.report.used]
+    np.testing.assert_array_equal(first.image, off.image)
+    assert first.report.deblurred_blur_score is not None
+
+    net = _MarkingDeblurrer()
+    both = process_burst(sim.burst, settings, net, "both")
+    assert len(net.second_inputs) == 1
+    np.testing.assert_array_equal(linear_to_srgb(net.second_inputs[0]), off.image)
+    expected = linear_to_srgb(np.clip(net.second_inputs[0] + 0.01, 0.0, 1.0))
+    np.testing.assert_array_equal(both.image, expected)
+
+    # Nothing to fuse (every second frame far blurrier): the result is the first pass's.
+    strict = settings.model_copy(
+        update={"second_frames": settings.second_frames.model_copy(
+            update={"max_blur_excess": -100.0})}
+    )
+    alone = process_burst(sim.burst, strict, _MarkingDeblurrer(), "first")
+    assert alone.report.used == []
+    sel = sim.burst.frames[alone.report.selected]
+    np.testing.assert_array_equal(alone.image, linear_to_srgb(srgb_to_linear(sel) * 0.5))

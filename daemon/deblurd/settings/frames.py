@@ -13,7 +13,7 @@ class SecondFrameSettings(Section):
     max_blur_excess: float = Field(
         3.5,
         ge=0.0,
-        description="a second frame whose blur score exceeds the first frame's by more than "
+        description="a second frame whose blur score exceeds the selected frame's by more than "
         "this is not fused (it would import blur); dB (about a 6 px motion blur at 1080p "
         "over a sharp frame); the per-pixel detail guard of the fusion handles smaller excess",
     )

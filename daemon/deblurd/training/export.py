@@ -54,3 +54,36 @@ def export_onnx(model: UNet, path: str | Path, extra_meta: dict[str, str] | None
     onnx.save(proto, str(out))
     tmp.unlink()
     return out
+
+
+def load_onnx_weights(path: str | Path) -> tuple[UNet, int]:
+    """The :class:`UNet` whose weights an exported ONNX file holds, and the training steps
+    its metadata records (0 when absent): a shipped model can be fine-tuned (``--init``).
+
+    The architecture comes from the metadata ``deblurd.config``; the initializers carry
+    the torch parameter names (the exporter keeps them). Raises :class:`~deblurd.errors.InferenceError`
+    naming the file when it is not such a model.
+    """
+    from deblurd.errors import InferenceError
+    from deblurd.training.unet_arch import UNetConfig
+
+    src = Path(path)
+    try:
+        proto = onnx.load(str(src))
+    except Exception as exc:  # onnx raises DecodeError, OSError, ...
+        raise InferenceError(f"{src}: not a readable ONNX file ({exc})") from exc
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if "deblurd.config" not in meta:
+        raise InferenceError(f"{src}: no deblurd.config metadata: not a deblurd U-Net export")
+    cfg = json.loads(meta["deblurd.config"])
+    model = UNet(UNetConfig(**{k: tuple(v) for k, v in cfg.items()}))
+    weights = {
+        t.name: torch.from_numpy(onnx.numpy_helper.to_array(t).copy())
+        for t in proto.graph.initializer
+    }
+    state = model.state_dict()
+    missing = sorted(set(state) - set(weights))
+    if missing:
+        raise InferenceError(f"{src}: weights missing for {', '.join(missing[:4])}")
+    model.load_state_dict({k: weights[k] for k in state})
+    return model, int(meta.get("deblurd.steps", "0") or 0)

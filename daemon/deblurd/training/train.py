@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from deblurd.training.data import BlurConfig, load_photos, make_batch
-from deblurd.training.export import export_onnx
+from deblurd.training.export import export_onnx, load_onnx_weights
 from deblurd.training.fused import FusedPairs
 from deblurd.training.unet_arch import UNet, UNetConfig, count_params, macs_per_pixel
 
@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--init",
         default=None,
-        help="start from this checkpoint's weights (fine-tuning: new optimiser and schedule)",
+        help="start from these weights, a checkpoint (.pt) or an exported model (.onnx, e.g. "
+        "the shipped engines/unet.onnx): fine-tuning, new optimiser and schedule",
     )
     p.add_argument("--onnx", default=None, help="export here at the end (default OUT/unet.onnx)")
     p.add_argument(
@@ -141,6 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         rng.bit_generator.state = state["rng"]
         step, elapsed = int(state["step"]), float(state["elapsed_s"])
         print(f"resumed from {ckpt} at step {step} ({elapsed / 60:.1f} min)")
+    elif args.init and Path(args.init).suffix == ".onnx":
+        model.load_state_dict(load_onnx_weights(args.init)[0].state_dict())
+        print(f"weights from {args.init}")
     elif args.init:
         model.load_state_dict(torch.load(args.init, weights_only=False)["model"])
         print(f"weights from {args.init}")
