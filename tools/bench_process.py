@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Benchmark the whole pipeline (U-Net off) on a simulated burst: per-stage times, peak memory.
+"""Benchmark the whole pipeline on a simulated burst: per-stage times, peak memory.
 
 Usage: python tools/bench_process.py [--size 1920x1080] [--frames 9] [--repeats 3]
+    [--unet off|first|both] [--worst-case]
+
+The U-Net passes are the configured ones (both, by default) unless ``--unet`` says.
 
 Prints the median over repeats of each stage's time (ms) from the pipeline's own report,
 the wall time of ``process_burst``, and the peak resident memory of the process.
@@ -14,6 +17,7 @@ import resource
 import statistics
 import time
 
+from deblurd.inference.base import open_deblurrer
 from deblurd.pipeline.process import process_burst
 from deblurd.settings.load import load_settings
 from deblurd.settings.models import DeblurdSettings
@@ -27,6 +31,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--mode", choices=["reference", "sequential"], default="reference")
+    parser.add_argument(
+        "--unet",
+        choices=["off", "first", "both"],
+        default=None,
+        help="U-Net passes (default: the configured ones, both)",
+    )
     parser.add_argument(
         "--worst-case",
         action="store_true",
@@ -53,11 +63,17 @@ def main() -> int:
                 "DEBLURD_FUSION__MODE": args.mode,
             },
         )
+    if args.unet is not None:
+        settings = settings.model_copy(
+            update={"inference": settings.inference.model_copy(update={"passes": args.unet})}
+        )
+    deblurrer = open_deblurrer(settings.inference)
+    print(f"U-Net passes: {settings.inference.passes}")
     walls: list[float] = []
     stages: dict[str, list[float]] = {}
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        result = process_burst(sim.burst, settings)
+        result = process_burst(sim.burst, settings, deblurrer)
         walls.append((time.perf_counter() - t0) * 1000)
         for name, ms in result.report.stage_ms.items():
             stages.setdefault(name, []).append(ms)

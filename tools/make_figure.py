@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from deblurd.evaluation.metrics import psnr
 from deblurd.imaging import write_image
+from deblurd.inference.base import open_deblurrer
 from deblurd.pipeline.process import process_burst
 from deblurd.settings.models import DeblurdSettings
 from deblurd.sim.burst import SimParams, simulate_burst
@@ -40,7 +41,11 @@ def main() -> int:
     parser.add_argument("--crop", type=int, default=360, help="crop side, px")
     args = parser.parse_args()
     sim = simulate_burst(SimParams(width=1280, height=720, seed=args.seed, subject=True), None)
-    result = process_burst(sim.burst, DeblurdSettings())
+    settings = DeblurdSettings()
+    deblurrer = open_deblurrer(settings.inference)  # the default: both U-Net passes
+    result = process_burst(sim.burst, settings, deblurrer)
+    if deblurrer is not None:
+        deblurrer.close()
     trig, sel = sim.burst.trigger_index, result.report.selected
     h, w = sim.burst.size
     c = args.crop

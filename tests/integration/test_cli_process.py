@@ -67,8 +67,10 @@ def test_process_writes_image_and_report(sim_burst: Path, tmp_path: Path) -> Non
 
 
 def test_process_is_cleaner_than_the_selected_frame_over_seeds() -> None:
-    """Over several simulated bursts: never worse than the selected frame, clearly better
-    on average (the full-size evaluation in tools/evaluate.py measures the real margin)."""
+    """Over several simulated bursts, with the default settings and the shipped U-Nets:
+    never worse than the selected frame, clearly better on average (the full-size
+    evaluation in tools/evaluate.py measures the real margin)."""
+    from deblurd.inference.base import open_deblurrer
     from deblurd.pipeline.process import process_burst
     from deblurd.settings.models import DeblurdSettings
     from deblurd.sim.burst import SimParams, simulate_burst
@@ -78,13 +80,17 @@ def test_process_is_cleaner_than_the_selected_frame_over_seeds() -> None:
     def mse(a: np.ndarray, b: np.ndarray) -> float:
         return float(np.mean((a[crop].astype(np.float64) - b[crop]) ** 2))
 
+    settings = DeblurdSettings()
+    deblurrer = open_deblurrer(settings.inference)
+    assert settings.inference.passes == "both" and deblurrer is not None
     ratios = []
     for seed in range(4):
         sim = simulate_burst(SimParams(width=320, height=240, ring_frames=7, seed=seed), None)
-        result = process_burst(sim.burst, DeblurdSettings())
+        result = process_burst(sim.burst, settings, deblurrer)
         sel = result.report.selected
         truth = sim.truth[sel]
         ratios.append(mse(result.image, truth) / mse(sim.burst.frames[sel], truth))
+    deblurrer.close()
     assert max(ratios) < 1.0, ratios
     assert float(np.mean(ratios)) < 0.75, ratios
 
@@ -145,7 +151,9 @@ def test_output_in_missing_folder(
 
 
 def test_nothing_registers_still_gives_selected_frame(tmp_path: Path) -> None:
-    """Unrelated random frames: every second frame rejected, the selected frame comes out."""
+    """Unrelated random frames: every second frame rejected. With the U-Net off the selected
+    frame comes out; with the default passes, the first pass's output of it (what
+    ``deblurd deblur`` makes of that frame)."""
     from deblurd.burstdir import Burst, FrameInfo, frame_names, write_burst
 
     rng = np.random.default_rng(3)
@@ -157,11 +165,21 @@ def test_nothing_registers_still_gives_selected_frame(tmp_path: Path) -> None:
     infos = [FrameInfo(n, i * 33_000_000, 8000, 4.0) for i, n in enumerate(frame_names(5))]
     burst = write_burst(tmp_path / "b", Burst(frames, infos, 0))
     out, rep = tmp_path / "o.png", tmp_path / "r.json"
-    assert main(["process", str(burst), "-o", str(out), "--json", str(rep)]) == 0
+    args = ["process", str(burst), "-o", str(out), "--json", str(rep)]
+    assert main([*args, "--unet", "off"]) == 0
     report = json.loads(rep.read_text())
     assert report["used"] == []
     assert len(report["rejected"]) >= 1
     np.testing.assert_array_equal(read_rgb8(out), frames[report["selected"]])
+
+    assert main(args) == 0
+    report = json.loads(rep.read_text())
+    assert report["used"] == [] and report["unet_passes"].startswith("first")
+    selected = burst / report["frames"][report["selected"]]["file"]
+    single = tmp_path / "single.png"
+    assert main(["deblur", str(selected), "-o", str(single)]) == 0
+    np.testing.assert_array_equal(read_rgb8(out), read_rgb8(single))
+    assert not np.array_equal(read_rgb8(out), frames[report["selected"]])
 
 
 def test_console_script_runs(sim_burst: Path, tmp_path: Path) -> None:

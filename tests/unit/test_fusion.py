@@ -13,7 +13,6 @@ from deblurd.errors import ImageError
 from deblurd.pipeline.fusion import (
     AlignedFrame,
     FusionResult,
-    ReferenceFuser,
     SequentialFuser,
     fuse,
     fuse_sequential,
@@ -423,33 +422,3 @@ def test_tiny_and_odd_sizes_work() -> None:
         frames = [AlignedFrame(add_noise(gt, rng), ones(gt)) for _ in range(3)]
         res = fuse(ref, frames, FusionSettings())
         assert res.image.shape == (h, w, 3) and np.isfinite(res.image).all()
-
-
-@pytest.mark.parametrize("mode", ["sequential", "reference"])
-def test_guide_sets_the_weights_and_the_reference_the_values(mode: str) -> None:
-    """With a guide (the raw selected frame under a deblurred reference) the frames are
-    weighed against the guide exactly as if it were the reference, while the average
-    starts from the reference; a guide equal to the reference changes nothing."""
-    _, raw, frames = static_burst(n=5, seed=4)
-    deblurred = cv2.GaussianBlur(raw, (0, 0), 1.0)  # a "first pass" output: not the raw frame
-    settings = FusionSettings(mode=mode)  # type: ignore[arg-type]
-    noise = estimate_noise_model(raw)
-    fuser = SequentialFuser if mode == "sequential" else ReferenceFuser
-    guided = fuser(deblurred, settings, noise, guide=raw)
-    weights_raw = fuser(raw, settings, noise)
-    plain = fuser(deblurred, settings, noise)
-    for f in frames:
-        guided.add(f)
-        weights_raw.add(f)
-        plain.add(f)
-    g, w, p = guided.result(), weights_raw.result(), plain.result()
-    assert g.frame_weights == w.frame_weights  # weighed against the guide
-    assert g.frame_weights != p.frame_weights
-    np.testing.assert_array_equal(g.weight_sum, w.weight_sum)
-    assert not np.array_equal(g.image, w.image)  # the average starts from the reference
-    same = fuser(raw, settings, noise, guide=raw)
-    for f in frames:
-        same.add(f)
-    np.testing.assert_array_equal(same.result().image, w.image)
-    with pytest.raises(ImageError, match="guide shape"):
-        fuser(raw, settings, noise, guide=raw[:-2])

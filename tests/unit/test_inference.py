@@ -124,7 +124,7 @@ def test_too_small_image(tmp_path: Path) -> None:
 
 
 def test_open_deblurrer_off_is_none() -> None:
-    assert open_deblurrer(InferenceSettings()) is None
+    assert open_deblurrer(InferenceSettings(passes="off")) is None
 
 
 # ----------------------------------------------------------- TensorRT plan keys (no GPU)

@@ -106,6 +106,7 @@ def make_worker(
     doc: dict[str, Any] = {
         "output": {"directory": str(tmp / "out")},
         "decision": {"second_blur_threshold": 1000.0},  # ring frames unless a test says
+        "inference": {"passes": "off"},  # job mechanics: the worker gets no deblurrer
         **sections,
     }
     settings = DeblurdSettings.model_validate(doc)
@@ -190,7 +191,11 @@ def test_failed_job_publishes_error_and_next_job_works(tmp_path: Path) -> None:
     assert kind == "error" and err["code"] == "camera" and "never applied" in err["msg"]
     assert not list((tmp_path / "out").glob("bad*")) if (tmp_path / "out").exists() else True
     worker.settings = DeblurdSettings.model_validate(
-        {"output": {"directory": str(tmp_path / "out")}, "decision": {"second_blur_threshold": 1e3}}
+        {
+            "output": {"directory": str(tmp_path / "out")},
+            "decision": {"second_blur_threshold": 1e3},
+            "inference": {"passes": "off"},
+        }
     )
     assert worker.run_job(request("good", 10 * PERIOD))
     assert worker.status.jobs_failed == 1 and worker.status.jobs_done == 1

@@ -64,7 +64,7 @@ def test_samples_degrade_and_are_reproducible() -> None:
         np.testing.assert_allclose(inp * 255, np.round(inp * 255), atol=1e-3)  # 8-bit codes
     err1 = np.mean([np.mean((i - t) ** 2) for i, t, _ in first])
     err2 = np.mean([np.mean((i - t) ** 2) for i, t, _ in second])
-    assert err1 > err2 > 0  # the fused image: less noise
+    assert err1 > 0 and err2 > 0  # both degraded (the fused raw frames keep their blur)
     # ring frames at gain 2-8: a few 8-bit codes of noise; the fused image: several times less
     sig1 = np.median([s for _, _, s in first])
     sig2 = np.median([s for _, _, s in second])

@@ -83,18 +83,16 @@ def open_fusion_job(
     reference: npt.NDArray[np.generic],
     fusion_settings: FusionSettings,
     noise_sigma: float | NoiseModel | None = None,
-    guide: npt.NDArray[np.generic] | None = None,
 ) -> FusionJob:
     """A streaming fusion job in ``fusion_settings.mode`` on the backend of
     :func:`open_aligner` (``settings.backend``): it takes that aligner's frames.
 
-    ``reference``: linear ``float32 (H, W, 3)``; ``noise_sigma`` as
-    :func:`deblurd.pipeline.fusion.fuse`; ``guide``: what frames are compared with when
-    it is not the reference (the raw selected frame under a deblurred reference).
+    ``reference``: linear ``float32 (H, W, 3)`` (the raw selected frame); ``noise_sigma``
+    as :func:`deblurd.pipeline.fusion.fuse`.
     """
     kind, _note = resolve_backend(settings)
     if kind == "opencv":
-        return CpuFusionJob(reference, fusion_settings, noise_sigma, guide)
+        return CpuFusionJob(reference, fusion_settings, noise_sigma)
     from deblurd.gpu.fuser import GpuFuser
 
-    return GpuFuser(kind).job(reference, fusion_settings, noise_sigma, guide)
+    return GpuFuser(kind).job(reference, fusion_settings, noise_sigma)

@@ -126,25 +126,21 @@ class GpuSequentialFuser:
         settings: FusionSettings,
         noise_sigma: float | NoiseModel | None,
         mode: str,
-        guide_image: npt.NDArray[np.generic] | None = None,
     ) -> None:
         b = self.backend = backend
         ref = _as_rgb(reference, "reference")
         self._settings = s = settings
         self._mode = mode
         self._noise = _resolve_noise(ref, settings, noise_sigma)
-        against = ref if guide_image is None else _as_rgb(guide_image, "guide")
-        if against.shape != ref.shape:
-            raise ImageError(f"guide shape {against.shape} != reference shape {ref.shape}")
         guide = self._guide = _ReferenceGuide(
-            against, settings, self._noise if self._noise is not None else NoiseModel.constant(1.0)
+            ref, settings, self._noise if self._noise is not None else NoiseModel.constant(1.0)
         )
         self._shape = ref.shape
         H, W = ref.shape[:2]
         w2, h2 = guide.half_size
         self._size, self._half = (W, H), (w2, h2)
         self._frame_weights: list[float] = []
-        self._ref = b.upload_new(_P + "ref", against)  # what frames are compared with
+        self._ref = b.upload_new(_P + "ref", ref)  # what frames are compared with
         rw = np.float32(s.reference_weight)
         acc = ref * rw if mode == "reference" else ref
         self._acc = b.upload_new(_P + "acc", np.ascontiguousarray(acc, np.float32))
@@ -403,12 +399,10 @@ class GpuFuser:
         reference: npt.NDArray[np.generic],
         settings: FusionSettings,
         noise_sigma: float | NoiseModel | None = None,
-        guide: npt.NDArray[np.generic] | None = None,
     ) -> GpuSequentialFuser:
-        """A streaming job in ``settings.mode`` (what :meth:`fuse` would compute);
-        ``guide`` as :class:`deblurd.pipeline.fusion.SequentialFuser`'s."""
+        """A streaming job in ``settings.mode`` (what :meth:`fuse` would compute)."""
         return GpuSequentialFuser(self.backend, reference, settings, noise_sigma,
-                                  settings.mode, guide)
+                                  settings.mode)
 
     def fuse_sequential(
         self,

@@ -176,10 +176,9 @@ class CpuFusionJob:
         reference: npt.NDArray[np.generic],
         settings: FusionSettings,
         noise_sigma: float | NoiseModel | None = None,
-        guide: npt.NDArray[np.generic] | None = None,
     ) -> None:
         fuser = SequentialFuser if settings.mode == "sequential" else ReferenceFuser
-        self._fuser = fuser(reference, settings, noise_sigma, guide)
+        self._fuser = fuser(reference, settings, noise_sigma)
 
     def add(self, frame: AnyAlignedFrame) -> float:
         """Merge one host :class:`~deblurd.pipeline.fusion.AlignedFrame` (a device frame

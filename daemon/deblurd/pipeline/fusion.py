@@ -1,4 +1,4 @@
-"""Stage 4b: fuse registered second frames with the reference (the deblurred first frame).
+"""Stage 4b: fuse registered second frames with the reference (the raw selected frame).
 
 Inputs are already aligned (stage 4a warps every second frame into the reference's
 geometry). Everything here is linear light, ``float32 (H, W, 3)``.
@@ -434,29 +434,19 @@ def _resolve_noise(
 
 class _StreamingFuser:
     """What both fusion modes share: the reference's guide (noise model, low-pass, the
-    weights' statistics), the per-pixel weight sum and each frame's mean weight.
-
-    ``guide``: the image the frames are *compared* with (motion and detail tests), when it
-    is not the reference itself — the pipeline's reference is the U-Net's output, while
-    the second frames are raw: their noise and blur are those of the raw selected frame,
-    so the tests compare like with like against that frame (same geometry), and the
-    deblurred reference only enters the average. None: the reference."""
+    weights' statistics), the per-pixel weight sum and each frame's mean weight."""
 
     def __init__(
         self,
         reference: npt.NDArray[np.generic],
         settings: FusionSettings,
         noise_sigma: float | NoiseModel | None = None,
-        guide: npt.NDArray[np.generic] | None = None,
     ) -> None:
         ref = _as_rgb(reference, "reference")
         self._ref = ref
         self._noise = _resolve_noise(ref, settings, noise_sigma)
         model = self._noise if self._noise is not None else NoiseModel.constant(1.0)
-        against = ref if guide is None else _as_rgb(guide, "guide")
-        if against.shape != ref.shape:
-            raise ImageError(f"guide shape {against.shape} != reference shape {ref.shape}")
-        self._guide = _ReferenceGuide(against, settings, model)
+        self._guide = _ReferenceGuide(ref, settings, model)
         self._wsum: F32Image = np.full(ref.shape[:2], settings.reference_weight, np.float32)
         self._frame_weights: list[float] = []
         self._start(settings)

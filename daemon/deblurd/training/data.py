@@ -11,9 +11,9 @@ frame (the ``fast`` path: one PSF at the frame centre):
 * **noise**: :class:`~deblurd.sim.sensor.SensorModel` (Poisson–Gaussian, gain, clipping);
 * **first pass**: one 8 ms ring frame at a random gain (2–8), sRGB-encoded
   and rounded to 8 bits, exactly as the camera writes it;
-* **second pass**: what the pipeline's stage 5 sees — the average of the
-  first frame and ``K`` registered second frames: the blur is the mean of their
-  re-centred kernels (the first frame's weight partly sharp: it was deblurred), the
+* **second pass**: what the pipeline's stage 5 sees — the average of the raw
+  selected frame and ``K`` registered raw second frames: the blur is the mean of their
+  ``K + 1`` re-centred kernels (1/30 s apart on one shake trajectory), the
   noise that of ``K + 1`` frames (``SensorModel`` at a ``K + 1`` times longer exposure
   and lower gain: same brightness), not quantised (the fused image is float);
 * **target**: the sharp crop (same brightness), sRGB-encoded, float;
@@ -64,7 +64,7 @@ class BlurConfig:
     focal_px: tuple[float, float] = (600.0, 2000.0)  # log-uniform
     ring_gain: tuple[float, float] = (2.0, 8.0)  # log-uniform; exposure × gain = brightness ref
     brightness: tuple[float, float] = (0.5, 1.1)
-    second_frames: tuple[int, int] = (2, 8)  # K second frames fused with the first
+    second_frames: tuple[int, int] = (2, 8)  # K second frames fused with the selected one
     second_fraction: float = 0.4  # share of second-pass samples
     soft_fraction: float = 0.5  # share of scenes softened by a lens/demosaic Gaussian
     soft_sigma_px: tuple[float, float] = (0.3, 1.2)
@@ -150,16 +150,15 @@ def make_sample(
         frames = 1
     else:
         k = int(rng.integers(cfg.second_frames[0], cfg.second_frames[1] + 1))
-        first_w = float(rng.uniform(0.3, 1.0))  # the deblurred first frame: partly sharp
-        paths = [shake_offsets(rng, shake, focal, t0 + j / 30.0, exp_s, traj) for j in range(k)]
+        paths = [
+            shake_offsets(rng, shake, focal, t0 + j / 30.0, exp_s, traj) for j in range(k + 1)
+        ]
         psfs = [rasterise_psf(p) for p in paths]
         size = max(p.shape[0] for p in psfs)
         acc = np.zeros((size, size), np.float32)
         for p in psfs:
             o = (size - p.shape[0]) // 2
             acc[o : o + p.shape[0], o : o + p.shape[0]] += p
-        acc *= (1.0 - first_w / (k + 1)) / k
-        acc[size // 2, size // 2] += first_w / (k + 1)
         psf = acc / acc.sum()
         frames = k + 1
     pad = psf.shape[0] // 2 + 2

@@ -61,8 +61,8 @@ def load_onnx_weights(path: str | Path) -> tuple[UNet, int]:
     its metadata records (0 when absent): a shipped model can be fine-tuned (``--init``).
 
     The architecture comes from the metadata ``deblurd.config``; the initializers carry
-    the torch parameter names (the exporter keeps them). Raises :class:`~deblurd.errors.InferenceError`
-    naming the file when it is not such a model.
+    the torch parameter names (the exporter keeps them). Raises
+    :class:`~deblurd.errors.InferenceError` naming the file when it is not such a model.
     """
     from deblurd.errors import InferenceError
     from deblurd.training.unet_arch import UNetConfig

@@ -1,10 +1,12 @@
 """Second-pass training pairs made by the real pipeline: fused images and their truth.
 
-The second U-Net pass sees what stage 4 hands it: the first-pass output of the selected
-frame averaged with registered second frames by the robust fusion, then finished. Its
-residual blur and noise come from everything the pipeline does — registration error,
-the per-pixel weights, frames of different blur, the first pass's own artefacts — which
-the synthetic model of :mod:`deblurd.training.data` only approximates. This module runs
+The second U-Net pass sees what stage 4 hands it: the raw selected frame averaged with
+the registered raw second frames by the robust fusion, then finished. Its residual blur
+and noise come from everything the pipeline does — registration error, the per-pixel
+weights (a moving subject or a blurrier frame's edges keep only the selected frame's
+noisy pixels), frames of different blur — which the synthetic model of
+:mod:`deblurd.training.data` only approximates. (The first pass matters only through the
+decision its blur score drives: which and how many second frames.) This module runs
 the real thing on simulated handheld bursts of **training** photos (never scikit-image's:
 those are the evaluation set) and keeps, per burst, the image the second pass receives
 and the simulator's truth of the frame it is aligned to.
