@@ -28,12 +28,28 @@ def main() -> int:
     p.add_argument("--count", type=int, default=150, help="bursts to simulate")
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
+    p.add_argument(
+        "--sizes",
+        default="640x480",
+        help="burst sizes WxH, comma-separated; each burst draws one",
+    )
+    p.add_argument(
+        "--procedural",
+        type=float,
+        default=0.0,
+        help="share of bursts on the simulator's procedural scene (training seeds)",
+    )
     args = p.parse_args()
     try:
         photos = load_photos(args.photos, short_sides=(720,))
         net = OnnxDeblurrer(OnnxRuntimeSettings(model=args.model, threads=args.threads))
         t0 = time.monotonic()
-        n = make_fused_pairs(photos, net, args.out, args.count, args.seed)
+        sizes = [
+            (int(w), int(h)) for w, h in (s.lower().split("x") for s in args.sizes.split(","))
+        ]
+        n = make_fused_pairs(
+            photos, net, args.out, args.count, args.seed, sizes, args.procedural
+        )
     except DeblurdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -126,23 +127,48 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o
 
     Either the whole file appears under its name or nothing does. The folder must exist.
     """
-    p = Path(path)
-    folder = p.parent if str(p.parent) else Path(".")
-    if not folder.is_dir():
-        raise ImageError(f"{p}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=folder)
+    return atomic_write_files([(path, data)], mode)[0]
+
+
+def atomic_write_files(
+    files: Sequence[tuple[str | os.PathLike[str], bytes]], mode: int = 0o644
+) -> list[Path]:
+    """Write several files, each atomically, and make them appear together as far as a
+    filesystem allows: every temp file is written and fsynced first, then they are renamed
+    into place in the given order, back to back. A crash can separate two renames only
+    (not a write and an fsync), so a file that must never appear without another (a
+    result image and its JSON) goes first and is missing at most for that instant. On an
+    error nothing is left: temp files are removed, and files already renamed by this call
+    are unlinked. The folders must exist.
+    """
+    paths = [Path(p) for p, _ in files]
+    temps: list[str] = []
+    done: list[Path] = []
+    umask = current_umask()
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode & ~current_umask())
-        os.replace(tmp, p)
+        for p, (_, data) in zip(paths, files, strict=True):
+            folder = p.parent if str(p.parent) else Path(".")
+            if not folder.is_dir():
+                raise ImageError(f"{p}: folder {folder} does not exist")
+            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=folder)
+            temps.append(tmp)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, mode & ~umask)
+        for tmp, p in zip(temps, paths, strict=True):
+            os.replace(tmp, p)
+            done.append(p)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        for tmp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        for p in done:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
         raise
-    return p
+    return paths
 
 
 def current_umask() -> int:

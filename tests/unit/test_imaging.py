@@ -11,6 +11,7 @@ import pytest
 from deblurd.errors import ImageError
 from deblurd.imaging import (
     atomic_write_bytes,
+    atomic_write_files,
     linear_to_srgb,
     read_rgb8,
     srgb_to_linear,
@@ -80,6 +81,39 @@ def test_atomic_write_failure_keeps_old_file(
         atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]
+
+
+def test_atomic_write_files_writes_all_before_renaming_and_undoes_on_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every temp file exists (written) before the first rename; a failing second rename
+    leaves neither file, and no temp file."""
+    first, second = tmp_path / "a.png", tmp_path / "a.json"
+    real_replace = os.replace
+    seen: list[list[str]] = []
+
+    def spy(src: str, dst: str) -> None:
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    assert atomic_write_files([(first, b"img"), (second, b"{}")]) == [first, second]
+    assert len(seen) == 2 and sum(n.endswith(".tmp") for n in seen[0]) == 2
+    assert first.read_bytes() == b"img" and second.read_bytes() == b"{}"
+
+    calls = []
+
+    def fail_second(src: str, dst: str) -> None:
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", fail_second)
+    b1, b2 = tmp_path / "b.png", tmp_path / "b.json"
+    with pytest.raises(OSError):
+        atomic_write_files([(b1, b"img"), (b2, b"{}")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.png"]
 
 
 def test_atomic_write_respects_umask(tmp_path: Path) -> None:

@@ -74,3 +74,42 @@ def test_init_starts_from_weights_with_a_new_schedule(tmp_path: Path) -> None:
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
     assert b["step"] == 0  # a new run, not a resume of a's 2 steps ...
     assert all(torch.equal(a["model"][k], v) for k, v in b["model"].items())  # ... a's weights
+
+
+def test_init_from_an_exported_onnx_model(tmp_path: Path) -> None:
+    """``--init MODEL.onnx`` fine-tunes an exported (e.g. the shipped) model: the weights
+    load back exactly and the network computes what the ONNX file does; a file that is
+    no deblurd export is refused, naming it."""
+    import torch
+
+    from deblurd.errors import InferenceError
+    from deblurd.training.export import load_onnx_weights
+    from deblurd.training.train import main
+
+    photos = _photos(tmp_path / "photos")
+    base = ["--photos", str(photos), "--batch", "2", "--crop", "64", "--checkpoint-every", "2"]
+    assert main([*base, "--out", str(tmp_path / "a"), "--steps", "2"]) == 0
+    onnx_path = tmp_path / "a" / "unet.onnx"
+    model, steps = load_onnx_weights(onnx_path)
+    assert steps == 2
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    assert all(torch.equal(a["model"][k], v) for k, v in model.state_dict().items())
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    img = np.random.default_rng(1).random((1, 3, 32, 48), dtype=np.float32)
+    noise = np.full((1, 1, 32, 48), 0.02, np.float32)
+    (out,) = session.run(None, {"image": img, "noise": noise})
+    with torch.no_grad():
+        ref = model.eval()(torch.from_numpy(img), torch.from_numpy(noise)).numpy()
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+
+    init = ["--init", str(onnx_path)]
+    assert main([*base, "--out", str(tmp_path / "b"), "--steps", "0", *init]) == 0
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    assert b["step"] == 0 and all(torch.equal(a["model"][k], v) for k, v in b["model"].items())
+
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(InferenceError, match=r"junk\.onnx"):
+        load_onnx_weights(junk)

@@ -122,7 +122,7 @@ def test_fused_pairs_are_the_pipelines_second_pass_input(tmp_path: Path) -> None
     """Real fused images of simulated bursts, with the truth of the frame they are aligned
     to: less noisy than a raw frame, close to the truth; a rerun keeps what is there."""
     photos = [_photo(0, 400), _photo(1, 400)]
-    n = make_fused_pairs(photos, _Identity(), tmp_path, count=4, seed=7, size=(256, 192))
+    n = make_fused_pairs(photos, _Identity(), tmp_path, count=4, seed=7, sizes=[(256, 192)])
     files = sorted(tmp_path.glob("pairs-*.npz"))
     assert n == len(files) >= 2  # bursts that fused nothing are skipped
     for f in files:
@@ -133,12 +133,15 @@ def test_fused_pairs_are_the_pipelines_second_pass_input(tmp_path: Path) -> None
         est = np.round(np.clip(fused.astype(np.float32), 0, 1) * 255).astype(np.uint8)
         assert psnr(est, truth, border=16) > 27.0
     stamp = [f.stat().st_mtime_ns for f in files]
-    assert make_fused_pairs(photos, _Identity(), tmp_path, count=4, seed=7, size=(256, 192)) == n
+    assert make_fused_pairs(photos, _Identity(), tmp_path, count=4, seed=7, sizes=[(256, 192)]) == n
     assert [f.stat().st_mtime_ns for f in files] == stamp
     pairs = FusedPairs(tmp_path)
     inp, tgt, sigma = pairs.sample(64, np.random.default_rng(0))
     assert inp.shape == tgt.shape == (64, 64, 3) and inp.dtype == tgt.dtype == np.float32
-    assert sigma == input_noise_sigma(inp) and 0.0 < sigma < 0.02
+    assert sigma == input_noise_sigma(inp) and sigma > 0.0
+    # fused: less noise than a ring frame at gain 4 (~0.02-0.03); a crop can hold texture
+    sigmas = [pairs.sample(64, np.random.default_rng(s))[2] for s in range(9)]
+    assert float(np.median(sigmas)) < 0.02, sigmas
     x, nmap, _ = make_batch(
         photos, 6, 64, np.random.default_rng(2),
         BlurConfig(second_fraction=1.0, fused_fraction=1.0), pairs,
@@ -156,6 +159,42 @@ def test_fused_pairs_are_the_pipelines_second_pass_input(tmp_path: Path) -> None
         )
         assert best / crop.size < 1e-7  # float32 rounding; another place is ~1e-5
     assert nmap.shape == (6, 1, 64, 64)
+
+
+def test_fused_pairs_of_procedural_scenes_at_several_sizes(tmp_path: Path) -> None:
+    """``procedural=1``: every burst shows the simulator's procedural scene at a training
+    seed (never the camera's default seed 0), at one of the given sizes; its truth is that
+    scene's, not a photo's."""
+    from deblurd.sim.scene import procedural_scene_srgb
+
+    photos = [np.zeros((300, 400, 3), np.uint8)]  # a black photo: never drawn here
+    sizes = [(256, 192), (192, 192)]
+    make_fused_pairs(photos, _Identity(), tmp_path, count=4, seed=3, sizes=sizes,
+                     procedural=1.0)
+    files = sorted(tmp_path.glob("pairs-*.npz"))
+    assert len(files) >= 2
+    shapes = set()
+    for f in files:
+        with np.load(f) as z:
+            truth = z["truth"]
+        shapes.add(truth.shape)
+        assert truth.std() > 20  # the textured scene, not the black photo
+    assert shapes <= {(192, 256, 3), (192, 192, 3)}
+    assert not np.array_equal(truth, procedural_scene_srgb(*truth.shape[:2], 0))
+
+
+def test_procedural_training_scenes_stay_off_the_cameras_seeds() -> None:
+    """Training scenes use seeds from PROCEDURAL_TRAIN_SEED on, at several sizes; asking
+    for the small seeds the simulated camera and the tests use is refused."""
+    from deblurd.training.data import PROCEDURAL_SIZES, PROCEDURAL_TRAIN_SEED, procedural_photos
+
+    scenes = procedural_photos(4)
+    assert [s.shape[:2] for s in scenes[:3]] == list(PROCEDURAL_SIZES)
+    assert scenes[3].shape[:2] == PROCEDURAL_SIZES[0]
+    assert not np.array_equal(scenes[0], scenes[3])  # other seeds, other scenes
+    assert all(s.dtype == np.uint8 and s.std() > 20 for s in scenes)
+    with pytest.raises(ValueError, match=str(PROCEDURAL_TRAIN_SEED)):
+        procedural_photos(1, first_seed=0)
 
 
 def test_no_fused_pairs_names_folder_and_fix(tmp_path: Path) -> None:

@@ -7,8 +7,9 @@ Layout of ``output.directory``::
     bursts/<capture_id>/            the job's burst in the burst-directory format (optional)
 
 Each file appears whole or not at all: written to a temp file in the same folder,
-fsynced, renamed. The image is renamed into place first and the JSON second, so a
-``.json`` always names an image that is there (a client may watch for ``*.json``).
+fsynced, renamed. Both temp files are written before either is renamed, the image
+first and the JSON right after, so a ``.json`` always names an image that is there (a
+client may watch for ``*.json``).
 Files are created with mode ``0o640`` less the process umask (owner read/write, group
 read: a client in the daemon's group can read them); folders ``0o750`` less the umask.
 
@@ -35,7 +36,7 @@ from typing import Any
 
 from deblurd.burstdir import Burst, write_burst
 from deblurd.errors import DeblurdError
-from deblurd.imaging import atomic_write_bytes
+from deblurd.imaging import atomic_write_bytes, atomic_write_files
 from deblurd.settings.output import OutputSettings
 
 log = logging.getLogger(__name__)
@@ -101,13 +102,13 @@ class ResultStore:
             raise OutputError(f"{sidecar}: metadata is not JSON: {exc}", sidecar) from exc
         with self._lock:
             self._ensure_directory()
-            self._write(image, data)
             try:
-                self._write(sidecar, text.encode("utf-8"))
-            except OutputError:
-                with contextlib.suppress(OSError):
-                    image.unlink()
-                raise
+                # Both written and fsynced before either is renamed, the image first: a
+                # crash cannot leave a JSON without its image, and an image without its
+                # JSON only in the instant between the two renames.
+                atomic_write_files([(image, data), (sidecar, text.encode("utf-8"))], FILE_MODE)
+            except (OSError, DeblurdError) as exc:
+                raise OutputError(f"{image}: cannot write: {_why(exc)}", image) from exc
             _fsync_directory(self.directory)
             self._apply_retention(keep=capture_id)
         return image

@@ -105,6 +105,38 @@ def load_photos(folder: str | Path, short_sides: tuple[int, ...] = (720, 1080)) 
     return out
 
 
+#: Procedural training scenes use seeds from here on: the daemon's simulated camera, the
+#: tests and the tools use small seeds (0 by default), which therefore stay unseen.
+PROCEDURAL_TRAIN_SEED = 1_000_000
+#: Sizes (H, W) the procedural training scenes are drawn at: their objects scale with the
+#: frame while the fine textures stay a few pixels wide, so one seed gives coarse and fine
+#: versions of the same kinds of content.
+PROCEDURAL_SIZES = ((480, 640), (720, 960), (1080, 1440))
+
+
+def procedural_photos(count: int, first_seed: int = PROCEDURAL_TRAIN_SEED) -> list[U8]:
+    """``count`` procedural scenes (:func:`deblurd.sim.scene.procedural_scene_srgb`) as
+    training "photos", ``uint8 (H, W, 3)`` sRGB, cycling through :data:`PROCEDURAL_SIZES`,
+    seeds ``first_seed``, ``first_seed + 1``, ….
+
+    They add what the wallpaper photos lack: noise-like fine textures (grass, foliage,
+    grain) at full contrast next to hard synthetic edges, text strokes and thin lines. A
+    network that has never seen such texture takes it for noise and removes it (measured
+    on the simulated camera's scene: −1.5 to −4 dB; engines/MODEL_CARD.md).
+    """
+    from deblurd.sim.scene import procedural_scene_srgb
+
+    if first_seed < PROCEDURAL_TRAIN_SEED:
+        raise ValueError(
+            f"procedural training seeds start at {PROCEDURAL_TRAIN_SEED} (got {first_seed}): "
+            "smaller seeds are the simulated camera's and the tests'"
+        )
+    sizes = PROCEDURAL_SIZES
+    return [
+        procedural_scene_srgb(*sizes[k % len(sizes)], first_seed + k) for k in range(count)
+    ]
+
+
 def shake_offsets(
     rng: np.random.Generator,
     shake_deg_s: float,

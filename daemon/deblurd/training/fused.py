@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,7 @@ import numpy.typing as npt
 from deblurd.errors import ImageError
 from deblurd.imaging import atomic_write_bytes, linear_to_srgb_float, srgb_to_linear
 from deblurd.inference.base import Deblurrer, Pass, input_noise_sigma
+from deblurd.training.data import PROCEDURAL_TRAIN_SEED
 
 F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
@@ -72,10 +74,15 @@ def make_fused_pairs(
     out: str | Path,
     count: int,
     seed: int = 1000,
-    size: tuple[int, int] = (640, 480),
+    sizes: Sequence[tuple[int, int]] = ((640, 480),),
+    procedural: float = 0.0,
 ) -> int:
     """Simulate ``count`` bursts of ``photos`` (``uint8 (H, W, 3)`` sRGB) and write the
     pipeline's second-pass inputs with their truth to ``out`` (see the module docstring).
+
+    Each burst is ``(width, height)`` drawn from ``sizes``; a share ``procedural`` of them
+    shows the simulator's procedural scene at a training seed
+    (≥ :data:`~deblurd.training.data.PROCEDURAL_TRAIN_SEED`) instead of a photo.
 
     Bursts whose pipeline fused no second frame are skipped (the second pass is not run on
     them). Existing ``pairs-NNNN.npz`` files are kept (a rerun continues). Returns the
@@ -97,15 +104,17 @@ def make_fused_pairs(
         rng = np.random.default_rng([seed, k])
         level = math.exp(rng.uniform(math.log(0.4), math.log(2.5)))
         photo = photos[int(rng.integers(0, len(photos)))]
+        size = sizes[int(rng.integers(0, len(sizes)))]
+        scene = None if rng.random() < procedural else srgb_to_linear(photo)
         params = SimParams(
             width=size[0],
             height=size[1],
-            seed=int(rng.integers(0, 2**31 - 1)),
+            seed=int(rng.integers(PROCEDURAL_TRAIN_SEED, 2**31 - 1)),
             shake=level * DEFAULT_SHAKE_DEG_S,
             subject=bool(rng.random() < 0.3),
             extra_frames=8 if level >= 2.0 else 0,
         )
-        sim = simulate_burst(params, srgb_to_linear(photo))
+        sim = simulate_burst(params, scene)  # None: the procedural scene of params.seed
         recorder.recorded.clear()
         result = process_burst(sim.burst, settings, recorder, "both")
         if not recorder.recorded or not result.report.used:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deblurd.training.data import BlurConfig, load_photos, make_batch
+from deblurd.training.data import BlurConfig, load_photos, make_batch, procedural_photos
 from deblurd.training.export import export_onnx, load_onnx_weights
 from deblurd.training.fused import FusedPairs
 from deblurd.training.unet_arch import UNet, UNetConfig, count_params, macs_per_pixel
@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="start from these weights, a checkpoint (.pt) or an exported model (.onnx, e.g. "
         "the shipped engines/unet.onnx): fine-tuning, new optimiser and schedule",
+    )
+    p.add_argument(
+        "--procedural",
+        type=int,
+        default=0,
+        help="add this many procedural scenes (deblurd.sim.scene, training seeds) to the photos",
     )
     p.add_argument("--onnx", default=None, help="export here at the end (default OUT/unet.onnx)")
     p.add_argument(
@@ -127,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"exported {path} ({path.stat().st_size / 1e6:.2f} MB)")
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    photos = load_photos(args.photos)
+    photos = load_photos(args.photos) + procedural_photos(args.procedural)
     cfg = BlurConfig(second_fraction=args.second_fraction, fused_fraction=args.fused_fraction)
     fused = FusedPairs(args.fused) if args.fused else None
     model = UNet()
