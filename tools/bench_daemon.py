@@ -1,7 +1,7 @@
 """Benchmark the daemon on the sim camera: trigger-to-result latency, dropped frames, memory.
 
     python tools/bench_daemon.py                      # 720p and 1080p, 200 triggers each
-    python tools/bench_daemon.py --sizes 720p --triggers 20 --fps 30
+    python tools/bench_daemon.py --sizes 720p --triggers 20 --fps 30 [--unet off|first|both]
 
 For each size it runs the real daemon (``deblurd.service.daemon.Daemon``, in this process
 so its resident memory can be read) on the sim camera and a client over real ZeroMQ ipc
@@ -46,7 +46,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def bench(size: str, triggers: int, fps: float, realtime: bool, warmup: int) -> None:
+def bench(size: str, triggers: int, fps: float, realtime: bool, warmup: int, unet: str) -> None:
     width, height = SIZES[size]
     tmp = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
     settings = DeblurdSettings.model_validate(
@@ -57,6 +57,7 @@ def bench(size: str, triggers: int, fps: float, realtime: bool, warmup: int) -> 
                         "results_endpoint": f"ipc://{tmp}/r.sock", "results_hwm": 1000},
             "output": {"directory": str(tmp / "out"), "max_files": 20},
             "triggers": {"terminal": False},
+            "inference": {"passes": unet},
         }
     )  # fmt: skip
     daemon = Daemon(settings, camera_factory=lambda: SimCamera(settings.camera), terminal=False)
@@ -127,9 +128,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="triggers before the RSS baseline")
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--realtime", action="store_true", help="sim camera drops late frames")
+    parser.add_argument(
+        "--unet", choices=["off", "first", "both"], default="both",
+        help="U-Net passes (default: both, the daemon's default)",
+    )
     args = parser.parse_args()
     for size in args.sizes:
-        bench(size, args.triggers, args.fps, args.realtime, min(args.warmup, args.triggers))
+        bench(size, args.triggers, args.fps, args.realtime, min(args.warmup, args.triggers),
+              args.unet)
 
 
 if __name__ == "__main__":
