@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from deblurd import __version__
-from deblurd.errors import ConfigError, DeblurdError
+from deblurd.errors import ConfigError, DeblurdError, InferenceError
 from deblurd.settings.load import EX_CONFIG, load_settings
 from deblurd.settings.models import DeblurdSettings
 
@@ -152,6 +152,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise
     except TriggerError as exc:
         raise _trigger_config_error(settings, exc) from exc
+    except InferenceError as exc:
+        # A model file that is missing, unreadable or of the wrong shape, a TensorRT plan
+        # for another GPU: the configured U-Net cannot run, and a restart would not change
+        # that (exit 78: systemd does not restart). The message names the file and the fix.
+        raise ConfigError(str(exc), [("inference", str(exc))]) from exc
 
 
 def _cmd_process(args: argparse.Namespace) -> int:

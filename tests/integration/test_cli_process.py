@@ -231,6 +231,28 @@ def test_run_with_cuda_backend_and_no_gpu_exits_78(
     assert "registration.backend" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("content", [None, b"not an onnx model"])
+def test_run_with_a_missing_or_corrupt_model_exits_78(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes | None
+) -> None:
+    """The U-Net passes are on by default: a model file that is missing or corrupt stops
+    the daemon before it is ready, naming the file and the fix, with exit 78 (a restart
+    would not help)."""
+    model = tmp_path / "model.onnx"
+    if content is not None:
+        model.write_bytes(content)
+    cfg = tmp_path / "model.toml"
+    cfg.write_text(
+        f'[service]\ncontrol_endpoint = "ipc://{tmp_path}/c.sock"\n'
+        f'results_endpoint = "ipc://{tmp_path}/r.sock"\n'
+        f'[output]\ndirectory = "{tmp_path}/out"\n'
+        f'[inference.runtime]\ntype = "onnxruntime"\nmodel = "{model}"\n'
+    )
+    assert main(["run", "--config", str(cfg)]) == 78
+    err = capsys.readouterr().err
+    assert "inference" in err and "model.onnx" in err, err
+
+
 def test_build_engine_without_tensorrt_names_the_fix(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
