@@ -16,7 +16,8 @@ with a moving subject (a face, at ``--subject-level``); bursts at levels ≥
 3 levels + 5 subject bursts = 20 bursts of 9 ring frames, about a minute on 2 cores.
 
 On every burst it runs the pipeline (``process_burst``, default settings or ``--config``;
-a U-Net pass only when the settings ask for one) and the baselines of
+with the U-Net passes the settings ask for: both by default, from ``engines/``) and the
+baselines of
 :mod:`deblurd.evaluation.baselines` (trigger frame, sharpest frame, aligned mean, Fourier
 Burst Accumulation), and measures PSNR and SSIM (luma) against the simulator's ground
 truth **of the frame whose geometry each output is in**: the pipeline's selected frame,

@@ -3,6 +3,14 @@
 Pure arrays in, arrays and a report out: the daemon runs it on frames from its ring,
 ``deblurd process`` on a saved burst directory. Each stage is a call into its own module;
 this module only sequences them, times them and records what each decided.
+
+Where the two U-Net passes act (``inference.passes``): the first pass deblurs the
+selected frame; its blur score drives the decision (stage 3), and it is the result when
+no second frame can be fused. Stage 4 registers, gates and averages the **raw** frames
+around the raw selected frame (like with like: the noise model and the blur gate hold,
+and the average keeps texture a single deblurred frame loses), and the second pass
+deblurs that fused image, which has several times less noise than any frame. Measured
+against a deblurred first frame as the fusion reference: engines/MODEL_CARD.md.
 """
 
 from __future__ import annotations
