@@ -63,7 +63,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="engines/unet.onnx")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--tile", type=int, default=512, help="tile side for 12 MP, px")
+    p.add_argument(
+        "--tile", type=int, default=2048, help="tile side for 12 MP, px (default: the config's)"
+    )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--sizes", default="1920x1080,4000x3000")
     p.add_argument("--case", default=None, help=argparse.SUPPRESS)

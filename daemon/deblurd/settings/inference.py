@@ -15,7 +15,14 @@ class OnnxRuntimeSettings(Section):
     type: Literal["onnxruntime"] = Field("onnxruntime", description="runtime tag")
     model: str = Field("engines/unet.onnx", description="ONNX model path")
     threads: int = Field(0, ge=0, le=64, description="intra-op threads, 0 = all cores")
-    tile: int = Field(512, ge=64, le=4096, description="tile side for large images, px")
+    tile: int = Field(
+        2048,
+        ge=64,
+        le=4096,
+        description="tile side for large images, px: images up to it (720p, 1080p) run whole "
+        "(fastest); larger ones in overlapping tiles (12 MP: 6 tiles, ~1.8 GB peak; 512: "
+        "~1.1 GB, 2.3x slower per pixel at 1080p)",
+    )
 
 
 class TensorRTSettings(Section):
