@@ -148,15 +148,17 @@ class BurstPlan:
 
     ``scores``: blur score (dB) per frame of the burst as it was planned (frames appended
     later, e.g. extra frames the daemon captured after the decision, are scored by
-    :func:`complete_burst`). ``first``: the first deblurred image, linear ``float32
-    (H, W, 3)`` (the selected frame itself with the U-Net off); ``first_score``: its blur
-    score (dB). ``decision``: where the second frames come from (stage 3).
+    :func:`complete_burst`). ``raw``: the selected frame decoded to linear ``float32
+    (H, W, 3)``: the reference of stage 4. ``first``: the first deblurred image, same
+    layout (``raw`` itself with the U-Net off); ``first_score``: its blur score (dB).
+    ``decision``: where the second frames come from (stage 3).
     """
 
     passes: UnetPasses
     scores: list[float]
     candidates: list[int]
     selected: int
+    raw: F32
     first: F32
     first_score: float
     decision: Decision
@@ -205,10 +207,10 @@ def plan_burst(
 
     # Stage 2: the first deblurred image (or the selected frame itself with the U-Net off).
     with timer.stage("decode"):
-        first = srgb_to_linear(burst.frames[selected])
+        raw = first = srgb_to_linear(burst.frames[selected])
     if passes != "off" and deblurrer is not None:
         with timer.stage("unet_first"):
-            first = deblurrer.deblur(first, "first")
+            first = deblurrer.deblur(raw, "first")
         first_score = blur_score(linear_to_srgb(first), settings.blur_score.size)
         report.deblurred_blur_score = round(first_score, 4)
     else:
@@ -217,7 +219,9 @@ def plan_burst(
     # Stage 3: decide which second frames to take.
     with timer.stage("decide"):
         decision = decide(first_score, settings.decision)
-    return BurstPlan(passes, scores, candidates, selected, first, first_score, decision, report)
+    return BurstPlan(
+        passes, scores, candidates, selected, raw, first, first_score, decision, report
+    )
 
 
 def complete_burst(
@@ -254,7 +258,7 @@ def complete_burst(
     }
 
     # Stage 4: register and fuse the raw frames (linear light).
-    fusion = _register_and_fuse(burst, settings, selected, scores, pool, report, timer)
+    fusion = _register_and_fuse(burst, settings, selected, plan.raw, scores, pool, report, timer)
 
     # Stage 5: finish, then the U-Net once more (on the fused image only).
     if fusion is None:
@@ -298,6 +302,7 @@ def _register_and_fuse(
     burst: Burst,
     settings: DeblurdSettings,
     selected: int,
+    raw: F32,
     scores: list[float],
     pool: list[int],
     report: ProcessReport,
@@ -333,7 +338,6 @@ def _register_and_fuse(
         return None
 
     with timer.stage("noise"):
-        raw = srgb_to_linear(burst.frames[selected])
         noise = estimate_noise_model(raw)
     report.noise_model = {"a": float(noise.a), "b": float(noise.b)}
     # Streaming in both fusion modes: each frame is registered, warped and fused before

@@ -108,7 +108,9 @@ class ResultStore:
                 # JSON only in the instant between the two renames.
                 atomic_write_files([(image, data), (sidecar, text.encode("utf-8"))], FILE_MODE)
             except (OSError, DeblurdError) as exc:
-                raise OutputError(f"{image}: cannot write: {_why(exc)}", image) from exc
+                raise OutputError(
+                    f"{image} and {sidecar.name}: cannot write: {_why(exc)}", image
+                ) from exc
             _fsync_directory(self.directory)
             self._apply_retention(keep=capture_id)
         return image
