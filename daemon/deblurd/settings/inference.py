@@ -21,7 +21,7 @@ class OnnxRuntimeSettings(Section):
         le=4096,
         description="tile side for large images, px: images up to it (720p, 1080p) run whole "
         "(fastest); larger ones in overlapping tiles (12 MP: 6 tiles, ~1.8 GB peak; 512: "
-        "~1.1 GB, 2.3x slower per pixel at 1080p)",
+        "~1.1 GB, a 1080p pass 1.8x slower)",
     )
 
 

@@ -122,7 +122,7 @@ def procedural_photos(count: int, first_seed: int = PROCEDURAL_TRAIN_SEED) -> li
     They add what the wallpaper photos lack: noise-like fine textures (grass, foliage,
     grain) at full contrast next to hard synthetic edges, text strokes and thin lines. A
     network that has never seen such texture takes it for noise and removes it (measured
-    on the simulated camera's scene: −1.5 to −4 dB; engines/MODEL_CARD.md).
+    on the simulated camera's scene with ``tools/eval_procedural.py``: engines/MODEL_CARD.md).
     """
     from deblurd.sim.scene import procedural_scene_srgb
 
