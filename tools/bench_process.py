@@ -17,6 +17,7 @@ import resource
 import statistics
 import time
 
+from deblurd.evaluation.cli_args import frame_size
 from deblurd.inference.base import open_deblurrer
 from deblurd.pipeline.process import process_burst
 from deblurd.settings.load import load_settings
@@ -26,7 +27,7 @@ from deblurd.sim.burst import SimParams, simulate_burst
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size", default="1920x1080", help="WxH")
+    parser.add_argument("--size", type=frame_size, default="1920x1080", help="WxH")
     parser.add_argument("--frames", type=int, default=9)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=3)
@@ -43,7 +44,7 @@ def main() -> int:
         help="take and try to fuse every ring frame (no blur gate, 8 second frames)",
     )
     args = parser.parse_args()
-    width, height = (int(v) for v in args.size.lower().split("x"))
+    width, height = args.size
     t0 = time.perf_counter()
     sim = simulate_burst(
         SimParams(width=width, height=height, ring_frames=args.frames, seed=args.seed), None

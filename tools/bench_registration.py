@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from deblurd.evaluation.cli_args import frame_sizes
 from deblurd.evaluation.pairs import grid_error, motion_kernel
 from deblurd.pipeline.registration import OpenCVRegistrar
 from deblurd.settings.registration import RegistrationSettings
@@ -176,7 +177,9 @@ def bench(width: int, height: int, pairs: int, seed: int, settings: Registration
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="1920x1080,4000x3000", help="WxH,WxH,...")
+    ap.add_argument(
+        "--sizes", type=frame_sizes, default="1920x1080,4000x3000", help="WxH,WxH,..."
+    )
     ap.add_argument("--pairs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-corners", type=int, default=None)
@@ -187,8 +190,7 @@ def main() -> None:
     extra = {} if args.max_corners is None else {"max_corners": args.max_corners}
     settings = RegistrationSettings(**extra)
     print(f"OpenCV {cv2.__version__}, {cv2.getNumThreads()} threads")
-    for size in args.sizes.split(","):
-        w, h = (int(v) for v in size.lower().split("x"))
+    for w, h in args.sizes:
         bench(w, h, args.pairs, args.seed, settings)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from deblurd.camera.base import FrameMeta
 from deblurd.camera.ring import FrameRing, capacity_for_budget
 from deblurd.camera.sim import SimCamera
+from deblurd.evaluation.cli_args import frame_size, frame_sizes
 from deblurd.settings.camera import CameraSettings, SimCameraSettings
 
 
@@ -124,18 +125,17 @@ def bench_sim(height: int, width: int, seconds: float, realtime: bool) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", default="1280x720,1920x1080", help="WxH,WxH")
+    ap.add_argument("--sizes", type=frame_sizes, default="1280x720,1920x1080", help="WxH,WxH")
     ap.add_argument("--budget-mb", type=int, default=256)
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--seconds", type=float, default=2.0, help="ring benchmark length, s")
     ap.add_argument("--sim-seconds", type=float, default=4.0)
-    ap.add_argument("--sim-size", default="1280x720")
+    ap.add_argument("--sim-size", type=frame_size, default="1280x720", help="WxH")
     args = ap.parse_args()
-    for size in args.sizes.split(","):
-        w, h = (int(v) for v in size.split("x"))
+    for w, h in args.sizes:
         bench_ring(h, w, args.budget_mb, args.seconds, args.fps)
         print(f"  peak RSS so far {peak_rss_mb():.0f} MiB")
-    w, h = (int(v) for v in args.sim_size.split("x"))
+    w, h = args.sim_size
     for realtime in (False, True):
         bench_sim(h, w, args.sim_seconds, realtime)
     print(f"peak RSS {peak_rss_mb():.0f} MiB")

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deblurd.evaluation.cli_args import frame_size
 from deblurd.imaging import linear_to_srgb
 from deblurd.sim import DEFAULT_SHAKE_DEG_S, SimParams, simulate_burst
 from deblurd.sim.burst import make_renderer
@@ -43,17 +44,6 @@ _MODES: tuple[tuple[str, bool, float], ...] = (
     ("fast", True, 0.5),
 )
 _DENSE = 64  # path samples per exposure for the blur statistics (as the renderer's minimum)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"WxH"`` → ``(width, height)`` px."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"size must be WxH, got {text!r}") from exc
-    if w < 16 or h < 16:
-        raise argparse.ArgumentTypeError(f"size must be at least 16x16, got {text!r}")
-    return w, h
 
 
 def seconds(fn: Callable[[], object]) -> float:
@@ -187,7 +177,7 @@ def motion_table(seeds: int, levels: list[float]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--size", type=parse_size, action="append", metavar="WxH",
+    ap.add_argument("--size", type=frame_size, action="append", metavar="WxH",
                     help="frame size, px (repeatable; default 1280x720 and 1920x1080)")
     ap.add_argument("--frames", type=int, default=9, help="ring frames per burst")
     ap.add_argument("--repeats", type=int, default=3, help="runs per figure (median shown)")

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from deblurd.evaluation.cli_args import frame_sizes
+
 
 def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -67,7 +69,7 @@ def main() -> int:
         "--tile", type=int, default=2048, help="tile side for 12 MP, px (default: the config's)"
     )
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--sizes", default="1920x1080,4000x3000")
+    p.add_argument("--sizes", type=frame_sizes, default="1920x1080,4000x3000", help="WxH,...")
     p.add_argument("--case", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.case:
@@ -77,8 +79,7 @@ def main() -> int:
     print(f"model {args.model}, onnxruntime CPU, {args.threads} threads")
     head = ("size", "tiling", "median s", "min s", "MP/s", "RSS load", "peak RSS")
     print(" ".join(f"{h:>{n}}" for h, n in zip(head, (11, 12, 9, 7, 6, 9, 9), strict=True)))
-    for size in args.sizes.split(","):
-        w, h = (int(v) for v in size.lower().split("x"))
+    for w, h in args.sizes:
         tile = 4096 if w * h <= 1920 * 1088 else args.tile
         out = subprocess.run(
             [

@@ -21,6 +21,7 @@ import sys
 import numpy as np
 import numpy.typing as npt
 
+from deblurd.evaluation.cli_args import frame_sizes
 from deblurd.inference.base import open_deblurrer
 from deblurd.pipeline.process import process_burst
 from deblurd.settings.load import load_settings
@@ -42,7 +43,9 @@ def relative_mse(result: npt.NDArray[np.uint8], frame: npt.NDArray[np.uint8],
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="320x240,640x480,1280x720", help="WxH, comma-separated")
+    p.add_argument(
+        "--sizes", type=frame_sizes, default="320x240,640x480,1280x720", help="WxH,WxH,..."
+    )
     p.add_argument("--seeds", type=int, default=4, help="seeds 0 .. N-1")
     p.add_argument("--config", default=None, help="deblurd.toml (default: built-in defaults)")
     args = p.parse_args()
@@ -51,8 +54,7 @@ def main() -> int:
     deblurrer = open_deblurrer(settings.inference)
     print(f"relative MSE (result vs selected frame); U-Net off | passes {passes}")
     try:
-        for size in args.sizes.split(","):
-            w, h = (int(v) for v in size.lower().split("x"))
+        for w, h in args.sizes:
             cells = []
             for seed in range(args.seeds):
                 sim = simulate_burst(SimParams(width=w, height=h, ring_frames=7, seed=seed))

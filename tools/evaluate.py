@@ -63,6 +63,7 @@ from deblurd.evaluation.baselines import (
     sharpest_index,
     trigger_frame,
 )
+from deblurd.evaluation.cli_args import frame_size_at_least, nonnegative_floats
 from deblurd.evaluation.metrics import crop_border, psnr, ssim
 from deblurd.imaging import atomic_write_bytes, srgb_to_linear, write_image
 from deblurd.settings.models import DeblurdSettings
@@ -533,33 +534,14 @@ def contact_sheet(results: Sequence[BurstResult], scale: int = 2) -> U8 | None:
 # ------------------------------------------------------------------------------ main
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"size must be WxH, got {text!r}") from exc
-    if w < 64 or h < 64:
-        raise argparse.ArgumentTypeError(f"size must be at least 64x64, got {text!r}")
-    return w, h
-
-
-def _parse_floats(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas: {text!r}") from exc
-    if not values or any(not math.isfinite(v) or v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"levels must be finite numbers >= 0: {text!r}")
-    return values
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Evaluate the pipeline against baselines on simulated bursts.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--size", type=_parse_size, default=(640, 480), help="frame size WxH, px")
-    p.add_argument("--levels", type=_parse_floats, default=[0.5, 1.0, 2.0],
+    p.add_argument("--size", type=frame_size_at_least(64), default=(640, 480),
+                   help="frame size WxH, px")
+    p.add_argument("--levels", type=nonnegative_floats, default=[0.5, 1.0, 2.0],
                    help="shake levels, multiples of the simulator's default shake")
     p.add_argument("--photos", default=",".join(DEFAULT_PHOTOS),
                    help="scikit-image photos, comma-separated")

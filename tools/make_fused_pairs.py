@@ -14,6 +14,7 @@ import sys
 import time
 
 from deblurd.errors import DeblurdError
+from deblurd.evaluation.cli_args import frame_sizes
 from deblurd.inference.onnx import OnnxDeblurrer
 from deblurd.settings.inference import OnnxRuntimeSettings
 from deblurd.training.data import load_photos
@@ -30,6 +31,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
     p.add_argument(
         "--sizes",
+        type=frame_sizes,
         default="640x480",
         help="burst sizes WxH, comma-separated; each burst draws one",
     )
@@ -44,11 +46,8 @@ def main() -> int:
         photos = load_photos(args.photos, short_sides=(720,))
         net = OnnxDeblurrer(OnnxRuntimeSettings(model=args.model, threads=args.threads))
         t0 = time.monotonic()
-        sizes = [
-            (int(w), int(h)) for w, h in (s.lower().split("x") for s in args.sizes.split(","))
-        ]
         n = make_fused_pairs(
-            photos, net, args.out, args.count, args.seed, sizes, args.procedural
+            photos, net, args.out, args.count, args.seed, args.sizes, args.procedural
         )
     except DeblurdError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import zmq
 
+from deblurd.evaluation.cli_args import frame_size
+
 SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -106,7 +108,7 @@ class Sampler(threading.Thread):
 
 
 def soak(args: argparse.Namespace) -> dict[str, Any]:
-    width, height = (int(v) for v in args.size.split("x"))
+    width, height = args.size
     folder = Path(tempfile.mkdtemp(prefix="deblurd-soak-"))
     cfg = write_config(folder, width, height, args.fps, args.unet)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEBLURD_")}
@@ -266,7 +268,9 @@ def report(r: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--triggers", type=int, default=1000)
-    parser.add_argument("--size", default="320x240", help="WIDTHxHEIGHT of the sim camera")
+    parser.add_argument(
+        "--size", type=frame_size, default="320x240", help="WxH of the sim camera"
+    )
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--unet", action="store_true", help="run the U-Net's first pass")
     parser.add_argument("--sample-s", type=float, default=0.5, help="RSS sampling period, s")

@@ -113,3 +113,17 @@ def test_init_from_an_exported_onnx_model(tmp_path: Path) -> None:
     junk.write_bytes(b"not a model")
     with pytest.raises(InferenceError, match=r"junk\.onnx"):
         load_onnx_weights(junk)
+
+
+def test_shake_range_option_is_parsed_and_checked() -> None:
+    """``--shake LO,HI`` sets the sampler's shake range; a malformed or inverted range is
+    an argparse error naming the value, not a traceback."""
+    from deblurd.training.data import BlurConfig
+    from deblurd.training.train import build_parser
+
+    p = build_parser()
+    assert p.parse_args([]).shake == BlurConfig.shake_deg_s
+    assert p.parse_args(["--shake", "12,70"]).shake == (12.0, 70.0)
+    for bad in ("12", "70,12", "0,5", "a,b"):
+        with pytest.raises(SystemExit):
+            p.parse_args(["--shake", bad])

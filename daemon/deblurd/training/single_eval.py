@@ -31,6 +31,7 @@ from types import ModuleType
 import numpy as np
 import numpy.typing as npt
 
+from deblurd.evaluation.cli_args import frame_size_at_least, nonnegative_floats
 from deblurd.evaluation.metrics import psnr, ssim
 from deblurd.imaging import linear_to_srgb, srgb_to_linear
 from deblurd.inference.onnx import OnnxDeblurrer
@@ -84,8 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev = _evaluate_tool()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="engines/unet.onnx")
-    p.add_argument("--size", type=ev._parse_size, default=(640, 480))
-    p.add_argument("--levels", type=ev._parse_floats, default=[0.5, 1.0, 2.0])
+    p.add_argument("--size", type=frame_size_at_least(64), default=(640, 480))
+    p.add_argument("--levels", type=nonnegative_floats, default=[0.5, 1.0, 2.0])
     p.add_argument("--photos", default=",".join(ev.DEFAULT_PHOTOS))
     p.add_argument("--no-subject", action="store_true")
     p.add_argument("--border", type=int, default=16)

@@ -36,6 +36,17 @@ def fft_l1(out: Tensor, target: Tensor) -> Tensor:
     return d.abs().mean()
 
 
+def _range(text: str) -> tuple[float, float]:
+    """``"LO,HI"`` → ``(LO, HI)`` with ``0 < LO <= HI``."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LO,HI (two numbers)") from exc
+    if not 0.0 < lo <= hi:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 0 < LO <= HI")
+    return lo, hi
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train the deblurd U-Net on synthetic shake blur.")
     p.add_argument("--photos", default="/work/train-photos", help="folder of sharp photos")
@@ -77,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="add this many procedural scenes (deblurd.sim.scene, training seeds) to the photos",
+    )
+    p.add_argument(
+        "--shake",
+        type=_range,
+        default=BlurConfig.shake_deg_s,
+        help="shake range LO,HI in deg/s RMS, drawn log-uniform (default %(default)s)",
     )
     p.add_argument("--onnx", default=None, help="export here at the end (default OUT/unet.onnx)")
     p.add_argument(
@@ -134,7 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     out.mkdir(parents=True, exist_ok=True)
     photos = load_photos(args.photos) + procedural_photos(args.procedural)
-    cfg = BlurConfig(second_fraction=args.second_fraction, fused_fraction=args.fused_fraction)
+    cfg = BlurConfig(
+        shake_deg_s=args.shake,
+        second_fraction=args.second_fraction,
+        fused_fraction=args.fused_fraction,
+    )
     fused = FusedPairs(args.fused) if args.fused else None
     model = UNet()
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
