@@ -78,6 +78,17 @@ def run_settings(
         raise ConfigError("invalid command-line override", problems) from exc
 
 
+def _tile_side(text: str) -> int:
+    """``build-engine --tile``: a TensorRT profile side, px (as ``inference.runtime.tile``)."""
+    try:
+        tile = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a whole number of px, got {text!r}") from exc
+    if not 64 <= tile <= 4096 or tile % 16:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 16 in 64..4096, got {tile}")
+    return tile
+
+
 def _missing_library(exc: BaseException) -> bool:
     """True when ``exc`` was caused by a library that is not installed."""
     cause: BaseException | None = exc
@@ -239,6 +250,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 
 def _cmd_build_engine(args: argparse.Namespace) -> int:
     """Build the TensorRT plan for this device from the configured ONNX model."""
+    from deblurd.inference.base import resolve_model_path
     from deblurd.inference.tensorrt import build_engine, default_state_dir
     from deblurd.settings.inference import TensorRTSettings
 
@@ -249,11 +261,15 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
         state_dir = Path(runtime.state_dir) if runtime.state_dir else default_state_dir()
     else:
         model, tile, state_dir = runtime.model, runtime.tile, default_state_dir()
+    tile = args.tile or tile
     second = settings.inference.second_model
-    models = [model, second] if second else [model]
-    for onnx in models:  # the second pass's network too, when it has its own
-        plan = build_engine(Path(onnx), state_dir, args.tile or tile)
-        print(f"{plan}: TensorRT plan for {onnx} (tile {args.tile or tile} px)")
+    # The second pass's network too when it has its own (and runs: passes = "both"); each
+    # path resolved as the daemon resolves it, so the plan's key is the one it will ask for.
+    models = [model, second] if second and settings.inference.passes == "both" else [model]
+    for onnx in models:
+        path = resolve_model_path(onnx)
+        plan = build_engine(path, state_dir, tile)
+        print(f"{plan}: TensorRT plan for {path} (tile {tile} px)")
     return 0
 
 
@@ -325,7 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build-engine", help="build the TensorRT plan for this device (Jetson)")
     p.add_argument("--config", metavar="PATH", help="config file (default: $DEBLURD_CONFIG)")
-    p.add_argument("--tile", type=int, help="profile/tile side, px (default: the config's)")
+    p.add_argument(
+        "--tile", type=_tile_side, help="profile/tile side, px, multiple of 16 (default: config's)"
+    )
     p.set_defaults(func=_cmd_build_engine)
 
     p = sub.add_parser("check-config", help="validate a config file (exit 78 on error)")

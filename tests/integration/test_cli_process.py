@@ -268,6 +268,59 @@ def test_build_engine_without_tensorrt_names_the_fix(
     assert "TensorRT is not available" in err and "python3-libnvinfer" in err
 
 
+@pytest.mark.parametrize(
+    ("passes", "second", "expected"),
+    [("both", True, 2), ("first", True, 1), ("both", False, 1)],
+)
+def test_build_engine_builds_a_plan_per_network_it_will_load(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    passes: str,
+    second: bool,
+    expected: int,
+) -> None:
+    """Up to the last call into TensorRT: one plan per network the daemon will load (the
+    second pass's own network only with passes = "both"), each model path resolved as the
+    daemon resolves it (the default relative ``engines/…`` from any folder), at the
+    configured tile unless --tile overrides it, under runtime.state_dir."""
+    import deblurd.inference.tensorrt as trt_mod
+
+    built: list[tuple[Path, Path, int]] = []
+
+    def fake_build(onnx: Path, state_dir: Path, tile: int, multiple: int = 16) -> Path:
+        built.append((onnx, state_dir, tile))
+        return state_dir / "engines" / f"{onnx.stem}.plan"
+
+    monkeypatch.setattr(trt_mod, "build_engine", fake_build)
+    monkeypatch.chdir(tmp_path)  # not the checkout: relative model paths must still resolve
+    cfg = tmp_path / "trt.toml"
+    cfg.write_text(
+        f'[inference]\npasses = "{passes}"\n'
+        + ('second_model = "engines/unet-second.onnx"\n' if second else 'second_model = ""\n')
+        + f'[inference.runtime]\ntype = "tensorrt"\ntile = 256\nstate_dir = "{tmp_path}/st"\n'
+    )
+    assert main(["build-engine", "--config", str(cfg)]) == 0
+    assert len(built) == expected
+    names = [onnx.name for onnx, _, _ in built]
+    assert names == ["unet.onnx", "unet-second.onnx"][:expected]
+    for onnx, state_dir, tile in built:
+        assert onnx.is_absolute() and onnx.is_file(), onnx
+        assert state_dir == tmp_path / "st" and tile == 256
+    assert capsys.readouterr().out.count("TensorRT plan for") == expected
+    built.clear()
+    assert main(["build-engine", "--config", str(cfg), "--tile", "512"]) == 0
+    assert {tile for _, _, tile in built} == {512}
+
+
+@pytest.mark.parametrize("tile", ["100", "32", "8192", "big"])
+def test_build_engine_rejects_a_bad_tile(tile: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["build-engine", "--tile", tile])
+    assert exc.value.code == 2
+    assert "--tile" in capsys.readouterr().err
+
+
 class _CountingDeblurrer:
     """An identity "network" that records which passes it ran."""
 

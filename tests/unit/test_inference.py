@@ -163,6 +163,51 @@ def test_mismatched_plan_names_what_it_was_built_for(tmp_path: Path) -> None:
     assert why is not None and "TensorRT 10.3.0" in why and "TensorRT 10.4.0" in why
 
 
+def test_mismatch_names_the_stale_plan_of_the_same_model(tmp_path: Path) -> None:
+    """Two networks, two plans: the message names the plan of *this* ONNX file (built by
+    another TensorRT), not whichever key file sorts last."""
+    from deblurd.inference.tensorrt import PlanKey, find_mismatch, store_plan
+
+    first = PlanKey("a" * 64, "10.3.0", "Orin", 512)
+    second = PlanKey("b" * 64, "10.3.0", "Orin", 512)
+    store_plan(tmp_path, first, b"plan-a", b"cache")
+    store_plan(tmp_path, second, b"plan-b", b"cache")
+    why = find_mismatch(tmp_path, PlanKey("a" * 64, "10.4.0", "Orin", 512))
+    assert why is not None and "for this model" in why and "TensorRT 10.3.0" in why, why
+    why = find_mismatch(tmp_path, PlanKey("c" * 64, "10.3.0", "Orin", 512))
+    assert why is not None and "other ONNX files" in why and "ccccccccc" in why, why
+
+
+def test_store_plan_writes_plan_key_and_cache_atomically(tmp_path: Path) -> None:
+    import json
+
+    from deblurd.inference.tensorrt import PlanKey, find_mismatch, plan_paths, store_plan
+
+    key = PlanKey("a" * 64, "10.3.0", "Orin", 512)
+    path = store_plan(tmp_path, key, b"plan-bytes", b"cache-1")
+    plan, key_file = plan_paths(tmp_path, key)
+    assert path == plan and plan.read_bytes() == b"plan-bytes"
+    assert PlanKey(**json.loads(key_file.read_text())) == key
+    assert (plan.parent / "timing.cache").read_bytes() == b"cache-1"
+    assert find_mismatch(tmp_path, key) is None
+    store_plan(tmp_path, key, b"plan-2", b"cache-2")  # a rebuild replaces all three
+    assert plan.read_bytes() == b"plan-2"
+    assert (plan.parent / "timing.cache").read_bytes() == b"cache-2"
+    assert sorted(p.name for p in plan.parent.iterdir()) == sorted(
+        [plan.name, key_file.name, "timing.cache"]
+    )  # no temp files left behind
+
+
+def test_tensorrt_tile_must_be_a_multiple_of_16() -> None:
+    from pydantic import ValidationError
+
+    from deblurd.settings.inference import TensorRTSettings
+
+    assert TensorRTSettings(tile=256).tile == 256
+    with pytest.raises(ValidationError, match="multiple of 16"):
+        TensorRTSettings(tile=100)
+
+
 def test_sha256_file(tmp_path: Path) -> None:
     import hashlib
 

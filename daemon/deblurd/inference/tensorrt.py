@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import InferenceError
-from deblurd.imaging import linear_to_srgb_float
+from deblurd.imaging import atomic_write_files, linear_to_srgb_float
 from deblurd.inference.base import Pass, input_noise_sigma
 from deblurd.inference.onnx import TILE_OVERLAP, _srgb_float_to_linear
 from deblurd.inference.tiling import run_padded_tiled
@@ -76,21 +76,45 @@ def plan_paths(state_dir: Path, key: PlanKey) -> tuple[Path, Path]:
 
 
 def find_mismatch(state_dir: Path, key: PlanKey) -> str | None:
-    """Why no plan matches ``key`` (what the stored plans were built for), or None."""
+    """Why no plan matches ``key``, naming what the stored plans were built for, or None.
+
+    With several plans stored (one per network: ``inference.second_model`` has its own),
+    the one built from the same ONNX file is named first: it is the one that went stale
+    (another TensorRT version, GPU or tile)."""
     folder = state_dir / "engines"
-    stored = sorted(folder.glob("unet-*.json")) if folder.is_dir() else []
     plan, _ = plan_paths(state_dir, key)
     if plan.is_file():
         return None
+    stored = sorted(folder.glob("unet-*.json")) if folder.is_dir() else []
     if not stored:
         return f"no TensorRT plan in {folder}"
-    try:
-        other = PlanKey(**json.loads(stored[-1].read_text()))
-    except (OSError, ValueError, TypeError) as exc:
-        return f"{stored[-1]}: unreadable plan key ({exc})"
-    return (
-        f"the plan in {folder} was built for {other.describe()}; this device needs {key.describe()}"
+    others: list[PlanKey] = []
+    for path in stored:
+        try:
+            others.append(PlanKey(**json.loads(path.read_text())))
+        except (OSError, ValueError, TypeError) as exc:
+            return f"{path}: unreadable plan key ({exc})"
+    same_model = [k for k in others if k.onnx_sha256 == key.onnx_sha256]
+    if same_model:
+        return (
+            f"the plan in {folder} for this model was built for {same_model[0].describe()}; "
+            f"this device needs {key.describe()}"
+        )
+    return f"no plan in {folder} for {key.describe()} (plans there are for other ONNX files)"
+
+
+def store_plan(state_dir: Path, key: PlanKey, plan: bytes, timing_cache: bytes) -> Path:
+    """Store a built plan under its key: the plan, its key file and the timing cache
+    (``engines/timing.cache``, shared by every build on this device), each written
+    atomically, the plan first, so a plan never appears without its key file for longer
+    than a rename. Returns the plan's path."""
+    plan_path, key_path = plan_paths(state_dir, key)
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    key_json = json.dumps(asdict(key), indent=1).encode()
+    atomic_write_files(
+        [(plan_path, plan), (key_path, key_json), (plan_path.parent / "timing.cache", timing_cache)]
     )
+    return plan_path
 
 
 def _require_trt() -> None:
@@ -143,9 +167,10 @@ def build_engine(onnx_path: Path, state_dir: Path, tile: int, multiple: int = 16
     _require_trt()
     import tensorrt as trt
 
+    if tile < multiple or tile % multiple:
+        raise InferenceError(f"tile {tile}: must be a multiple of {multiple} px")
     key = current_key(onnx_path, tile)
-    plan_path, key_path = plan_paths(state_dir, key)
-    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    cache_path = state_dir / "engines" / "timing.cache"
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)
@@ -155,7 +180,6 @@ def build_engine(onnx_path: Path, state_dir: Path, tile: int, multiple: int = 16
         raise InferenceError(f"{onnx_path}: TensorRT cannot parse the model: {errors}")
     config = builder.create_builder_config()
     config.set_flag(trt.BuilderFlag.FP16)
-    cache_path = plan_path.parent / "timing.cache"
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
     profile = builder.create_optimization_profile()
@@ -167,12 +191,9 @@ def build_engine(onnx_path: Path, state_dir: Path, tile: int, multiple: int = 16
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise InferenceError(f"{onnx_path}: TensorRT failed to build a plan (see its log above)")
-    tmp = plan_path.with_suffix(".tmp")
-    tmp.write_bytes(bytes(serialized))
-    tmp.replace(plan_path)
-    key_path.write_text(json.dumps(asdict(key), indent=1))
-    cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
-    return plan_path
+    return store_plan(
+        state_dir, key, bytes(serialized), bytes(config.get_timing_cache().serialize())
+    )
 
 
 class TensorRTDeblurrer:

@@ -30,7 +30,14 @@ class TensorRTSettings(Section):
 
     type: Literal["tensorrt"] = Field("tensorrt", description="runtime tag")
     model: str = Field("engines/unet.onnx", description="ONNX model the plan is built from")
-    tile: int = Field(512, ge=64, le=4096, description="optimisation-profile side = tile side, px")
+    tile: int = Field(
+        512,
+        ge=64,
+        le=4096,
+        multiple_of=16,
+        description="optimisation-profile side = tile side, px (a multiple of 16: the "
+        "profile's largest shape must hold a padded tile)",
+    )
     state_dir: str | None = Field(
         None,
         description="where plans are cached (engines/ under it); unset = $STATE_DIRECTORY "
