@@ -31,10 +31,13 @@ def tensorrt_module() -> Any:
 
 @pytest.fixture(scope="session")
 def cuda_driver(tensorrt_module: Any) -> Any:
+    """pycuda's driver, once the process's primary context opens (deblurd.gpu.context:
+    what the runtimes use; no pycuda.autoinit, whose context would be a second one)."""
     try:
-        import pycuda.autoinit  # noqa: F401
-        import pycuda.driver as cuda
-    except Exception as exc:  # ImportError, or cuInit failing without a GPU
+        from deblurd.gpu.context import primary_context
+
+        cuda, _ctx = primary_context()
+    except Exception as exc:  # GpuError: no pycuda, no driver, no GPU
         pytest.skip(f"pycuda cannot open a GPU: {exc}")
     return cuda
 

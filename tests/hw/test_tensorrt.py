@@ -49,6 +49,30 @@ def test_fp16_matches_onnxruntime(state_dir: Path) -> None:
         ref.close()
 
 
+def test_runs_on_a_thread_other_than_the_one_that_opened_it(state_dir: Path) -> None:
+    """The daemon opens the runtime on its main thread and deblurs on the capture worker."""
+    import threading
+
+    trt = TensorRTDeblurrer(MODEL, state_dir, tile=TILE)
+    img = np.random.default_rng(1).random((200, 260, 3), dtype=np.float32) * 0.8
+    out: dict[str, Any] = {}
+
+    def job() -> None:
+        try:
+            out["image"] = trt.deblur(img, "first")
+        except BaseException as exc:
+            out["error"] = exc
+
+    try:
+        worker = threading.Thread(target=job)
+        worker.start()
+        worker.join()
+    finally:
+        trt.close()
+    assert "error" not in out, out.get("error")
+    assert out["image"].shape == img.shape and np.isfinite(out["image"]).all()
+
+
 def test_plan_for_another_model_is_refused(state_dir: Path, tmp_path: Path) -> None:
     other = tmp_path / "other.onnx"
     other.write_bytes(MODEL.read_bytes() + b"\0")  # another sha256

@@ -4,18 +4,18 @@
 
 from __future__ import annotations
 
-import ctypes
 import sys
-import types
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from fake_cuda import install_fake_pycuda
 
 from deblurd.gpu import emulation
-from deblurd.gpu.backend import GpuError, combined_source, open_backend
-from deblurd.gpu.emulation import EmulatedBackend, build_library, compiler, load_library
+from deblurd.gpu.backend import GpuError, open_backend
+from deblurd.gpu.emulation import EmulatedBackend, build_library, compiler
 from deblurd.gpu.registrar import GpuRegistrar
 from deblurd.settings.registration import RegistrationSettings
 
@@ -52,109 +52,6 @@ def test_pool_reuses_and_checks_sizes() -> None:
     assert b.pooled_bytes == 0
 
 
-# --- a stand-in pycuda on the host emulation -------------------------------------------------
-
-
-class FakeAlloc:
-    def __init__(self, nbytes: int) -> None:
-        self.mem = np.zeros(nbytes, np.uint8)
-        self.freed = False
-
-    def free(self) -> None:
-        self.freed = True
-
-
-def fake_pycuda(limit: int, fail_kernel: str | None = None) -> dict[str, types.ModuleType]:
-    lib = load_library()
-    driver = types.ModuleType("pycuda.driver")
-    compiler_mod = types.ModuleType("pycuda.compiler")
-    root = types.ModuleType("pycuda")
-    autoinit = types.ModuleType("pycuda.autoinit")
-
-    class Error(Exception):
-        pass
-
-    class MemoryError_(Error):  # noqa: N801, N818 - pycuda's name is MemoryError
-        pass
-
-    class LaunchError(Error):
-        pass
-
-    allocs: list[FakeAlloc] = []
-
-    def mem_alloc(nbytes: int) -> FakeAlloc:
-        if sum(a.mem.nbytes for a in allocs if not a.freed) + nbytes > limit:
-            raise MemoryError_("cuMemAlloc failed: out of memory")
-        a = FakeAlloc(nbytes)
-        allocs.append(a)
-        return a
-
-    def htod(dst: FakeAlloc, src: np.ndarray, stream: Any) -> None:
-        dst.mem[: src.nbytes] = np.ascontiguousarray(src).reshape(-1).view(np.uint8)
-
-    def dtoh(dst: np.ndarray, src: FakeAlloc, stream: Any) -> None:
-        dst.reshape(-1).view(np.uint8)[:] = src.mem[: dst.nbytes]
-
-    class Stream:
-        def synchronize(self) -> None:
-            return None
-
-    class Device:
-        def name(self) -> str:
-            return "Fake GPU"
-
-    class Context:
-        @staticmethod
-        def get_device() -> Device:
-            return Device()
-
-    def c_arg(a: Any) -> Any:
-        if isinstance(a, FakeAlloc):
-            assert not a.freed
-            return ctypes.c_void_p(a.mem.ctypes.data)
-        if isinstance(a, np.intp):
-            return ctypes.c_void_p(None)
-        if isinstance(a, np.int32):
-            return ctypes.c_int(int(a))
-        if isinstance(a, np.float32):
-            return ctypes.c_float(float(a))
-        if isinstance(a, np.float64):
-            return ctypes.c_double(float(a))
-        raise TypeError(type(a))
-
-    class SourceModule:
-        def __init__(self, source: str, no_extern_c: bool, include_dirs: list[str],
-                     options: list[str]) -> None:
-            assert source == combined_source() and no_extern_c
-            assert "--fmad=false" in options and Path(include_dirs[0], "lk.cu").exists()
-
-        def get_function(self, name: str) -> Any:
-            fn = getattr(lib, f"emu_{name}")
-
-            def call(*args: Any, block: tuple[int, int, int], grid: tuple[int, int],
-                     stream: Any) -> None:
-                if name == fail_kernel:
-                    raise LaunchError("cuLaunchKernel failed: unspecified launch failure")
-                fn(grid[0], grid[1], block[0], block[1], *[c_arg(a) for a in args])
-
-            return call
-
-    driver.Error = Error  # type: ignore[attr-defined]
-    driver.MemoryError = MemoryError_  # type: ignore[attr-defined]
-    driver.LaunchError = LaunchError  # type: ignore[attr-defined]
-    driver.mem_alloc = mem_alloc  # type: ignore[attr-defined]
-    driver.memcpy_htod_async = htod  # type: ignore[attr-defined]
-    driver.memcpy_dtoh_async = dtoh  # type: ignore[attr-defined]
-    driver.Stream = Stream  # type: ignore[attr-defined]
-    driver.Context = Context  # type: ignore[attr-defined]
-    driver.allocs = allocs  # type: ignore[attr-defined]
-    compiler_mod.SourceModule = SourceModule  # type: ignore[attr-defined]
-    root.driver = driver  # type: ignore[attr-defined]
-    root.VERSION_TEXT = "fake"  # type: ignore[attr-defined]
-    return {"pycuda": root, "pycuda.driver": driver, "pycuda.compiler": compiler_mod,
-            "pycuda.autoinit": autoinit}
-
-
 def astronaut_pair() -> tuple[np.ndarray, np.ndarray]:
     import cv2
     skdata: Any = pytest.importorskip("skimage.data")
@@ -170,8 +67,7 @@ def test_cuda_backend_runs_the_registrar_like_the_emulation(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pytest.importorskip("skimage")
-    for name, mod in fake_pycuda(limit=1 << 30).items():
-        monkeypatch.setitem(sys.modules, name, mod)
+    install_fake_pycuda(monkeypatch, limit=1 << 30)
     from deblurd.gpu.cuda import CudaBackend
 
     cuda = CudaBackend()
@@ -196,8 +92,7 @@ def test_cuda_errors_become_gpu_errors_and_the_next_job_works(
 ) -> None:
     pytest.importorskip("skimage")
     ref, moving = astronaut_pair()
-    for name, mod in fake_pycuda(limit=8 << 20).items():  # 8 MB "GPU"
-        monkeypatch.setitem(sys.modules, name, mod)
+    install_fake_pycuda(monkeypatch, limit=8 << 20)  # 8 MB "GPU"
     from deblurd.gpu.cuda import CudaBackend
 
     cuda = CudaBackend()
@@ -209,8 +104,7 @@ def test_cuda_errors_become_gpu_errors_and_the_next_job_works(
     reg.set_reference(ref)  # the next job works
     assert reg.register(moving).accepted
 
-    for name, mod in fake_pycuda(limit=1 << 30, fail_kernel="lk_level").items():
-        monkeypatch.setitem(sys.modules, name, mod)
+    install_fake_pycuda(monkeypatch, limit=1 << 30, fail_kernel="lk_level")
     failing = GpuRegistrar(RegistrationSettings(), CudaBackend())
     failing.set_reference(ref)
     with pytest.raises(GpuError, match=r"kernel lk_level.*unspecified launch failure"):
@@ -221,9 +115,73 @@ def test_cuda_backend_reports_a_missing_pycuda(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setitem(sys.modules, "pycuda", None)
     monkeypatch.setitem(sys.modules, "pycuda.autoinit", None)
     monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    from deblurd.gpu import context
     from deblurd.gpu.cuda import CudaBackend, probe
+
+    monkeypatch.setattr(context, "_primary", None)
 
     ok, why = probe()
     assert not ok and "pycuda not importable" in why
     with pytest.raises(GpuError, match="pycuda cannot open a GPU"):
         CudaBackend()
+
+
+def test_cuda_backend_opened_on_one_thread_runs_on_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The daemon opens GPU objects on its main thread and runs jobs on the capture worker.
+    CUDA contexts are current per thread: every entry point makes the one primary context
+    current around itself and pops it after, so no thread is left holding it (pycuda
+    aborts at exit on a thread whose context stack is not empty)."""
+    pytest.importorskip("skimage")
+    driver = install_fake_pycuda(monkeypatch, limit=1 << 30)
+    from deblurd.gpu.cuda import CudaBackend
+
+    cuda = CudaBackend()  # main thread
+    assert driver.context_depth() == 0
+    ref, moving = astronaut_pair()
+    out: dict[str, Any] = {}
+
+    def job() -> None:
+        try:
+            reg = GpuRegistrar(RegistrationSettings(), cuda)
+            reg.set_reference(ref)
+            out["result"] = reg.register(moving)
+            out["depth"] = driver.context_depth()
+        except BaseException as exc:  # reported below, on the test's thread
+            out["error"] = exc
+
+    worker = threading.Thread(target=job)
+    worker.start()
+    worker.join()
+    assert "error" not in out, out.get("error")
+    assert out["result"].accepted and out["depth"] == 0
+    cuda.close()  # back on the main thread: frees what the worker allocated
+    allocs = driver.allocs
+    assert allocs and all(a.freed for a in allocs)
+    assert driver.context_depth() == 0
+    assert type(driver.primary).retained == 1  # one primary context for the process
+
+
+def test_cuda_context_nests_and_pops_on_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    driver = install_fake_pycuda(monkeypatch, limit=1 << 20)
+    from deblurd.gpu.context import cuda_context
+
+    with cuda_context() as cu:
+        assert cu is driver and driver.context_depth() == 1
+        with cuda_context():
+            assert driver.context_depth() == 1  # nested: pushed once
+        assert driver.context_depth() == 1
+    assert driver.context_depth() == 0
+    with pytest.raises(ValueError, match="boom"), cuda_context():
+        raise ValueError("boom")
+    assert driver.context_depth() == 0
+
+
+def test_no_gpu_is_a_gpu_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    driver = install_fake_pycuda(monkeypatch, limit=1 << 20)
+    monkeypatch.setattr(driver.Device, "count", staticmethod(lambda: 0))
+    from deblurd.gpu.context import cuda_context
+
+    with pytest.raises(GpuError, match="reports no GPU"), cuda_context():
+        pass

@@ -2,8 +2,9 @@
 
 pycuda is imported here only, lazily: on a machine without a GPU it fails with
 ImportError (no libcuda) or a driver error (``cuInit``), and :func:`probe` reports which.
-Like the TensorRT runtime, the context is pycuda's ``autoinit`` one, on the thread that
-owns the GPU (DESIGN §2), so both share it.
+Like the TensorRT runtime, it runs in the device's primary context, made current on the
+calling thread around every entry point (:func:`deblurd.gpu.context.cuda_context`): the
+backend may be opened on one thread and used on another, and both share that context.
 
 :class:`CudaBackend` compiles :func:`~deblurd.gpu.backend.combined_source` once with
 ``SourceModule`` (``no_extern_c``: the kernels are ``extern "C"`` themselves;
@@ -23,18 +24,9 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.gpu.backend import GPU_DIR, Backend, Buffer, GpuError, KernelArg, combined_source
+from deblurd.gpu.context import cuda_context
 
 NVCC_OPTIONS = ["--fmad=false"]
-
-
-def _driver() -> Any:
-    """pycuda.driver with the autoinit context on this thread; GpuError if impossible."""
-    try:
-        import pycuda.autoinit  # noqa: F401 - creates (once) and pushes the context
-        import pycuda.driver as cuda
-    except Exception as exc:  # ImportError, cuInit/driver errors (pycuda's own types)
-        raise GpuError(f"pycuda cannot open a GPU ({type(exc).__name__}: {exc})") from exc
-    return cuda
 
 
 def probe() -> tuple[bool, str]:
@@ -61,26 +53,28 @@ def probe() -> tuple[bool, str]:
 
 
 class CudaBackend(Backend):
-    """Pooled device memory, one stream, the kernels compiled by pycuda."""
+    """Pooled device memory, one stream, the kernels compiled by pycuda. Every method
+    runs with the primary context current (:func:`cuda_context`), on any thread."""
 
     name = "cuda"
 
     def __init__(self) -> None:
         super().__init__()
-        self._cuda = _driver()
         self._functions: dict[str, Any] = {}
         self._pending: list[npt.NDArray[Any]] = []  # host arrays of queued uploads
-        try:
-            from pycuda.compiler import SourceModule
+        with cuda_context() as cuda:
+            self._cuda = cuda
+            try:
+                from pycuda.compiler import SourceModule
 
-            self._module = SourceModule(
-                combined_source(), no_extern_c=True, include_dirs=[str(GPU_DIR)],
-                options=NVCC_OPTIONS,
-            )
-            self._stream = self._cuda.Stream()
-        except Exception as exc:  # CompileError, driver errors
-            raise GpuError(f"cannot load the CUDA kernels: {exc}") from exc
-        self.device_name = str(self._cuda.Context.get_device().name())
+                self._module = SourceModule(
+                    combined_source(), no_extern_c=True, include_dirs=[str(GPU_DIR)],
+                    options=NVCC_OPTIONS,
+                )
+                self._stream = cuda.Stream()
+            except Exception as exc:  # CompileError, driver errors
+                raise GpuError(f"cannot load the CUDA kernels: {exc}") from exc
+            self.device_name = str(cuda.Context.get_device().name())
 
     def _error(self, what: str, exc: Exception) -> GpuError:
         if isinstance(exc, self._cuda.MemoryError):
@@ -90,7 +84,8 @@ class CudaBackend(Backend):
 
     def _alloc(self, nbytes: int, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Any:
         try:
-            return self._cuda.mem_alloc(nbytes)
+            with cuda_context():
+                return self._cuda.mem_alloc(nbytes)
         except self._cuda.Error as exc:
             raise self._error(f"allocating {nbytes} bytes for {dtype}{shape}", exc) from exc
 
@@ -98,13 +93,14 @@ class CudaBackend(Backend):
         handle, buf.handle = buf.handle, None
         if handle is not None:
             # a context that is gone took its memory with it
-            with contextlib.suppress(self._cuda.Error):
+            with contextlib.suppress(self._cuda.Error, GpuError), cuda_context():
                 handle.free()
 
     def upload(self, buf: Buffer, host: npt.NDArray[Any]) -> None:
         arr = self._check_upload(buf, host)
         try:
-            self._cuda.memcpy_htod_async(buf.handle, arr, self._stream)
+            with cuda_context():
+                self._cuda.memcpy_htod_async(buf.handle, arr, self._stream)
         except self._cuda.Error as exc:
             raise self._error(f"upload of {arr.nbytes} bytes", exc) from exc
         self._pending.append(arr)
@@ -112,8 +108,9 @@ class CudaBackend(Backend):
     def download(self, buf: Buffer) -> npt.NDArray[Any]:
         out: npt.NDArray[Any] = np.empty(buf.shape, buf.dtype)
         try:
-            self._cuda.memcpy_dtoh_async(out, buf.handle, self._stream)
-            self._stream.synchronize()
+            with cuda_context():
+                self._cuda.memcpy_dtoh_async(out, buf.handle, self._stream)
+                self._stream.synchronize()
         except self._cuda.Error as exc:
             raise self._error(f"download of {buf.nbytes} bytes", exc) from exc
         self._pending.clear()
@@ -124,10 +121,11 @@ class CudaBackend(Backend):
     ) -> None:
         fn = self._functions.get(kernel)
         try:
-            if fn is None:
-                fn = self._functions[kernel] = self._module.get_function(kernel)
-            fn(*[self._arg(a) for a in args], block=(block[0], block[1], 1),
-               grid=(grid[0], grid[1]), stream=self._stream)
+            with cuda_context():
+                if fn is None:
+                    fn = self._functions[kernel] = self._module.get_function(kernel)
+                fn(*[self._arg(a) for a in args], block=(block[0], block[1], 1),
+                   grid=(grid[0], grid[1]), stream=self._stream)
         except self._cuda.Error as exc:
             raise self._error(f"kernel {kernel}", exc) from exc
 
@@ -143,7 +141,8 @@ class CudaBackend(Backend):
 
     def synchronize(self) -> None:
         try:
-            self._stream.synchronize()
+            with cuda_context():
+                self._stream.synchronize()
         except self._cuda.Error as exc:
             raise self._error("synchronize", exc) from exc
         self._pending.clear()

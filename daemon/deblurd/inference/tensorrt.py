@@ -15,14 +15,19 @@ size); bigger images are tiled (:func:`~deblurd.inference.tiling.run_padded_tile
 Execution uses the TensorRT 10 tensor API (``set_input_shape``, ``set_tensor_address``,
 ``execute_async_v3``) with pycuda: page-locked host buffers, device buffers sized for the
 profile's largest shape, one CUDA stream; :meth:`TensorRTDeblurrer.close` frees them all.
-``tensorrt`` and ``pycuda`` are imported lazily here only: nothing else imports them.
+Every entry point runs with the device's primary context current on the calling thread
+(:func:`deblurd.gpu.context.cuda_context`): the daemon opens and warms the runtime on its
+main thread and runs jobs on the capture worker, and the CUDA registration shares the
+context. ``tensorrt`` is imported lazily here only, ``pycuda`` here and in the GPU backend.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -133,14 +138,19 @@ def _require_trt() -> None:
         ) from exc
 
 
-def _cuda() -> Any:
-    """pycuda's driver module, with a context on this thread (the GPU's one owner)."""
+@contextlib.contextmanager
+def _cuda() -> Iterator[Any]:
+    """:func:`~deblurd.gpu.context.cuda_context` (yields ``pycuda.driver``); a GPU that
+    cannot be opened is an :class:`InferenceError`."""
+    from deblurd.gpu.backend import GpuError
+    from deblurd.gpu.context import cuda_context, primary_context
+
     try:
-        import pycuda.autoinit  # noqa: F401 - creates the context
-        import pycuda.driver as cuda
-    except Exception as exc:  # ImportError, or a driver error from cuInit
-        raise InferenceError(f"pycuda cannot open the GPU: {exc}") from exc
-    return cuda
+        primary_context()  # opens the GPU once, or says why not
+    except GpuError as exc:
+        raise InferenceError(f"TensorRT needs the GPU: {exc}") from exc
+    with cuda_context() as cuda:
+        yield cuda
 
 
 def default_state_dir() -> Path:
@@ -154,8 +164,9 @@ def current_key(onnx_path: Path, tile: int) -> PlanKey:
     _require_trt()
     import tensorrt as trt
 
-    cuda = _cuda()
-    return PlanKey(sha256_file(onnx_path), str(trt.__version__), str(cuda.Device(0).name()), tile)
+    with _cuda() as cuda:
+        gpu = str(cuda.Context.get_device().name())
+    return PlanKey(sha256_file(onnx_path), str(trt.__version__), gpu, tile)
 
 
 def build_engine(onnx_path: Path, state_dir: Path, tile: int, multiple: int = 16) -> Path:
@@ -169,31 +180,34 @@ def build_engine(onnx_path: Path, state_dir: Path, tile: int, multiple: int = 16
 
     if tile < multiple or tile % multiple:
         raise InferenceError(f"tile {tile}: must be a multiple of {multiple} px")
-    key = current_key(onnx_path, tile)
-    cache_path = state_dir / "engines" / "timing.cache"
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes()):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise InferenceError(f"{onnx_path}: TensorRT cannot parse the model: {errors}")
-    config = builder.create_builder_config()
-    config.set_flag(trt.BuilderFlag.FP16)
-    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
-    profile = builder.create_optimization_profile()
-    for name, ch in (("image", 3), ("noise", 1)):
-        profile.set_shape(
-            name, (1, ch, multiple, multiple), (1, ch, tile, tile), (1, ch, tile, tile)
+    with _cuda():  # TensorRT builds in the context current on this thread
+        key = current_key(onnx_path, tile)
+        cache_path = state_dir / "engines" / "timing.cache"
+        logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+        network = builder.create_network(0)
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse(onnx_path.read_bytes()):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise InferenceError(f"{onnx_path}: TensorRT cannot parse the model: {errors}")
+        config = builder.create_builder_config()
+        config.set_flag(trt.BuilderFlag.FP16)
+        cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
+        profile = builder.create_optimization_profile()
+        for name, ch in (("image", 3), ("noise", 1)):
+            profile.set_shape(
+                name, (1, ch, multiple, multiple), (1, ch, tile, tile), (1, ch, tile, tile)
+            )
+        config.add_optimization_profile(profile)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise InferenceError(
+                f"{onnx_path}: TensorRT failed to build a plan (see its log above)"
+            )
+        return store_plan(
+            state_dir, key, bytes(serialized), bytes(config.get_timing_cache().serialize())
         )
-    config.add_optimization_profile(profile)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise InferenceError(f"{onnx_path}: TensorRT failed to build a plan (see its log above)")
-    return store_plan(
-        state_dir, key, bytes(serialized), bytes(config.get_timing_cache().serialize())
-    )
 
 
 class TensorRTDeblurrer:
@@ -205,30 +219,42 @@ class TensorRTDeblurrer:
         _require_trt()
         import tensorrt as trt
 
-        self._cuda = _cuda()
         key = current_key(onnx_path, tile)
         why = find_mismatch(state_dir, key)
         if why is not None:
             raise InferenceError(f"{why}: run `deblurd build-engine` on this device")
         plan_path, _ = plan_paths(state_dir, key)
-        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self._engine = self._runtime.deserialize_cuda_engine(plan_path.read_bytes())
-        if self._engine is None:
-            raise InferenceError(
-                f"{plan_path}: not a loadable TensorRT plan: run `deblurd build-engine`"
-            )
-        self._context = self._engine.create_execution_context()
         self.tile, self.multiple = tile, multiple
         self.name = f"tensorrt:{plan_path.name}"
-        cuda = self._cuda
-        self._stream = cuda.Stream()
         self._host: dict[str, Any] = {}
         self._device: dict[str, Any] = {}
-        for name, ch in (("image", 3), ("noise", 1), (OUTPUT, 3)):
-            host = cuda.pagelocked_empty((1, ch, tile, tile), np.float32)
-            self._host[name] = host
-            self._device[name] = cuda.mem_alloc(host.nbytes)
-            self._context.set_tensor_address(name, int(self._device[name]))
+        self._context: Any = None
+        self._engine: Any = None
+        self._stream: Any = None
+        with _cuda() as cuda:
+            self._cuda = cuda
+            self._runtime: Any = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            try:
+                self._engine = self._runtime.deserialize_cuda_engine(plan_path.read_bytes())
+                if self._engine is None:
+                    raise InferenceError(
+                        f"{plan_path}: not a loadable TensorRT plan: run `deblurd build-engine`"
+                    )
+                self._context = self._engine.create_execution_context()
+                self._stream = cuda.Stream()
+                for name, ch in (("image", 3), ("noise", 1), (OUTPUT, 3)):
+                    host = cuda.pagelocked_empty((1, ch, tile, tile), np.float32)
+                    self._host[name] = host
+                    self._device[name] = cuda.mem_alloc(host.nbytes)
+                    self._context.set_tensor_address(name, int(self._device[name]))
+            except InferenceError:
+                self.close()
+                raise
+            except Exception as exc:  # pycuda's out of memory, TensorRT's errors
+                self.close()
+                raise InferenceError(
+                    f"{plan_path}: cannot load the plan on the GPU: {exc}"
+                ) from exc
 
     def _run(self, srgb: F32, noise: float) -> F32:
         h, w = srgb.shape[:2]
@@ -261,20 +287,24 @@ class TensorRTDeblurrer:
                 f"expected an (H, W, 3) image of at least {self.multiple} px, got {srgb.shape}"
             )
         sigma = input_noise_sigma(srgb) if noise is None else noise
-        return run_padded_tiled(
-            srgb, lambda t: self._run(t, sigma), self.tile, TILE_OVERLAP, self.multiple
-        )
+        with _cuda():  # any thread: the daemon warms up on its main thread, runs on a worker
+            return run_padded_tiled(
+                srgb, lambda t: self._run(t, sigma), self.tile, TILE_OVERLAP, self.multiple
+            )
 
     def deblur(self, image: F32, pass_: Pass) -> F32:
         """Linear ``float32 (H, W, 3)`` in, linear out (the network works in sRGB)."""
         return _srgb_float_to_linear(self.deblur_srgb(linear_to_srgb_float(image)))
 
     def close(self) -> None:
-        """Free device buffers, pinned memory, the context, engine and runtime."""
-        for buf in self._device.values():
-            buf.free()
-        self._device.clear()
-        self._host.clear()
-        self._context = None
-        self._engine = None
-        self._runtime = None
+        """Free device buffers, pinned memory, the stream, and the execution context,
+        engine and runtime (in that order), with the CUDA context current. Idempotent."""
+        with _cuda():
+            for buf in self._device.values():
+                buf.free()
+            self._device.clear()
+            self._host.clear()
+            self._stream = None
+            self._context = None
+            self._engine = None
+            self._runtime = None

@@ -1,0 +1,150 @@
+"""The TensorRT runtime's own code, in CI, against stand-in ``tensorrt`` and ``pycuda``
+(tests/unit/fake_cuda.py): building and storing plans under their key, loading them,
+binding buffers, tiling, the CUDA context across threads, freeing. The real libraries on
+a real GPU are tests/hw/test_tensorrt.py."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fake_cuda import install_fake_tensorrt
+
+from deblurd.cli import main
+from deblurd.errors import InferenceError
+from deblurd.inference.onnx import OnnxDeblurrer
+from deblurd.settings.inference import OnnxRuntimeSettings
+
+pytest.importorskip("onnxruntime")
+ENGINES = Path(__file__).resolve().parents[2] / "engines"
+MODEL = ENGINES / "unet.onnx"
+TILE = 256
+
+
+def test_build_engine_stores_an_fp16_plan_under_its_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver, trt = install_fake_tensorrt(monkeypatch)
+    from deblurd.inference.tensorrt import build_engine, current_key, plan_paths
+
+    plan = build_engine(MODEL, tmp_path, TILE)
+    key = current_key(MODEL, TILE)
+    assert (key.tensorrt_version, key.gpu_name, key.tile) == ("10.3.0", "Fake GPU", TILE)
+    assert plan == plan_paths(tmp_path, key)[0] and plan.read_bytes().startswith(b"PLAN")
+    assert json.loads(plan_paths(tmp_path, key)[1].read_text())["onnx_sha256"] == key.onnx_sha256
+    (first,) = trt.built
+    assert first["fp16"]
+    assert first["profile"]["image"] == ((1, 3, 16, 16), (1, 3, TILE, TILE), (1, 3, TILE, TILE))
+    assert first["profile"]["noise"] == ((1, 1, 16, 16), (1, 1, TILE, TILE), (1, 1, TILE, TILE))
+    cache = (tmp_path / "engines" / "timing.cache").read_bytes()
+    build_engine(ENGINES / "unet-second.onnx", tmp_path, TILE)
+    assert trt.built[1]["cache_in"] == cache  # the second build starts from the first's cache
+    assert driver.context_depth() == 0
+
+
+def test_a_model_tensorrt_cannot_parse_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_fake_tensorrt(monkeypatch)
+    from deblurd.inference.tensorrt import build_engine
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    with pytest.raises(InferenceError, match=r"bad\.onnx: TensorRT cannot parse the model"):
+        build_engine(bad, tmp_path, TILE)
+    with pytest.raises(InferenceError, match="multiple of 16"):
+        build_engine(MODEL, tmp_path, 100)
+
+
+def test_runtime_opened_on_one_thread_deblurs_on_another_like_onnxruntime(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in the daemon: opened and warmed up on the main thread, jobs on the worker. The
+    output equals onnxruntime's at the same tile (same tiling; the fake "plan" is the ONNX
+    model, so any difference is the runtime's buffer handling)."""
+    driver, _ = install_fake_tensorrt(monkeypatch)
+    from deblurd.inference.tensorrt import TensorRTDeblurrer, build_engine
+
+    build_engine(MODEL, tmp_path, TILE)
+    net = TensorRTDeblurrer(MODEL, tmp_path, tile=TILE)
+    ref = OnnxDeblurrer(OnnxRuntimeSettings(model=str(MODEL), tile=TILE, threads=1))
+    img = np.random.default_rng(0).random((150, 330, 3), dtype=np.float32) * 0.8
+    small = np.random.default_rng(1).random((40, 52, 3), dtype=np.float32) * 0.8
+    assert net.deblur(small, "first").shape == small.shape  # warm-up, main thread
+    out: dict[str, Any] = {}
+
+    def job() -> None:
+        try:
+            out["trt"] = net.deblur(img, "first")
+            out["depth"] = driver.context_depth()
+        except BaseException as exc:
+            out["error"] = exc
+
+    worker = threading.Thread(target=job)
+    worker.start()
+    worker.join()
+    assert "error" not in out, out.get("error")
+    expected = ref.deblur(img, "first")
+    assert out["trt"].shape == img.shape and out["depth"] == 0
+    assert np.abs(out["trt"] - expected).max() < 1e-5
+    assert np.abs(net.deblur(small, "second") - ref.deblur(small, "second")).max() < 1e-5
+    ref.close()
+    net.close()
+    assert driver.allocs and all(a.freed for a in driver.allocs)
+    assert driver.context_depth() == 0
+    net.close()  # idempotent
+
+
+def test_plan_of_another_tensorrt_version_is_refused_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_fake_tensorrt(monkeypatch, version="10.3.0")
+    from deblurd.inference.tensorrt import TensorRTDeblurrer, build_engine, current_key, plan_paths
+
+    build_engine(MODEL, tmp_path, TILE)
+    install_fake_tensorrt(monkeypatch, version="10.4.0")  # JetPack upgraded
+    with pytest.raises(InferenceError) as exc:
+        TensorRTDeblurrer(MODEL, tmp_path, tile=TILE)
+    msg = str(exc.value)
+    assert "TensorRT 10.3.0" in msg and "TensorRT 10.4.0" in msg and "deblurd build-engine" in msg
+
+    plan, _ = plan_paths(tmp_path, current_key(MODEL, TILE))  # a plan file that is garbage
+    build_engine(MODEL, tmp_path, TILE)
+    plan.write_bytes(b"garbage")
+    with pytest.raises(InferenceError, match="not a loadable TensorRT plan"):
+        TensorRTDeblurrer(MODEL, tmp_path, tile=TILE)
+
+
+def test_build_engine_then_the_daemon_loads_both_networks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`deblurd build-engine` with the default models (both passes), then the configured
+    runtime is two TensorRT plans, one per pass; without a plan for this device it is a
+    clear error, or onnxruntime when the config allows the fallback."""
+    install_fake_tensorrt(monkeypatch)
+    from deblurd.inference.base import open_deblurrer
+    from deblurd.settings.load import load_settings
+
+    cfg = tmp_path / "trt.toml"
+    cfg.write_text(f'[inference.runtime]\ntype = "tensorrt"\ntile = {TILE}\n'
+                   f'state_dir = "{tmp_path}/state"\n')  # fmt: skip
+    settings = load_settings(str(cfg))
+    with pytest.raises(InferenceError, match=r"no TensorRT plan.*deblurd build-engine"):
+        open_deblurrer(settings.inference)
+    runtime = settings.inference.runtime.model_copy(update={"fallback_to_onnxruntime": True})
+    fallback = settings.inference.model_copy(update={"runtime": runtime})
+    d = open_deblurrer(fallback)
+    assert d is not None and "onnxruntime" in d.name
+    d.close()
+
+    assert main(["build-engine", "--config", str(cfg)]) == 0
+    d = open_deblurrer(settings.inference)
+    assert d is not None and d.name.count("tensorrt:") == 2, d.name
+    img = np.random.default_rng(2).random((64, 96, 3), dtype=np.float32) * 0.8
+    for pass_ in ("first", "second"):
+        assert d.deblur(img, pass_).shape == img.shape
+    d.close()
