@@ -133,18 +133,58 @@ def test_build_engine_then_the_daemon_loads_both_networks(
     cfg.write_text(f'[inference.runtime]\ntype = "tensorrt"\ntile = {TILE}\n'
                    f'state_dir = "{tmp_path}/state"\n')  # fmt: skip
     settings = load_settings(str(cfg))
+    strict = settings.inference.runtime.model_copy(update={"build_plans": False})
+    inference = settings.inference.model_copy(update={"runtime": strict})
     with pytest.raises(InferenceError, match=r"no TensorRT plan.*deblurd build-engine"):
-        open_deblurrer(settings.inference)
-    runtime = settings.inference.runtime.model_copy(update={"fallback_to_onnxruntime": True})
-    fallback = settings.inference.model_copy(update={"runtime": runtime})
+        open_deblurrer(inference)
+    runtime = strict.model_copy(update={"fallback_to_onnxruntime": True})
+    fallback = inference.model_copy(update={"runtime": runtime})
     d = open_deblurrer(fallback)
     assert d is not None and "onnxruntime" in d.name
     d.close()
 
     assert main(["build-engine", "--config", str(cfg)]) == 0
-    d = open_deblurrer(settings.inference)
+    d = open_deblurrer(inference)  # build_plans = false: loads what build-engine built
     assert d is not None and d.name.count("tensorrt:") == 2, d.name
     img = np.random.default_rng(2).random((64, 96, 3), dtype=np.float32) * 0.8
     for pass_ in ("first", "second"):
         assert d.deblur(img, pass_).shape == img.shape
     d.close()
+
+
+def test_the_daemon_builds_a_missing_or_stale_plan_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``build_plans`` (default): the first start builds the plans, a JetPack upgrade
+    (another TensorRT version) rebuilds them and removes the stale ones; ``build_plans =
+    false`` refuses with the fix instead."""
+    _, trt = install_fake_tensorrt(monkeypatch, version="10.3.0")
+    from deblurd.inference.base import open_deblurrer
+    from deblurd.settings.load import load_settings
+
+    cfg = tmp_path / "trt.toml"
+    state = tmp_path / "state"
+    cfg.write_text(f'[inference.runtime]\ntype = "tensorrt"\ntile = {TILE}\n'
+                   f'state_dir = "{state}"\n')  # fmt: skip
+    settings = load_settings(str(cfg))
+    d = open_deblurrer(settings.inference)
+    assert d is not None and d.name.count("tensorrt:") == 2
+    d.close()
+    assert len(trt.built) == 2  # both networks
+    d = open_deblurrer(settings.inference)  # a restart reuses them
+    assert d is not None
+    d.close()
+    assert len(trt.built) == 2
+    assert len(list((state / "engines").glob("*.plan"))) == 2
+
+    _, trt = install_fake_tensorrt(monkeypatch, version="10.4.0")
+    strict = settings.inference.runtime.model_copy(update={"build_plans": False})
+    with pytest.raises(InferenceError, match=r"TensorRT 10\.3\.0.*deblurd build-engine"):
+        open_deblurrer(settings.inference.model_copy(update={"runtime": strict}))
+    d = open_deblurrer(settings.inference)
+    assert d is not None
+    d.close()
+    assert len(trt.built) == 2  # rebuilt for 10.4.0 ...
+    keys = [json.loads(p.read_text()) for p in (state / "engines").glob("unet-*.json")]
+    assert sorted(k["tensorrt_version"] for k in keys) == ["10.4.0", "10.4.0"]  # ... stale gone
+    assert len(list((state / "engines").glob("*.plan"))) == 2

@@ -112,12 +112,15 @@ def _open_runtime(settings: InferenceSettings, model: str) -> Deblurrer:
     from pathlib import Path
 
     from deblurd.inference.onnx import OnnxDeblurrer
-    from deblurd.inference.tensorrt import TensorRTDeblurrer, default_state_dir
+    from deblurd.inference.tensorrt import TensorRTDeblurrer, default_state_dir, ensure_plan
     from deblurd.settings.inference import OnnxRuntimeSettings
 
     try:
         state_dir = Path(runtime.state_dir) if runtime.state_dir else default_state_dir()
-        return TensorRTDeblurrer(resolve_model_path(model), state_dir, runtime.tile)
+        path = resolve_model_path(model)
+        if runtime.build_plans:
+            ensure_plan(path, state_dir, runtime.tile)
+        return TensorRTDeblurrer(path, state_dir, runtime.tile)
     except InferenceError as exc:
         if not runtime.fallback_to_onnxruntime:
             raise

@@ -3,9 +3,11 @@
 A plan is tied to the GPU model and the TensorRT version (DESIGN §5), so it is built on
 the device (``deblurd build-engine`` → :func:`build_engine`) and stored under the state
 directory as ``unet-<key>.plan`` with a ``.json`` beside it holding the :class:`PlanKey`
-(ONNX sha256, TensorRT version, GPU name) and the optimisation profile. Loading checks
-the key: a plan built from another ONNX file, TensorRT version or GPU is refused with a
-message that says to run ``deblurd build-engine``.
+(ONNX sha256, TensorRT version, GPU name, tile). Loading checks the key. A plan that is
+missing or was built from another ONNX file, TensorRT version or GPU is rebuilt at start
+(:func:`ensure_plan`, ``inference.runtime.build_plans``, the default: a JetPack upgrade
+needs no manual step), or, with ``build_plans = false``, refused with a message that says
+to run ``deblurd build-engine``.
 
 The model contract is :mod:`deblurd.inference.onnx`'s (inputs ``image`` and ``noise``,
 output ``deblurred``; sRGB in [0, 1]). The optimisation profile covers one tile
@@ -26,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -42,6 +45,7 @@ from deblurd.inference.onnx import TILE_OVERLAP, _srgb_float_to_linear
 from deblurd.inference.tiling import run_padded_tiled
 
 F32 = npt.NDArray[np.float32]
+log = logging.getLogger(__name__)
 INPUTS = ("image", "noise")
 OUTPUT = "deblurred"
 
@@ -208,6 +212,30 @@ def build_engine(onnx_path: Path, state_dir: Path, tile: int, multiple: int = 16
         return store_plan(
             state_dir, key, bytes(serialized), bytes(config.get_timing_cache().serialize())
         )
+
+
+def ensure_plan(onnx_path: Path, state_dir: Path, tile: int) -> bool:
+    """Build the plan for ``onnx_path`` on this device unless a matching one is stored
+    (``inference.runtime.build_plans``); True when it built one. Stale plans of the same
+    ONNX file and tile (another TensorRT version or GPU) are removed after the build."""
+    if not onnx_path.is_file():
+        raise InferenceError(f"{onnx_path}: ONNX model not found (set inference.runtime.model)")
+    key = current_key(onnx_path, tile)
+    why = find_mismatch(state_dir, key)
+    if why is None:
+        return False
+    log.warning("%s: building the TensorRT plan for %s (minutes)", why, onnx_path)
+    plan = build_engine(onnx_path, state_dir, tile)
+    for stale in sorted((state_dir / "engines").glob("unet-*.json")):
+        try:
+            other = PlanKey(**json.loads(stale.read_text()))
+        except (OSError, ValueError, TypeError):
+            continue
+        if other != key and (other.onnx_sha256, other.tile) == (key.onnx_sha256, key.tile):
+            for path in plan_paths(state_dir, other):
+                path.unlink(missing_ok=True)
+    log.info("TensorRT plan %s built", plan)
+    return True
 
 
 class TensorRTDeblurrer:

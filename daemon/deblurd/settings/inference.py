@@ -43,6 +43,12 @@ class TensorRTSettings(Section):
         description="where plans are cached (engines/ under it); unset = $STATE_DIRECTORY "
         "(systemd StateDirectory=) or ~/.local/state/deblurd",
     )
+    build_plans: bool = Field(
+        True,
+        description="build a missing or stale plan (another ONNX file, TensorRT version or "
+        "GPU) at start, which takes minutes; false: refuse to start and name the fix "
+        "(`deblurd build-engine`)",
+    )
     fallback_to_onnxruntime: bool = Field(
         False, description="use onnxruntime when the TensorRT plan cannot be loaded"
     )
