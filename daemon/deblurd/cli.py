@@ -79,14 +79,20 @@ def run_settings(
 
 
 def _tile_side(text: str) -> int:
-    """``build-engine --tile``: a TensorRT profile side, px (as ``inference.runtime.tile``)."""
+    """``build-engine --tile``: a TensorRT profile side, px, checked by the settings field
+    it overrides (``inference.runtime.tile``: its bounds and multiple of 16)."""
+    from pydantic import ValidationError
+
+    from deblurd.settings.inference import TensorRTSettings
+
     try:
         tile = int(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected a whole number of px, got {text!r}") from exc
-    if not 64 <= tile <= 4096 or tile % 16:
-        raise argparse.ArgumentTypeError(f"must be a multiple of 16 in 64..4096, got {tile}")
-    return tile
+    try:
+        return TensorRTSettings(tile=tile).tile
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(f"{tile}: {exc.errors()[0]['msg']}") from exc
 
 
 def _missing_library(exc: BaseException) -> bool:

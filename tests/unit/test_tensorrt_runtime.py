@@ -99,6 +99,19 @@ def test_runtime_opened_on_one_thread_deblurs_on_another_like_onnxruntime(
     net.close()  # idempotent
 
 
+def test_a_missing_model_is_named_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_fake_tensorrt(monkeypatch)
+    from deblurd.inference.tensorrt import TensorRTDeblurrer, ensure_plan
+
+    missing = tmp_path / "gone.onnx"
+    for call in (lambda: ensure_plan(missing, tmp_path, TILE),
+                 lambda: TensorRTDeblurrer(missing, tmp_path, tile=TILE)):  # fmt: skip
+        with pytest.raises(InferenceError, match=r"gone\.onnx: ONNX model not found"):
+            call()
+
+
 def test_plan_of_another_tensorrt_version_is_refused_with_the_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

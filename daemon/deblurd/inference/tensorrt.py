@@ -164,7 +164,10 @@ def default_state_dir() -> Path:
 
 
 def current_key(onnx_path: Path, tile: int) -> PlanKey:
-    """The key for ``onnx_path`` on this device (needs TensorRT and pycuda)."""
+    """The key for ``onnx_path`` on this device (needs TensorRT and pycuda). Raises
+    :class:`InferenceError` naming the file when it is missing."""
+    if not onnx_path.is_file():
+        raise InferenceError(f"{onnx_path}: ONNX model not found (set inference.runtime.model)")
     _require_trt()
     import tensorrt as trt
 
@@ -218,8 +221,6 @@ def ensure_plan(onnx_path: Path, state_dir: Path, tile: int) -> bool:
     """Build the plan for ``onnx_path`` on this device unless a matching one is stored
     (``inference.runtime.build_plans``); True when it built one. Stale plans of the same
     ONNX file and tile (another TensorRT version or GPU) are removed after the build."""
-    if not onnx_path.is_file():
-        raise InferenceError(f"{onnx_path}: ONNX model not found (set inference.runtime.model)")
     key = current_key(onnx_path, tile)
     why = find_mismatch(state_dir, key)
     if why is None:
