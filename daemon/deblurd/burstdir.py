@@ -19,7 +19,9 @@ and must name a ``ring`` frame.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -30,11 +32,33 @@ from typing import Any, Literal
 import numpy as np
 
 from deblurd.errors import BurstError, ImageError
-from deblurd.imaging import U8Image, atomic_write_bytes, current_umask, encode_image, read_rgb8
+from deblurd.imaging import (
+    DEFAULT_MAX_FRAME_PIXELS,
+    U8Image,
+    atomic_write_bytes,
+    check_pixels,
+    current_umask,
+    encode_image,
+    open_regular,
+    read_image_header,
+    read_rgb8,
+)
 
 FORMAT_VERSION = 1
 Role = Literal["ring", "extra"]
 _ROLES = ("ring", "extra")
+
+MAX_MANIFEST_BYTES = 1 << 20
+"""Largest ``burst.json`` read, bytes (a frame's entry is about 120 bytes)."""
+MAX_MANIFEST_DEPTH = 16
+"""Deepest nesting of arrays and objects in ``burst.json`` (the format needs 3)."""
+DEFAULT_MAX_BURST_PIXELS = 1 << 28
+"""Pixels of all frames of a burst together, by default (``limits.max_burst_pixels``)."""
+MAX_TIMESTAMP_NS = 2**63 - 1  # a signed 64-bit sensor timestamp
+MAX_EXPOSURE_US = 3_600_000_000  # one hour
+MAX_GAIN = 1000.0
+_JSON_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKETS = re.compile(r"[\[\]{}]")
 
 
 @dataclass(frozen=True)
@@ -117,12 +141,22 @@ def parse_manifest(doc: Any, where: str = "burst.json") -> tuple[int, list[Frame
             raise BurstError(f"{loc}: file {name!r} is listed twice")
         seen.add(name)
         ts = _field(entry, "timestamp_ns", int, loc)
+        if not 0 <= ts <= MAX_TIMESTAMP_NS:
+            raise BurstError(
+                f"{loc}: field 'timestamp_ns' must be 0..{MAX_TIMESTAMP_NS} ns, got {ts}"
+            )
         exposure = _field(entry, "exposure_us", int, loc)
-        if exposure <= 0:
-            raise BurstError(f"{loc}: field 'exposure_us' must be positive, got {exposure}")
-        gain = float(_field(entry, "analogue_gain", (int, float), loc))
-        if gain <= 0:
-            raise BurstError(f"{loc}: field 'analogue_gain' must be positive, got {gain}")
+        if not 0 < exposure <= MAX_EXPOSURE_US:
+            raise BurstError(
+                f"{loc}: field 'exposure_us' must be 1..{MAX_EXPOSURE_US} µs, got {exposure}"
+            )
+        gain_value = _field(entry, "analogue_gain", (int, float), loc)
+        gain = float(gain_value) if abs(gain_value) < 1e300 else math.inf
+        if not (math.isfinite(gain) and 0 < gain <= MAX_GAIN):
+            raise BurstError(
+                f"{loc}: field 'analogue_gain' must be a finite number above 0 and at most "
+                f"{MAX_GAIN:g}, got {gain_value!r}"
+            )
         role = entry.get("role", "ring")
         if role not in _ROLES:
             raise BurstError(f"{loc}: field 'role' must be 'ring' or 'extra', got {role!r}")
@@ -136,37 +170,117 @@ def parse_manifest(doc: Any, where: str = "burst.json") -> tuple[int, list[Frame
     return trigger_index, infos
 
 
-def read_burst(path: str | os.PathLike[str]) -> Burst:
-    """Read and validate a burst directory. Every problem raises :class:`BurstError`
-    naming the file or field."""
-    root = Path(path)
-    if not root.is_dir():
-        raise BurstError(f"{root}: not a burst directory (no such folder)")
-    manifest = root / "burst.json"
+def _json_depth(text: str) -> int:
+    """Deepest nesting of arrays and objects in JSON ``text`` (strings skipped), without
+    recursion (``json.loads`` recurses, and 100 000 ``[`` overflow its stack)."""
+    depth = deepest = 0
+    for m in _JSON_BRACKETS.finditer(_JSON_STRINGS.sub("", text)):
+        if m.group() in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def read_manifest(path: Path) -> tuple[int, list[FrameInfo]]:
+    """Read and validate ``burst.json``: a regular file of at most ``MAX_MANIFEST_BYTES``,
+    nested at most ``MAX_MANIFEST_DEPTH`` deep (``NaN`` is refused by the field checks)."""
     try:
-        text = manifest.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise BurstError(f"{manifest}: missing") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BurstError(f"{manifest}: unreadable: {exc}") from exc
+        with open_regular(path) as fh:
+            raw = fh.read(MAX_MANIFEST_BYTES + 1)
+    except ImageError as exc:
+        message = str(exc)
+        if message.endswith(": no such file"):
+            message = f"{path}: missing"
+        raise BurstError(message) from exc
+    except OSError as exc:
+        raise BurstError(f"{path}: unreadable: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BurstError(f"{path}: larger than {MAX_MANIFEST_BYTES} bytes; not a burst manifest")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BurstError(f"{path}: unreadable: not UTF-8 text ({exc.reason})") from exc
+    depth = _json_depth(text)
+    if depth > MAX_MANIFEST_DEPTH:
+        raise BurstError(
+            f"{path}: nested {depth} levels deep, more than the {MAX_MANIFEST_DEPTH} allowed"
+        )
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BurstError(f"{manifest}: not valid JSON: {exc}") from exc
-    trigger_index, infos = parse_manifest(doc, str(manifest))
-    frames: list[U8Image] = []
-    for info in infos:
-        file = root / info.file
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise BurstError(f"{path}: not valid JSON: {exc}") from exc
+    return parse_manifest(doc, str(path))
+
+
+def _frame_path(root: Path, real_root: Path, name: str) -> Path:
+    """The frame file ``name`` of the burst at ``root``. A symbolic link is followed only
+    when it stays inside the burst folder (the rule ``"file": "../x"`` already follows):
+    a link out of it is refused, as is a link loop."""
+    file = root / name
+    if file.is_symlink():
         try:
-            frame = read_rgb8(file)
+            target = file.resolve(strict=False)
+        except (OSError, RuntimeError) as exc:
+            raise BurstError(f"{file}: symbolic link cannot be resolved: {exc}") from exc
+        if not target.is_relative_to(real_root):
+            raise BurstError(
+                f"{file}: is a symbolic link to {target}, outside the burst folder (a "
+                "burst's files must be in its folder)"
+            )
+    return file
+
+
+def read_burst(
+    path: str | os.PathLike[str],
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
+    max_burst_pixels: int = DEFAULT_MAX_BURST_PIXELS,
+) -> Burst:
+    """Read and validate a burst directory. Every problem raises :class:`BurstError`
+    naming the file or field.
+
+    Every frame's header is read before any frame is decoded: sizes that differ, a frame
+    over ``max_frame_pixels`` px or frames over ``max_burst_pixels`` px together are
+    refused without decoding anything (``limits`` in the config). Frames must be regular
+    files inside the folder (a symbolic link is followed only within it)."""
+    root = Path(path)
+    if not root.is_dir():
+        what = "not a folder" if root.exists() else "no such folder"
+        raise BurstError(f"{root}: not a burst directory ({what})")
+    real_root = root.resolve()
+    trigger_index, infos = read_manifest(_frame_path(root, real_root, "burst.json"))
+    files = [_frame_path(root, real_root, info.file) for info in infos]
+    total = 0
+    first: tuple[int, int] | None = None
+    for file in files:
+        try:
+            header = read_image_header(file)
+            check_pixels(header, max_frame_pixels, str(file))
         except ImageError as exc:
             raise BurstError(str(exc)) from exc
-        if frames and frame.shape != frames[0].shape:
-            h0, w0 = frames[0].shape[:2]
+        if first is None:
+            first = (header.width, header.height)
+        elif (header.width, header.height) != first:
             raise BurstError(
-                f"{file}: size {frame.shape[1]}x{frame.shape[0]} differs from "
-                f"{infos[0].file} ({w0}x{h0}); all frames must be the same size"
+                f"{file}: size {header.width}x{header.height} differs from "
+                f"{infos[0].file} ({first[0]}x{first[1]}); all frames must be the same size"
             )
+        total += header.pixels
+        if total > max_burst_pixels:
+            raise BurstError(
+                f"{root}: its {len(infos)} frames of {header.width}x{header.height} are "
+                f"{header.pixels * len(infos) / 1e6:.1f} MP together, more than the limit of "
+                f"{max_burst_pixels / 1e6:.1f} MP per burst (limits.max_burst_pixels); not decoded"
+            )
+    frames: list[U8Image] = []
+    for file in files:
+        try:
+            frame = read_rgb8(file, max_frame_pixels)
+        except ImageError as exc:
+            raise BurstError(str(exc)) from exc
+        if frames and frame.shape != frames[0].shape:  # changed since its header was read
+            raise BurstError(f"{file}: changed while the burst was read")
         frames.append(frame)
     return Burst(frames, infos, trigger_index, source=root)
 

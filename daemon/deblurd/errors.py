@@ -28,6 +28,10 @@ class ImageError(DeblurdError):
     """An image cannot be read, has an unsupported type, or cannot be written."""
 
 
+class OutputError(DeblurdError):
+    """An output file cannot be written where it was asked for (checked before any work)."""
+
+
 class RegistrationError(DeblurdError):
     """Registration could not run at all (not: a frame was rejected; that is a result)."""
 

@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
+import struct
 import tempfile
+import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
-from deblurd.errors import ImageError
+from deblurd.errors import ImageError, OutputError
 
 U8Image = npt.NDArray[np.uint8]
 F32Image = npt.NDArray[np.float32]
@@ -86,17 +91,225 @@ def to_gray(image: npt.NDArray[np.generic]) -> F32Image:
     return grayf
 
 
-def read_rgb8(path: str | os.PathLike[str]) -> U8Image:
-    """Read an 8-bit RGB image file (PNG, JPEG …) as ``uint8 (H, W, 3)`` RGB.
+DEFAULT_MAX_FRAME_PIXELS = 1 << 26
+"""Largest image read by default, px (64 Mi px = 67.1 MP: a little above the largest sensor
+deblurd supports, 64 MP). A PNG of 30000x30000 black pixels is 2.6 MB on disk and 2.7 GB
+decoded: the header is checked against this before anything is decoded."""
 
-    Raises :class:`ImageError` naming the file when it is missing, unreadable, not 8-bit
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # colour type -> channels once decoded
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers
+_HEADER_BYTES = 1 << 16
+_SLACK_BYTES = 16 << 20  # metadata chunks (ICC profile, text, EXIF) beyond the pixels
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header says, before any pixel is decoded.
+
+    ``format``: ``"png"`` or ``"jpeg"``. ``width``/``height``: px. ``bits``: bits per
+    channel. ``channels``: channels once decoded (a palette PNG decodes to 3)."""
+
+    format: str
+    width: int
+    height: int
+    bits: int
+    channels: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    def max_file_bytes(self) -> int:
+        """The most bytes a file of this image can sensibly hold (uncompressed pixels,
+        PNG's row filters, metadata): a larger one is refused before it is read."""
+        raw = self.pixels * max(self.channels, 3) * max(self.bits, 8) // 8 + self.height
+        return 2 * raw + _SLACK_BYTES
+
+
+def _file_kind(mode: int) -> str | None:
+    """What a non-regular file is, in words; None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a folder, not an image file"
+    if stat.S_ISFIFO(mode):
+        return "is a FIFO (named pipe), not a regular file"
+    if stat.S_ISCHR(mode):
+        return "is a character device, not a regular file"
+    if stat.S_ISBLK(mode):
+        return "is a block device, not a regular file"
+    if stat.S_ISSOCK(mode):
+        return "is a socket, not a regular file"
+    return "is not a regular file"
+
+
+def open_regular(path: str | os.PathLike[str], what: str = "image") -> BinaryIO:
+    """Open ``path`` for reading when it is a regular file (symbolic links followed).
+
+    Raises :class:`ImageError` naming the file and what is wrong with it: missing, a
+    broken link, a folder, a FIFO or device (never opened, so a FIFO cannot block and a
+    device is not touched), unreadable."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError as exc:
+        if p.is_symlink():
+            raise ImageError(f"{p}: is a broken symbolic link") from exc
+        raise ImageError(f"{p}: no such file") from exc
+    except OSError as exc:
+        raise ImageError(f"{p}: cannot read: {exc.strerror or exc}") from exc
+    kind = _file_kind(st.st_mode)
+    if kind is not None:
+        raise ImageError(f"{p}: {kind}")
+    try:
+        # O_NONBLOCK: a file swapped for a FIFO after the stat still cannot block the open.
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ImageError(f"{p}: cannot read: {exc.strerror or exc}") from exc
+    fh = os.fdopen(fd, "rb")
+    kind = _file_kind(os.fstat(fd).st_mode)
+    if kind is not None:
+        fh.close()
+        raise ImageError(f"{p}: {kind}")
+    os.set_blocking(fd, True)
+    return fh
+
+
+def _png_header(head: bytes) -> ImageHeader:
+    if len(head) < 33 or head[12:16] != b"IHDR":
+        raise ValueError("truncated PNG (no complete IHDR chunk)")
+    width, height, bits, colour = struct.unpack(">IIBB", head[16:26])
+    if colour not in _PNG_CHANNELS:
+        raise ValueError(f"PNG colour type {colour} is not valid")
+    if colour == 3:  # palette indices of 1-8 bits name 8-bit RGB entries
+        bits = 8
+    return ImageHeader("png", width, height, bits, _PNG_CHANNELS[colour])
+
+
+def _jpeg_header(fh: BinaryIO) -> ImageHeader:
+    """Walk a JPEG's marker segments (seeking over them) to its start-of-frame."""
+    fh.seek(2)
+    while True:
+        marker = fh.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            raise ValueError("truncated or malformed JPEG (no start-of-frame marker)")
+        kind = marker[1]
+        while kind == 0xFF:  # fill bytes
+            b = fh.read(1)
+            if not b:
+                raise ValueError("truncated JPEG")
+            kind = b[0]
+        if kind in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            continue
+        if kind in (0xD9, 0xDA):
+            raise ValueError("malformed JPEG (image data before a start-of-frame marker)")
+        length_bytes = fh.read(2)
+        if len(length_bytes) < 2:
+            raise ValueError("truncated JPEG")
+        (length,) = struct.unpack(">H", length_bytes)
+        if length < 2:
+            raise ValueError("malformed JPEG (bad segment length)")
+        if kind in _JPEG_SOF:
+            body = fh.read(6)
+            if len(body) < 6:
+                raise ValueError("truncated JPEG (incomplete start-of-frame)")
+            bits, height, width, channels = struct.unpack(">BHHB", body)
+            return ImageHeader("jpeg", width, height, bits, channels)
+        fh.seek(length - 2, os.SEEK_CUR)
+
+
+def _check_png_chunks(data: bytes) -> None:
+    """Walk a PNG's chunks: each complete with a correct CRC, up to ``IEND``. A truncated
+    or damaged file is refused here, in our words, before libpng sees (and prints) it."""
+    pos, end = len(_PNG_SIGNATURE), len(data)
+    while True:
+        if pos + 12 > end:
+            raise ValueError(f"truncated PNG (file ends at byte {end} inside a chunk)")
+        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
+        stop = pos + 12 + length
+        if stop > end:
+            name = ctype.decode("ascii", "replace")
+            raise ValueError(f"truncated PNG ({name} chunk runs past the end of the file)")
+        crc = struct.unpack(">I", data[stop - 4 : stop])[0]
+        if zlib.crc32(data[pos + 4 : stop - 4]) != crc:
+            name = ctype.decode("ascii", "replace")
+            raise ValueError(f"damaged PNG (CRC error in the {name} chunk at byte {pos})")
+        if ctype == b"IEND":
+            return
+        pos = stop
+
+
+def read_image_header(path: str | os.PathLike[str]) -> ImageHeader:
+    """The header of a PNG or JPEG file (nothing decoded). Raises :class:`ImageError`."""
+    with open_regular(path) as fh:
+        return _header_of(fh, Path(path))
+
+
+def _header_of(fh: BinaryIO, p: Path) -> ImageHeader:
+    head = fh.read(64)
+    try:
+        if head.startswith(_PNG_SIGNATURE):
+            header = _png_header(head)
+        elif head.startswith(b"\xff\xd8"):
+            header = _jpeg_header(fh)
+        elif not head:
+            raise ValueError("empty file")
+        else:
+            raise ValueError("not a PNG or JPEG file")
+    except (ValueError, OSError) as exc:
+        raise ImageError(f"{p}: not a readable image: {exc}") from exc
+    if header.width == 0 or header.height == 0:
+        raise ImageError(f"{p}: not a readable image: size {header.width}x{header.height}")
+    return header
+
+
+def check_pixels(header: ImageHeader, max_pixels: int, where: str) -> None:
+    """Refuse an image whose header promises more than ``max_pixels`` px."""
+    if header.pixels > max_pixels:
+        raise ImageError(
+            f"{where}: {header.width}x{header.height} is {header.pixels / 1e6:.1f} MP, more "
+            f"than the limit of {max_pixels / 1e6:.1f} MP per image (limits.max_frame_pixels); "
+            "not decoded"
+        )
+
+
+def read_rgb8(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_FRAME_PIXELS) -> U8Image:
+    """Read an 8-bit RGB image file (PNG or JPEG) as ``uint8 (H, W, 3)`` RGB.
+
+    The header is read first: an image over ``max_pixels`` px is refused before anything
+    is decoded (a small file can promise gigabytes), and so is a file far larger than its
+    pixels need. Raises :class:`ImageError` naming the file when it is missing, not a
+    regular file (a folder, a FIFO, a device), truncated or damaged, too large, not 8-bit
     or not 3-channel RGB (gray and RGBA are refused, not converted silently).
     """
     p = Path(path)
-    if not p.is_file():
-        raise ImageError(f"{p}: no such file")
-    data = np.fromfile(str(p), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    with open_regular(p) as fh:
+        header = _header_of(fh, p)
+        check_pixels(header, max_pixels, str(p))
+        size = os.fstat(fh.fileno()).st_size
+        if size > header.max_file_bytes():
+            raise ImageError(
+                f"{p}: {size} bytes is far more than a {header.width}x{header.height} image "
+                "needs; not read"
+            )
+        fh.seek(0)
+        try:
+            data = fh.read()
+        except OSError as exc:
+            raise ImageError(f"{p}: cannot read: {exc.strerror or exc}") from exc
+    if header.bits != 8:
+        raise ImageError(f"{p}: expected 8 bits per channel, got {header.bits}")
+    if header.channels != 3:
+        raise ImageError(f"{p}: expected an RGB image with 3 channels, got {header.channels}")
+    if header.format == "png":
+        try:
+            _check_png_chunks(data)
+        except ValueError as exc:
+            raise ImageError(f"{p}: not a readable image: {exc}") from exc
+    elif data.rfind(b"\xff\xd9") < 0:
+        raise ImageError(f"{p}: not a readable image: truncated JPEG (no end-of-image marker)")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ImageError(f"{p}: not a readable image")
     if img.dtype != np.uint8:
@@ -104,6 +317,8 @@ def read_rgb8(path: str | os.PathLike[str]) -> U8Image:
     if img.ndim != 3 or img.shape[2] != 3:
         channels = 1 if img.ndim == 2 else img.shape[2]
         raise ImageError(f"{p}: expected an RGB image with 3 channels, got {channels}")
+    if img.shape[:2] != (header.height, header.width):
+        raise ImageError(f"{p}: not a readable image: decoded size differs from its header")
     rgb: U8Image = np.asarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), dtype=np.uint8)
     return rgb
 
@@ -181,6 +396,30 @@ def current_umask() -> int:
     except (OSError, ValueError):
         pass
     return 0o022
+
+
+def check_output_file(path: str | os.PathLike[str]) -> Path:
+    """Check, before any work, that a file can be written atomically at ``path``: its
+    folder exists, ``path`` is not a folder, and a temp file of the name the atomic write
+    will use can be created there (and is removed at once). Catches a missing or read-only
+    folder, no permission, ``/proc``, a name too long for the file system. Raises
+    :class:`OutputError` naming the path and the reason."""
+    p = Path(path)
+    folder = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise OutputError(f"{p}: is a folder; give a file name")
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise OutputError(f"{p}: output folder {folder} {what}")
+    if p.exists() and not p.is_file():
+        raise OutputError(f"{p}: exists and is not a regular file")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"{p}: cannot write there: {exc.strerror or exc}") from exc
+    os.close(fd)
+    os.unlink(tmp)
+    return p
 
 
 def write_image(path: str | os.PathLike[str], frame: U8Image, jpeg_quality: int = 92) -> Path:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from deblurd.burstdir import Burst, FrameInfo, read_burst, write_burst
+from deblurd.burstdir import MAX_MANIFEST_BYTES, Burst, FrameInfo, read_burst, write_burst
 from deblurd.errors import BurstError
 
 
@@ -132,3 +133,119 @@ def test_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
     with pytest.raises(BurstError):
         write_burst(tmp_path / "b", burst)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- hostile burst directories (issue 14) ---------------------------------------------------
+
+
+def test_deep_nesting_is_one_error_not_a_recursion_error(small_burst_dir: Path) -> None:
+    (small_burst_dir / "burst.json").write_text("[" * 100_000)
+    with pytest.raises(BurstError, match=r"nested 100000 levels deep, more than the 16"):
+        read_burst(small_burst_dir)
+
+
+def test_brackets_in_strings_do_not_count(small_burst_dir: Path) -> None:
+    doc = _manifest(small_burst_dir)
+    doc["frames"][0]["role"] = "[" * 50 + "\\\"" + "{" * 50
+    _rewrite(small_burst_dir, doc)
+    with pytest.raises(BurstError, match=r"frames\[0\]: field 'role'"):
+        read_burst(small_burst_dir)
+
+
+def test_huge_manifest_is_refused_unread(small_burst_dir: Path) -> None:
+    with (small_burst_dir / "burst.json").open("ab") as fh:
+        fh.truncate(MAX_MANIFEST_BYTES + 1)
+    with pytest.raises(BurstError, match=r"burst.json: larger than 1048576 bytes"):
+        read_burst(small_burst_dir)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("analogue_gain", float("nan"), r"'analogue_gain' must be a finite number.*got nan"),
+        ("analogue_gain", float("inf"), r"'analogue_gain' must be a finite number.*got inf"),
+        ("analogue_gain", 10**400, "'analogue_gain' must be a finite number"),
+        ("analogue_gain", 0, "'analogue_gain' must be a finite number above 0"),
+        ("analogue_gain", 1e6, "at most 1000"),
+        ("timestamp_ns", 10**30, r"'timestamp_ns' must be 0\.\.9223372036854775807 ns"),
+        ("timestamp_ns", 1e30, "'timestamp_ns' must be int"),
+        ("timestamp_ns", -1, "'timestamp_ns' must be 0"),
+        ("exposure_us", 0, r"'exposure_us' must be 1\.\.3600000000 µs, got 0"),
+        ("exposure_us", 10**12, "'exposure_us' must be 1"),
+    ],
+)
+def test_frame_metadata_is_validated(
+    small_burst_dir: Path, field: str, value: object, message: str
+) -> None:
+    doc = _manifest(small_burst_dir)
+    doc["frames"][1][field] = value
+    _rewrite(small_burst_dir, doc)  # json.dumps writes NaN / Infinity as Python reads them
+    with pytest.raises(BurstError, match=rf"frames\[1\]: .*{message}"):
+        read_burst(small_burst_dir)
+
+
+def test_symlinks_leaving_the_folder_are_refused(small_burst_dir: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.png"
+    (small_burst_dir / "001.png").rename(outside)
+    (small_burst_dir / "001.png").symlink_to(outside)
+    with pytest.raises(BurstError, match=r"001.png: is a symbolic link to .*outside.png, outside "
+                       r"the burst folder"):  # fmt: skip
+        read_burst(small_burst_dir)
+    (small_burst_dir / "001.png").unlink()
+    (small_burst_dir / "001.png").symlink_to("../outside.png")  # relative, same rule
+    with pytest.raises(BurstError, match="outside the burst folder"):
+        read_burst(small_burst_dir)
+
+
+def test_symlinks_inside_the_folder_are_followed(small_burst_dir: Path) -> None:
+    (small_burst_dir / "001.png").rename(small_burst_dir / "real.png")
+    (small_burst_dir / "001.png").symlink_to("real.png")
+    assert len(read_burst(small_burst_dir).frames) == 5
+
+
+def test_a_link_loop_is_one_error(small_burst_dir: Path) -> None:
+    (small_burst_dir / "001.png").unlink()
+    (small_burst_dir / "001.png").symlink_to("001.png")
+    with pytest.raises(BurstError, match=r"001.png"):
+        read_burst(small_burst_dir)
+
+
+def test_special_frames_say_what_they_are(small_burst_dir: Path) -> None:
+    (small_burst_dir / "001.png").unlink()
+    os.mkfifo(small_burst_dir / "001.png")
+    with pytest.raises(BurstError, match=r"001.png: is a FIFO \(named pipe\), not a regular file"):
+        read_burst(small_burst_dir)  # and did not block
+    (small_burst_dir / "001.png").unlink()
+    (small_burst_dir / "001.png").mkdir()
+    with pytest.raises(BurstError, match=r"001.png: is a folder, not an image file"):
+        read_burst(small_burst_dir)
+    (small_burst_dir / "001.png").rmdir()
+    (small_burst_dir / "001.png").symlink_to("/dev/zero")
+    with pytest.raises(BurstError, match="outside the burst folder"):  # the link rule first
+        read_burst(small_burst_dir)
+    (small_burst_dir / "burst.json").unlink()
+    os.mkfifo(small_burst_dir / "burst.json")
+    with pytest.raises(BurstError, match=r"burst.json: is a FIFO"):
+        read_burst(small_burst_dir)
+
+
+def test_pixel_limits_checked_on_headers_before_decoding(
+    small_burst_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[str] = []
+    real = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: decoded.append("x") or real(*a))
+    with pytest.raises(BurstError, match=r"000.png: 80x64 is 0.0 MP, more than the limit"):
+        read_burst(small_burst_dir, max_frame_pixels=80 * 64 - 1)
+    with pytest.raises(BurstError, match=r"5 frames of 80x64 are 0.0 MP together, more than "
+                       r"the limit of 0.0 MP per burst \(limits.max_burst_pixels\)"):  # fmt: skip
+        read_burst(small_burst_dir, max_burst_pixels=80 * 64 * 5 - 1)
+    cv2.imwrite(str(small_burst_dir / "003.png"), np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(BurstError, match=r"003.png: size 10x10 differs"):
+        read_burst(small_burst_dir)
+    assert decoded == []  # every refusal came from the headers alone
+
+
+def test_not_a_folder(small_burst_dir: Path) -> None:
+    with pytest.raises(BurstError, match=r"000.png: not a burst directory \(not a folder\)"):
+        read_burst(small_burst_dir / "000.png")

@@ -12,8 +12,10 @@ import pytest
 
 from deblurd.burstdir import Burst, FrameInfo, write_burst
 from deblurd.camera.base import CameraError, FrameMeta
+from deblurd.camera.factory import open_camera
 from deblurd.camera.replay import ReplayCamera
 from deblurd.settings.camera import CameraSettings, ReplayCameraSettings
+from deblurd.settings.limits import LimitsSettings
 
 H, W = 40, 56
 
@@ -126,3 +128,20 @@ def test_missing_and_bad_sources(tmp_path: Path) -> None:
     junk.write_bytes(b"not a video")
     with pytest.raises(CameraError, match=r"junk\.mp4"):
         ReplayCamera(settings(junk))
+
+
+def test_size_limits_apply_before_decoding(burst_dir: Path, tmp_path: Path) -> None:
+    small = LimitsSettings(max_frame_pixels=H * W - 1, max_burst_pixels=1 << 20)
+    with pytest.raises(CameraError, match=rf"replay: .*000.png: {W}x{H} is .* more than the limit"):
+        ReplayCamera(settings(burst_dir), small)
+    burst_limit = LimitsSettings(max_frame_pixels=H * W, max_burst_pixels=3 * H * W - 1)
+    with pytest.raises(CameraError, match=r"limits\.max_burst_pixels"):
+        open_camera(settings(burst_dir), burst_limit)  # the factory passes them on
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 30.0, (W, H))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write MJPG AVI files")
+    writer.write(np.zeros((H, W, 3), np.uint8))
+    writer.release()
+    with pytest.raises(CameraError, match=rf"clip.avi: {W}x{H} video frames are .* more than"):
+        ReplayCamera(settings(path), small)

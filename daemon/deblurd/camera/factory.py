@@ -13,6 +13,7 @@ from typing import Any
 from deblurd.camera.base import CameraBackend, CameraError
 from deblurd.errors import ConfigError
 from deblurd.settings.camera import CameraSettings
+from deblurd.settings.limits import LimitsSettings
 
 # backend -> (module, class, "module:function" that imports its library or raises
 # CameraError saying what is missing, and the fallback install hint)
@@ -58,8 +59,9 @@ def _load(backend: str) -> Any:
     return cls
 
 
-def open_camera(settings: CameraSettings) -> CameraBackend:
-    """The backend ``settings.backend`` names, constructed (not started).
+def open_camera(settings: CameraSettings, limits: LimitsSettings | None = None) -> CameraBackend:
+    """The backend ``settings.backend`` names, constructed (not started). ``limits``: the
+    size limits of the images the replay backend reads (default: the built-in ones).
 
     Raises :class:`ConfigError` (``camera.backend``) when its library is missing, or
     whatever the backend's constructor raises (``CameraError`` for an unusable source).
@@ -72,7 +74,7 @@ def open_camera(settings: CameraSettings) -> CameraBackend:
     if backend == "replay":
         from deblurd.camera.replay import ReplayCamera
 
-        return ReplayCamera(settings)
+        return ReplayCamera(settings, limits)
     if backend not in _HARDWARE:
         raise _config_error(backend, "unknown backend")
     camera: CameraBackend = _load(backend)(settings)

@@ -7,6 +7,9 @@ recorded (``requests``) and answered honestly by the metadata, which reports eac
 frame's own ``exposure_us`` and ``analogue_gain`` (a video file has none: the configured
 preview exposure and gain are reported), so an extra capture times out unless the burst
 holds frames at the requested exposure.
+
+Sizes are checked before anything is decoded (``limits``): every burst frame's header, and a
+video's frame size as its container reports it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from deblurd.camera.thread import ThreadedCamera
 from deblurd.errors import BurstError
 from deblurd.imaging import U8Image
 from deblurd.settings.camera import CameraSettings
+from deblurd.settings.limits import LimitsSettings
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +36,9 @@ log = logging.getLogger(__name__)
 class _BurstSource:
     """The frames of a burst directory with their exposure and gain."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, limits: LimitsSettings) -> None:
         try:
-            burst = read_burst(path)
+            burst = read_burst(path, limits.max_frame_pixels, limits.max_burst_pixels)
         except BurstError as exc:
             raise CameraError(f"replay: {exc}") from exc
         self.frames = burst.frames
@@ -58,9 +62,17 @@ class _BurstSource:
 class _VideoSource:
     """The frames of a video file (OpenCV), RGB, with the configured exposure and gain."""
 
-    def __init__(self, path: Path, exposure_us: int, gain: float) -> None:
+    def __init__(self, path: Path, exposure_us: int, gain: float, max_pixels: int) -> None:
         self.path, self.exposure_us, self.gain = path, exposure_us, gain
         self._cap = self._open()
+        w = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        h = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if w * h > max_pixels:
+            self._cap.release()
+            raise CameraError(
+                f"replay: {path}: {w}x{h} video frames are {w * h / 1e6:.1f} MP, more than the "
+                f"limit of {max_pixels / 1e6:.1f} MP (limits.max_frame_pixels)"
+            )
         ok, frame = self._cap.read()
         if not ok or frame is None:
             self._cap.release()
@@ -104,9 +116,10 @@ class ReplayCamera(ThreadedCamera):
 
     name = "replay"
 
-    def __init__(self, settings: CameraSettings) -> None:
+    def __init__(self, settings: CameraSettings, limits: LimitsSettings | None = None) -> None:
         super().__init__()
         self.settings = settings
+        limits = limits or LimitsSettings()
         if settings.replay.path is None:
             raise CameraError("replay: camera.replay.path is not set")
         path = Path(settings.replay.path)
@@ -114,9 +127,11 @@ class ReplayCamera(ThreadedCamera):
             raise CameraError(f"replay: {path}: no such burst directory or video file")
         self._source: _BurstSource | _VideoSource
         if path.is_dir():
-            self._source = _BurstSource(path)
+            self._source = _BurstSource(path, limits)
         else:
-            self._source = _VideoSource(path, settings.exposure_us, settings.analogue_gain)
+            self._source = _VideoSource(
+                path, settings.exposure_us, settings.analogue_gain, limits.max_frame_pixels
+            )
         self._running = False
         self.requests: list[tuple[int, float]] = []
         self.frames_delivered = 0

@@ -56,7 +56,7 @@ _MONITOR_S = 0.25
 def _open_camera(settings: DeblurdSettings) -> CameraBackend:
     from deblurd.camera.factory import open_camera
 
-    return open_camera(settings.camera)
+    return open_camera(settings.camera, settings.limits)
 
 
 class Daemon:

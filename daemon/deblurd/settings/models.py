@@ -9,6 +9,7 @@ from deblurd.settings.camera import CameraSettings
 from deblurd.settings.frames import SecondFrameSettings
 from deblurd.settings.fusion import FinishingSettings, FusionSettings
 from deblurd.settings.inference import InferenceSettings
+from deblurd.settings.limits import LimitsSettings
 from deblurd.settings.output import OutputSettings
 from deblurd.settings.registration import RegistrationSettings
 from deblurd.settings.selection import BlurScoreSettings, DecisionSettings, SelectionSettings
@@ -31,3 +32,4 @@ class DeblurdSettings(Section):
     output: OutputSettings = Field(default_factory=OutputSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     triggers: TriggerSettings = Field(default_factory=TriggerSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
