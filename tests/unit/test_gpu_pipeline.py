@@ -95,7 +95,7 @@ def test_each_second_frame_is_uploaded_once_and_nothing_full_size_comes_back(
     s = settings_for("emulated").registration
     base = tracking_level((h, w), s.tracking_max_side_px, s.levels)
     small = {f"reg/frm/u8/{coarsest_level(s.levels, base)}", "reg/fwd", "reg/back",
-             "reg/status_f", "reg/status_b", "fuse/exp_d", "fuse/exp_v", "fuse/cal_q",
+             "reg/status_f", "reg/status_b", "fuse/exp_d", "fuse/exp_v", "fuse/cal_d",
              "fuse/cal_v", "fuse/rows"}
     ends = [*at[2:], len(log) - 2]
     per_frame = []

@@ -39,11 +39,6 @@ from deblurd.errors import ImageError
 from deblurd.gpu.backend import Backend, Buffer, GpuError, grid_1d, grid_2d, shared_backend
 from deblurd.gpu.resident import AnyAlignedFrame, DeviceAlignedFrame
 from deblurd.pipeline.fusion import (
-    _CALIB_DEAD_ZONE,
-    _CALIB_FLAT_FRACTION,
-    _CALIB_MIN,
-    _CALIB_MIN_BIN,
-    _CHI2_1_MEDIAN,
     _EXPOSURE_MAX_SAMPLES,
     _EXPOSURE_RANGE,
     _EXPOSURE_TOLERANCE,
@@ -230,23 +225,17 @@ class GpuSequentialFuser:
             return None
         return gains
 
-    def _calibration(self) -> tuple[F32, F32] | None:
+    def _calibration(self, d_lo: Buffer) -> tuple[F32, F32] | None:
         """_ReferenceGuide.calibration's bin factors from the device's samples:
         ``(levels, factors)`` for np.interp, or None when nothing changes."""
         guide = self._guide
         if not guide.calib_chunks:
             return None
         st = guide.calib_step
-        qs = self._samples(self._q, 3, st, "cal_q").reshape(-1, 3)
+        zs = guide.signed_samples(self._samples(d_lo, 3, st, "cal_d"))
         ok = self._samples(self._vmask, 1, st, "cal_v").reshape(-1) > 0.5
-        factors = np.ones(len(guide.calib_chunks))
-        for i, chunk in enumerate(guide.calib_chunks):
-            sel = chunk[ok[chunk]]
-            if sel.size >= _CALIB_MIN_BIN * _CALIB_FLAT_FRACTION / 2:
-                med = np.median(qs[sel], axis=0)
-                factors[i] = float(np.mean(med)) / _CHI2_1_MEDIAN / _CALIB_DEAD_ZONE
-        factors = np.clip(factors, _CALIB_MIN, 1.0)
-        if np.all(factors == 1.0):
+        factors = guide.calibrator.factors(zs, guide.calib_chunks, ok)
+        if factors is None:
             return None
         if factors.size == 1:
             return np.zeros(1, np.float32), np.asarray(factors, np.float32)
@@ -326,7 +315,7 @@ class GpuSequentialFuser:
         w2, h2 = self._half
         n3 = w2 * h2 * 3
         b.launch("fuse_q", *grid_1d(n3), d_lo, self._inv_var_lo, _i(n3), self._q)
-        cal = self._calibration() if s.calibrate_noise else None
+        cal = self._calibration(d_lo) if s.calibrate_noise else None
         ncal = 0
         if cal is not None:
             levels, factors = cal
@@ -363,8 +352,10 @@ class GpuSequentialFuser:
         else:
             image = b.download(self._acc)
             wsum = b.download(self._wsum)
+        factor, sigma = self._guide.measured_noise()
         return FusionResult(image=image, weight_sum=wsum,
-                            frame_weights=list(self._frame_weights), noise_model=self._noise)
+                            frame_weights=list(self._frame_weights), noise_model=self._noise,
+                            noise_factor=factor, frame_noise_sigma=sigma)
 
 
 class GpuFuser:

@@ -90,9 +90,26 @@ _CALIB_SAMPLES = 60_000
 _CALIB_BINS = 8
 _CALIB_MIN_BIN = 1_000
 _CHI2_1_MEDIAN = 0.4549364
+_MAD_TO_SIGMA = 1.4826
+#: Noise calibration: the std of the high-pass that removes smooth (systematic)
+#: differences from the calibration samples, full-resolution px.
+_CALIB_SMOOTH_PX = 32.0
 _CALIB_FLAT_FRACTION = 0.3
 _CALIB_MIN = 1.0 / 16.0
 _CALIB_DEAD_ZONE = 0.8
+#: Loosening (the noise is *measured* from the burst): a bin's variance is raised only
+#: where the frame's flat static majority shows at least this many times the model's
+#: (a spatial estimate collapses on ISP-denoised, compressed frames: their noise is
+#: spatially correlated, so its low-pass power is far above what white noise predicts),
+#: at most by ``_CALIB_MAX``, and never beyond ``_CALIB_CONSENSUS`` times the least
+#: factor an earlier frame of the job measured in that bin (a frame that is mostly motion
+#: cannot loosen the tests for itself once a static frame has shown the real noise).
+_CALIB_LOOSEN_FROM = 2.0
+_CALIB_MAX = 65536.0
+_CALIB_CONSENSUS = 2.0
+#: Floor of one frame's noise std, in 8-bit sRGB codes (quantisation, 0.29 codes, plus
+#: the error of compression and ISP rounding): no model may claim less.
+_FLOOR_CODES = 0.5
 
 
 @dataclass(frozen=True)
@@ -121,12 +138,19 @@ class FusionResult:
     ``frame_weights``: per aligned frame, in input order, the mean per-pixel weight it got
     (robust weight × valid, in [0, 1], before its frame-level weight).
     ``noise_model``: the per-frame noise model the robust weights used (None when off).
+    ``noise_factor``: how many times the model's variance the burst's own differences
+    showed (:class:`NoiseCalibration`: the median over luma bins of the least factor any
+    frame measured; 1.0 when not measured). ``frame_noise_sigma``: one frame's noise std
+    at the reference's median intensity, linear units, as measured (model × factor; NaN
+    when unknown).
     """
 
     image: F32Image
     weight_sum: F32Image
     frame_weights: list[float]
     noise_model: NoiseModel | None = field(default=None)
+    noise_factor: float = 1.0
+    frame_noise_sigma: float = math.nan
 
     def residual_noise_sigma(self, noise: NoiseModel | None = None) -> F32Image | None:
         """Expected noise std left in ``image`` per pixel, ``float32 (H, W)``, or None.
@@ -140,7 +164,10 @@ class FusionResult:
         if model is None:
             return None
         level = _mean3(self.image)
-        sigma: F32Image = np.sqrt(model.variance(level) / np.maximum(self.weight_sum, 1e-6))
+        var = np.maximum(model.variance(level), floor_variance(level)) * np.float32(
+            self.noise_factor
+        )
+        sigma: F32Image = np.sqrt(var / np.maximum(self.weight_sum, 1e-6))
         return sigma.astype(np.float32)
 
 
@@ -212,7 +239,7 @@ class _ReferenceGuide:
         # Variance of δ = frame − reference on static pixels, per channel, at the local
         # intensity: one frame's noise plus the reference's (same model: the reference is
         # assumed no noisier than a raw frame; if it is less noisy, calibration tightens).
-        var1 = noise.variance(self.lo)
+        var1 = np.maximum(noise.variance(self.lo), floor_variance(self.lo))
         var = var1 * np.float32(2.0)
         self.inv_var_lo: F32Image = (1.0 / (var * np.float32(self._lowpass_gain()))).astype(
             np.float32
@@ -250,6 +277,17 @@ class _ReferenceGuide:
             self.calib_chunks.append(flat[: max(1, int(flat.size * _CALIB_FLAT_FRACTION))])
             levels.append(float(lum_s[chunk].mean()))
         self.calib_levels = np.array(levels)
+        self.calibrator = NoiseCalibration()
+        #: one frame's noise variance (model, floored) at the reference's median luma
+        self.model_variance_mid = float(np.median(var1[::st, ::st]))
+
+    def measured_noise(self) -> tuple[float, float]:
+        """``(factor, sigma)``: the median over luma bins of the least variance factor the
+        job's frames measured (1.0 before any), and one frame's noise std at the
+        reference's median intensity with it (linear units)."""
+        least = self.calibrator.least
+        factor = 1.0 if least is None else float(np.median(least))
+        return factor, math.sqrt(self.model_variance_mid * factor)
 
     def _half(self, image: F32Image) -> F32Image:
         if self.scale == 1:
@@ -298,31 +336,31 @@ class _ReferenceGuide:
             return None
         return gains
 
-    def calibration(self, q: F32Image, vmask: F32Image | None) -> F32Image | None:
-        """Per-pixel factor (<= 1) on the model's variance from this frame's static majority.
+    def signed_samples(self, d_lo_sparse: F32Image) -> F32Image:
+        """The calibration grid's low-passed differences ``(h', w', 3)`` in model stds,
+        with what varies slowly across the frame removed (a Gaussian high-pass of
+        ``_CALIB_SMOOTH_PX`` full-resolution px: brightness and shading differences are
+        smooth, noise is not), flattened to ``(n, 3)``."""
+        st = self.calib_step
+        z = np.ascontiguousarray(d_lo_sparse * np.sqrt(self.inv_var_lo[::st, ::st]))
+        sigma = _CALIB_SMOOTH_PX / (self.scale * st)
+        k = _gaussian_ksize(sigma)
+        z -= _f32(cv2.GaussianBlur(z, (k, k), sigma, borderType=cv2.BORDER_REFLECT))
+        out: F32Image = z.reshape(-1, 3)
+        return out
 
-        ``q``: ``(h, w, 3)`` per-channel normalised squared low-passed differences
-        ``L_c² / (g·V_c)``; each is χ²₁ on static pixels (whatever the correlation between
-        channels), median 0.455. Per luma bin, over its flattest samples:
-        ``f = mean_c median(q_c) / 0.455``, applied as ``min(1, f / 0.8)`` (clipped at
-        1/16) and linear in luma between bin centres. It only ever *tightens*: a model
-        that is too high (a denoised reference, a generous σ) shows as f < 1, while blur,
-        misregistration and motion can only raise f, so they can never loosen the tests.
-        None when nothing changes.
+    def calibration(self, d_lo: F32Image, vmask: F32Image | None) -> F32Image | None:
+        """Per-pixel factor on the model's variance, measured from this frame's static
+        majority (:class:`NoiseCalibration`); None when nothing changes.
+
+        ``d_lo``: ``(h, w, 3)`` the frame's low-passed differences to the reference. The
+        factor is linear in luma between bin centres.
         """
         st = self.calib_step
-        qs = q[::st, ::st].reshape(-1, 3)
+        zs = self.signed_samples(d_lo[::st, ::st])
         ok = None if vmask is None else vmask[::st, ::st].reshape(-1) > 0.5
-        if not self.calib_chunks:
-            return None
-        factors = np.ones(len(self.calib_chunks))
-        for i, chunk in enumerate(self.calib_chunks):
-            sel = chunk if ok is None else chunk[ok[chunk]]
-            if sel.size >= _CALIB_MIN_BIN * _CALIB_FLAT_FRACTION / 2:
-                med = np.median(qs[sel], axis=0)
-                factors[i] = float(np.mean(med)) / _CHI2_1_MEDIAN / _CALIB_DEAD_ZONE
-        factors = np.clip(factors, _CALIB_MIN, 1.0)
-        if np.all(factors == 1.0):
+        factors = self.calibrator.factors(zs, self.calib_chunks, ok)
+        if factors is None:
             return None
         if factors.size == 1:
             return np.full(self.luma_lo.shape, factors[0], np.float32)
@@ -369,7 +407,7 @@ class _ReferenceGuide:
             np.copyto(self._buf_w, valid)
             return image, self._buf_w
         q = _f32(cv2.multiply(_f32(cv2.multiply(d_lo, d_lo)), self.inv_var_lo))
-        factor = self.calibration(q, vmask) if s.calibrate_noise else None
+        factor = self.calibration(d_lo, vmask) if s.calibrate_noise else None
         z2 = _mean3(q)
         if factor is not None:
             z2 /= factor
@@ -395,6 +433,83 @@ class _ReferenceGuide:
             )
         w *= valid
         return image, w
+
+
+def floor_variance(linear: F32Image) -> F32Image:
+    """The least noise variance one 8-bit frame can have at each linear intensity
+    (``float32``, ``linear``'s shape): ``_FLOOR_CODES`` sRGB codes, taken to linear units
+    through the slope of the sRGB decoding at that intensity."""
+    v = np.clip(np.asarray(linear, np.float32), 0.0, 1.0)
+    enc = np.where(v <= 0.0031308, v * 12.92, 1.055 * np.power(v, 1.0 / 2.4) - 0.055)
+    slope = np.where(
+        enc <= 0.04045, 1.0 / 12.92, 2.4 / 1.055 * np.power((enc + 0.055) / 1.055, 1.4)
+    )
+    step = slope * np.float32(_FLOOR_CODES / 255.0)
+    return np.asarray(step * step, np.float32)
+
+
+class NoiseCalibration:
+    """The noise as the burst shows it: per luma bin, how far the model's variance is off.
+
+    For each frame, per bin, over the flattest unclipped samples (blur and small
+    misregistration leave flat areas alone; a moving subject is a minority there): ``f``
+    is the mean over channels of the robust variance (``(1.4826 · MAD)²`` around the
+    median) of the low-passed differences in model stds (1 on static pixels under a
+    right model).
+    Applied as: ``min(1, f / 0.8)`` (clipped at 1/16) where the frame shows less noise
+    than the model (a denoised reference, a generous σ); ``f`` itself where it shows at
+    least ``_CALIB_LOOSEN_FROM`` times more (ISP-processed frames, whose spatially
+    measured noise collapses), capped at ``_CALIB_MAX`` and at ``_CALIB_CONSENSUS`` times
+    the least ``f`` an earlier frame of this job measured in the bin; 1 in between. Bins
+    without enough samples take the factor of the nearest measured bins.
+
+    One instance per fusion job (it remembers the job's least factors); the CPU guide
+    and the GPU fuser share it, so both apply the same numbers.
+    """
+
+    def __init__(self) -> None:
+        self.least: npt.NDArray[np.float64] | None = None
+
+    def factors(
+        self,
+        zs: F32Image,
+        chunks: list[npt.NDArray[np.intp]],
+        ok: npt.NDArray[np.bool_] | None,
+    ) -> npt.NDArray[np.float64] | None:
+        """Per-bin factors on the model's variance from one frame's samples ``zs``
+        ``(n, 3)``: signed low-passed differences in model stds, ``L_c / sqrt(g·V_c)``
+        (``chunks``: the bins' flattest sample indices; ``ok``: ``(n,)`` valid samples or
+        None), or None when nothing changes.
+
+        The spread is measured around the bin's median (``1.4826 · MAD``), not around 0:
+        a systematic difference (brightness, a shift of shading) moves the median, not
+        the spread, and must not pass for noise."""
+        if not chunks:
+            return None
+        measured = np.full(len(chunks), np.nan)
+        for i, chunk in enumerate(chunks):
+            sel = chunk if ok is None else chunk[ok[chunk]]
+            if sel.size >= _CALIB_MIN_BIN * _CALIB_FLAT_FRACTION / 2:
+                z = zs[sel]
+                mad = np.median(np.abs(z - np.median(z, axis=0)), axis=0)
+                measured[i] = float(np.mean((_MAD_TO_SIGMA * mad) ** 2))
+        known = np.isfinite(measured)
+        if not known.any():
+            return None
+        if not known.all():
+            idx = np.arange(measured.size)
+            measured = np.interp(idx, idx[known], measured[known])
+        if self.least is not None:
+            measured = np.minimum(measured, _CALIB_CONSENSUS * self.least)
+            self.least = np.minimum(self.least, measured)
+        else:
+            self.least = measured.copy()
+        tighten = np.clip(measured / _CALIB_DEAD_ZONE, _CALIB_MIN, 1.0)
+        loosen = np.minimum(measured, _CALIB_MAX)
+        factors = np.where(measured >= _CALIB_LOOSEN_FROM, loosen, tighten)
+        if np.all(factors == 1.0):
+            return None
+        return factors
 
 
 def _f32(arr: object) -> F32Image:
@@ -480,11 +595,14 @@ class _StreamingFuser:
         return image, w, mean_w
 
     def _result(self, image: F32Image) -> FusionResult:
+        factor, sigma = self._guide.measured_noise()
         return FusionResult(
             image=image,
             weight_sum=self._wsum.copy(),
             frame_weights=list(self._frame_weights),
             noise_model=self._noise,
+            noise_factor=factor,
+            frame_noise_sigma=sigma,
         )
 
 

@@ -26,11 +26,12 @@ import numpy.typing as npt
 
 from deblurd.burstdir import Burst
 from deblurd.gpu.factory import open_aligner, open_fusion_job
-from deblurd.imaging import linear_to_srgb, srgb_to_linear
+from deblurd.imaging import linear_to_srgb, linear_to_srgb_float, srgb_to_linear
 from deblurd.inference.base import Deblurrer
 from deblurd.pipeline.blur import blur_score
 from deblurd.pipeline.decision import Decision, decide
 from deblurd.pipeline.finishing import finish
+from deblurd.pipeline.fusion import FusionResult
 from deblurd.pipeline.noise import estimate_noise_model
 from deblurd.pipeline.selection import select_first_frame, walk_order
 from deblurd.settings.models import DeblurdSettings
@@ -81,6 +82,7 @@ class ProcessReport:
     deblurred_blur_score: float | None = None
     decision: dict[str, Any] = field(default_factory=dict)
     noise_model: dict[str, float] = field(default_factory=dict)
+    noise: dict[str, float] = field(default_factory=dict)
     used: list[UsedFrame] = field(default_factory=list)
     rejected: list[RejectedFrame] = field(default_factory=list)
     fusion_mode: str = ""
@@ -368,4 +370,28 @@ def _register_and_fuse(
         used.mean_pixel_weight = round(float(w), 4)
     if not report.used:
         return None
+    report.noise = measured_noise_report(raw, result)
     return result.image, result.residual_noise_sigma(noise)
+
+
+def measured_noise_report(raw: F32, result: FusionResult) -> dict[str, float]:
+    """The noise before and after fusion as the burst measured it, for the report: one
+    frame's noise std and the fused image's (one frame's over the square root of the
+    median per-pixel weight sum), in 8-bit sRGB codes at the selected frame's median
+    intensity, and the factor the burst's differences put on the spatial noise model."""
+    sigma = result.frame_noise_sigma
+    if not np.isfinite(sigma):
+        return {}
+    level = float(np.median(raw[:: max(1, raw.shape[0] // 64), :: max(1, raw.shape[1] // 64)]))
+    ends = np.array([max(level - sigma, 0.0), min(level + sigma, 1.0)], np.float32)
+    enc = linear_to_srgb_float(ends)
+    span = max(float(ends[1] - ends[0]), 1e-12)
+    codes = float(enc[1] - enc[0]) / span * sigma * 255.0
+    wsum = float(np.median(result.weight_sum))
+    return {
+        "level": round(level, 4),
+        "frame_sigma_codes": round(codes, 3),
+        "fused_sigma_codes": round(codes / max(wsum, 1e-6) ** 0.5, 3),
+        "median_weight_sum": round(wsum, 3),
+        "model_factor": round(result.noise_factor, 3),
+    }

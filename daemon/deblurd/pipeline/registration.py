@@ -28,6 +28,7 @@ pixels came from inside the frame. :class:`Registrar` is the interface every bac
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -45,6 +46,13 @@ from deblurd.pipeline.pyramid import (
     level_shape,
     tracking_level,
 )
+from deblurd.pipeline.refine import (
+    RefineParams,
+    WorkingScale,
+    dense_homography,
+    residual_field,
+    warp_with_residual,
+)
 from deblurd.settings.registration import RegistrationSettings
 
 F32 = npt.NDArray[np.float32]
@@ -56,7 +64,16 @@ _MIN_SIDE = 32  # px: smaller frames cannot hold a pyramid and a tracking window
 _RANSAC_ITERS = 2000
 _RANSAC_CONFIDENCE = 0.999
 _SUBPIX_BITS = 8  # fractional bits of polygon vertices in valid_mask
-_MIN_PHASE_RESPONSE = 0.03  # phase-correlation peak below which the global shift is ignored
+_MIN_PHASE_RESPONSE = 0.03
+#: The dense fallback's homography must fit at least this fraction of the flow samples
+#: (an unrelated frame's flow fits a few percent by chance; a real burst's 15 % and more
+#: even with rolling shutter, which the local refinement then follows).
+DENSE_MIN_INLIER_RATIO = 0.1
+#: ... and then correlate with the reference on its textured samples at least this well
+#: (a flat or unrelated frame does not) and keep at least this fraction of its gradient
+#: energy there (a frame blurred far beyond the reference adds nothing but blur).
+DENSE_MIN_NCC = 0.6
+DENSE_MIN_SHARPNESS = 0.25  # phase-correlation peak below which the global shift is ignored
 
 
 @dataclass(frozen=True)
@@ -70,6 +87,11 @@ class Registration:
     ``"12 inliers < 24"``. ``tracked``: corners that survived tracking and the
     forward-backward check. ``inliers``: robust inliers among them. ``residual_px``:
     median reprojection error of the inliers, full-resolution px (``inf`` without a fit).
+    ``method``: ``corners`` (tracked Harris corners) or ``dense`` (the homography fitted to
+    the dense flow, :func:`~deblurd.pipeline.refine.dense_homography`, when the corners
+    failed). ``residual``: the local refinement (:mod:`deblurd.pipeline.refine`), a
+    working-scale field ``float32 (h, w, 2)`` of full-resolution px that the warp applies
+    on top of the homography, or None.
     """
 
     homography: F64
@@ -78,6 +100,8 @@ class Registration:
     tracked: int
     inliers: int
     residual_px: float
+    method: str = "corners"
+    residual: F32 | None = None
 
 
 class Registrar(Protocol):
@@ -369,6 +393,7 @@ class OpenCVRegistrar(TrackedCorners):
         self._ref_pyr: list[U8] = []
         self._window: F32 = np.ones((1, 1), np.float32)  # Hanning, coarsest level
         self._corners: F32 = np.empty((0, 2), np.float32)
+        self._scale: WorkingScale | None = None
 
     def set_reference(self, gray: F32) -> None:
         """Build the reference pyramid and its persistent corners (once per job).
@@ -403,7 +428,14 @@ class OpenCVRegistrar(TrackedCorners):
         )
         self._corners = persistent_corners(self._ref_pyr, params)
         self._shape = shape
-        self.stage_ms = {"pyramid": _ms(t0, t1), "corners": _ms(t1, time.perf_counter())}
+        t2 = time.perf_counter()
+        self.stage_ms = {"pyramid": _ms(t0, t1), "corners": _ms(t1, t2)}
+        self._scale = None
+        if s.refine or s.dense_fallback:
+            self._scale = WorkingScale(
+                gray, RefineParams(s.refine_max_side_px, s.refine_smooth, s.refine_max_px)
+            )
+            self.stage_ms["refine"] = _ms(t2, time.perf_counter())
 
     def register(self, gray: F32) -> Registration:
         """Register ``gray`` (``float32 (H, W)`` in [0, 1], the reference's size).
@@ -418,7 +450,8 @@ class OpenCVRegistrar(TrackedCorners):
         self.stage_ms = {}
         n = len(self._corners)
         if n < s.min_inliers:
-            return _rejected(f"reference has {n} corners < {s.min_inliers}", 0, 0)
+            reg = _rejected(f"reference has {n} corners < {s.min_inliers}", 0, 0)
+            return self._refined(gray, reg)
 
         t0 = time.perf_counter()
         pyr = self._builder.build(gray)
@@ -434,6 +467,36 @@ class OpenCVRegistrar(TrackedCorners):
         self.stage_ms = {"pyramid": _ms(t0, t1), "lk": _ms(t1, t2)}
         reg = fit_tracked(src, dst, n, scale, self._shape, s)
         self.stage_ms["homography"] = _ms(t2, time.perf_counter())
+        return self._refined(gray, reg)
+
+    def _refined(self, gray: F32, reg: Registration) -> Registration:
+        """The dense fallback for a rejected frame, then the local refinement
+        (:mod:`deblurd.pipeline.refine`) of an accepted one, as the settings ask."""
+        s, scale = self.settings, self._scale
+        if scale is None or self._shape is None:
+            return reg
+        t0 = time.perf_counter()
+        if not reg.accepted and s.dense_fallback:
+            fit = dense_homography(scale, gray)
+            H, tried, inliers = fit.homography, fit.tried, fit.inliers
+            reason = (
+                "no fit" if H is None
+                else f"{inliers} of {tried} flow samples fit ({inliers / tried:.2f} < "
+                f"{DENSE_MIN_INLIER_RATIO:g})" if inliers < DENSE_MIN_INLIER_RATIO * tried
+                else f"correlation {fit.ncc:.2f} < {DENSE_MIN_NCC:g}" if fit.ncc < DENSE_MIN_NCC
+                else f"sharpness {fit.sharpness:.2f} of the reference's < {DENSE_MIN_SHARPNESS:g}"
+                if fit.sharpness < DENSE_MIN_SHARPNESS
+                else implausible(H, self._shape, s)
+            )
+            if H is not None and reason is None:
+                reg = Registration(H, True, None, tried, inliers, math.nan, "dense")
+            else:  # the corners' statistics stay: they are the primary method
+                reg = dataclasses.replace(reg, reason=f"{reg.reason}; dense flow: {reason}")
+        if reg.accepted and s.refine:
+            residual = residual_field(scale, gray, reg.homography)
+            if residual is not None:
+                reg = dataclasses.replace(reg, residual=residual)
+        self.stage_ms["refine"] = _ms(t0, time.perf_counter())
         return reg
 
     def warp(self, image: F32, reg: Registration) -> tuple[F32, F32]:
@@ -446,7 +509,11 @@ class OpenCVRegistrar(TrackedCorners):
         """
         self._check_warp_input(image)
         t0 = time.perf_counter()
-        out = warp_homography(image, np.asarray(reg.homography, np.float64))
+        H = np.asarray(reg.homography, np.float64)
+        if reg.residual is not None and (image.ndim == 2 or image.shape[2] <= 4):
+            out = warp_with_residual(image, H, reg.residual)
+        else:
+            out = warp_homography(image, H)
         self.stage_ms = {"warp": _ms(t0, time.perf_counter())}
         return out
 

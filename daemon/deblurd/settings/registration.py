@@ -125,6 +125,30 @@ class RegistrationSettings(Section):
         "(|h20| W + |h21| H) above this rejects (a 1 degree yaw gives about 0.02 with a "
         "normal lens, 0.035 with a wide one)",
     )
+    refine: bool = Field(
+        True,
+        description="local refinement: a dense residual flow (DIS) measured after the "
+        "homography and smoothed is added to the warp, for rolling shutter, parallax and "
+        "lens distortion, which one homography cannot follow (CPU registrar only)",
+    )
+    dense_fallback: bool = Field(
+        True,
+        description="when the corners cannot be tracked or fitted (heavy or differing blur, "
+        "little texture), fit the homography to the dense flow instead; the plausibility "
+        "gate still applies (CPU registrar only)",
+    )
+    refine_max_side_px: int = Field(
+        640, ge=64, le=4096,
+        description="longer side of the image the dense flow runs on, px",
+    )
+    refine_smooth: float = Field(
+        0.04, gt=0.0, le=0.5,
+        description="std of the residual flow's smoothing, as a fraction of the longer side",
+    )
+    refine_max_px: float = Field(
+        24.0, gt=0.0, le=256.0,
+        description="largest residual displacement applied, full-resolution px",
+    )
     max_shift_fraction: float = Field(
         0.15,
         gt=0.0,
