@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,3 +33,36 @@ def small_burst_dir(tmp_path: Path) -> Path:
         for i, name in enumerate(frame_names(5))
     ]
     return write_burst(tmp_path / "burst", Burst(frames, infos, trigger_index=2))
+
+
+def write_black_png(path: Path, width: int, height: int) -> Path:
+    """A black RGB PNG of any size, built a row at a time (a 30000x30000 one is 2.6 MB)."""
+    row = b"\x00" * (1 + 3 * width)
+    rows = min(height, 64)
+    blocks, rest = divmod(height, rows)
+    z = zlib.compressobj(9)
+    # After a full flush the compressor starts afresh: identical blocks of rows compress to
+    # identical bytes, so the block is compressed once and repeated.
+    first = z.compress(row * rows) + z.flush(zlib.Z_FULL_FLUSH)
+    again = z.compress(row * rows) + z.flush(zlib.Z_FULL_FLUSH)
+    tail = z.compress(row * rest) + z.flush()
+    total = height * len(row)  # Adler-32 of that many zero bytes: a = 1, b = total
+    adler = struct.pack(">I", ((total % 65521) << 16) | 1)
+    idat = first + again * (blocks - 1) + tail[:-4] + adler
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+@pytest.fixture
+def black_png() -> Callable[[Path, int, int], Path]:
+    """``black_png(path, width, height)``: writes a black RGB PNG of any size, a
+    decompression bomb when large (issue 14)."""
+    return write_black_png

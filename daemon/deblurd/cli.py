@@ -26,20 +26,15 @@ from deblurd.settings.models import DeblurdSettings
 EX_FAILURE = 1
 
 
-def _check_folder(path: str) -> Path:
-    """Fail before any work when the file's folder is missing (no partial output)."""
-    p = Path(path)
-    folder = p.parent if str(p.parent) else Path(".")
-    if not folder.is_dir():
-        raise DeblurdError(f"{p}: output folder {folder} does not exist")
-    return p
-
-
 def _check_output_path(out: str) -> Path:
-    p = _check_folder(out)
+    """Fail before any work when the result image cannot be written there (no partial
+    output): its suffix, its folder, a folder in its place, permissions, name length."""
+    from deblurd.imaging import check_output_file
+
+    p = Path(out)
     if p.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise DeblurdError(f"{p}: output must end in .png, .jpg or .jpeg")
-    return p
+    return check_output_file(p)
 
 
 def run_settings(
@@ -178,15 +173,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_process(args: argparse.Namespace) -> int:
     from deblurd.burstdir import read_burst
-    from deblurd.imaging import atomic_write_bytes, write_image
+    from deblurd.imaging import atomic_write_files, check_output_file, encode_for_path
     from deblurd.inference.base import open_deblurrer
     from deblurd.pipeline.process import process_burst
 
     settings = load_settings(args.config)
     out = _check_output_path(args.output)
     if args.json:
-        _check_folder(args.json)
-    burst = read_burst(args.burst_dir)
+        check_output_file(args.json)
+        if Path(args.json).resolve() == out.resolve():
+            raise DeblurdError(f"{args.json}: the report would overwrite the image {out}")
+    limits = settings.limits
+    burst = read_burst(args.burst_dir, limits.max_frame_pixels, limits.max_burst_pixels)
     passes = args.unet or settings.inference.passes
     deblurrer = None
     if passes != "off":
@@ -196,11 +194,15 @@ def _cmd_process(args: argparse.Namespace) -> int:
     finally:
         if deblurrer is not None:
             deblurrer.close()
-    write_image(out, result.image)
+    files: list[tuple[str | os.PathLike[str], bytes]] = [(out, encode_for_path(out, result.image))]
     rep = result.report
     if args.json:
         doc = {"burst": str(Path(args.burst_dir)), "output": str(out), **rep.to_json()}
-        atomic_write_bytes(args.json, (json.dumps(doc, indent=2) + "\n").encode())
+        files.append((args.json, (json.dumps(doc, indent=2) + "\n").encode()))
+    try:  # both or neither
+        atomic_write_files(files)
+    except OSError as exc:
+        raise DeblurdError(f"cannot write {out}: {exc.strerror or exc}") from exc
     print(
         f"{out}: frame {rep.selected} selected, {len(rep.used)} fused, "
         f"{len(rep.rejected)} rejected, {rep.stage_ms.get('total', 0):.0f} ms"
@@ -214,7 +216,7 @@ def _cmd_deblur(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     out = _check_output_path(args.output)
-    image = read_rgb8(args.image)
+    image = read_rgb8(args.image, settings.limits.max_frame_pixels)
     inference = settings.inference.model_copy(update={"passes": "first"})
     deblurrer = open_deblurrer(inference)
     if deblurrer is None:  # pragma: no cover - passes forced to "first"
@@ -359,6 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``deblurd``: the exit status (a closed stdout or stderr ends it quietly)."""
+    from deblurd.console import run_main
+
+    return run_main(_main, argv)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -422,14 +422,20 @@ def check_output_file(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def write_image(path: str | os.PathLike[str], frame: U8Image, jpeg_quality: int = 92) -> Path:
-    """Encode by the file's extension (.png, .jpg/.jpeg) and write atomically."""
+def encode_for_path(path: str | os.PathLike[str], frame: U8Image, jpeg_quality: int = 92) -> bytes:
+    """Encode ``frame`` by the file's extension (.png, .jpg/.jpeg; none: PNG)."""
     p = Path(path)
     fmt = p.suffix.lower().lstrip(".") or "png"
     try:
-        data = encode_image(frame, "jpeg" if fmt in ("jpg", "jpeg") else fmt, jpeg_quality)
+        return encode_image(frame, "jpeg" if fmt in ("jpg", "jpeg") else fmt, jpeg_quality)
     except ImageError as exc:
         raise ImageError(f"{p}: {exc}") from exc
+
+
+def write_image(path: str | os.PathLike[str], frame: U8Image, jpeg_quality: int = 92) -> Path:
+    """Encode by the file's extension (.png, .jpg/.jpeg) and write atomically."""
+    p = Path(path)
+    data = encode_for_path(p, frame, jpeg_quality)
     try:
         return atomic_write_bytes(p, data)
     except OSError as exc:

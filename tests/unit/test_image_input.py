@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 import struct
 import threading
-import zlib
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -24,32 +24,6 @@ from deblurd.imaging import (
 from deblurd.settings.limits import DEFAULT_MAX_FRAME_PIXELS as SETTINGS_DEFAULT
 
 
-def black_png(path: Path, width: int, height: int) -> Path:
-    """A black RGB PNG of any size, built a row at a time (a 30000x30000 one is 2.6 MB)."""
-    row = b"\x00" * (1 + 3 * width)
-    rows = min(height, 64)
-    blocks, rest = divmod(height, rows)
-    z = zlib.compressobj(9)
-    # After a full flush the compressor starts afresh: identical blocks of rows compress to
-    # identical bytes, so the block is compressed once and repeated.
-    first = z.compress(row * rows) + z.flush(zlib.Z_FULL_FLUSH)
-    again = z.compress(row * rows) + z.flush(zlib.Z_FULL_FLUSH)
-    tail = z.compress(row * rest) + z.flush()
-    total = height * len(row)  # Adler-32 of that many zero bytes: a = 1, b = total
-    adler = struct.pack(">I", ((total % 65521) << 16) | 1)
-    idat = first + again * (blocks - 1) + tail[:-4] + adler
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
-    return path
-
-
 def png_bytes(h: int = 12, w: int = 16) -> bytes:
     img = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     ok, buf = cv2.imencode(".png", img)
@@ -61,7 +35,7 @@ def test_defaults_agree() -> None:
     assert DEFAULT_MAX_FRAME_PIXELS == SETTINGS_DEFAULT == 1 << 26
 
 
-def test_decompression_bomb_refused_from_its_header(tmp_path: Path) -> None:
+def test_decompression_bomb_refused_from_its_header(tmp_path: Path, black_png: Any) -> None:
     bomb = black_png(tmp_path / "bomb.png", 30000, 30000)
     assert bomb.stat().st_size < 3_000_000
     header = read_image_header(bomb)
@@ -71,7 +45,7 @@ def test_decompression_bomb_refused_from_its_header(tmp_path: Path) -> None:
         read_rgb8(bomb)  # decoding it would take 2.7 GB: this returns at once
 
 
-def test_limit_is_a_parameter(tmp_path: Path) -> None:
+def test_limit_is_a_parameter(tmp_path: Path, black_png: Any) -> None:
     small = black_png(tmp_path / "s.png", 40, 30)
     assert read_rgb8(small, max_pixels=1200).shape == (30, 40, 3)
     with pytest.raises(ImageError, match=r"40x30 is 0.0 MP"):
