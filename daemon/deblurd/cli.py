@@ -31,10 +31,10 @@ def _check_output_path(out: str) -> Path:
     output): its suffix, its folder, a folder in its place, permissions, name length."""
     from deblurd.imaging import check_output_file
 
-    p = Path(out)
+    p = check_output_file(out)
     if p.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise DeblurdError(f"{p}: output must end in .png, .jpg or .jpeg")
-    return check_output_file(p)
+    return p
 
 
 def run_settings(

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deblurd.errors import DeblurdError
-from deblurd.imaging import atomic_write_bytes
+from deblurd.imaging import atomic_write_bytes, check_output_file
 from deblurd.service.runtime import (
     check_ipc_access,
     client_endpoints,
     default_control_endpoint,
     default_results_endpoint,
     default_runtime_dir,
+    ipc_path,
 )
 
 if TYPE_CHECKING:
@@ -60,6 +63,12 @@ class ControlClient:
 
                 apply_client(sock, self._curve, self._endpoint)
             check_ipc_access(self._endpoint)
+            path = ipc_path(self._endpoint)
+            if path is not None and not path.exists():
+                raise DeblurdError(
+                    f"nothing answers at {self._endpoint}: {path} does not exist "
+                    "(is the daemon running?)"
+                )
             sock.connect(self._endpoint)
             sock.send_json(message)
             if not sock.poll(self._timeout_ms, zmq.POLLIN):
@@ -99,6 +108,51 @@ def _subscribe(endpoint: str, curve: ClientKeys | None = None) -> Any:
     return sock
 
 
+MAX_TIMEOUT_S = 86400.0
+_IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+
+def _seconds(text: str) -> float:
+    """A timeout on the command line: a finite number of seconds, above 0, at most a day
+    (``-1`` would wait forever, ``1e12`` overflows ZeroMQ's milliseconds)."""
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from exc
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S):
+        raise argparse.ArgumentTypeError(
+            f"{text}: must be above 0 and at most {MAX_TIMEOUT_S:.0f} s (one day)"
+        )
+    return value
+
+
+def check_result_path(output: str) -> Path:
+    """``trigger -o OUT``, checked before the capture is taken: ``.png``, ``.jpg`` or
+    ``.jpeg``, and a file that can be written there (see ``imaging.check_output_file``)."""
+    p = check_output_file(output)
+    if p.suffix.lower() not in _IMAGE_SUFFIXES:
+        raise DeblurdError(f"{p}: output must end in .png, .jpg or .jpeg")
+    return p
+
+
+def _image_for(output: str, data: bytes) -> bytes:
+    """The result's encoded image as the file name's suffix wants it: the daemon's bytes
+    when they are of that format, else re-encoded (a daemon set to JPEG, ``-o x.png``)."""
+    want = _IMAGE_SUFFIXES[Path(output).suffix.lower()]
+    have = "png" if data.startswith(b"\x89PNG") else "jpeg" if data.startswith(b"\xff\xd8") else "?"
+    if have == want:
+        return data
+    import cv2
+    import numpy as np
+
+    from deblurd.imaging import encode_image
+
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DeblurdError(f"{output}: the daemon's result image cannot be decoded")
+    return encode_image(np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), np.uint8), want)
+
+
 def _wait_for_result(sub: Any, capture_id: str, timeout_s: float, output: str | None) -> int:
     import zmq
 
@@ -113,7 +167,10 @@ def _wait_for_result(sub: Any, capture_id: str, timeout_s: float, output: str | 
             return 1
         if topic == "result":
             if output and len(parts) > 2:
-                atomic_write_bytes(output, parts[2])
+                try:
+                    atomic_write_bytes(output, _image_for(output, parts[2]))
+                except OSError as exc:
+                    raise DeblurdError(f"{output}: cannot write: {exc.strerror or exc}") from exc
                 print(f"saved {output}")
             return 0
     print(f"deblurctl: no result for {capture_id} within {timeout_s:.0f} s", file=sys.stderr)
@@ -215,6 +272,13 @@ def format_status(reply: dict[str, Any], now_ns: int | None = None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``deblurctl``: the exit status (a closed stdout or stderr ends it quietly)."""
+    from deblurd.console import run_main
+
+    return run_main(_main, argv)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deblurctl", description="Talk to a running deblurd.")
     parser.add_argument(
         "--control",
@@ -227,7 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="ENDPOINT",
         help="the daemon's results endpoint (default: results.sock beside the control socket)",
     )
-    parser.add_argument("--timeout", type=float, default=5.0, help="reply timeout, s")
+    parser.add_argument(
+        "--timeout", type=_seconds, default=5.0, help="reply timeout, s (above 0, at most a day)"
+    )
     parser.add_argument(
         "--server-key",
         metavar="FILE",
@@ -243,11 +309,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     t = sub.add_parser("trigger", help="press the shutter")
     t.add_argument("--wait", action="store_true", help="wait for the result")
     t.add_argument("-o", "--output", metavar="OUT", help="save the result image (implies --wait)")
-    t.add_argument("--wait-timeout", type=float, default=60.0, help="result timeout, s")
+    t.add_argument("--wait-timeout", type=_seconds, default=60.0, help="result timeout, s")
     st = sub.add_parser("status", help="print the daemon's state (a table)")
     st.add_argument("--json", action="store_true", help="print the raw status reply (JSON)")
     sub.add_parser("ping", help="check the daemon answers")
-    sub.add_parser("watch", help="print every event, result and error as it is published")
+    w = sub.add_parser("watch", help="print every event, result and error as it is published")
+    w.add_argument(
+        "--forever",
+        action="store_true",
+        help="wait even when no daemon answers (yet); without it, watch first checks that "
+        "one answers on the control socket within --timeout",
+    )
     args = parser.parse_args(argv)
     ends = client_endpoints(args.control, args.results)
     args.control, args.results = ends.control, ends.results
@@ -256,10 +328,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         curve = _load_curve(args.server_key, args.client_key)
         if args.command == "watch":
+            if args.forever:
+                print(f"deblurctl: watching {args.results}", file=sys.stderr, flush=True)
+            else:  # a daemon must answer, else watching would be silence forever
+                ControlClient(args.control, args.timeout, curve).request({"cmd": "ping"})
             sock = _subscribe(args.results, curve)
             while True:
                 parts = sock.recv_multipart()
                 print(f"{parts[0].decode('ascii', 'replace')}: {parts[1].decode()}", flush=True)
+        if args.command == "trigger" and args.output is not None:
+            check_result_path(args.output)  # before the capture is taken
         client = ControlClient(args.control, args.timeout, curve)
         if args.command == "trigger":
             wait = args.wait or args.output is not None

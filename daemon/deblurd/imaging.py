@@ -406,12 +406,18 @@ def check_output_file(path: str | os.PathLike[str]) -> Path:
     :class:`OutputError` naming the path and the reason."""
     p = Path(path)
     folder = p.parent if str(p.parent) else Path(".")
-    if p.is_dir():
+    try:
+        mode: int | None = p.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    except OSError as exc:  # ENAMETOOLONG, ELOOP, EACCES on the way
+        raise OutputError(f"{p}: cannot write there: {exc.strerror or exc}") from exc
+    if mode is not None and stat.S_ISDIR(mode):
         raise OutputError(f"{p}: is a folder; give a file name")
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
         raise OutputError(f"{p}: output folder {folder} {what}")
-    if p.exists() and not p.is_file():
+    if mode is not None and not stat.S_ISREG(mode):
         raise OutputError(f"{p}: exists and is not a regular file")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=folder)
