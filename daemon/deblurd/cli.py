@@ -2,7 +2,8 @@
 
 Subcommands: ``run`` (the daemon), ``process`` (the whole method on a saved burst),
 ``deblur`` (single-frame U-Net), ``simulate`` (write a synthetic burst), ``check-config``
-(validate a config), ``keys`` (CURVE keys for tcp:// endpoints).
+(validate a config), ``keys`` (CURVE keys for tcp:// endpoints), ``export-triton`` (a
+Triton model repository of the U-Nets).
 Errors of our own print one line naming the file or key and exit non-zero (78 for
 config errors); nothing half-written is left behind.
 """
@@ -174,7 +175,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_process(args: argparse.Namespace) -> int:
     from deblurd.burstdir import read_burst
     from deblurd.imaging import atomic_write_files, check_output_file, encode_for_path
-    from deblurd.inference.base import open_deblurrer
+    from deblurd.inference.base import runtime_report
+    from deblurd.inference.factory import open_deblurrer
     from deblurd.pipeline.process import process_burst
 
     settings = load_settings(args.config)
@@ -191,13 +193,19 @@ def _cmd_process(args: argparse.Namespace) -> int:
         deblurrer = open_deblurrer(settings.inference.model_copy(update={"passes": passes}))
     try:
         result = process_burst(burst, settings, deblurrer, passes)
+        inference_report = runtime_report(deblurrer)
     finally:
         if deblurrer is not None:
             deblurrer.close()
     files: list[tuple[str | os.PathLike[str], bytes]] = [(out, encode_for_path(out, result.image))]
     rep = result.report
     if args.json:
-        doc = {"burst": str(Path(args.burst_dir)), "output": str(out), **rep.to_json()}
+        doc = {
+            "burst": str(Path(args.burst_dir)),
+            "output": str(out),
+            **rep.to_json(),
+            "inference": inference_report,
+        }
         files.append((args.json, (json.dumps(doc, indent=2) + "\n").encode()))
     try:  # both or neither
         atomic_write_files(files)
@@ -212,7 +220,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
 
 def _cmd_deblur(args: argparse.Namespace) -> int:
     from deblurd.imaging import linear_to_srgb, read_rgb8, srgb_to_linear, write_image
-    from deblurd.inference.base import open_deblurrer
+    from deblurd.inference.factory import open_deblurrer
 
     settings = load_settings(args.config)
     out = _check_output_path(args.output)
@@ -260,13 +268,15 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
     """Build the TensorRT plan for this device from the configured ONNX model."""
     from deblurd.inference.base import resolve_model_path
     from deblurd.inference.tensorrt import build_engine, default_state_dir
-    from deblurd.settings.inference import TensorRTSettings
+    from deblurd.settings.inference import TensorRTSettings, TritonSettings
 
     settings = load_settings(args.config or os.environ.get("DEBLURD_CONFIG") or None)
     runtime = settings.inference.runtime
     if isinstance(runtime, TensorRTSettings):
         model, tile = runtime.model, runtime.tile
         state_dir = Path(runtime.state_dir) if runtime.state_dir else default_state_dir()
+    elif isinstance(runtime, TritonSettings):  # its model is a server's: the local one
+        model, tile, state_dir = runtime.local_model, runtime.tile, default_state_dir()
     else:
         model, tile, state_dir = runtime.model, runtime.tile, default_state_dir()
     tile = args.tile or tile
@@ -278,6 +288,31 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
         path = resolve_model_path(onnx)
         plan = build_engine(path, state_dir, tile)
         print(f"{plan}: TensorRT plan for {path} (tile {tile} px)")
+    return 0
+
+
+def _cmd_export_triton(args: argparse.Namespace) -> int:
+    """Write a Triton model repository of the U-Nets (DESIGN §4)."""
+    from deblurd.inference.triton_export import export_repository
+
+    if args.instances < 1:
+        raise DeblurdError(f"--instances {args.instances}: at least 1")
+    models = [(args.name, args.model)]
+    if args.second_model:
+        models.append((args.second_name, args.second_model))
+    folders = export_repository(
+        args.directory,
+        models,
+        max_batch=args.max_batch,
+        queue_delay_us=args.queue_delay_us,
+        device=args.device,
+        instances=args.instances,
+        tensorrt=args.tensorrt,
+    )
+    for folder in folders:
+        print(f"{folder}: config.pbtxt, 1/model.onnx")
+    print(f"serve: tritonserver --model-repository {Path(args.directory).resolve()} "
+          "(docs/guides/triton-server.md)")  # fmt: skip
     return 0
 
 
@@ -353,6 +388,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--tile", type=_tile_side, help="profile/tile side, px, multiple of 16 (default: config's)"
     )
     p.set_defaults(func=_cmd_build_engine)
+
+    p = sub.add_parser(
+        "export-triton", help="write a Triton Inference Server model repository of the U-Nets"
+    )
+    p.add_argument("directory", metavar="DIR", help="the model repository (tritonserver "
+                   "--model-repository DIR); model folders in it are replaced")  # fmt: skip
+    p.add_argument("--model", default="engines/unet.onnx", metavar="ONNX",
+                   help="first-pass network (default: %(default)s)")  # fmt: skip
+    p.add_argument("--second-model", default="engines/unet-second.onnx", metavar="ONNX",
+                   help="second-pass network; '' = none (default: %(default)s)")  # fmt: skip
+    p.add_argument("--name", default="deblurd_unet",
+                   help="Triton name of the first (inference.runtime.model)")  # fmt: skip
+    p.add_argument("--second-name", default="deblurd_unet_second",
+                   help="Triton name of the second (inference.runtime.second_model)")  # fmt: skip
+    p.add_argument("--max-batch", type=int, default=8, metavar="N",
+                   help="max_batch_size, dynamic batching; 0 = none (default 8)")  # fmt: skip
+    p.add_argument("--queue-delay-us", type=int, default=2000, metavar="US",
+                   help="dynamic batching's max queue delay, µs (default 2000)")  # fmt: skip
+    p.add_argument("--device", choices=("gpu", "cpu", "both"), default="gpu",
+                   help="instance groups: KIND_GPU, KIND_CPU or both (default gpu)")  # fmt: skip
+    p.add_argument("--instances", type=int, default=1, metavar="N",
+                   help="instances per group (default 1)")  # fmt: skip
+    p.add_argument("--tensorrt", choices=("off", "fp32", "fp16"), default="off",
+                   help="ONNX Runtime backend's TensorRT accelerator (GPU servers)")  # fmt: skip
+    p.set_defaults(func=_cmd_export_triton)
 
     p = sub.add_parser("check-config", help="validate a config file (exit 78 on error)")
     p.add_argument("path", metavar="PATH")

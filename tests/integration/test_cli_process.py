@@ -70,7 +70,7 @@ def test_process_is_cleaner_than_the_selected_frame_over_seeds() -> None:
     """Over several simulated bursts, with the default settings and the shipped U-Nets:
     never worse than the selected frame, clearly better on average (the full-size
     evaluation in tools/evaluate.py measures the real margin)."""
-    from deblurd.inference.base import open_deblurrer
+    from deblurd.inference.factory import open_deblurrer
     from deblurd.pipeline.process import process_burst
     from deblurd.settings.models import DeblurdSettings
     from deblurd.sim.burst import SimParams, simulate_burst

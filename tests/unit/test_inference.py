@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from deblurd.errors import InferenceError
-from deblurd.inference.base import input_noise_sigma, open_deblurrer
+from deblurd.inference.base import input_noise_sigma
+from deblurd.inference.factory import open_deblurrer
 from deblurd.inference.onnx import OnnxDeblurrer, _srgb_float_to_linear
 from deblurd.inference.tiling import run_tiled
 from deblurd.settings.inference import InferenceSettings, OnnxRuntimeSettings

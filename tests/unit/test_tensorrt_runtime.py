@@ -139,7 +139,7 @@ def test_build_engine_then_the_daemon_loads_both_networks(
     runtime is two TensorRT plans, one per pass; without a plan for this device it is a
     clear error, or onnxruntime when the config allows the fallback."""
     install_fake_tensorrt(monkeypatch)
-    from deblurd.inference.base import open_deblurrer
+    from deblurd.inference.factory import open_deblurrer
     from deblurd.settings.load import load_settings
 
     cfg = tmp_path / "trt.toml"
@@ -172,7 +172,7 @@ def test_the_daemon_builds_a_missing_or_stale_plan_at_start(
     (another TensorRT version) rebuilds them and removes the stale ones; ``build_plans =
     false`` refuses with the fix instead."""
     _, trt = install_fake_tensorrt(monkeypatch, version="10.3.0")
-    from deblurd.inference.base import open_deblurrer
+    from deblurd.inference.factory import open_deblurrer
     from deblurd.settings.load import load_settings
 
     cfg = tmp_path / "trt.toml"

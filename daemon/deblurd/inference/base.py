@@ -1,21 +1,20 @@
 """The inference interface of the U-Net step (stages 2 and 5 of the method).
 
 A :class:`Deblurrer` takes one linear-light RGB image and returns its deblurred version
-of the same shape. Runtimes (onnxruntime everywhere, TensorRT on Jetson) implement it;
-:func:`open_deblurrer` picks one from the config. The pipeline only sees this protocol.
+of the same shape. Runtimes (onnxruntime everywhere, TensorRT on Jetson, a Triton server)
+implement it; :func:`deblurd.inference.factory.open_deblurrer` picks one from the config.
+The pipeline only sees this protocol; this module imports no runtime.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from deblurd.errors import InferenceError
 from deblurd.pipeline.noise import estimate_noise_sigma
-from deblurd.settings.inference import InferenceSettings
 
 Pass = Literal["first", "second"]
 
@@ -83,48 +82,23 @@ class TwoPassDeblurrer:
         self.second.close()
 
 
-def open_deblurrer(settings: InferenceSettings) -> Deblurrer | None:
-    """The configured runtime, or ``None`` when ``passes = "off"``; with
-    ``second_model`` and ``passes = "both"``, a :class:`TwoPassDeblurrer`.
+def runtime_report(deblurrer: Deblurrer | None) -> dict[str, Any]:
+    """What a job's report says of the runtime: ``runtime`` (its name, or ``off``) and
+    ``notes`` (what the runtime had to do since the last call, e.g. a Triton pass that
+    fell back to the local network; taken, so each note is in one report only), and
+    ``fallback`` (whether any pass fell back)."""
+    if deblurrer is None:
+        return {"runtime": "off", "notes": [], "fallback": False}
+    take = getattr(deblurrer, "take_notes", None)
+    notes = [str(n) for n in take()] if callable(take) else []
+    return {"runtime": deblurrer.name, "notes": notes, "fallback": bool(notes)}
 
-    Raises :class:`InferenceError` naming the model file and the fix when it cannot load.
-    """
-    if settings.passes == "off":
+
+def remote_status(deblurrer: Deblurrer | None) -> dict[str, Any] | None:
+    """The runtime's server, request counts and latency (the status reply's
+    ``inference_remote``) when it runs on a server; None for local runtimes."""
+    status = getattr(deblurrer, "remote_status", None)
+    if not callable(status):
         return None
-    first = _open_runtime(settings, settings.runtime.model)
-    if settings.passes != "both" or not settings.second_model:
-        return first
-    try:
-        second = _open_runtime(settings, settings.second_model)
-    except BaseException:
-        first.close()
-        raise
-    return TwoPassDeblurrer(first, second)
-
-
-def _open_runtime(settings: InferenceSettings, model: str) -> Deblurrer:
-    """The configured runtime on ``model`` (an ONNX path; TensorRT loads its plan)."""
-    runtime = settings.runtime
-    if runtime.type == "onnxruntime":
-        from deblurd.inference.onnx import OnnxDeblurrer
-
-        return OnnxDeblurrer(runtime, model)
-    from pathlib import Path
-
-    from deblurd.inference.onnx import OnnxDeblurrer
-    from deblurd.inference.tensorrt import TensorRTDeblurrer, default_state_dir, ensure_plan
-    from deblurd.settings.inference import OnnxRuntimeSettings
-
-    try:
-        state_dir = Path(runtime.state_dir) if runtime.state_dir else default_state_dir()
-        path = resolve_model_path(model)
-        if runtime.build_plans:
-            ensure_plan(path, state_dir, runtime.tile)
-        return TensorRTDeblurrer(path, state_dir, runtime.tile)
-    except InferenceError as exc:
-        if not runtime.fallback_to_onnxruntime:
-            raise
-        import logging
-
-        logging.getLogger(__name__).warning("TensorRT unavailable (%s); using onnxruntime", exc)
-        return OnnxDeblurrer(OnnxRuntimeSettings(model=model))
+    doc: dict[str, Any] = status()
+    return doc

@@ -13,6 +13,7 @@ padded by reflection and cropped back.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,54 @@ TILE_OVERLAP = 160  # px shared by neighbouring tiles (blended, run_tiled): the 
 # with the ramp's zero outer quarter 0.67 (first pass) and 0.57 (second pass).
 
 
+def network_inputs(srgb: F32, noise: float, multiple: int) -> tuple[F32, F32]:
+    """The network's two inputs for one tile: ``image`` ``float32 (1, 3, H', W')`` (the tile
+    ``(h, w, 3)`` reflect-padded up to multiples of ``multiple``) and ``noise``
+    ``float32 (1, 1, H', W')`` filled with ``noise``. Every runtime feeds exactly these."""
+    h, w = srgb.shape[:2]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    padded = np.pad(srgb, ((0, ph), (0, pw), (0, 0)), mode="reflect") if ph or pw else srgb
+    image = np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32)
+    noise_map = np.full((1, 1, *padded.shape[:2]), noise, dtype=np.float32)
+    return image, noise_map
+
+
+def network_output(out: npt.NDArray[Any], h: int, w: int) -> F32:
+    """The network's output ``(1, 3, H', W')`` back to the tile's ``float32 (h, w, 3)``."""
+    result: F32 = np.asarray(out[0].transpose(1, 2, 0)[:h, :w], dtype=np.float32)
+    return result
+
+
+def run_network_tiled(
+    srgb: F32,
+    run: Callable[[F32, float], F32],
+    tile: int,
+    multiple: int,
+    noise: float | None = None,
+) -> F32:
+    """The tile plan every runtime shares: check ``srgb`` ``float32 (H, W, 3)``, measure
+    its noise on the whole image (when ``noise`` is None), and call ``run(tile, noise)`` on
+    overlapping tiles (:func:`~deblurd.inference.tiling.run_padded_tiled`, overlap
+    :data:`TILE_OVERLAP`); the same plan gives the same output on any runtime."""
+    if srgb.ndim != 3 or srgb.shape[2] != 3:
+        raise InferenceError(f"expected (H, W, 3) image, got {srgb.shape}")
+    if min(srgb.shape[:2]) < multiple:
+        raise InferenceError(
+            f"image {srgb.shape[1]}x{srgb.shape[0]} is too small for the network "
+            f"(at least {multiple} px each side)"
+        )
+    sigma = input_noise_sigma(srgb) if noise is None else noise
+    return run_padded_tiled(srgb, lambda t: run(t, sigma), tile, TILE_OVERLAP, multiple)
+
+
 # sRGB decode for float inputs (the LUT in imaging is for uint8 codes).
-def _srgb_float_to_linear(x: F32) -> F32:
+def srgb_float_to_linear(x: F32) -> F32:
     x = np.clip(x, 0.0, 1.0)
     out = np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
     return out.astype(np.float32)
+
+
+_srgb_float_to_linear = srgb_float_to_linear  # the name tensorrt.py and tests import
 
 
 def _check_onnx_header(path: Path) -> None:
@@ -100,43 +144,27 @@ class OnnxDeblurrer:
         self.path = path
 
     def _run(self, srgb: F32, noise: float) -> F32:
-        h, w = srgb.shape[:2]
-        m = self.multiple
-        ph, pw = (-h) % m, (-w) % m
-        padded = np.pad(srgb, ((0, ph), (0, pw), (0, 0)), mode="reflect") if ph or pw else srgb
-        feed: dict[str, F32] = {
-            self._image_name: np.ascontiguousarray(padded.transpose(2, 0, 1)[None])
-        }
+        image, noise_map = network_inputs(srgb, noise, self.multiple)
+        feed: dict[str, F32] = {self._image_name: image}
         if self._noise_name is not None:
-            feed[self._noise_name] = np.full((1, 1, *padded.shape[:2]), noise, dtype=np.float32)
+            feed[self._noise_name] = noise_map
         try:
             (out,) = self._session.run(None, feed)
         except Exception as exc:
             raise InferenceError(f"{self.name}: inference failed: {exc}") from exc
-        result: F32 = np.asarray(out[0].transpose(1, 2, 0)[:h, :w], dtype=np.float32)
-        return result
+        return network_output(out, srgb.shape[0], srgb.shape[1])
 
     def deblur_srgb(self, srgb: F32, noise: float | None = None) -> F32:
         """Deblur sRGB-encoded ``float32 (H, W, 3)`` in [0, 1], tiled; same shape out.
 
         ``noise``: the noise-level input (sRGB units); measured on the whole image
         (:func:`~deblurd.inference.base.input_noise_sigma`, before tiling) when None."""
-        if srgb.ndim != 3 or srgb.shape[2] != 3:
-            raise InferenceError(f"expected (H, W, 3) image, got {srgb.shape}")
-        if min(srgb.shape[:2]) < self.multiple:
-            raise InferenceError(
-                f"image {srgb.shape[1]}x{srgb.shape[0]} is too small for the network "
-                f"(at least {self.multiple} px each side)"
-            )
-        sigma = input_noise_sigma(srgb) if noise is None else noise
-        return run_padded_tiled(
-            srgb, lambda t: self._run(t, sigma), self._tile, TILE_OVERLAP, self.multiple
-        )
+        return run_network_tiled(srgb, self._run, self._tile, self.multiple, noise)
 
     def deblur(self, image: F32, pass_: Pass) -> F32:
         """Linear ``float32 (H, W, 3)`` in, linear out (the network works in sRGB)."""
         out = self.deblur_srgb(linear_to_srgb_float(image))
-        return _srgb_float_to_linear(out)
+        return srgb_float_to_linear(out)
 
     def close(self) -> None:
         self._session = None

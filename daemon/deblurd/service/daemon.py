@@ -33,8 +33,9 @@ import zmq
 from deblurd import __version__
 from deblurd.camera.base import CameraBackend, CameraError, FrameMeta
 from deblurd.camera.ring import FrameRing, capacity_for_budget
-from deblurd.errors import DeblurdError
-from deblurd.inference.base import Deblurrer, open_deblurrer
+from deblurd.errors import DeblurdError, InferenceError
+from deblurd.inference.base import Deblurrer, remote_status, runtime_report
+from deblurd.inference.factory import open_deblurrer
 from deblurd.service import runtime
 from deblurd.service.auth import SocketSecurity
 from deblurd.service.control import ControlServer, Handler, RequestError, check_no_fields
@@ -176,9 +177,17 @@ class Daemon:
         self.deblurrer = open_deblurrer(s.inference)
         if self.deblurrer is not None:
             t0 = time.perf_counter()
-            self.deblurrer.deblur(np.zeros((h, w, 3), np.float32), "first")
-            log.info("U-Net %s warm in %.0f ms", self.deblurrer.name,
-                     (time.perf_counter() - t0) * 1000)  # fmt: skip
+            try:
+                self.deblurrer.deblur(np.zeros((h, w, 3), np.float32), "first")
+            except InferenceError as exc:
+                if remote_status(self.deblurrer) is None:
+                    raise
+                # A server that is down is the jobs' error (or their fallback), not ours.
+                log.warning("U-Net %s not warm: %s", self.deblurrer.name, exc)
+            else:
+                log.info("U-Net %s warm in %.0f ms", self.deblurrer.name,
+                         (time.perf_counter() - t0) * 1000)  # fmt: skip
+            runtime_report(self.deblurrer)  # the warm-up's notes are no job's
 
         self.worker = CaptureWorker(
             s, camera, self.ring, self.deblurrer, self._pub(), self.store, self.status, self.jobs
@@ -297,7 +306,9 @@ class Daemon:
                 "frames_missed": ring.frames_missed if ring else 0,
             },
             worker_alive=self.worker.alive() if self.worker else False,
-        )
+            **({} if (remote := remote_status(self.deblurrer)) is None
+               else {"inference_remote": remote}),
+        )  # fmt: skip
 
     def _cmd_ping(self, request: dict[str, Any], _received_ns: int) -> dict[str, Any]:
         check_no_fields(request)

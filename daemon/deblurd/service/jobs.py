@@ -38,7 +38,7 @@ from deblurd.camera.base import CameraBackend, CameraError, FrameMeta
 from deblurd.camera.ring import FrameRing
 from deblurd.errors import DeblurdError
 from deblurd.imaging import U8Image, encode_image
-from deblurd.inference.base import Deblurrer
+from deblurd.inference.base import Deblurrer, runtime_report
 from deblurd.pipeline.decision import exposure_gain
 from deblurd.pipeline.process import complete_burst, plan_burst
 from deblurd.service.publisher import Publisher
@@ -264,6 +264,7 @@ class CaptureWorker:
             return now
 
         t = time.perf_counter()
+        runtime_report(self.deblurrer)  # drops notes of an earlier job that failed
         fps = self.camera.fps or s.camera.fps
         wait_s = (s.selection.frames_after + 1) / fps + s.service.window_margin_s
         # The press on the sensor's clock (the sim camera's may lag the wall clock).
@@ -347,6 +348,7 @@ class CaptureWorker:
             ],
             "decision": report["decision"],
             "report": report,
+            "inference": runtime_report(self.deblurrer),  # e.g. a Triton pass run locally
         }
         self._check_abort()
         if s.output.save_bursts:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from deblurd.settings.base import Section
 
@@ -54,7 +54,90 @@ class TensorRTSettings(Section):
     )
 
 
-RuntimeSettings = Annotated[OnnxRuntimeSettings | TensorRTSettings, Field(discriminator="type")]
+_HOST_PORT = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$"
+
+
+class TritonSettings(Section):
+    """A Triton Inference Server runs the U-Net passes (`deblurd export-triton` writes its
+    model repository); registration and fusion stay on this device."""
+
+    type: Literal["triton"] = Field("triton", description="runtime tag")
+    url: str = Field(
+        "localhost:8001",
+        pattern=_HOST_PORT,
+        description="the server's HOST:PORT, no scheme (Triton's defaults: 8001 gRPC, 8000 "
+        "HTTP)",
+    )
+    protocol: Literal["grpc", "http"] = Field(
+        "grpc", description="grpc | http (both the Open Inference Protocol)"
+    )
+    model: str = Field(
+        "deblurd_unet",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Triton model name of the first pass (single frames)",
+    )
+    second_model: str = Field(
+        "deblurd_unet_second",
+        pattern=r"^([A-Za-z0-9_.-]+)?$",
+        description="Triton model name of the second pass (fused images); empty = `model` "
+        "serves both passes",
+    )
+    model_version: str = Field(
+        "", pattern=r"^([0-9]+)?$", description="model version to ask for; empty = the "
+        "server's policy (latest)"
+    )
+    timeout_s: float = Field(
+        30.0,
+        gt=0.0,
+        le=600.0,
+        description="longest wait for one request (one tile), s: a slower answer fails the "
+        "pass",
+    )
+    connect_timeout_s: float = Field(
+        5.0, gt=0.0, le=120.0, description="longest wait to connect and read the model's "
+        "metadata, s"
+    )
+    tile: int = Field(
+        2048,
+        ge=64,
+        le=4096,
+        description="tile side, px, as inference.runtime.tile of onnxruntime: larger images "
+        "travel in overlapping tiles (one request each), smaller ones whole",
+    )
+    ssl: bool = Field(False, description="TLS to the server (a proxy in front of Triton)")
+    ssl_ca_file: str | None = Field(
+        None, description="PEM CA bundle that signed the server's certificate; unset = "
+        "the system's"
+    )
+    ssl_cert_file: str | None = Field(
+        None, description="PEM client certificate (mutual TLS); needs ssl_key_file"
+    )
+    ssl_key_file: str | None = Field(None, description="PEM private key of ssl_cert_file")
+    fallback: Literal["none", "local"] = Field(
+        "none",
+        description="none: a server that is down, slow or answers garbage fails the job | "
+        "local: the pass runs on this device with onnxruntime (local_model, "
+        "inference.second_model) and the job's report says so",
+    )
+    local_model: str = Field(
+        "engines/unet.onnx", description="ONNX model of the first pass for fallback = local"
+    )
+    local_threads: int = Field(
+        0, ge=0, le=64, description="onnxruntime intra-op threads of the fallback, 0 = all cores"
+    )
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> TritonSettings:
+        if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+            raise ValueError("ssl_cert_file and ssl_key_file go together (mutual TLS)")
+        if not self.ssl and any((self.ssl_ca_file, self.ssl_cert_file, self.ssl_key_file)):
+            raise ValueError("ssl_* files are set but ssl = false")
+        return self
+
+
+RuntimeSettings = Annotated[
+    OnnxRuntimeSettings | TensorRTSettings | TritonSettings, Field(discriminator="type")
+]
 
 
 class InferenceSettings(Section):

@@ -1,0 +1,172 @@
+"""Serve deblurd's U-Nets from a real Triton Inference Server on a CPU-only machine.
+
+PyTriton (``nvidia-pytriton``) starts Triton's own server binary and binds Python
+functions as its models; each function here runs the ONNX network with onnxruntime, under
+the model names, inputs, outputs and dims that ``deblurd export-triton`` writes (read from
+the same ONNX files by :func:`deblurd.inference.triton_export.read_spec`). The triton tests
+and ``tools/bench_fleet.py`` start it; run it from the venv made from Debian's own Python
+(``.venv-triton``: PyTriton 0.7's Python-backend stub fails under pyenv's 3.11.7)::
+
+    .venv-triton/bin/python tools/triton_serve.py --grpc-port 8001 --http-port 8000
+
+It prints ``READY grpc=PORT http=PORT`` when every model is loaded, and serves until
+SIGTERM/SIGINT. ``--test-models`` adds broken models for the tests: ``deblurd_unet_slow``
+(answers after ``--slow-s``), ``deblurd_unet_garbage`` (half-size output),
+``deblurd_unet_nan`` (NaN output) and ``deblurd_unet_wrong`` (4-channel image input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "daemon"))
+
+from deblurd.inference.triton_export import (  # noqa: E402
+    ModelSpec,
+    batch_dynamic_onnx,
+    read_spec,
+)
+
+
+def _session(spec: ModelSpec, threads: int) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(
+        batch_dynamic_onnx(spec.onnx), sess_options=opts, providers=["CPUExecutionProvider"]
+    )
+
+
+def _bind(triton: Any, spec: ModelSpec, fn: Any, max_batch: int, delay_us: int,
+          image_channels: int | None = None) -> None:  # fmt: skip
+    from pytriton.decorators import batch
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+
+    def tensor(name: str, dims: tuple[int, ...]) -> Any:
+        shape = dims if max_batch > 0 else (1, *dims)
+        return Tensor(name=name, dtype=np.float32, shape=shape)
+
+    inputs = [
+        tensor(t.name, (image_channels, *t.dims[1:]) if image_channels and t.dims[0] == 3
+               else t.dims)
+        for t in spec.inputs
+    ]  # fmt: skip
+    outputs = [tensor(t.name, t.dims) for t in spec.outputs]
+    out_name = spec.outputs[0].name
+    if max_batch > 0:
+        config = ModelConfig(
+            max_batch_size=max_batch,
+            batcher=DynamicBatcher(max_queue_delay_microseconds=delay_us),
+        )
+
+        @batch  # type: ignore[untyped-decorator]
+        def infer(**arrays: np.ndarray) -> dict[str, np.ndarray]:
+            return {out_name: fn(arrays)}
+
+        triton.bind(spec.name, infer, inputs, outputs, config=config, strict=True)
+    else:
+        config = ModelConfig(batching=False)
+
+        def infer_each(requests: list[Any]) -> list[dict[str, np.ndarray]]:
+            return [{out_name: fn(dict(r.items()))} for r in requests]
+
+        triton.bind(spec.name, infer_each, inputs, outputs, config=config, strict=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--model", default="engines/unet.onnx")
+    parser.add_argument("--second-model", default="engines/unet-second.onnx")
+    parser.add_argument("--max-batch", type=int, default=8, help="0 = no batching")
+    parser.add_argument("--queue-delay-us", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model")
+    parser.add_argument("--test-models", action="store_true")
+    parser.add_argument("--slow-s", type=float, default=3.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    from pytriton.triton import Triton, TritonConfig
+
+    specs = [read_spec("deblurd_unet", ROOT / args.model if not Path(args.model).is_absolute()
+                       else args.model)]  # fmt: skip
+    if args.second_model:
+        second = Path(args.second_model)
+        specs.append(read_spec("deblurd_unet_second", second if second.is_absolute()
+                               else ROOT / second))  # fmt: skip
+    config = TritonConfig(
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+        log_verbose=0,
+    )
+    triton = Triton(config=config)
+
+    def network(spec: ModelSpec) -> Any:
+        session = _session(spec, args.threads)
+        names = [t.name for t in spec.inputs]
+
+        def run(arrays: dict[str, np.ndarray]) -> np.ndarray:
+            out: np.ndarray = session.run(None, {n: arrays[n] for n in names})[0]
+            return out
+
+        return run
+
+    for spec in specs:
+        _bind(triton, spec, network(spec), args.max_batch, args.queue_delay_us)
+    if args.test_models:
+        base = specs[0]
+        run = network(base)
+
+        def slow(arrays: dict[str, np.ndarray]) -> np.ndarray:
+            time.sleep(args.slow_s)
+            return run(arrays)
+
+        def garbage(arrays: dict[str, np.ndarray]) -> np.ndarray:
+            out: np.ndarray = run(arrays)[:, :, ::2, ::2].copy()
+            return out
+
+        def nan(arrays: dict[str, np.ndarray]) -> np.ndarray:
+            out: np.ndarray = np.full_like(run(arrays), np.nan)
+            return out
+
+        for suffix, fn in (("slow", slow), ("garbage", garbage), ("nan", nan)):
+            renamed = ModelSpec(f"{base.name}_{suffix}", base.onnx, base.inputs, base.outputs,
+                                base.multiple)  # fmt: skip
+            _bind(triton, renamed, fn, args.max_batch, args.queue_delay_us)
+        wrong = ModelSpec(f"{base.name}_wrong", base.onnx, base.inputs, base.outputs,
+                          base.multiple)  # fmt: skip
+        _bind(triton, wrong, run, args.max_batch, args.queue_delay_us, image_channels=4)
+
+    def stop(_sig: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    triton.run()  # starts tritonserver, waits until every model is loaded
+    print(f"READY grpc={args.grpc_port} http={args.http_port} pid={os.getpid()}", flush=True)
+    try:
+        while triton.is_alive():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        triton.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
