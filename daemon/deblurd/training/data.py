@@ -71,6 +71,9 @@ class BlurConfig:
     fused_fraction: float = 0.5  # share of second-pass samples from real fused pairs, if any
     zoom_fraction: float = 0.5  # share of scenes enlarged (bicubic): band-limited content
     zoom: tuple[float, float] = (1.0, 2.0)
+    camera_fraction: float = 0.0  # share of samples through a random camera ISP (sim.isp)
+    camera_max_motion_px: float = 40.0  # largest real-world shake extent of those, px
+    camera_max_defocus_px: float = 6.0  # largest defocus radius of those, px
 
 
 def load_photos(folder: str | Path, short_sides: tuple[int, ...] = (720, 1080)) -> list[U8]:
@@ -166,11 +169,72 @@ def _logu(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
     return float(math.exp(rng.uniform(math.log(lo_hi[0]), math.log(lo_hi[1]))))
 
 
+def _sharp_crop(
+    photos: list[U8], side: int, rng: np.random.Generator, cfg: BlurConfig
+) -> F32:
+    """A random sharp scene crop, linear ``float32 (side, side, 3)`` (zoom, flips, turns,
+    brightness and optical softness as :func:`make_sample` draws them)."""
+    photo = photos[int(rng.integers(0, len(photos)))]
+    h, w = photo.shape[:2]
+    zoom = float(rng.uniform(*cfg.zoom)) if rng.random() < cfg.zoom_fraction else 1.0
+    src = min(math.ceil(side / zoom), h, w)
+    y, x = int(rng.integers(0, h - src + 1)), int(rng.integers(0, w - src + 1))
+    sharp = srgb_to_linear(np.ascontiguousarray(photo[y : y + src, x : x + src]))
+    if src != side:
+        sharp = np.maximum(cv2.resize(sharp, (side, side), interpolation=cv2.INTER_CUBIC), 0.0)
+    sharp = _augment(sharp, rng) * np.float32(rng.uniform(*cfg.brightness))
+    if rng.random() < cfg.soft_fraction:
+        sigma = float(rng.uniform(*cfg.soft_sigma_px))
+        sharp = np.asarray(cv2.GaussianBlur(sharp, (0, 0), sigma), np.float32)
+    return sharp
+
+
+def make_camera_sample(
+    photos: list[U8], crop: int, rng: np.random.Generator, cfg: BlurConfig, second: bool
+) -> tuple[F32, F32, float]:
+    """One pair as a real camera degrades it (:mod:`deblurd.sim.isp`,
+    :mod:`deblurd.sim.kernels`): a real-world shake and/or defocus kernel of up to
+    ``cfg.camera_max_motion_px`` px, then a random ISP (mosaic, per-photosite noise at a
+    random gain, demosaic, ISP denoise, tone curve, sharpening, 4:2:0, JPEG or H.264-like
+    blocks). ``second``: the mean in linear light of 2–5 such frames of the same scene,
+    each with its own (smaller) kernel and noise, re-encoded as float sRGB — what the
+    fusion hands the second pass. Target: the sharp crop through the same tone curve
+    (same radiometry), float sRGB. Returns ``(input, target, σ)`` as :func:`make_sample`.
+    """
+    from deblurd.sim.isp import IspParams, camera_frame, tone_curve
+    from deblurd.sim.kernels import random_kernel
+
+    isp = IspParams.random(rng)
+    gain = _logu(rng, cfg.ring_gain)
+    sensor = SensorModel(ref_exposure_us=RING_EXPOSURE_US * gain, max_gain=64.0)
+    count = int(rng.integers(2, 6)) if second else 1
+    motion = cfg.camera_max_motion_px * (0.4 if second else 1.0)
+    kernels = [random_kernel(rng, motion, cfg.camera_max_defocus_px) for _ in range(count)]
+    pad = max(k.shape[0] for k in kernels) // 2 + 4
+    side = crop + 2 * pad
+    sharp = _sharp_crop(photos, side, rng, cfg)
+    frames: list[F32] = []
+    for kernel in kernels:
+        blurred = convolve(sharp, kernel)[pad : pad + crop, pad : pad + crop]
+        frame = camera_frame(np.clip(blurred, 0.0, None), isp, sensor, RING_EXPOSURE_US, gain, rng)
+        frames.append(srgb_to_linear(frame))
+    target = tone_curve(np.clip(sharp[pad : pad + crop, pad : pad + crop], 0.0, 1.0), isp)
+    if second:
+        inp = linear_to_srgb_float(np.mean(frames, axis=0))
+    else:
+        inp = linear_to_srgb_float(frames[0])
+    target = np.asarray(np.clip(target, 0.0, 1.0), np.float32)
+    return inp, target, input_noise_sigma(inp)
+
+
 def make_sample(
     photos: list[U8], crop: int, rng: np.random.Generator, cfg: BlurConfig, second: bool
 ) -> tuple[F32, F32, float]:
     """One pair: input sRGB ``float32 (crop, crop, 3)``, target sRGB ``float32`` same
-    shape, and the input's noise level (σ, sRGB units; :func:`input_noise_sigma`)."""
+    shape, and the input's noise level (σ, sRGB units; :func:`input_noise_sigma`).
+    A share ``cfg.camera_fraction`` goes through a camera ISP (:func:`make_camera_sample`)."""
+    if cfg.camera_fraction > 0 and rng.random() < cfg.camera_fraction:
+        return make_camera_sample(photos, crop, rng, cfg, second)
     shake = _logu(rng, cfg.shake_deg_s)
     focal = _logu(rng, cfg.focal_px)
     gain = _logu(rng, cfg.ring_gain)

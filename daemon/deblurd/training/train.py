@@ -95,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=BlurConfig.shake_deg_s,
         help="shake range LO,HI in deg/s RMS, drawn log-uniform (default %(default)s)",
     )
+    p.add_argument(
+        "--camera-fraction",
+        type=float,
+        default=BlurConfig.camera_fraction,
+        help="share of samples through a random camera ISP with real-world blur (sim.isp)",
+    )
+    p.add_argument(
+        "--camera-motion",
+        type=float,
+        default=BlurConfig.camera_max_motion_px,
+        help="largest shake extent of the camera samples, px",
+    )
     p.add_argument("--onnx", default=None, help="export here at the end (default OUT/unet.onnx)")
     p.add_argument(
         "--export-only", action="store_true", help="export OUT/last.pt to ONNX; no training"
@@ -153,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     photos = load_photos(args.photos) + procedural_photos(args.procedural)
     cfg = BlurConfig(
         shake_deg_s=args.shake,
+        camera_fraction=args.camera_fraction,
+        camera_max_motion_px=args.camera_motion,
         second_fraction=args.second_fraction,
         fused_fraction=args.fused_fraction,
     )
