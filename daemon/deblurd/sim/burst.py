@@ -12,6 +12,15 @@ Timeline (honest sensor timestamps, start of exposure, ns; the first ring frame 
   exposure than the frame period lowers the frame rate, as on Argus), at
   ``extra_exposure_us`` and the gain that keeps brightness (at least 1.0).
 
+Real-camera options (:class:`SimParams`; all off by default): the frames of a burst come
+from the camera pipeline of :mod:`deblurd.sim.isp` (``isp``), with per-frame brightness
+flicker (the trigger frame exact), rolling-shutter readout (``rolling_shutter_ms``),
+defocus (``defocus_px``, a disk on top of the motion blur, also in the recorded PSF) and
+the real-world ``"walk"`` shake model. The truth then goes through the frame's tone curve
+and brightness (:func:`deblurd.sim.isp.tone_map`): truth and frame share radiometry. With
+an H.264-like codec, each frame is coded against the previous one of the burst (skip
+blocks).
+
 The burst directory is written with :func:`deblurd.burstdir.write_burst`; ground truth
 lives beside it, never inside: ``<burst_dir>.truth/`` (see :mod:`deblurd.sim.truthdir`).
 """
@@ -24,11 +33,13 @@ import numpy as np
 
 from deblurd.burstdir import Burst, FrameInfo, frame_names
 from deblurd.imaging import F32Image, U8Image, linear_to_srgb
+from deblurd.sim.isp import camera_frame, flicker_factors, tone_map
+from deblurd.sim.kernels import combine_kernels, defocus_kernel
 from deblurd.sim.params import DEFAULT_SHAKE_DEG_S, SimParams
-from deblurd.sim.render import ExposureStats, ShakeRenderer
+from deblurd.sim.render import ExposureStats, ShakeRenderer, convolve
 from deblurd.sim.scene import fit_scene, procedural_scene
 from deblurd.sim.subject import Subject
-from deblurd.sim.trajectory import F64, ShakeTrajectory
+from deblurd.sim.trajectory import F64, make_trajectory
 from deblurd.sim.truthdir import Truth, read_truth, truth_dir_for, write_simulation
 
 __all__ = [
@@ -85,7 +96,7 @@ def make_renderer(params: SimParams, scene: F32Image | None = None) -> ShakeRend
     else:
         fitted = fit_scene(scene, h, w, params.scene_margin)
     offset = ((fitted.shape[1] - w) // 2, (fitted.shape[0] - h) // 2)
-    trajectory = ShakeTrajectory.random(params.shake, params.seed)
+    trajectory = make_trajectory(params.shake_model, params.shake, params.seed)
     subject = None
     if params.subject:
         subject = Subject.random(
@@ -110,18 +121,52 @@ def simulate_burst(params: SimParams, scene: F32Image | None = None) -> Simulate
     masks: list[U8Image] = []
     psfs: list[F32Image] = []
     stats: list[ExposureStats] = []
-    names = frame_names(params.ring_frames + params.extra_frames)
+    n_frames = params.ring_frames + params.extra_frames
+    names = frame_names(n_frames)
+    brightness = np.ones(n_frames)
+    if params.flicker_rms > 0:
+        brightness = flicker_factors(
+            np.random.default_rng([params.seed, 13]), n_frames, params.flicker_rms, params.trigger
+        )
+    disk = defocus_kernel(params.defocus_px) if params.defocus_px > 0 else None
+    isp = params.isp
     for i, (role, ts_ns, exposure_us, gain) in enumerate(params.schedule()):
         exp = renderer.render(
-            ts_ns * 1e-9, exposure_us * 1e-6, max_substep_px=params.max_substep_px, fast=params.fast
+            ts_ns * 1e-9,
+            exposure_us * 1e-6,
+            max_substep_px=params.max_substep_px,
+            fast=params.fast,
+            readout_s=params.rolling_shutter_ms * 1e-3,
         )
+        blurred, psf = exp.blurred, exp.psf
+        if disk is not None:
+            blurred = convolve(blurred, disk)
+            psf = combine_kernels(psf, disk)
         rng = np.random.default_rng([params.seed, 3, i]) if params.noise else None
-        frames.append(sensor.expose(exp.blurred, exposure_us, gain, rng, approximate=params.fast))
+        bright = float(brightness[i])
+        if isp is not None:
+            frame = camera_frame(
+                blurred,
+                isp,
+                sensor,
+                exposure_us,
+                gain,
+                rng,
+                brightness=bright,
+                previous=frames[-1] if frames else None,
+            )
+            truth.append(tone_map(exp.truth, isp, bright))
+        else:
+            if bright != 1.0:
+                blurred = blurred * np.float32(bright)
+            frame = sensor.expose(blurred, exposure_us, gain, rng, approximate=params.fast)
+            sharp = exp.truth if bright == 1.0 else exp.truth * np.float32(bright)
+            truth.append(linear_to_srgb(sharp))
+        frames.append(frame)
         infos.append(FrameInfo(names[i], ts_ns, exposure_us, gain, role))
-        truth.append(linear_to_srgb(exp.truth))
         if exp.mask is not None:
             masks.append(exp.mask)
-        psfs.append(exp.psf)
+        psfs.append(psf)
         stats.append(exp.stats)
     end_s = (infos[-1].timestamp_ns + infos[-1].exposure_us * 1000) * 1e-9
     trajectory = renderer.trajectory.samples(0.0, end_s, 1000.0)

@@ -240,6 +240,12 @@ class IspParams:
             raise SimulationError(f"bad ISP parameters: {exc}") from exc
 
 
+def isp_for_seed(seed: int) -> IspParams:
+    """The random camera of a burst seed (:meth:`IspParams.random` with its own stream of
+    that seed): ``deblurd simulate --isp random`` and ``tools/evaluate.py --set isp``."""
+    return IspParams.random(np.random.default_rng([seed, 11]))
+
+
 # -- tone ------------------------------------------------------------------------------
 
 

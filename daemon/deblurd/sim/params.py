@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from deblurd.burstdir import Role
 from deblurd.errors import SimulationError
+from deblurd.sim.isp import IspParams
 from deblurd.sim.sensor import SensorModel
+
+ShakeModel = Literal["tremor", "walk"]
 
 DEFAULT_SHAKE_DEG_S = 25.0  # shake level 1: typical handheld, deg/s RMS (trajectory.py)
 _EXTRA_GAP_US = 500  # minimum vertical blanking beyond the exposure when it sets the frame rate
@@ -36,6 +39,19 @@ class SimParams:
     sub-steps of the exposure integral, px. ``fast``: the cheap render (one warp + PSF
     convolution, Gaussian shot noise). ``scene_margin``: spare scene around the view,
     fraction of the larger side.
+
+    Real-camera options (all off by default; :mod:`deblurd.sim.isp`): ``isp``: the camera
+    pipeline after the sensor (mosaic, demosaic, ISP denoise, tone curve, sharpening,
+    4:2:0, JPEG/H.264-like coding), None = the plain sensor; the truth then goes through
+    the same tone curve. ``flicker``: RMS relative brightness wobble between frames
+    (auto-exposure drift the metadata does not show; the trigger frame is exact), None =
+    the ISP's own (``isp.flicker``; 0 without an ISP). ``rolling_shutter_ms``: row
+    readout time from the top row to the bottom one, ms (0: global shutter; phones and
+    the Pi's sensors 10–30 ms). ``shake_model``: ``"tremor"`` (hand tremor, sway and
+    drift, :class:`~deblurd.sim.trajectory.ShakeTrajectory`) or ``"walk"`` (a real-world
+    random walk with inertia and jerks, :class:`~deblurd.sim.trajectory.WalkTrajectory`),
+    both at the RMS speed ``shake``. ``defocus_px``: radius of a defocus disk applied on
+    top of the motion blur, px (0: in focus).
     """
 
     width: int = 1280
@@ -60,6 +76,11 @@ class SimParams:
     max_substep_px: float = 0.5
     fast: bool = False
     scene_margin: float = 0.06
+    isp: IspParams | None = None
+    flicker: float | None = None
+    rolling_shutter_ms: float = 0.0
+    shake_model: ShakeModel = "tremor"
+    defocus_px: float = 0.0
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -117,6 +138,27 @@ class SimParams:
         )
         need(self.max_substep_px > 0, f"max_substep_px {self.max_substep_px} must be > 0")
         need(0 <= self.scene_margin <= 0.5, f"scene_margin {self.scene_margin} must be 0..0.5")
+        need(
+            self.isp is None or isinstance(self.isp, IspParams),
+            f"isp must be IspParams or None, got {type(self.isp).__name__}",
+        )
+        if self.flicker is not None:
+            need(
+                math.isfinite(self.flicker) and 0 <= self.flicker <= 0.5,
+                f"flicker {self.flicker} must be in [0, 0.5]",
+            )
+        need(
+            math.isfinite(self.rolling_shutter_ms) and 0 <= self.rolling_shutter_ms <= 1000,
+            f"rolling_shutter_ms {self.rolling_shutter_ms} must be in [0, 1000]",
+        )
+        need(
+            self.shake_model in ("tremor", "walk"),
+            f"shake_model {self.shake_model!r} must be 'tremor' or 'walk'",
+        )
+        need(
+            math.isfinite(self.defocus_px) and 0 <= self.defocus_px <= 24,
+            f"defocus_px {self.defocus_px} must be in [0, 24]",
+        )
         if problems:
             raise SimulationError("bad simulation parameters: " + "; ".join(problems))
 
@@ -129,6 +171,13 @@ class SimParams:
     def focal(self) -> float:
         """Focal length, px (1.2 × width unless set)."""
         return 1.2 * self.width if self.focal_px is None else float(self.focal_px)
+
+    @property
+    def flicker_rms(self) -> float:
+        """The brightness wobble in effect (``flicker``, else the ISP's, else 0)."""
+        if self.flicker is not None:
+            return float(self.flicker)
+        return 0.0 if self.isp is None else self.isp.flicker
 
     def sensor(self) -> SensorModel:
         """The sensor model: the ring's exposure × gain is the brightness reference."""
@@ -160,7 +209,7 @@ class SimParams:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self)  # isp: a nested object (IspParams.to_json)
 
     @classmethod
     def from_json(cls, doc: Any) -> SimParams:
@@ -172,6 +221,9 @@ class SimParams:
         unknown = sorted(set(doc) - known)
         if unknown:
             raise SimulationError(f"unknown simulation parameters: {', '.join(unknown)}")
+        doc = dict(doc)
+        if isinstance(doc.get("isp"), dict):
+            doc["isp"] = IspParams.from_json(doc["isp"])
         try:
             return cls(**doc)
         except TypeError as exc:

@@ -21,10 +21,21 @@ convolution convention: ``blurred(x) ≈ Σ_d psf[c + d] · truth(x − d)`` wit
 the subject layer with its own PSF): exact for pure yaw/pitch at the centre, it ignores
 the spatial variation of the blur (roll, perspective), which is small at preview
 exposures.
+
+**Rolling shutter** (``readout_s`` > 0): row ``r`` of an ``H``-row frame starts its
+exposure ``readout_s · r / H`` after the first. The frame is rendered in horizontal
+bands, each over its own window (that of its centre row), with as many bands as keep
+the motion between neighbouring bands' windows under ``max_substep_px`` (at least 2,
+at most ``H / 4``): straight lines lean and bend as on a real CMOS sensor. Each band's
+truth is the sharp view at that band's mean pose, so the truth has the frame's
+rolling-shutter geometry too. The PSF and the statistics are those of the band that
+holds the centre row (``blur_extent_max_px``: the largest over all bands' probes).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +47,7 @@ import numpy.typing as npt
 from deblurd.errors import SimulationError
 from deblurd.imaging import F32Image, U8Image
 from deblurd.sim.subject import Subject
-from deblurd.sim.trajectory import F64, Pose, ShakeTrajectory, homographies
+from deblurd.sim.trajectory import F64, Pose, Trajectory, homographies
 
 _PSF_STEP_PX = 0.1  # spacing of the dense path samples that rasterise the PSF
 _MAX_DENSE = 4096
@@ -179,7 +190,7 @@ class ShakeRenderer:
         scene: F32Image,
         width: int,
         height: int,
-        trajectory: ShakeTrajectory,
+        trajectory: Trajectory,
         focal_px: float,
         subject: Subject | None = None,
     ) -> None:
@@ -203,9 +214,17 @@ class ShakeRenderer:
         self._to_ref = np.array(
             [[1, 0, -self.offset[0]], [0, 1, -self.offset[1]], [0, 0, 1]], np.float64
         )
-        w1, h1 = width - 1, height - 1
-        frame_probes = np.array([[w1 / 2, h1 / 2], [0, 0], [w1, 0], [0, h1], [w1, h1]], np.float64)
-        self._probes_scene = frame_probes + np.array(self.offset, np.float64)
+        self._probes_scene = self._band_probes(0, height)
+
+    def _band_probes(self, r0: int, r1: int) -> F64:
+        """Probe points (scene px) of rows ``[r0, r1)``: their centre and four corners."""
+        w1, top, bottom = self.width - 1, float(r0), float(r1 - 1)
+        mid = (top + bottom) / 2
+        probes = np.array(
+            [[w1 / 2, mid], [0, top], [w1, top], [0, bottom], [w1, bottom]], np.float64
+        )
+        out: F64 = probes + np.array(self.offset, np.float64)
+        return out
 
     # -- geometry ---------------------------------------------------------------------
     def scene_to_frame(self, poses: npt.ArrayLike) -> F64:
@@ -213,12 +232,15 @@ class ShakeRenderer:
         out: F64 = homographies(poses, self.focal_px, self.width, self.height) @ self._to_ref
         return out
 
-    def _paths(self, times: F64) -> tuple[F64, F64, F64 | None, F64 | None]:
-        """Camera poses, frame-probe paths ``(N, 5, 2)``, subject poses and subject-probe
-        paths ``(N, 5, 2)`` at ``times``."""
+    def _paths(
+        self, times: F64, probes: F64 | None = None
+    ) -> tuple[F64, F64, F64 | None, F64 | None]:
+        """Camera poses, frame-probe paths ``(N, 5, 2)`` (of ``probes``, scene px;
+        default the frame's), subject poses and subject-probe paths ``(N, 5, 2)`` at
+        ``times``."""
         poses = self.trajectory.poses(times)
         g = self.scene_to_frame(poses)
-        frame_paths = _apply(g, self._probes_scene)
+        frame_paths = _apply(g, self._probes_scene if probes is None else probes)
         if self.subject is None:
             return poses, frame_paths, None, None
         sp = self.subject.poses(times)
@@ -227,11 +249,18 @@ class ShakeRenderer:
         return poses, frame_paths, sp, subj_paths
 
     # -- rendering --------------------------------------------------------------------
-    def _warp_scene(self, scene_to_frame: F64, dst: F32Image | None = None) -> F32Image:
+    def _warp_scene(
+        self, scene_to_frame: F64, dst: F32Image | None = None, rows: tuple[int, int] | None = None
+    ) -> F32Image:
+        """The scene warped into the frame, or into its rows ``[r0, r1)`` only."""
+        height = self.height
+        if rows is not None:
+            scene_to_frame = _row_shift(rows[0]) @ scene_to_frame
+            height = rows[1] - rows[0]
         out = cv2.warpPerspective(
             self.scene,
             scene_to_frame,
-            (self.width, self.height),
+            (self.width, height),
             dst=dst,
             flags=cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_REFLECT,
@@ -257,8 +286,8 @@ class ShakeRenderer:
         pts = _apply(patch_to_frame[None], corners)[0]
         x0 = max(math.floor(pts[:, 0].min()) - 2 - pad, 0)
         y0 = max(math.floor(pts[:, 1].min()) - 2 - pad, 0)
-        x1 = min(math.ceil(pts[:, 0].max()) + 3 + pad, self.width)
-        y1 = min(math.ceil(pts[:, 1].max()) + 3 + pad, self.height)
+        x1 = min(math.ceil(pts[:, 0].max()) + 3 + pad, dst.shape[1])
+        y1 = min(math.ceil(pts[:, 1].max()) + 3 + pad, dst.shape[0])
         if x1 <= x0 or y1 <= y0:
             return
         shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64)
@@ -281,18 +310,23 @@ class ShakeRenderer:
             mask[y0:y1, x0:x1] = np.where(alpha[..., 0] >= 0.5, 255, 0).astype(np.uint8)
 
     def render_truth(
-        self, pose: Pose | npt.ArrayLike, subject_pose: npt.ArrayLike | None = None
+        self,
+        pose: Pose | npt.ArrayLike,
+        subject_pose: npt.ArrayLike | None = None,
+        rows: tuple[int, int] | None = None,
     ) -> tuple[F32Image, U8Image | None]:
         """The noiseless sharp view at camera ``pose`` (yaw, pitch, roll; rad) with the
         subject (if any) at ``subject_pose`` (dx, dy px, angle rad; default its pose 0):
-        linear ``float32 (H, W, 3)`` and the subject mask ``uint8 (H, W)`` or None."""
+        linear ``float32 (H, W, 3)`` and the subject mask ``uint8 (H, W)`` or None; with
+        ``rows`` = ``(r0, r1)`` only those rows (``(r1 − r0, W, …)``)."""
         g = self.scene_to_frame(np.asarray(pose, np.float64).reshape(1, 3))[0]
-        img = self._warp_scene(g)
+        img = self._warp_scene(g, rows=rows)
         if self.subject is None:
             return img, None
         sp = np.zeros(3) if subject_pose is None else np.asarray(subject_pose, np.float64)
-        mask = np.zeros((self.height, self.width), np.uint8)
-        self._composite(img, g @ self.subject.to_scene(sp), mask=mask)
+        mask = np.zeros(img.shape[:2], np.uint8)
+        gs = g if rows is None else _row_shift(rows[0]) @ g
+        self._composite(img, gs @ self.subject.to_scene(sp), mask=mask)
         return img, mask
 
     def render(
@@ -303,19 +337,92 @@ class ShakeRenderer:
         max_substep_px: float = 0.5,
         max_substeps: int = 512,
         fast: bool = False,
+        readout_s: float = 0.0,
     ) -> Exposure:
         """Render the exposure ``[t_start_s, t_start_s + exposure_s]`` (noiseless).
 
         ``max_substep_px``: largest motion of any probe point between sub-steps, px.
         ``max_substeps`` caps the work per frame. ``fast``: PSF-convolution path (module doc).
+        ``readout_s``: rolling-shutter readout, first row to last, s (0: global shutter).
         """
         if not exposure_s > 0 or not max_substep_px > 0 or max_substeps < 1:
             raise SimulationError(
                 f"bad exposure {exposure_s} s / sub-step {max_substep_px} px / cap {max_substeps}"
             )
+        if not (math.isfinite(readout_s) and readout_s >= 0):
+            raise SimulationError(f"bad rolling-shutter readout {readout_s} s")
+        if readout_s == 0:
+            return self._render_rows(t_start_s, exposure_s, max_substep_px, max_substeps, fast)
+        return self._render_rolling(
+            t_start_s, exposure_s, readout_s, max_substep_px, max_substeps, fast
+        )
+
+    def _bands(self, t_start_s: float, readout_s: float, max_substep_px: float) -> list[int]:
+        """Row boundaries ``[0, …, H]`` of the rolling-shutter bands (module doc)."""
+        coarse = t_start_s + readout_s * (np.arange(33) + 0.5) / 33
+        _, fpaths, _, spaths = self._paths(coarse)
+        longest = float(path_length(fpaths).max())
+        if spaths is not None:
+            longest = max(longest, float(path_length(spaths).max()))
+        n = int(min(max(math.ceil(longest / max_substep_px), 2), max(self.height // 4, 1)))
+        edges = np.round(np.linspace(0, self.height, n + 1)).astype(int)
+        return sorted(set(edges.tolist()))
+
+    def _render_rolling(
+        self,
+        t_start_s: float,
+        exposure_s: float,
+        readout_s: float,
+        max_substep_px: float,
+        max_substeps: int,
+        fast: bool,
+    ) -> Exposure:
+        edges = self._bands(t_start_s, readout_s, max_substep_px)
+        h, w = self.height, self.width
+        blurred = np.empty((h, w, 3), np.float32)
+        truth = np.empty((h, w, 3), np.float32)
+        mask = None if self.subject is None else np.zeros((h, w), np.uint8)
+        centre: Exposure | None = None
+        worst = 0.0
+        substeps = 0
+        for r0, r1 in itertools.pairwise(edges):
+            t_band = t_start_s + readout_s * ((r0 + r1 - 1) / 2) / h
+            band = self._render_rows(
+                t_band, exposure_s, max_substep_px, max_substeps, fast, rows=(r0, r1)
+            )
+            blurred[r0:r1] = band.blurred
+            truth[r0:r1] = band.truth
+            if mask is not None and band.mask is not None:
+                mask[r0:r1] = band.mask
+            worst = max(worst, band.stats.blur_extent_max_px)
+            substeps = max(substeps, band.stats.substeps)
+            if r0 <= (h - 1) // 2 < r1:
+                centre = band
+        if centre is None:  # unreachable: the bands cover every row
+            raise SimulationError("rolling shutter: no band holds the centre row")
+        stats = dataclasses.replace(
+            centre.stats,
+            t_start_s=float(t_start_s),
+            substeps=substeps,
+            blur_extent_max_px=worst,
+        )
+        return Exposure(blurred, truth, mask, centre.psf, stats)
+
+    def _render_rows(
+        self,
+        t_start_s: float,
+        exposure_s: float,
+        max_substep_px: float,
+        max_substeps: int,
+        fast: bool,
+        rows: tuple[int, int] | None = None,
+    ) -> Exposure:
+        """One exposure window for the whole frame, or for its rows ``[r0, r1)`` only
+        (then the images are ``(r1 − r0, W, …)``, and the probes are the band's)."""
+        probes = None if rows is None else self._band_probes(*rows)
         # A coarse look at the motion decides the sub-steps and the PSF sampling.
         coarse = t_start_s + exposure_s * (np.arange(33) + 0.5) / 33
-        _, fpaths, _, spaths = self._paths(coarse)
+        _, fpaths, _, spaths = self._paths(coarse, probes)
         moves = path_length(fpaths)
         longest = float(moves.max())
         if spaths is not None:
@@ -323,13 +430,14 @@ class ShakeRenderer:
         n = int(min(max(math.ceil(longest / max_substep_px), 1), max_substeps))
         dense_n = int(min(max(64, math.ceil(float(moves[0]) / _PSF_STEP_PX)), _MAX_DENSE))
         dense_t = t_start_s + exposure_s * (np.arange(dense_n) + 0.5) / dense_n
-        dposes, dfp, dsp, dsubj = self._paths(dense_t)
+        dposes, dfp, dsp, dsubj = self._paths(dense_t, probes)
 
         # The truth's pose: the time average of the pose over the window (dense samples,
         # so it does not depend on the number of sub-steps or the render path).
         mean_pose = dposes.mean(axis=0)
         g_mean = self.scene_to_frame(mean_pose[None])[0]
-        centre_mean = _apply(g_mean[None], self._probes_scene[:1])[0, 0]
+        probe0 = (self._probes_scene if probes is None else probes)[:1]
+        centre_mean = _apply(g_mean[None], probe0)[0, 0]
         offsets = dfp[:, 0, :] - centre_mean
         psf = rasterise_psf(offsets)
         sub_mean: F64 | None = None
@@ -338,12 +446,14 @@ class ShakeRenderer:
             sub_mean = dsp.mean(axis=0)
             subj_blur = extent(dsubj[:, 0, :])
 
-        truth, mask = self.render_truth(mean_pose, sub_mean)
-        if fast:
+        truth, mask = self.render_truth(mean_pose, sub_mean, rows)
+        if fast and rows is not None:
+            blurred = self._render_fast_rows(rows, psf, g_mean, sub_mean, dsubj)
+        elif fast:
             blurred = self._render_fast(truth, psf, g_mean, sub_mean, dsubj)
         else:
             steps_t = t_start_s + exposure_s * (np.arange(n) + 0.5) / n
-            blurred = self._render_steps(steps_t, self.trajectory.poses(steps_t))
+            blurred = self._render_steps(steps_t, self.trajectory.poses(steps_t), rows)
         stats = ExposureStats(
             t_start_s=float(t_start_s),
             exposure_s=float(exposure_s),
@@ -357,15 +467,20 @@ class ShakeRenderer:
         )
         return Exposure(blurred, truth, mask, psf, stats)
 
-    def _render_steps(self, times: F64, poses: F64) -> F32Image:
+    def _render_steps(
+        self, times: F64, poses: F64, rows: tuple[int, int] | None = None
+    ) -> F32Image:
         g = self.scene_to_frame(poses)
+        if rows is not None:
+            g = _row_shift(rows[0]) @ g
         full = None
         if self.subject is not None:
             full = g @ self.subject.to_scene_many(self.subject.poses(times))
-        acc = np.zeros((self.height, self.width, 3), np.float32)
+        height = self.height if rows is None else rows[1] - rows[0]
+        acc = np.zeros((height, self.width, 3), np.float32)
         buf = np.empty_like(acc)
         for i in range(len(times)):
-            view = self._warp_scene(g[i], buf)
+            view = self._warp_scene(g[i], buf, (0, height))
             if full is not None:
                 self._composite(view, full[i])
             acc += view
@@ -384,3 +499,33 @@ class ShakeRenderer:
         spsf = rasterise_psf(centre - c_mean)
         self._composite(blurred, full_mean, pad=spsf.shape[0] // 2 + 1, psf=spsf)
         return blurred
+
+    def _render_fast_rows(
+        self,
+        rows: tuple[int, int],
+        psf: F32Image,
+        g_mean: F64,
+        sub_mean: F64 | None,
+        dsubj: F64 | None,
+    ) -> F32Image:
+        """The fast path for rows ``[r0, r1)``: rendered with a margin of the PSF's
+        radius (so the convolution inside the band is exact), then cropped."""
+        r0, r1 = rows
+        m = psf.shape[0] // 2 + 2
+        a, b = max(r0 - m, 0), min(r1 + m, self.height)
+        shift = _row_shift(a)
+        sharp = self._warp_scene(g_mean, rows=(a, b))
+        if self.subject is None or sub_mean is None or dsubj is None:
+            return np.ascontiguousarray(convolve(sharp, psf)[r0 - a : r1 - a])
+        blurred = convolve(sharp, psf)
+        centre = dsubj[:, 0, :]
+        full_mean = g_mean @ self.subject.to_scene(sub_mean)
+        c_mean = _apply(full_mean[None], self.subject.outline()[:1])[0, 0]
+        spsf = rasterise_psf(centre - c_mean)
+        self._composite(blurred, shift @ full_mean, pad=spsf.shape[0] // 2 + 1, psf=spsf)
+        return np.ascontiguousarray(blurred[r0 - a : r1 - a])
+
+
+def _row_shift(r0: int) -> F64:
+    """The translation that moves frame row ``r0`` to row 0."""
+    return np.array([[1, 0, 0], [0, 1, -r0], [0, 0, 1]], np.float64)

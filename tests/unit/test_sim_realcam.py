@@ -1,0 +1,112 @@
+"""Real-camera options of the simulator: ISP, flicker, rolling shutter, walk shake, defocus."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deblurd.errors import SimulationError
+from deblurd.sim import SimParams, read_truth, simulate_burst, write_simulation
+from deblurd.sim.burst import make_renderer
+from deblurd.sim.isp import IspParams
+from deblurd.sim.trajectory import WalkTrajectory
+
+SMALL = {"width": 160, "height": 120, "ring_frames": 5, "fast": True}
+
+
+def test_defaults_are_unchanged_by_the_new_options() -> None:
+    a = simulate_burst(SimParams(seed=2, **SMALL))  # type: ignore[arg-type]
+    b = simulate_burst(
+        SimParams(seed=2, flicker=0.0, rolling_shutter_ms=0.0, defocus_px=0.0, **SMALL)  # type: ignore[arg-type]
+    )
+    for x, y in zip(a.burst.frames + a.truth, b.burst.frames + b.truth, strict=True):
+        assert np.array_equal(x, y)
+
+
+def test_isp_burst_truth_shares_the_frames_radiometry(tmp_path: Path) -> None:
+    isp = IspParams.typical()
+    params = SimParams(seed=5, isp=isp, flicker=0.04, shake=5.0, **SMALL)  # type: ignore[arg-type]
+    sim = simulate_burst(params)
+    means = []
+    for frame, truth in zip(sim.burst.frames, sim.truth, strict=True):
+        assert frame.dtype == np.uint8 and frame.shape == (120, 160, 3)
+        # blur, noise and compression keep the mean: truth and frame agree in brightness
+        assert abs(float(frame.mean()) - float(truth.mean())) < 2.0
+        means.append(float(frame.mean()))
+    assert max(means) - min(means) > 1.0  # the flicker shows between frames
+    # stored and read back, ISP parameters included
+    write_simulation(tmp_path / "b", sim)
+    back = read_truth(tmp_path / "b")
+    assert back.params == params and back.params.isp == isp
+
+
+def test_rolling_shutter_delays_the_lower_rows() -> None:
+    params = SimParams(seed=3, shake=60.0, width=200, height=160, fast=True)
+    r = make_renderer(params)
+    glob = r.render(0.1, 0.008, fast=True)
+    tiny = r.render(0.1, 0.008, fast=True, readout_s=1e-9)
+    roll = r.render(0.1, 0.008, fast=True, readout_s=0.03)
+    assert np.abs(tiny.truth - glob.truth).mean() < 1e-4
+    # the top rows are read out with the global shutter's window, the bottom ones 30 ms later
+    top = np.abs(roll.truth[:16] - glob.truth[:16]).mean()
+    bottom = np.abs(roll.truth[-16:] - glob.truth[-16:]).mean()
+    assert bottom > 3 * top
+    assert roll.blurred.shape == glob.blurred.shape and roll.psf.sum() == pytest.approx(1.0)
+
+
+def test_rolling_shutter_slow_path_and_subject() -> None:
+    params = SimParams(seed=1, shake=25.0, width=96, height=64, subject=True)
+    r = make_renderer(params)
+    exp = r.render(0.0, 0.008, readout_s=0.02)
+    assert exp.mask is not None and exp.mask.max() == 255
+    assert exp.blurred.shape == (64, 96, 3) and np.isfinite(exp.blurred).all()
+
+
+def test_walk_trajectory_speed_and_blur() -> None:
+    for seed in range(3):
+        w = WalkTrajectory.random(50.0, seed)
+        assert w.poses(np.zeros(1)) == pytest.approx(np.zeros((1, 3)))
+        v = np.diff(w.table[:, :2], axis=0) * w.rate_hz
+        rms = math.degrees(float(np.sqrt((v**2).sum(axis=1).mean())))
+        assert rms == pytest.approx(50.0, rel=0.1)
+        # periodic: wrapping does not jump
+        assert np.abs(w.poses([w.period_s]) - w.poses([0.0])).max() < 1e-9
+    # blur of 8 ms frames at 1080p (f = 2304 px), shake 50 deg/s: a wide spread
+    w = WalkTrajectory.random(50.0, 7)
+    blurs = []
+    for k in range(60):
+        t = k / 30 + np.linspace(0, 0.008, 64)
+        q = w.poses(t)[:, :2] * 2304.0
+        blurs.append(float(np.linalg.norm(q[:, None] - q[None], axis=-1).max()))
+    assert np.percentile(blurs, 10) < 10 and np.percentile(blurs, 90) > 17
+    a, b = WalkTrajectory.random(25.0, 3), WalkTrajectory.random(25.0, 3)
+    assert np.array_equal(a.table, b.table)
+
+
+def test_walk_burst_and_defocus() -> None:
+    base = SimParams(seed=4, shake_model="walk", noise=False, **SMALL)  # type: ignore[arg-type]
+    sharp = simulate_burst(base)
+    soft = simulate_burst(SimParams(**{**base.to_json(), "defocus_px": 3.0}))
+    k0, k1 = sharp.psfs[0], soft.psfs[0]
+    assert k1.shape[0] == k0.shape[0] + 8 and k1.sum() == pytest.approx(1.0, abs=1e-5)
+
+    def grad(img: np.ndarray) -> float:
+        g = img.astype(np.float32)
+        return float(np.abs(np.diff(g, axis=1)).mean())
+
+    assert grad(soft.burst.frames[0]) < 0.8 * grad(sharp.burst.frames[0])
+    assert np.array_equal(soft.truth[0], sharp.truth[0])  # the truth stays in focus
+
+
+def test_bad_options_raise() -> None:
+    with pytest.raises(SimulationError):
+        SimParams(rolling_shutter_ms=-1.0)
+    with pytest.raises(SimulationError):
+        SimParams(shake_model="jog")  # type: ignore[arg-type]
+    with pytest.raises(SimulationError):
+        SimParams(defocus_px=100.0)
+    with pytest.raises(SimulationError):
+        SimParams.from_json({"isp": {"codec": "mpeg"}})
