@@ -251,6 +251,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         shake=args.shake,
         subject=args.subject,
         scene=args.scene,
+        isp=args.isp,
+        rolling_shutter_ms=args.rolling_shutter,
+        flicker_pct=args.flicker,
+        defocus_px=args.defocus,
+        shake_model=args.shake_model,
+        exposure_ms=args.exposure,
     )
 
 
@@ -374,6 +380,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--subject", action="store_true", help="add a subject moving on its own")
     p.add_argument("--scene", metavar="IMAGE", help="photo to use as the scene")
+    p.add_argument(
+        "--isp",
+        nargs="?",
+        const="random",
+        choices=["off", "random", "typical"],
+        help="frames through a camera ISP (mosaic, denoise, sharpening, 4:2:0, JPEG/H.264): "
+        "random (the seed's camera; --isp alone) or typical",
+    )
+    p.add_argument(
+        "--rolling-shutter",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="rolling-shutter readout, top row to bottom, ms (real sensors 10-30)",
+    )
+    p.add_argument(
+        "--flicker",
+        type=float,
+        default=None,
+        metavar="PCT",
+        help="RMS brightness wobble between frames, %% (default: the ISP's)",
+    )
+    p.add_argument(
+        "--defocus", type=float, default=0.0, metavar="PX", help="defocus disk radius, px"
+    )
+    p.add_argument(
+        "--shake-model",
+        choices=["tremor", "walk"],
+        default="tremor",
+        help="tremor (hand tremor) or walk (real-world random walk with jerks)",
+    )
+    p.add_argument(
+        "--exposure",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="ring exposure, ms (default 8; the gain drops to keep brightness)",
+    )
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("keys", help="make CURVE keys for tcp:// endpoints (server, clients)")

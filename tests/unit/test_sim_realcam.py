@@ -110,3 +110,18 @@ def test_bad_options_raise() -> None:
         SimParams(defocus_px=100.0)
     with pytest.raises(SimulationError):
         SimParams.from_json({"isp": {"codec": "mpeg"}})
+
+
+def test_simulate_command_line_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from deblurd.cli import main
+
+    out = tmp_path / "b"
+    args = ["simulate", str(out), "--width", "96", "--height", "64", "--frames", "3"]
+    args += ["--isp", "--rolling-shutter", "15", "--flicker", "2", "--defocus", "1.5"]
+    args += ["--shake-model", "walk", "--exposure", "16", "--seed", "4"]
+    assert main(args) == 0
+    p = read_truth(out).params
+    assert p.isp is not None and p.isp.mosaic
+    assert (p.rolling_shutter_ms, p.flicker, p.defocus_px) == (15.0, 0.02, 1.5)
+    assert p.shake_model == "walk" and p.ring_exposure_us == 16000 and p.ring_gain == 2.0
+    assert "rolling shutter 15 ms" in capsys.readouterr().out

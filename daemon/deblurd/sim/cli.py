@@ -7,8 +7,25 @@ from pathlib import Path
 
 from deblurd.errors import SimulationError
 from deblurd.sim.burst import simulate_burst, write_simulation
-from deblurd.sim.params import DEFAULT_SHAKE_DEG_S, SimParams
+from deblurd.sim.isp import IspParams, isp_for_seed
+from deblurd.sim.params import DEFAULT_SHAKE_DEG_S, ShakeModel, SimParams
 from deblurd.sim.scene import load_scene
+
+ISP_CHOICES = ("off", "random", "typical")
+_REF_EXPOSURE_GAIN_US = 32000.0  # the default preview's 8 ms × gain 4
+
+
+def isp_choice(name: str | None, seed: int) -> IspParams | None:
+    """The camera pipeline of ``--isp``: None/``"off"`` → none (the plain sensor);
+    ``"random"`` → the seed's random camera (:func:`~deblurd.sim.isp.isp_for_seed`);
+    ``"typical"`` → :meth:`IspParams.typical`."""
+    if name is None or name == "off":
+        return None
+    if name == "random":
+        return isp_for_seed(seed)
+    if name == "typical":
+        return IspParams.typical()
+    raise SimulationError(f"unknown --isp {name!r} (choose {', '.join(ISP_CHOICES)})")
 
 
 def simulate_command(
@@ -21,6 +38,12 @@ def simulate_command(
     shake: float = 1.0,
     subject: bool = False,
     scene: str | None = None,
+    isp: str | None = None,
+    rolling_shutter_ms: float = 0.0,
+    flicker_pct: float | None = None,
+    defocus_px: float = 0.0,
+    shake_model: ShakeModel = "tremor",
+    exposure_ms: float | None = None,
 ) -> int:
     """Simulate a burst into ``out_dir`` (must not exist) and its truth into
     ``<out_dir>.truth``; print where they went and each frame's blur. Returns 0.
@@ -29,7 +52,15 @@ def simulate_command(
     longer exposure. ``shake``: hand-shake level relative to the typical default (1: a
     strong handheld shake of ``DEFAULT_SHAKE_DEG_S`` = 25 deg/s RMS, ring frames blurred
     ~1–8 px at 720p; 0: tripod; 2: twice as fast). ``scene``: a photo to use instead of
-    the procedural scene. Raises :class:`SimulationError` on any problem.
+    the procedural scene.
+
+    Real-camera options (:class:`SimParams`): ``isp``: ``"off"`` (plain sensor),
+    ``"random"`` (a random phone/Pi camera of the seed) or ``"typical"``.
+    ``rolling_shutter_ms``: row readout time, ms. ``flicker_pct``: RMS brightness wobble
+    between frames, % (None: the ISP's own). ``defocus_px``: defocus disk radius, px.
+    ``shake_model``: ``"tremor"`` or ``"walk"`` (real-world random walk with jerks).
+    ``exposure_ms``: ring exposure, ms (None: 8 ms), the gain lowered to keep the
+    brightness (at least 1). Raises :class:`SimulationError` on any problem.
     """
     if not shake >= 0:
         raise SimulationError(f"shake level must be ≥ 0 (1 = typical), got {shake}")
@@ -40,6 +71,15 @@ def simulate_command(
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SimulationError(f"{out.parent}: cannot create folder: {exc.strerror}") from exc
+    if flicker_pct is not None and not 0 <= flicker_pct <= 50:
+        raise SimulationError(f"flicker must be 0..50 % RMS, got {flicker_pct}")
+    exposure_us, gain, fps = 8000, 4.0, 30.0
+    if exposure_ms is not None:
+        if not 0 < exposure_ms <= 1000:
+            raise SimulationError(f"exposure must be in (0, 1000] ms, got {exposure_ms}")
+        exposure_us = round(exposure_ms * 1000)
+        gain = max(1.0, _REF_EXPOSURE_GAIN_US / exposure_us)
+        fps = min(30.0, 1e6 / (exposure_us + 500))
     params = SimParams(
         width=width,
         height=height,
@@ -48,6 +88,14 @@ def simulate_command(
         shake=shake * DEFAULT_SHAKE_DEG_S,
         subject=subject,
         seed=seed,
+        isp=isp_choice(isp, seed),
+        flicker=None if flicker_pct is None else flicker_pct / 100.0,
+        rolling_shutter_ms=rolling_shutter_ms,
+        defocus_px=defocus_px,
+        shake_model=shake_model,
+        ring_exposure_us=exposure_us,
+        ring_gain=gain,
+        fps=fps,
     )
     linear = load_scene(scene) if scene is not None else None
     t0 = time.perf_counter()
@@ -60,7 +108,25 @@ def simulate_command(
         f"simulated in {elapsed:.2f} s)"
     )
     print(f"truth: {truth_dir}")
-    print(f"shake: {params.shake:.1f} deg/s RMS, focal {params.focal:.0f} px, seed {seed}")
+    print(
+        f"shake: {params.shake:.1f} deg/s RMS ({params.shake_model}), focal "
+        f"{params.focal:.0f} px, seed {seed}"
+    )
+    if params.isp is not None:
+        c = params.isp
+        codec = {"jpeg": f"JPEG q{c.jpeg_quality}", "h264": f"H.264-like q{c.qstep:.1f}"}
+        print(
+            f"camera: {isp} ISP, demosaic {c.demosaic}, denoise {c.denoise:.2f}/"
+            f"{c.chroma_denoise:.2f}, sharpen {c.sharpen:.2f}, "
+            f"{'4:2:0, ' if c.chroma_420 else ''}{codec.get(c.codec, 'no codec')}"
+        )
+    extras = [
+        f"flicker {params.flicker_rms * 100:.1f} % RMS" if params.flicker_rms else "",
+        f"rolling shutter {rolling_shutter_ms:g} ms" if rolling_shutter_ms else "",
+        f"defocus {defocus_px:g} px" if defocus_px else "",
+    ]
+    if any(extras):
+        print("also: " + ", ".join(e for e in extras if e))
     for info, st in zip(sim.burst.infos, sim.stats, strict=True):
         print(
             f"  {info.file} {info.role:5s} t={info.timestamp_ns / 1e6:8.2f} ms "
