@@ -68,7 +68,10 @@ def run_settings(
         return DeblurdSettings.model_validate(data)
     except ValidationError as exc:
         problems = [
-            (".".join(str(p) for p in err["loc"]), f"{err['msg']} (from the command line)")
+            (
+                ".".join(str(p) for p in err["loc"]),
+                f"{err['msg'].removeprefix('Value error, ')} (from the command line)",
+            )
             for err in exc.errors()
         ]
         raise ConfigError("invalid command-line override", problems) from exc

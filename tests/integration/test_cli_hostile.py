@@ -177,3 +177,75 @@ def test_closed_stderr_ends_quietly(tmp_path: Path) -> None:
     )  # fmt: skip
     os.close(w)
     assert proc.returncode == 141
+
+
+def run_daemon(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "deblurd"), "run", "--camera", "sim", *args],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "key", "message"),
+    [
+        (["--control", "bogus://x"], {}, "service.control_endpoint",
+         "'bogus://x' is not a ZeroMQ endpoint this daemon serves"),
+        ([], {"DEBLURD_SERVICE__CONTROL_ENDPOINT": "tcp://host"}, "service.control_endpoint",
+         "'tcp://host' is not tcp://HOST:PORT"),
+        (["--results", "tcp://127.0.0.1:99999"], {}, "service.results_endpoint",
+         "is not tcp://HOST:PORT"),
+        (["--results", "inproc://x"], {}, "service.results_endpoint",
+         "inproc:// reaches only this process"),
+        (["--control", "ipc://"], {}, "service.control_endpoint", "needs the path"),
+        (["--control", "ipc:///nonexistent-14/dir/c.sock"], {}, "service.control_endpoint",
+         "folder /nonexistent-14/dir does not exist (deblurd creates only its own runtime"),
+        (["--output", "/proc/deblurd-results"], {}, "output.directory",
+         "/proc/deblurd-results: cannot create the output folder"),
+    ],
+)  # fmt: skip
+def test_daemon_refuses_bad_endpoints_and_output_at_start(
+    tmp_path: Path, args: list[str], env: dict[str, str], key: str, message: str
+) -> None:
+    defaults = {"--control": f"ipc://{tmp_path}/c.sock", "--results": f"ipc://{tmp_path}/r.sock",
+                "--output": str(tmp_path / "out")}  # fmt: skip
+    for flag, value in defaults.items():
+        if flag not in args and not any(flag[2:] in k.lower() for k in env):
+            args = [*args, flag, value]
+    proc = run_daemon(*args, env=env)
+    assert proc.returncode == 78, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("deblurd: config error")]
+    assert len(lines) == 1 and lines[0].startswith(f"deblurd: config error: {key}: "), proc.stderr
+    assert message in lines[0]
+    assert "ready" not in proc.stdout and "Traceback" not in proc.stderr
+    assert not Path("/nonexistent-14").exists()
+
+
+def test_a_second_daemon_names_the_process_holding_the_socket(tmp_path: Path) -> None:
+    import zmq
+
+    ctx = zmq.Context()
+    rep = ctx.socket(zmq.REP)
+    endpoint = f"ipc://{tmp_path}/c.sock"
+    rep.bind(endpoint)
+    try:
+        proc = subprocess.Popen(
+            [str(BIN / "deblurd"), "run", "--camera", "sim", "--control", endpoint, "--results",
+             f"ipc://{tmp_path}/r.sock", "--output", str(tmp_path / "out")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert rep.poll(30_000), "the second daemon did not probe the endpoint"
+        assert rep.recv_json() == {"cmd": "ping"}
+        rep.send_json({"ok": True})
+        _, err = proc.communicate(timeout=60)
+    finally:
+        rep.close(0)
+        ctx.term()
+    assert proc.returncode == 1
+    line = [ln for ln in err.splitlines() if ln.startswith("deblurd: error:")]
+    assert line == [
+        f"deblurd: error: another deblurd already answers at {endpoint}: pid {os.getpid()} "
+        f"({' '.join(Path(f'/proc/{os.getpid()}/cmdline').read_text().split(chr(0))).strip()}); "
+        "stop it, or give this one other endpoints (--control, --results)"
+    ]

@@ -8,6 +8,8 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ import pytest
 
 from deblurd.cli import run_settings
 from deblurd.client import main as deblurctl
-from deblurd.errors import DeblurdError
+from deblurd.errors import ConfigError, DeblurdError
 from deblurd.service import runtime
 from deblurd.settings.models import DeblurdSettings
 
@@ -42,7 +44,11 @@ def unix_socket_file(path: Path) -> None:
 def test_runtime_dir_prefers_systemd_then_xdg_then_tmp(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert runtime.default_runtime_dir() == Path(f"/tmp/deblurd-{os.getuid()}")
+    monkeypatch.setattr(runtime.os, "getuid", lambda: 1000)
+    assert runtime.default_runtime_dir() == Path("/tmp/deblurd-1000")
+    monkeypatch.setattr(runtime.os, "getuid", lambda: 0)
+    # root: /run/deblurd, as under systemd (/tmp/deblurd-0 is shared by every root process)
+    assert runtime.default_runtime_dir() == Path("/run/deblurd") == runtime.SYSTEM_RUNTIME_DIR
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
     assert runtime.default_runtime_dir() == tmp_path / "xdg" / "deblurd"
     monkeypatch.setenv("RUNTIME_DIRECTORY", f"{tmp_path / 'run'}:{tmp_path / 'other'}")
@@ -260,3 +266,70 @@ def test_client_names_the_group_to_join() -> None:
         assert check_as_other_user(f"ipc://{open_dir / 'missing.sock'}") == (0, "")
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+# -- issue 14: only our own runtime folder is created; who holds a socket -------------------
+
+
+def test_a_configured_ipc_folder_is_never_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
+    endpoint = f"ipc://{tmp_path}/nonexistent/dir/c.sock"
+    with pytest.raises(ConfigError, match=r"folder .*/nonexistent/dir does not exist") as info:
+        runtime.prepare_ipc_folder(endpoint, "service.control_endpoint")
+    assert info.value.problems[0][0] == "service.control_endpoint"
+    assert not (tmp_path / "nonexistent").exists()
+    with pytest.raises(DeblurdError, match="does not exist"):
+        runtime.prepare_ipc_folder(endpoint)
+    (tmp_path / "nonexistent" / "dir").mkdir(parents=True)
+    runtime.prepare_ipc_folder(endpoint)  # an existing folder is used as it is
+
+
+def test_the_default_folder_is_made_without_parents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "gone"))
+    with pytest.raises(DeblurdError, match="cannot create the socket folder"):
+        runtime.prepare_ipc_folder(runtime.default_control_endpoint())
+    assert not (tmp_path / "gone").exists()
+
+
+def test_root_accepts_the_services_run_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "run-deblurd"
+    folder.mkdir(mode=0o750)
+    folder.chmod(0o750)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    monkeypatch.setattr(runtime, "SYSTEM_RUNTIME_DIR", folder)
+    monkeypatch.setattr(runtime.os, "getuid", lambda: 0)
+    if os.geteuid() == 0:
+        os.chown(folder, 4321, 4321)  # the service user's, not ours
+    runtime.prepare_ipc_folder(runtime.default_control_endpoint())
+    folder.chmod(0o770)
+    with pytest.raises(DeblurdError, match="runtime folder"):
+        runtime.prepare_ipc_folder(runtime.default_control_endpoint())
+
+
+def test_socket_holder_names_the_process(tmp_path: Path) -> None:
+    endpoint = f"ipc://{tmp_path}/control.sock"
+    script = (
+        "import sys, zmq\n"
+        "s = zmq.Context().socket(zmq.REP); s.bind(sys.argv[1]); print('up', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, endpoint, "holder-marker"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
+        holder = runtime.socket_holder(endpoint)
+        assert holder is not None and holder.startswith(f"pid {proc.pid} (")
+        assert "holder-marker" in holder
+    finally:
+        proc.communicate("", timeout=10)
+    assert runtime.socket_holder(f"ipc://{tmp_path}/none.sock") is None
+    assert runtime.socket_holder("tcp://127.0.0.1:5555") is None

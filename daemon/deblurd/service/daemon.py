@@ -33,7 +33,7 @@ import zmq
 from deblurd import __version__
 from deblurd.camera.base import CameraBackend, CameraError, FrameMeta
 from deblurd.camera.ring import FrameRing, capacity_for_budget
-from deblurd.errors import DeblurdError, InferenceError
+from deblurd.errors import ConfigError, DeblurdError, InferenceError
 from deblurd.inference.base import Deblurrer, remote_status, runtime_report
 from deblurd.inference.factory import open_deblurrer
 from deblurd.service import runtime
@@ -144,6 +144,10 @@ class Daemon:
         """Everything up to ``READY=1``. Raises DeblurdError (ConfigError for settings)."""
         s = self.settings
         self.notifier.status("starting")
+        try:  # an output folder it cannot use would fail every job after "ready"
+            self.store.check_writable()
+        except DeblurdError as exc:
+            raise ConfigError(str(exc), [("output.directory", str(exc))]) from exc
         self._bind()
         self.status.info = {
             "version": __version__,
@@ -218,8 +222,11 @@ class Daemon:
                  self.endpoints.control, self.endpoints.results, self.output_directory)  # fmt: skip
 
     def _bind(self) -> None:
-        for endpoint in (self.endpoints.control, self.endpoints.results):
-            runtime.prepare_ipc_folder(endpoint)
+        for key, endpoint in (
+            ("service.control_endpoint", self.endpoints.control),
+            ("service.results_endpoint", self.endpoints.results),
+        ):
+            runtime.prepare_ipc_folder(endpoint, key)
         _refuse_if_answering(self.endpoints.control)
         svc = self.settings.service
         # CURVE keys for network endpoints (ConfigError without them), before any socket.
@@ -465,4 +472,9 @@ def _refuse_if_answering(endpoint: str) -> None:
     finally:
         sock.close(0)
     if answered:
-        raise DeblurdError(f"another deblurd already answers at {endpoint}")
+        holder = runtime.socket_holder(endpoint)
+        raise DeblurdError(
+            f"another deblurd already answers at {endpoint}"
+            + (f": {holder}" if holder else "")
+            + "; stop it, or give this one other endpoints (--control, --results)"
+        )

@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -135,6 +136,24 @@ class ResultStore:
         return target
 
     # -- writing ---------------------------------------------------------------------
+
+    def check_writable(self) -> None:
+        """Create the output folder if missing and check a file can be written in it (a
+        temp file made and removed): the daemon calls this at start, so that an output
+        folder it cannot use stops it there rather than failing every job. Raises
+        :class:`OutputError`."""
+        with self._lock:
+            self._ensure_directory()
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=".deblurd-check.", suffix=".tmp",
+                                           dir=self.directory)  # fmt: skip
+            except OSError as exc:
+                raise OutputError(
+                    f"{self.directory}: cannot write in the output folder: {_why(exc)}",
+                    self.directory,
+                ) from exc
+            os.close(fd)
+            os.unlink(tmp)
 
     def _ensure_directory(self) -> None:
         """Create the output folder if missing (also when removed while running)."""

@@ -6,12 +6,16 @@ Defaults (DESIGN §4): ``ipc://`` endpoints in
    the installed service, mode ``0750`` so that members of the ``deblurd`` group may talk
    to the daemon);
 2. else ``$XDG_RUNTIME_DIR/deblurd`` (systemd's per-user tmpfs);
-3. else ``/tmp/deblurd-$UID``.
+3. else, for root, ``/run/deblurd`` (as under systemd: ``/tmp/deblurd-0`` would be shared
+   by every root process on the machine);
+4. else ``/tmp/deblurd-$UID``.
 
-A folder of cases 2 and 3 is created ``0700`` so that only its owner can talk to the
-daemon. After binding, the daemon makes its socket files ``0660`` (:func:`share_ipc_file`):
-connecting needs write permission, and the folder decides who gets that far. TCP only
-when configured.
+A folder of cases 2-4 is created ``0700`` (its parent must exist) so that only its owner
+can talk to the daemon. That is the only folder deblurd creates for a socket: the folder
+of a configured ``ipc://`` endpoint must exist (:func:`prepare_ipc_folder`). After
+binding, the daemon makes its socket files ``0660`` (:func:`share_ipc_file`): connecting
+needs write permission, and the folder decides who gets that far. TCP only when
+configured.
 
 Results (``output.directory``) go to ``$STATE_DIRECTORY/results`` (systemd's
 ``StateDirectory=``) when the config leaves the default (:func:`output_directory`).
@@ -31,7 +35,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from deblurd.errors import DeblurdError
+from deblurd.errors import ConfigError, DeblurdError
 
 CONTROL_SOCKET = "control.sock"
 RESULTS_SOCKET = "results.sock"
@@ -62,6 +66,8 @@ def default_runtime_dir() -> Path:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg:
         return Path(xdg) / "deblurd"
+    if os.getuid() == 0:
+        return SYSTEM_RUNTIME_DIR
     return Path(f"/tmp/deblurd-{os.getuid()}")
 
 
@@ -166,30 +172,45 @@ def _join_hint(group: str) -> str:
     return f"join group '{group}' (sudo usermod -aG {group} $USER, then log in again)"
 
 
-def prepare_ipc_folder(endpoint: str) -> None:
-    """Create the folder of an ``ipc://`` endpoint (``0700`` when we create it).
+def prepare_ipc_folder(endpoint: str, key: str | None = None) -> None:
+    """Make sure the folder of an ``ipc://`` endpoint is there: the default runtime folder
+    is created (``0700``, its parent must exist); any other folder must exist already (a
+    configured ``ipc:///nonexistent/dir/c.sock`` must not make root create
+    ``/nonexistent/dir``).
 
-    Raises :class:`DeblurdError` naming the folder when it cannot be made, or when it is
-    the default runtime folder and not safe: not a real folder owned by this user, or open
-    to others (mode ``0700``; ``0750`` is accepted for systemd's ``$RUNTIME_DIRECTORY``,
-    whose group is the service's). A stale socket file left by a daemon that died is
-    replaced by ZeroMQ's bind."""
+    Raises :class:`ConfigError` naming ``key`` (when given) for a configured endpoint whose
+    folder does not exist, else :class:`DeblurdError` naming the folder when it cannot be
+    made, or when it is the default runtime folder and not safe: not a real folder owned by
+    this user, or open to others (mode ``0700``; ``0750`` is accepted for systemd's
+    ``$RUNTIME_DIRECTORY``, whose group is the service's, and for ``/run/deblurd`` as root,
+    whatever its owner: only root or systemd can make it). A stale socket file left by a
+    daemon that died is replaced by ZeroMQ's bind."""
     path = ipc_path(endpoint)
     if path is None:
         return
     folder = path.parent
+    default = folder == default_runtime_dir()
+    if not default and not folder.is_dir():
+        message = (
+            f"{endpoint}: folder {folder} does not exist (deblurd creates only its own "
+            f"runtime folder, {default_runtime_dir()}): create it, or choose another endpoint"
+        )
+        if key is None:
+            raise DeblurdError(message)
+        raise ConfigError(message, [(key, message)])
     try:
         if not folder.is_dir():
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700)
             os.chmod(folder, 0o700)  # mkdir's mode is masked by the umask
-        if folder == default_runtime_dir():
-            systemd = folder == systemd_runtime_dir()
+        if default:
+            system = folder == SYSTEM_RUNTIME_DIR and os.getuid() == 0
+            systemd = folder == systemd_runtime_dir() or system
             allowed = stat.S_IRGRP | stat.S_IXGRP if systemd else 0
             st = folder.lstat()
             mode = stat.S_IMODE(st.st_mode)
             if (
                 not stat.S_ISDIR(st.st_mode)
-                or st.st_uid != os.getuid()
+                or (st.st_uid != os.getuid() and not system)
                 or mode & (stat.S_IRWXG | stat.S_IRWXO) & ~allowed
             ):
                 wanted = "0750 or 0700" if systemd else "0700"
@@ -200,6 +221,40 @@ def prepare_ipc_folder(endpoint: str) -> None:
                 )
     except OSError as exc:
         raise DeblurdError(f"{folder}: cannot create the socket folder: {exc}") from exc
+
+
+def socket_holder(endpoint: str) -> str | None:
+    """Which process has the socket file of an ``ipc://`` endpoint open: ``"pid N (command
+    line)"``, or None when it cannot be found (another user's process, no ``/proc``).
+    Found by the socket's inode in ``/proc/net/unix`` and each process's open files."""
+    path = ipc_path(endpoint)
+    if path is None:
+        return None
+    inodes: set[str] = set()
+    try:
+        with open("/proc/net/unix", encoding="utf-8", errors="replace") as fh:
+            next(fh, None)
+            for line in fh:
+                fields = line.split()
+                if len(fields) >= 8 and fields[7] == str(path):
+                    inodes.add(fields[6])
+    except OSError:
+        return None
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    if not wanted:
+        return None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd) in wanted:
+                    raw = (proc / "cmdline").read_bytes()
+                    command = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+                    return f"pid {proc.name} ({command or '?'})"
+        except OSError:
+            continue
+    return None
 
 
 def share_ipc_file(endpoint: str, mode: int = SOCKET_MODE) -> None:

@@ -12,6 +12,46 @@ METRICS_ENDPOINT_PATTERN = (
     r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):"
     r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})$"
 )
+TCP_ENDPOINT_PATTERN = (
+    r"^tcp://(\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):"
+    r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})$"
+)
+"""``tcp://HOST:PORT``: HOST a name, an IPv4 address, ``[IPv6]`` or ``*`` (every interface)."""
+IPC_PATH_MAX = 107
+"""Longest path of an ``ipc://`` socket file, bytes (``sun_path`` less its NUL)."""
+
+
+def check_endpoint(value: str) -> str:
+    """``value`` when it is an endpoint the daemon can serve and clients in other processes
+    can reach: ``ipc://PATH`` (``ipc://@NAME``: Linux abstract namespace) or
+    ``tcp://HOST:PORT``; else ValueError saying what is wrong with it."""
+    if value.startswith("ipc://"):
+        path = value[len("ipc://") :]
+        if not path or path == "@":
+            raise ValueError(f"{value!r}: ipc:// needs the path of the socket file")
+        if len(path.encode()) > IPC_PATH_MAX:
+            raise ValueError(
+                f"{value!r}: the socket path is {len(path.encode())} bytes, longer than the "
+                f"{IPC_PATH_MAX} a Unix socket allows"
+            )
+        if "\0" in path:
+            raise ValueError(f"{value!r}: the socket path holds a NUL byte")
+        return value
+    if value.startswith("tcp://"):
+        if re.fullmatch(TCP_ENDPOINT_PATTERN, value) is None:
+            raise ValueError(
+                f"{value!r} is not tcp://HOST:PORT (e.g. tcp://127.0.0.1:5555, "
+                "tcp://[::1]:5555, tcp://*:5555; port 1-65535)"
+            )
+        return value
+    if value.startswith("inproc://"):
+        raise ValueError(
+            f"{value!r}: inproc:// reaches only this process, no client can connect; use "
+            "ipc://PATH or tcp://HOST:PORT"
+        )
+    raise ValueError(
+        f"{value!r} is not a ZeroMQ endpoint this daemon serves: ipc://PATH or tcp://HOST:PORT"
+    )
 
 
 class ServiceSettings(Section):
@@ -20,9 +60,10 @@ class ServiceSettings(Section):
     control_endpoint: str | None = Field(
         None,
         description="control socket (REP-compatible: REQ clients work), e.g. "
-        "tcp://127.0.0.1:5555; unset = ipc:// in the runtime directory "
-        "($RUNTIME_DIRECTORY under systemd, else $XDG_RUNTIME_DIR/deblurd, else "
-        "/tmp/deblurd-$UID)",
+        "tcp://127.0.0.1:5555 (ipc://PATH or tcp://HOST:PORT; the folder of an ipc:// "
+        "path must exist); unset = ipc:// in the runtime directory ($RUNTIME_DIRECTORY "
+        "under systemd, else $XDG_RUNTIME_DIR/deblurd, else /run/deblurd for root, else "
+        "/tmp/deblurd-$UID), which deblurd creates",
     )
     results_endpoint: str | None = Field(
         None,
@@ -97,6 +138,11 @@ class ServiceSettings(Section):
         'e.g. "127.0.0.1:9464" ("[::1]:9464" for IPv6); unset = none. Needs the '
         "prometheus-client package (the deblurd[metrics] extra)",
     )
+
+    @field_validator("control_endpoint", "results_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else check_endpoint(value)
 
     @field_validator("metrics_endpoint")
     @classmethod
