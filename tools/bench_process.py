@@ -18,7 +18,7 @@ import statistics
 import time
 
 from deblurd.evaluation.cli_args import frame_size
-from deblurd.inference.base import open_deblurrer
+from deblurd.inference.factory import open_deblurrer
 from deblurd.pipeline.process import process_burst
 from deblurd.settings.load import load_settings
 from deblurd.settings.models import DeblurdSettings

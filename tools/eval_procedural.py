@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.evaluation.cli_args import frame_sizes
-from deblurd.inference.base import open_deblurrer
+from deblurd.inference.factory import open_deblurrer
 from deblurd.pipeline.process import process_burst
 from deblurd.settings.load import load_settings
 from deblurd.sim.burst import SimParams, simulate_burst

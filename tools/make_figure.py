@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from deblurd.evaluation.metrics import psnr
 from deblurd.imaging import write_image
-from deblurd.inference.base import open_deblurrer
+from deblurd.inference.factory import open_deblurrer
 from deblurd.pipeline.process import process_burst
 from deblurd.settings.models import DeblurdSettings
 from deblurd.sim.burst import SimParams, simulate_burst
