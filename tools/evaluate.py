@@ -5,7 +5,7 @@ Usage::
 
     python tools/evaluate.py [--size 640x480] [--levels 0.5,1,2] [--jobs 2]
         [--photos astronaut,chelsea,...] [--config deblurd.toml] [--per-burst]
-        [--markdown eval.md] [--json eval.json] [--sheet sheet.png]
+        [--markdown eval.md] [--json eval.json] [--sheet sheet.png] [--set clean|isp|both]
 
 Scenes are scikit-image's bundled photos (evaluation only: scikit-image is a dev
 dependency, never the daemon's), fitted to ``--size`` by the simulator. Each photo is
@@ -15,9 +15,17 @@ with a moving subject (a face, at ``--subject-level``); bursts at levels ≥
 ``--extra-from-level`` also capture 8 long-exposure ``extra`` frames. Default: 5 photos ×
 3 levels + 5 subject bursts = 20 bursts of 9 ring frames, about a minute on 2 cores.
 
+``--set``: ``clean`` (default) renders them through the simulator's plain sensor (white
+Poisson–Gaussian noise, sRGB); ``isp`` renders the same bursts (same scenes, seeds, shake
+and exposures) through a camera: a random ISP per burst (:func:`deblurd.sim.isp.isp_for_seed`
+of the burst's seed: mosaic, demosaic, ISP denoise, tone curve, sharpening, 4:2:0,
+JPEG or H.264-like coding, 0–3 % exposure flicker) and a rolling-shutter readout drawn
+per burst in 10–30 ms, the truth through the same tone curve; ``both`` runs both sets
+and prints a table for each.
+
 On every burst it runs the pipeline (``process_burst``, default settings or ``--config``;
-with the U-Net passes the settings ask for: both by default, from ``engines/``) and the
-baselines of
+with the U-Net passes the settings ask for: both by default, from ``engines/``), the
+pipeline with the U-Net passes off, and the baselines of
 :mod:`deblurd.evaluation.baselines` (trigger frame, sharpest frame, aligned mean, Fourier
 Burst Accumulation), and measures PSNR and SSIM (luma) against the simulator's ground
 truth **of the frame whose geometry each output is in**: the pipeline's selected frame,
@@ -68,11 +76,14 @@ from deblurd.evaluation.metrics import crop_border, psnr, ssim
 from deblurd.imaging import atomic_write_bytes, srgb_to_linear, write_image
 from deblurd.settings.models import DeblurdSettings
 from deblurd.sim.burst import DEFAULT_SHAKE_DEG_S, SimParams, SimulatedBurst, simulate_burst
+from deblurd.sim.isp import isp_for_seed
 
 U8 = npt.NDArray[np.uint8]
 Mask = npt.NDArray[np.bool_]
 
-METHODS = ("trigger", "sharpest", "aligned mean", "FBA", "pipeline")
+METHODS = ("trigger", "sharpest", "aligned mean", "FBA", "pipeline", "pipeline U-Net off")
+SETS = ("clean", "isp")
+ISP_READOUT_MS = (10.0, 30.0)  # rolling-shutter readout of the ISP set, drawn per burst
 SHEET_COLUMNS = ("truth", *METHODS[:4], "pipeline")
 DEFAULT_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle")
 CROP_FRACTION = 4  # sheet crops are 1/4 of the frame's width and height, shown 2x
@@ -114,7 +125,8 @@ def load_photo(name: str) -> U8:
 
 @dataclass(frozen=True)
 class Case:
-    """One simulated burst: which photo, how much shake, subject motion, extra frames."""
+    """One simulated burst: which photo, how much shake, subject motion, extra frames,
+    and which set (``"clean"``: the plain sensor; ``"isp"``: a camera, see module)."""
 
     index: int
     photo: str
@@ -122,6 +134,7 @@ class Case:
     subject: bool
     extra: bool
     seed: int
+    camera: str = "clean"
 
     @property
     def name(self) -> str:
@@ -138,6 +151,7 @@ def build_cases(
     subject_level: float | None,
     extra_from_level: float,
     base_seed: int,
+    camera: str = "clean",
 ) -> list[Case]:
     """Every photo at every level, then every photo with a moving subject.
 
@@ -151,7 +165,7 @@ def build_cases(
     for k, (photo, level, subject) in enumerate(specs):
         key = f"{photo}/{level:g}/{int(subject)}".encode()
         seed = (zlib.crc32(key) + 7919 * base_seed) % (2**31 - 1)
-        cases.append(Case(k, photo, level, subject, level >= extra_from_level, seed))
+        cases.append(Case(k, photo, level, subject, level >= extra_from_level, seed, camera))
     return cases
 
 
@@ -185,10 +199,17 @@ def simulate(case: Case, size: tuple[int, int]) -> SimulatedBurst:
 
     Shake ``case.level × DEFAULT_SHAKE_DEG_S``; the photo is fitted to the view (plus the
     simulator's margin) by the simulator; other parameters are the simulator's defaults
-    (9 ring frames at 8 ms, trigger in the middle; extra frames at 32 ms).
+    (9 ring frames at 8 ms, trigger in the middle; extra frames at 32 ms). The ``isp``
+    set adds the burst's random camera and a rolling-shutter readout (module docstring).
     """
     width, height = size
     scene = srgb_to_linear(load_photo(case.photo))
+    camera: dict[str, Any] = {}
+    if case.camera == "isp":
+        readout = np.random.default_rng([case.seed, 17]).uniform(*ISP_READOUT_MS)
+        camera = {"isp": isp_for_seed(case.seed), "rolling_shutter_ms": float(readout)}
+    elif case.camera != "clean":
+        raise SystemExit(f"unknown set {case.camera!r}; choose from {', '.join(SETS)}")
     params = SimParams(
         width=width,
         height=height,
@@ -196,6 +217,7 @@ def simulate(case: Case, size: tuple[int, int]) -> SimulatedBurst:
         shake=case.level * DEFAULT_SHAKE_DEG_S,
         subject=case.subject,
         extra_frames=EXTRA_FRAMES if case.extra else 0,
+        **camera,
     )
     return simulate_burst(params, scene)
 
@@ -274,7 +296,7 @@ def evaluate_burst(
     single_thread: bool,
 ) -> BurstResult:
     """Simulate one burst, run the pipeline and every baseline, and measure them."""
-    from deblurd.inference.base import open_deblurrer
+    from deblurd.inference.factory import open_deblurrer
     from deblurd.pipeline.process import process_burst
 
     if single_thread:
@@ -291,6 +313,7 @@ def evaluate_burst(
     finally:
         if deblurrer is not None:
             deblurrer.close()
+    plain = process_burst(burst, settings, None, "off")
     t2 = time.perf_counter()
 
     sel = settings.selection
@@ -305,6 +328,7 @@ def evaluate_burst(
         "aligned mean": (aligned_mean(burst, sharp, stack=stack), sharp),
         "FBA": (fourier_burst_accumulation(burst, sharp, p=fba_p, stack=stack), sharp),
         "pipeline": (result.image, result.report.selected),
+        "pipeline U-Net off": (plain.image, plain.report.selected),
     }
     t3 = time.perf_counter()
 
@@ -560,6 +584,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="write every number as JSON here")
     p.add_argument("--sheet", default=None, help="write a contact-sheet PNG here")
     p.add_argument("--sheet-rows", type=int, default=4, help="bursts on the contact sheet")
+    p.add_argument("--set", dest="sets", choices=[*SETS, "both"], default="clean",
+                   help="clean: the simulator's plain sensor; isp: the same bursts through a "
+                   "random camera ISP and rolling shutter per burst; both: a table for each")
     return p
 
 
@@ -601,27 +628,19 @@ def _output_path(path: str) -> Path:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    photos = [p.strip() for p in args.photos.split(",") if p.strip()]
-    for name in photos:
-        load_photo(name)  # fail early on an unknown photo
-    settings = load_settings_arg(args.config)
-    cases = build_cases(photos, args.levels, None if args.no_subject else args.subject_level,
-                        args.extra_from_level, args.seed)
-    sheet = set(sheet_case_indices(cases, args.sheet_rows)) if args.sheet else set()
+def _run_cases(
+    cases: Sequence[Case], args: argparse.Namespace, settings: DeblurdSettings, sheet: set[int]
+) -> tuple[list[BurstResult], float]:
+    """Evaluate ``cases`` (in parallel with ``--jobs``); results in case order, wall s."""
     jobs = max(1, args.jobs)
-    print(f"{len(cases)} bursts at {args.size[0]}x{args.size[1]}, levels "
-          f"{', '.join(f'{v:g}' for v in args.levels)}, {jobs} job(s)", flush=True)
-
     t0 = time.perf_counter()
     results: list[BurstResult] = []
 
     def report(r: BurstResult) -> None:
         s = r.seconds
-        print(f"[{len(results):>2}/{len(cases)}] {r.case.name:<22} {s['total']:5.1f} s "
-              f"(sim {s['simulate']:.1f}, pipeline {s['pipeline']:.1f}, baselines "
-              f"{s['baselines']:.1f})  pipeline {r.scores['pipeline'].psnr:.2f} dB, "
+        print(f"[{len(results):>2}/{len(cases)}] {r.case.camera:<5} {r.case.name:<22} "
+              f"{s['total']:5.1f} s (sim {s['simulate']:.1f}, pipeline {s['pipeline']:.1f}, "
+              f"baselines {s['baselines']:.1f})  pipeline {r.scores['pipeline'].psnr:.2f} dB, "
               f"sharpest {r.scores['sharpest'].psnr:.2f} dB", flush=True)
 
     common = (tuple(args.size), settings, args.border, args.fba_p)
@@ -646,36 +665,73 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise
                 report(results[-1])
     results.sort(key=lambda r: r.case.index)
-    wall = time.perf_counter() - t0
+    return results, time.perf_counter() - t0
 
-    summary = summarise(results)
-    print()
-    print(render_report(results, summary, args.per_burst, _text, "== "), end="")
-    print(f"\n{len(results)} bursts in {wall:.1f} s wall "
-          f"({statistics.fmean(r.seconds['total'] for r in results):.1f} s per burst)")
+
+def _set_path(path: str, camera: str, several: bool) -> str:
+    """``path`` for the clean set (or a lone set); ``NAME-isp.EXT`` for the isp set of two."""
+    if not several or camera == "clean":
+        return path
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}-{camera}{p.suffix}"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    photos = [p.strip() for p in args.photos.split(",") if p.strip()]
+    for name in photos:
+        load_photo(name)  # fail early on an unknown photo
+    settings = load_settings_arg(args.config)
+    sets = list(SETS) if args.sets == "both" else [args.sets]
+    several = len(sets) > 1
+    subject_level = None if args.no_subject else args.subject_level
+    runs: dict[str, tuple[list[BurstResult], float, dict[str, Any]]] = {}
+    for camera in sets:
+        cases = build_cases(photos, args.levels, subject_level, args.extra_from_level,
+                            args.seed, camera)
+        sheet = set(sheet_case_indices(cases, args.sheet_rows)) if args.sheet else set()
+        print(f"{camera} set: {len(cases)} bursts at {args.size[0]}x{args.size[1]}, levels "
+              f"{', '.join(f'{v:g}' for v in args.levels)}, {max(1, args.jobs)} job(s)",
+              flush=True)
+        results, wall = _run_cases(cases, args, settings, sheet)
+        runs[camera] = (results, wall, summarise(results))
+
+    for camera, (results, wall, summary) in runs.items():
+        print(f"\n==== {camera} set " + "=" * 60)
+        print(render_report(results, summary, args.per_burst, _text, f"== [{camera}] "), end="")
+        print(f"\n{len(results)} bursts in {wall:.1f} s wall "
+              f"({statistics.fmean(r.seconds['total'] for r in results):.1f} s per burst)")
 
     if args.markdown:
-        md = (f"# deblurd evaluation\n\n{len(results)} simulated bursts at "
-              f"{args.size[0]}x{args.size[1]}, border {args.border} px.\n\n"
-              + render_report(results, summary, True, _markdown, "### "))
+        md = "# deblurd evaluation\n\n"
+        for camera, (results, _wall, summary) in runs.items():
+            md += (f"## {camera} set\n\n{len(results)} simulated bursts at "
+                   f"{args.size[0]}x{args.size[1]}, border {args.border} px.\n\n"
+                   + render_report(results, summary, True, _markdown, "### ") + "\n")
         atomic_write_bytes(_output_path(args.markdown), md.encode())
         print(f"wrote {args.markdown}")
     if args.json:
-        doc = {
+        def set_doc(camera: str) -> dict[str, Any]:
+            results, wall, summary = runs[camera]
+            return {"wall_s": round(wall, 2), "summary": summary,
+                    "bursts": [_result_json(r) for r in results]}
+
+        doc: dict[str, Any] = {
             "args": {k: v for k, v in vars(args).items()},
             "settings": settings.model_dump(mode="json"),
-            "wall_s": round(wall, 2),
-            "summary": summary,
-            "bursts": [_result_json(r) for r in results],
+            **set_doc(sets[0]),  # the first set at the top level, as before
+            "sets": {camera: set_doc(camera) for camera in sets},
         }
         text = json.dumps(_clean(doc), indent=1, default=str, allow_nan=False)
         atomic_write_bytes(_output_path(args.json), (text + "\n").encode())
         print(f"wrote {args.json}")
     if args.sheet:
-        img = contact_sheet(results)
-        if img is not None:
-            write_image(_output_path(args.sheet), img)
-            print(f"wrote {args.sheet} ({img.shape[1]}x{img.shape[0]})")
+        for camera, (results, _wall, _summary) in runs.items():
+            img = contact_sheet(results)
+            if img is not None:
+                path = _set_path(args.sheet, camera, several)
+                write_image(_output_path(path), img)
+                print(f"wrote {path} ({img.shape[1]}x{img.shape[0]})")
     return 0
 
 
