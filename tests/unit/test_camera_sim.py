@@ -13,6 +13,9 @@ import pytest
 from deblurd.camera.base import CameraError, FrameMeta
 from deblurd.camera.sim import SimCamera, expose_with_bank
 from deblurd.settings.camera import CameraSettings, SimCameraSettings, SimFaultSettings
+from deblurd.sim.burst import make_renderer
+from deblurd.sim.params import SimParams
+from deblurd.sim.render import ShakeRenderer
 from deblurd.sim.sensor import SensorModel
 
 
@@ -55,8 +58,10 @@ def settings(**sim: Any) -> CameraSettings:
 def run() -> Iterator[Any]:
     cams: list[SimCamera] = []
 
-    def start(cfg: CameraSettings, keep: bool = True) -> tuple[SimCamera, Recorder]:
-        cam, rec = SimCamera(cfg), Recorder(keep)
+    def start(
+        cfg: CameraSettings, keep: bool = True, renderer: Any = make_renderer
+    ) -> tuple[SimCamera, Recorder]:
+        cam, rec = SimCamera(cfg, renderer_factory=renderer), Recorder(keep)
         cams.append(cam)
         cam.start(rec)
         return cam, rec
@@ -172,11 +177,28 @@ def test_dead_camera_stays_dead(run: Any) -> None:
     assert time.monotonic() - t0 < 2.0
 
 
+RENDER_COST_S = 0.025  # the injected renderer takes at least this long per frame
+
+
+def slow_renderer(params: SimParams, scene: Any) -> ShakeRenderer:
+    """The real renderer, made to take at least ``RENDER_COST_S`` per frame: slower than
+    any camera period below, on any machine (a slower machine only makes it slower)."""
+    renderer = make_renderer(params, scene)
+    render = renderer.render
+
+    def costly(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(RENDER_COST_S)
+        return render(*args, **kwargs)
+
+    renderer.render = costly  # type: ignore[method-assign]
+    return renderer
+
+
 def test_realtime_skips_frames_it_cannot_render(run: Any) -> None:
-    # 240 fps at 640x480 is more than the renderer does here: frames are skipped
+    # a renderer slower than the 4.2 ms period (injected: not this machine's speed)
     cfg = settings(fps=240.0, exposure_us=2000, realtime=True)
-    cam, rec = run(cfg.model_copy(update={"width": 640, "height": 480}), keep=False)
-    time.sleep(1.0)
+    cam, rec = run(cfg, keep=False, renderer=slow_renderer)
+    rec.wait(8)
     cam.stop()
     metas = rec.metas()
     numbers = np.array([m.frame_number for m in metas])
@@ -189,20 +211,31 @@ def test_realtime_skips_frames_it_cannot_render(run: Any) -> None:
     assert len(metas) < numbers[-1] - numbers[0] + 1  # gaps: it could not keep up
 
 
-def test_non_realtime_slows_its_clock_instead(run: Any) -> None:
-    cfg = settings(fps=240.0, exposure_us=2000).model_copy(update={"width": 640, "height": 480})
-    cam, rec = run(cfg, keep=False)
-    time.sleep(1.0)
+def test_non_realtime_slows_its_clock_instead() -> None:
+    """A renderer slower than the frame period (injected: its cost does not depend on this
+    machine's speed) renders every frame, keeps the timestamps exactly 1/fps apart, and the
+    sensor clock falls behind the wall clock by what the renderer could not keep up with."""
+    cfg = settings(fps=240.0, exposure_us=2000)
+    period_ns = round(1e9 / 240)
+    cam, rec = SimCamera(cfg, renderer_factory=slow_renderer), Recorder(keep_images=False)
+    cam.start(rec)
+    try:
+        rec.wait(12)
+    finally:
+        cam.stop()
     metas = rec.metas()
-    numbers = [m.frame_number for m in metas]
-    assert numbers == list(range(len(numbers)))
-    assert np.all(np.diff([m.timestamp_ns for m in metas]) == round(1e9 / 240))
-    now = cam.sensor_clock_ns()
-    lag = time.monotonic_ns() - now
-    assert lag > 0.1e9  # fewer than 240 frames were rendered in this second
-    assert now >= metas[-1].timestamp_ns - round(1e9 / 240)
-    # a trigger timestamped with the camera's clock lands next to the newest frames
-    assert abs(now - metas[-1].timestamp_ns) < 0.1e9
+    n = len(metas)
+    assert [m.frame_number for m in metas] == list(range(n))  # none skipped
+    assert np.all(np.diff([m.timestamp_ns for m in metas]) == period_ns)
+    # Frame k cannot be delivered before (k + 1) renders: it ends (k period + exposure) after
+    # the start on the sensor clock, so the clock lags by at least this much.
+    lower_ns = n * RENDER_COST_S * 1e9 - (n - 1) * period_ns - 2000 * 1000
+    lag = time.monotonic_ns() - cam.sensor_clock_ns()
+    assert lag >= lower_ns > 0.2e9
+    # A trigger timestamped with the camera's clock at the instant the newest frame was
+    # delivered lands exactly at that frame's end of exposure (not `lag` after it).
+    delivered_at = cam._lag_walls[-1]
+    assert cam.sensor_clock_ns(delivered_at) == metas[-1].timestamp_ns + 2000 * 1000
 
 
 def test_truth_is_the_noiseless_sharp_frame(run: Any) -> None:

@@ -37,6 +37,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -94,11 +95,19 @@ def expose_with_bank(
 class SimCamera(ThreadedCamera):
     """The simulated camera (module docstring). ``settings``: the camera section (size,
     fps, preview exposure/gain, ``latency_frames``, ``sim``). ``scene``: a linear
-    ``float32 (H, W, 3)`` scene overriding ``sim.scene`` (tests)."""
+    ``float32 (H, W, 3)`` scene overriding ``sim.scene`` (tests). ``renderer_factory``:
+    makes the renderer from the parameters and scene (default
+    :func:`deblurd.sim.burst.make_renderer`); tests inject one of known cost, so that what
+    depends on the renderer's speed is tested without depending on the machine's."""
 
     name = "sim"
 
-    def __init__(self, settings: CameraSettings, scene: F32Image | None = None) -> None:
+    def __init__(
+        self,
+        settings: CameraSettings,
+        scene: F32Image | None = None,
+        renderer_factory: Callable[[SimParams, F32Image | None], ShakeRenderer] = make_renderer,
+    ) -> None:
         super().__init__()
         self.settings = settings
         sim = settings.sim
@@ -118,6 +127,7 @@ class SimCamera(ThreadedCamera):
         except SimulationError as exc:
             raise ConfigError(f"camera: the sim camera cannot run these settings: {exc}") from exc
         self._scene = scene
+        self._renderer_factory = renderer_factory
         self.sensor = self.params.sensor()
         self._period_ns = round(1e9 / settings.fps)
         self._lock = threading.Lock()
@@ -223,7 +233,7 @@ class SimCamera(ThreadedCamera):
             except SimulationError as exc:
                 raise CameraError(f"camera.sim.scene: {exc}") from exc
         try:
-            return make_renderer(self.params, scene)
+            return self._renderer_factory(self.params, scene)
         except SimulationError as exc:
             raise CameraError(f"sim camera: {exc}") from exc
 
