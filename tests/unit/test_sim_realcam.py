@@ -125,3 +125,46 @@ def test_simulate_command_line_flags(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert (p.rolling_shutter_ms, p.flicker, p.defocus_px) == (15.0, 0.02, 1.5)
     assert p.shake_model == "walk" and p.ring_exposure_us == 16000 and p.ring_gain == 2.0
     assert "rolling shutter 15 ms" in capsys.readouterr().out
+
+
+def test_sim_camera_as_a_real_camera() -> None:
+    import time
+
+    from deblurd.camera.sim import SimCamera
+    from deblurd.settings.camera import CameraSettings, SimCameraSettings
+
+    cfg = CameraSettings(
+        width=160,
+        height=120,
+        sim=SimCameraSettings(
+            seed=2,
+            shake=10.0,
+            isp="typical",
+            rolling_shutter_ms=15.0,
+            flicker=0.03,
+            shake_model="walk",
+            defocus_px=1.0,
+        ),
+    )
+    cam = SimCamera(cfg)
+    assert cam.params.isp is not None and cam.params.rolling_shutter_ms == 15.0
+    got: list[tuple[np.ndarray, int]] = []
+    cam.start(lambda frame, meta: got.append((frame.copy(), meta.frame_number)))
+    try:
+        end = time.monotonic() + 10.0
+        while len(got) < 4 and time.monotonic() < end:
+            time.sleep(0.01)
+    finally:
+        cam.stop()
+    assert len(got) >= 4
+    for frame, number in got[1:4]:
+        assert frame.dtype == np.uint8 and frame.shape == (120, 160, 3)
+        truth = cam.truth_for(number)
+        # same view, brightness and tone curve; blur (which raises the mean of sRGB codes:
+        # the curve is concave), JPEG, sharpening and noise apart
+        assert abs(float(frame.mean()) - float(truth.mean())) < 4.0
+        err = frame.astype(np.float64) - truth
+        assert 10 * np.log10(255**2 / np.mean(err**2)) > 20
+    # the brightness wobbles smoothly in time at the configured RMS
+    logs = np.log([cam._brightness_at(t) for t in np.linspace(0.0, 60.0, 3000)])
+    assert float(np.std(logs)) == pytest.approx(0.03, rel=0.35)

@@ -28,6 +28,14 @@ come back), ignore exposure requests, or step the metadata timestamps back (a se
 clock that jumps backwards; the frames themselves are unchanged). **Ground truth** of the last
 ``camera.sim.truth_frames`` frames is re-rendered on demand by :meth:`SimCamera.truth_for`
 (noiseless, sharp, at the frame's mean pose: the simulator's definition).
+
+**A real camera** (``camera.sim``: ``isp``, ``rolling_shutter_ms``, ``flicker``,
+``shake_model``, ``defocus_px``; all off by default): frames go through the camera
+pipeline of :mod:`deblurd.sim.isp` (noise drawn per photosite, not from the bank; about
+twice the render cost), rows are read out over ``rolling_shutter_ms``, the brightness
+wobbles smoothly in time (0.3–3 Hz, ``flicker`` RMS) while the metadata stays, the
+shake follows the chosen model, and a defocus disk blurs on top. The truth of a frame
+then has the frame's rolling-shutter geometry, tone curve and brightness.
 """
 
 from __future__ import annotations
@@ -48,10 +56,13 @@ from deblurd.errors import ConfigError, SimulationError
 from deblurd.imaging import F32Image, U8Image, linear_to_srgb
 from deblurd.settings.camera import CameraSettings
 from deblurd.sim.burst import make_renderer
+from deblurd.sim.isp import camera_frame, isp_by_name, tone_map
+from deblurd.sim.kernels import defocus_kernel
 from deblurd.sim.params import SimParams
-from deblurd.sim.render import ExposureStats, ShakeRenderer
+from deblurd.sim.render import Exposure, ExposureStats, ShakeRenderer, convolve
 from deblurd.sim.scene import load_scene
 from deblurd.sim.sensor import SensorModel
+from deblurd.sim.trajectory import random_sines
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +134,19 @@ class SimCamera(ThreadedCamera):
                 seed=sim.seed,
                 noise=sim.noise,
                 fast=True,
+                isp=isp_by_name(sim.isp, sim.seed),
+                flicker=sim.flicker,
+                rolling_shutter_ms=sim.rolling_shutter_ms,
+                shake_model=sim.shake_model,
+                defocus_px=sim.defocus_px,
             )
         except SimulationError as exc:
             raise ConfigError(f"camera: the sim camera cannot run these settings: {exc}") from exc
+        self._disk = defocus_kernel(sim.defocus_px) if sim.defocus_px > 0 else None
+        self._flicker = random_sines(
+            np.random.default_rng([sim.seed, 9]), 6, (0.3, 3.0), rms_value=1.0
+        )
+        self._previous: U8Image | None = None  # last frame handed over (H.264-like skips)
         self._scene = scene
         self._renderer_factory = renderer_factory
         self.sensor = self.params.sensor()
@@ -221,8 +242,29 @@ class SimCamera(ThreadedCamera):
         stats = self.stats_for(frame_number)
         if self._renderer is None:
             raise CameraError("sim camera: not started")
-        truth, _ = self._renderer.render_truth(stats.mean_pose, stats.subject_pose)
+        if self.params.rolling_shutter_ms > 0:  # the frame's rolling-shutter geometry
+            truth = self._exposure(self._renderer, stats.t_start_s, stats.exposure_s).truth
+        else:
+            truth, _ = self._renderer.render_truth(stats.mean_pose, stats.subject_pose)
+        bright = self._brightness_at(stats.t_start_s)
+        if self.params.isp is not None:
+            return tone_map(truth, self.params.isp, bright)
+        if bright != 1.0:
+            truth = truth * np.float32(bright)
         return linear_to_srgb(truth)  # radiance at the preview's brightness reference
+
+    def _brightness_at(self, t_s: float) -> float:
+        """The flicker factor of a frame that starts at ``t_s`` (trajectory time, s)."""
+        rms = self.params.flicker_rms
+        if rms <= 0:
+            return 1.0
+        return float(np.exp(rms * self._flicker.value(np.array([t_s]))[0]))
+
+    def _exposure(self, renderer: ShakeRenderer, t_s: float, exposure_s: float) -> Exposure:
+        readout_s = self.params.rolling_shutter_ms * 1e-3
+        if readout_s > 0:
+            return renderer.render(t_s, exposure_s, fast=True, readout_s=readout_s)
+        return renderer.render(t_s, exposure_s, fast=True)
 
     # -- internals ----------------------------------------------------------------------
     def _make_renderer(self) -> ShakeRenderer:
@@ -364,10 +406,30 @@ class SimCamera(ThreadedCamera):
         if renderer is None:
             raise CameraError("sim camera: not started")
         t_s = (start_ns - self._clock0_ns) * 1e-9
-        exp = renderer.render(t_s, exposure_us * 1e-6, fast=True)
+        exp = self._exposure(renderer, t_s, exposure_us * 1e-6)
+        blurred = exp.blurred if self._disk is None else convolve(exp.blurred, self._disk)
+        bright = self._brightness_at(t_s)
+        if self.params.isp is not None:
+            rng = (
+                np.random.default_rng([self.params.seed, 10, frame]) if self.params.noise else None
+            )
+            image = camera_frame(
+                blurred,
+                self.params.isp,
+                self.sensor,
+                exposure_us,
+                gain,
+                rng,
+                brightness=bright,
+                previous=self._previous,
+            )
+            self._previous = image
+            return image, exp.stats
+        if bright != 1.0:
+            blurred = blurred * np.float32(bright)
         z: F32Image | None = None
         if self._bank is not None:
-            n = exp.blurred.size
+            n = blurred.size
             off = int(self._rng.integers(0, self._bank.size - n + 1))
-            z = self._bank[off : off + n].reshape(exp.blurred.shape)
-        return expose_with_bank(self.sensor, exp.blurred, exposure_us, gain, z), exp.stats
+            z = self._bank[off : off + n].reshape(blurred.shape)
+        return expose_with_bank(self.sensor, blurred, exposure_us, gain, z), exp.stats

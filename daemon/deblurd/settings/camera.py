@@ -64,6 +64,36 @@ class SimCameraSettings(Section):
         None, description="image file used as the scene; unset = the procedural scene of seed"
     )
     noise: bool = Field(True, description="sensor noise (false: noiseless frames)")
+    isp: Literal["off", "random", "typical"] = Field(
+        "off",
+        description="camera pipeline after the sensor, as a real camera hands frames over "
+        "(deblurd.sim.isp: RGGB mosaic and demosaic, ISP denoise, tone curve, sharpening, "
+        "4:2:0, JPEG or H.264-like blocks): off = the plain sensor (white noise, sRGB); "
+        "random = a random phone/Pi camera drawn from seed; typical = a fixed mid-range one "
+        "(frames cost ~2x more to render)",
+    )
+    rolling_shutter_ms: float = Field(
+        0.0,
+        ge=0.0,
+        le=100.0,
+        description="rolling-shutter readout time from the top row to the bottom one, ms "
+        "(0 = global shutter; phone and Pi sensors 10-30)",
+    )
+    flicker: float | None = Field(
+        None,
+        ge=0.0,
+        le=0.5,
+        description="RMS brightness wobble between frames that the metadata does not show "
+        "(auto-exposure drift), fraction (0.02 = 2 %); unset = the ISP's own (0 without one)",
+    )
+    shake_model: Literal["tremor", "walk"] = Field(
+        "tremor",
+        description="tremor = hand tremor with sway and drift; walk = a real-world random walk "
+        "with inertia and jerks (curved, kinked blur paths); both at the RMS speed shake",
+    )
+    defocus_px: float = Field(
+        0.0, ge=0.0, le=24.0, description="radius of a defocus blur disk, px (0 = in focus)"
+    )
     realtime: bool = Field(
         False,
         description="true: the sensor clock is the wall clock and sensor frames the renderer "

@@ -7,25 +7,11 @@ from pathlib import Path
 
 from deblurd.errors import SimulationError
 from deblurd.sim.burst import simulate_burst, write_simulation
-from deblurd.sim.isp import IspParams, isp_for_seed
+from deblurd.sim.isp import isp_by_name
 from deblurd.sim.params import DEFAULT_SHAKE_DEG_S, ShakeModel, SimParams
 from deblurd.sim.scene import load_scene
 
-ISP_CHOICES = ("off", "random", "typical")
 _REF_EXPOSURE_GAIN_US = 32000.0  # the default preview's 8 ms × gain 4
-
-
-def isp_choice(name: str | None, seed: int) -> IspParams | None:
-    """The camera pipeline of ``--isp``: None/``"off"`` → none (the plain sensor);
-    ``"random"`` → the seed's random camera (:func:`~deblurd.sim.isp.isp_for_seed`);
-    ``"typical"`` → :meth:`IspParams.typical`."""
-    if name is None or name == "off":
-        return None
-    if name == "random":
-        return isp_for_seed(seed)
-    if name == "typical":
-        return IspParams.typical()
-    raise SimulationError(f"unknown --isp {name!r} (choose {', '.join(ISP_CHOICES)})")
 
 
 def simulate_command(
@@ -88,7 +74,7 @@ def simulate_command(
         shake=shake * DEFAULT_SHAKE_DEG_S,
         subject=subject,
         seed=seed,
-        isp=isp_choice(isp, seed),
+        isp=isp_by_name(isp, seed),
         flicker=None if flicker_pct is None else flicker_pct / 100.0,
         rolling_shutter_ms=rolling_shutter_ms,
         defocus_px=defocus_px,

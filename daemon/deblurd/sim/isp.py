@@ -246,6 +246,22 @@ def isp_for_seed(seed: int) -> IspParams:
     return IspParams.random(np.random.default_rng([seed, 11]))
 
 
+ISP_CHOICES = ("off", "random", "typical")
+
+
+def isp_by_name(name: str | None, seed: int) -> IspParams | None:
+    """The camera of a configuration word: None/``"off"`` → None (the plain sensor);
+    ``"random"`` → :func:`isp_for_seed` of ``seed``; ``"typical"`` →
+    :meth:`IspParams.typical`. Anything else raises :class:`SimulationError`."""
+    if name is None or name == "off":
+        return None
+    if name == "random":
+        return isp_for_seed(seed)
+    if name == "typical":
+        return IspParams.typical()
+    raise SimulationError(f"unknown ISP {name!r} (choose {', '.join(ISP_CHOICES)})")
+
+
 # -- tone ------------------------------------------------------------------------------
 
 
