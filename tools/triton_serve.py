@@ -18,10 +18,14 @@ SIGTERM/SIGINT. ``--test-models`` adds broken models for the tests: ``deblurd_un
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
+import socket
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,94 @@ from deblurd.inference.triton_export import (  # noqa: E402
     batch_dynamic_onnx,
     read_spec,
 )
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (the OS's pick)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """This script as a child process (its own process group: tritonserver and the Python
+    backend's stubs go with it), for the tests and the fleet benchmark.
+
+    ``python``: the interpreter of the venv with nvidia-pytriton (Debian's 3.11.2)."""
+
+    def __init__(self, python: str, *args: str, log: Path | None = None) -> None:
+        self.python, self.args = python, list(args)
+        self.grpc_port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.log = log
+        self.proc: subprocess.Popen[str] | None = None
+        self.lines: list[str] = []
+
+    @property
+    def grpc_url(self) -> str:
+        return f"localhost:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"localhost:{self.http_port}"
+
+    def start(self, timeout_s: float = 180.0) -> float:
+        """Start and wait for ``READY``; returns the seconds it took."""
+        t0 = time.monotonic()
+        cmd = [self.python, "-u", str(Path(__file__).resolve()), *self.args,
+               "--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port),
+               "--metrics-port", str(self.metrics_port)]  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        ready = threading.Event()
+        proc = self.proc
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            sink = self.log.open("a") if self.log else None
+            for line in proc.stdout:
+                self.lines.append(line)
+                if sink:
+                    sink.write(line)
+                    sink.flush()
+                if line.startswith("READY"):
+                    ready.set()
+            if sink:
+                sink.close()
+
+        threading.Thread(target=pump, daemon=True).start()
+        while not ready.wait(0.2):
+            if proc.poll() is not None or time.monotonic() - t0 > timeout_s:
+                self.stop()
+                tail = "".join(self.lines[-30:])
+                raise RuntimeError(f"Triton server did not start ({cmd}):\n{tail}")
+        return time.monotonic() - t0
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> None:
+        """Signal the whole process group; SIGKILL it after ``timeout_s``."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        # tritonserver and the stubs are in the group too: wait until none is left
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _session(spec: ModelSpec, threads: int) -> Any:
@@ -134,7 +226,8 @@ def main() -> int:
 
         def slow(arrays: dict[str, np.ndarray]) -> np.ndarray:
             time.sleep(args.slow_s)
-            return run(arrays)
+            out: np.ndarray = run(arrays)
+            return out
 
         def garbage(arrays: dict[str, np.ndarray]) -> np.ndarray:
             out: np.ndarray = run(arrays)[:, :, ::2, ::2].copy()

@@ -40,5 +40,10 @@ class InferenceError(DeblurdError):
     """A deblurring network could not be loaded or run."""
 
 
+class RemoteInferenceError(InferenceError):
+    """The inference server (Triton) could not be reached, was too slow, or answered an
+    error or garbage: the job's ``error`` code ``inference_remote`` (worth a retry)."""
+
+
 class SimulationError(DeblurdError):
     """The burst simulator was given parameters it cannot honour."""

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from deblurd.errors import ConfigError, InferenceError
+from deblurd.errors import ConfigError, InferenceError, RemoteInferenceError
 from deblurd.imaging import linear_to_srgb_float
 from deblurd.inference.base import Deblurrer, Pass
 from deblurd.inference.onnx import (
@@ -54,8 +54,8 @@ DEFAULT_MULTIPLE = 16
 LATENCY_WINDOW = 100
 
 
-class RemoteError(InferenceError):
-    """The server could not be reached, was too slow, or answered an error or garbage."""
+RemoteError = RemoteInferenceError
+"""The server could not be reached, was too slow, or answered an error or garbage."""
 
 
 @dataclass(frozen=True)
@@ -285,7 +285,11 @@ class TritonDeblurrer:
                 self.stats.last_error_ns = time.time_ns()
 
     def _remote_pass(self, srgb: F32, pass_: Pass, model: str) -> F32:
-        multiple = self._model(model).multiple
+        try:
+            multiple = self._model(model).multiple
+        except RemoteError as exc:  # the server is down since start: one failed request
+            self._count(exc)
+            raise
 
         def run(tile: F32, noise: float) -> F32:
             try:

@@ -36,7 +36,7 @@ import numpy as np
 from deblurd.burstdir import Burst, FrameInfo
 from deblurd.camera.base import CameraBackend, CameraError, FrameMeta
 from deblurd.camera.ring import FrameRing
-from deblurd.errors import DeblurdError
+from deblurd.errors import DeblurdError, RemoteInferenceError
 from deblurd.imaging import U8Image, encode_image
 from deblurd.inference.base import Deblurrer, runtime_report
 from deblurd.pipeline.decision import exposure_gain
@@ -393,6 +393,8 @@ def _error_code(exc: BaseException) -> str:
         return "output"
     if isinstance(exc, CameraError):
         return "camera"
+    if isinstance(exc, RemoteInferenceError):
+        return "inference_remote"
     if isinstance(exc, DeblurdError):
         return "pipeline"
     return "internal"
