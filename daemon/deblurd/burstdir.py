@@ -242,8 +242,8 @@ def read_burst(
 
     Every frame's header is read before any frame is decoded: sizes that differ, a frame
     over ``max_frame_pixels`` px or frames over ``max_burst_pixels`` px together are
-    refused without decoding anything (``limits`` in the config). Frames must be regular
-    files inside the folder (a symbolic link is followed only within it)."""
+    refused without decoding anything (``limits`` in the config). Frames must be PNG
+    files, regular files inside the folder (a symbolic link is followed only within it)."""
     root = Path(path)
     if not root.is_dir():
         what = "not a folder" if root.exists() else "no such folder"
@@ -259,6 +259,8 @@ def read_burst(
             check_pixels(header, max_frame_pixels, str(file))
         except ImageError as exc:
             raise BurstError(str(exc)) from exc
+        if header.format != "png":
+            raise BurstError(f"{file}: is a {header.format.upper()} file; burst frames are PNG")
         if first is None:
             first = (header.width, header.height)
         elif (header.width, header.height) != first:

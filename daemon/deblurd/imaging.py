@@ -219,23 +219,77 @@ def _jpeg_header(fh: BinaryIO) -> ImageHeader:
         fh.seek(length - 2, os.SEEK_CUR)
 
 
+_PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel in the file
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+          (0, 1, 1, 2))  # fmt: skip
+_INFLATE_BLOCK = 1 << 20
+
+
+def _png_row_layout(ihdr: bytes) -> tuple[int, int, bool]:
+    """``(bytes of filtered image data, row length incl. its filter byte, interlaced)``
+    that an IHDR promises (the row length is that of the full image, for the filter check
+    of a non-interlaced one)."""
+    width, height, bits, colour, _, _, interlace = struct.unpack(">IIBBBBB", ihdr)
+    samples = _PNG_SAMPLES[colour]
+    if interlace not in (0, 1):
+        raise ValueError(f"PNG interlace method {interlace} is not valid")
+
+    def row(w: int) -> int:
+        return 1 + (w * samples * bits + 7) // 8
+
+    if interlace == 0:
+        return height * row(width), row(width), False
+    total = 0
+    for x0, y0, dx, dy in _ADAM7:
+        pw, ph = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
+        if pw > 0 and ph > 0:
+            total += ph * row(pw)
+    return total, row(width), True
+
+
 def _check_png_chunks(data: bytes) -> None:
-    """Walk a PNG's chunks: each complete with a correct CRC, up to ``IEND``. A truncated
-    or damaged file is refused here, in our words, before libpng sees (and prints) it."""
+    """Walk a PNG's chunks: each complete with a correct CRC, up to ``IEND``; inflate the
+    image data (in blocks, nothing kept) and check it holds exactly the rows the header
+    promises, each with a valid filter byte. A truncated or damaged file is refused here,
+    in our words, before libpng sees it and prints its own line."""
     pos, end = len(_PNG_SIGNATURE), len(data)
+    inflater = zlib.decompressobj()
+    expected, row_len, interlaced = 0, 1, False
+    produced = 0
     while True:
         if pos + 12 > end:
             raise ValueError(f"truncated PNG (file ends at byte {end} inside a chunk)")
         length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
         stop = pos + 12 + length
+        name = ctype.decode("ascii", "replace")
         if stop > end:
-            name = ctype.decode("ascii", "replace")
             raise ValueError(f"truncated PNG ({name} chunk runs past the end of the file)")
         crc = struct.unpack(">I", data[stop - 4 : stop])[0]
         if zlib.crc32(data[pos + 4 : stop - 4]) != crc:
-            name = ctype.decode("ascii", "replace")
             raise ValueError(f"damaged PNG (CRC error in the {name} chunk at byte {pos})")
-        if ctype == b"IEND":
+        if ctype == b"IHDR":
+            expected, row_len, interlaced = _png_row_layout(data[pos + 8 : stop - 4])
+        elif ctype == b"IDAT":
+            if inflater.eof:
+                raise ValueError("damaged PNG (image data after the end of its stream)")
+            chunk = data[pos + 8 : stop - 4]
+            try:
+                while chunk:
+                    out = inflater.decompress(chunk, _INFLATE_BLOCK)
+                    chunk = inflater.unconsumed_tail
+                    if produced + len(out) > expected:
+                        raise ValueError("damaged PNG (more image data than its header says)")
+                    if not interlaced and out:
+                        first = -produced % row_len  # the next row's filter byte in `out`
+                        filters = np.frombuffer(out, np.uint8)[first::row_len]
+                        if filters.size and int(filters.max()) > 4:
+                            raise ValueError("damaged PNG (invalid row filter)")
+                    produced += len(out)
+            except zlib.error as exc:
+                raise ValueError(f"damaged PNG (image data: {exc})") from exc
+        elif ctype == b"IEND":
+            if produced < expected or not inflater.eof:
+                raise ValueError(f"truncated PNG (image data holds {produced} of {expected} bytes)")
             return
         pos = stop
 

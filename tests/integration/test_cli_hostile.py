@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from deblurd import imaging
 from deblurd.cli import main
 
 BIN = Path(sys.executable).parent
@@ -57,13 +56,13 @@ def test_image_and_report_appear_together_or_not_at_all(
             raise OSError(28, "No space left on device")
         real(src, dst)
 
-    monkeypatch.setattr(imaging.os, "replace", fail_on_report)
+    monkeypatch.setattr(os, "replace", fail_on_report)
     out, rep = tmp_path / "out.png", tmp_path / "r.json"
     code = main(["process", str(burst), "-o", str(out), "--json", str(rep), "--unet", "off"])
     assert code == 1
     assert "No space left on device" in one_error(capsys)
     assert leftovers(tmp_path) == []  # the image renamed first was taken back
-    monkeypatch.setattr(imaging.os, "replace", real)
+    monkeypatch.setattr(os, "replace", real)
     assert main(["process", str(burst), "-o", str(out), "--json", str(rep), "--unet", "off"]) == 0
     assert json.loads(rep.read_text())["output"] == str(out)
 

@@ -146,7 +146,7 @@ def test_deep_nesting_is_one_error_not_a_recursion_error(small_burst_dir: Path) 
 
 def test_brackets_in_strings_do_not_count(small_burst_dir: Path) -> None:
     doc = _manifest(small_burst_dir)
-    doc["frames"][0]["role"] = "[" * 50 + "\\\"" + "{" * 50
+    doc["frames"][0]["role"] = "[" * 50 + '\\"' + "{" * 50
     _rewrite(small_burst_dir, doc)
     with pytest.raises(BurstError, match=r"frames\[0\]: field 'role'"):
         read_burst(small_burst_dir)
@@ -249,3 +249,10 @@ def test_pixel_limits_checked_on_headers_before_decoding(
 def test_not_a_folder(small_burst_dir: Path) -> None:
     with pytest.raises(BurstError, match=r"000.png: not a burst directory \(not a folder\)"):
         read_burst(small_burst_dir / "000.png")
+
+
+def test_frames_are_png(small_burst_dir: Path) -> None:
+    _, buf = cv2.imencode(".jpg", np.zeros((64, 80, 3), np.uint8))
+    (small_burst_dir / "002.png").write_bytes(buf.tobytes())
+    with pytest.raises(BurstError, match=r"002.png: is a JPEG file; burst frames are PNG"):
+        read_burst(small_burst_dir)

@@ -150,6 +150,8 @@ def test_result_bytes_follow_the_file_name() -> None:
     assert _image_for("x.png", png) == png
     jpeg = _image_for("x.JPG", png)
     assert jpeg.startswith(b"\xff\xd8")
-    back = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert bgr is not None
+    back = bgr[..., ::-1]
     assert abs(int(back[..., 0].mean()) - 200) < 8  # still red: RGB order kept
     assert _image_for("x.png", jpeg).startswith(b"\x89PNG")

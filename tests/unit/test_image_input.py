@@ -5,8 +5,10 @@ truncated or damaged, and never blocks on a FIFO or prints libpng's own lines.""
 from __future__ import annotations
 
 import os
+import re
 import struct
 import threading
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +167,48 @@ def test_output_file_checked_before_any_work(tmp_path: Path) -> None:
         check_output_file(tmp_path / ("x" * 250 + ".png"))
     with pytest.raises(OutputError, match="cannot write there"):
         check_output_file("/proc/x.png")
+
+
+def test_short_image_data_with_good_crcs_is_ours_to_report(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A crafted PNG: valid chunks and CRCs, but one row of data for a 97x64 header
+    (libpng would print "Not enough image data"), or a bad row filter."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", 97, 64, 8, 2, 0, 0, 0))
+    for rows, message in [
+        (b"\x00" * (1 + 3 * 97), "truncated PNG (image data holds 292 of 18688 bytes)"),
+        ((b"\x07" + b"\x00" * 3 * 97) * 64, "damaged PNG (invalid row filter)"),
+        (b"\x00" * (1 + 3 * 97) * 65, "more image data than its header says"),
+    ]:
+        p = tmp_path / "crafted.png"
+        p.write_bytes(b"\x89PNG\r\n\x1a\n" + ihdr + chunk(b"IDAT", zlib.compress(rows))
+                      + chunk(b"IEND", b""))  # fmt: skip
+        with pytest.raises(ImageError, match=re.escape(message)):
+            read_rgb8(p)
+    assert capfd.readouterr().err == ""
+
+
+def test_interlaced_png_is_read(tmp_path: Path) -> None:
+    """Adam7: the image data is seven reduced images; their sizes are what is checked."""
+    rgb = np.random.default_rng(1).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    raw = b""
+    for x0, y0, dx, dy in [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4),
+                           (1, 0, 2, 2), (0, 1, 1, 2)]:  # fmt: skip
+        sub = rgb[y0::dy, x0::dx]
+        if sub.size:
+            raw += b"".join(b"\x00" + row.tobytes() for row in sub)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", 53, 37, 8, 2, 0, 0, 1)
+    idat = chunk(b"IDAT", zlib.compress(raw))
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")
+    (tmp_path / "i.png").write_bytes(png)
+    np.testing.assert_array_equal(read_rgb8(tmp_path / "i.png"), rgb)
