@@ -51,10 +51,14 @@ def settings_for(backend: str, mode: str = "reference") -> DeblurdSettings:
     s = DeblurdSettings()
     # model_copy: "emulated" is no value of the settings literal (tests and CI only).
     # The U-Net passes are off: these tests compare registration and fusion backends.
+    # The local refinement and the dense fallback exist on the CPU registrar only (the
+    # CUDA registrar fits the corners' homography): both off, so like is compared with like.
     return s.model_copy(update={
         "inference": s.inference.model_copy(update={"passes": "off"}),
-        "registration": s.registration.model_copy(update={"backend": backend}),
-        "fusion": s.fusion.model_copy(update={"mode": mode}),
+        "registration": s.registration.model_copy(
+            update={"backend": backend, "refine": False, "dense_fallback": False}
+        ),
+        "fusion": s.fusion.model_copy(update={"mode": mode, "calibrate_detail": False}),
     })
 
 

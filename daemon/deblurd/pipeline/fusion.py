@@ -59,7 +59,7 @@ reference by the median ratio of low-passed values (``match_exposure``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -94,6 +94,9 @@ _MAD_TO_SIGMA = 1.4826
 #: Noise calibration: the std of the high-pass that removes smooth (systematic)
 #: differences from the calibration samples, full-resolution px.
 _CALIB_SMOOTH_PX = 32.0
+#: Std of the detail test's energy ratio on static pixels with white noise: a mean of
+#: 300 squared Gaussians (10×10 px × 3 channels) has a relative std of sqrt(2/300).
+_WHITE_RATIO_SPREAD = math.sqrt(2.0 / (4 * _DETAIL_BOX * _DETAIL_BOX * 3))
 _CALIB_FLAT_FRACTION = 0.3
 _CALIB_MIN = 1.0 / 16.0
 _CALIB_DEAD_ZONE = 0.8
@@ -282,10 +285,12 @@ class _ReferenceGuide:
         self.model_variance_mid = float(np.median(var1[::st, ::st]))
 
     def measured_noise(self) -> tuple[float, float]:
-        """``(factor, sigma)``: the median over luma bins of the least variance factor the
-        job's frames measured (1.0 before any), and one frame's noise std at the
-        reference's median intensity with it (linear units)."""
-        least = self.calibrator.least
+        """``(factor, sigma)``: the median over luma bins of the least per-pixel variance
+        factor the job's frames measured (the detail test's, full resolution; the motion
+        test's where the detail test is off; 1.0 before any), and one frame's noise std
+        at the reference's median intensity with it (linear units)."""
+        cal = self.calibrator
+        least = cal.least_centre if cal.least_centre is not None else cal.least
         factor = 1.0 if least is None else float(np.median(least))
         return factor, math.sqrt(self.model_variance_mid * factor)
 
@@ -349,6 +354,22 @@ class _ReferenceGuide:
         out: F32Image = z.reshape(-1, 3)
         return out
 
+    def detail_calibration(self, ratio: F32Image, vmask: F32Image | None) -> F32Image | None:
+        """The detail test's per-pixel factor from ``ratio`` ``(h, w)`` (local energy over
+        the model's), as :meth:`calibration` (:meth:`NoiseCalibration.detail_factors`)."""
+        st = self.calib_step
+        samples = ratio[::st, ::st].reshape(-1)
+        ok = None if vmask is None else vmask[::st, ::st].reshape(-1) > 0.5
+        factors = self.calibrator.detail_factors(
+            samples, self.calib_chunks, ok, self.settings.detail_tolerance
+        )
+        return None if factors is None else self._per_pixel(factors)
+
+    def _per_pixel(self, factors: npt.NDArray[np.float64]) -> F32Image:
+        if factors.size == 1:
+            return np.full(self.luma_lo.shape, factors[0], np.float32)
+        return np.interp(self.luma_lo, self.calib_levels, factors).astype(np.float32)
+
     def calibration(self, d_lo: F32Image, vmask: F32Image | None) -> F32Image | None:
         """Per-pixel factor on the model's variance, measured from this frame's static
         majority (:class:`NoiseCalibration`); None when nothing changes.
@@ -360,11 +381,7 @@ class _ReferenceGuide:
         zs = self.signed_samples(d_lo[::st, ::st])
         ok = None if vmask is None else vmask[::st, ::st].reshape(-1) > 0.5
         factors = self.calibrator.factors(zs, self.calib_chunks, ok)
-        if factors is None:
-            return None
-        if factors.size == 1:
-            return np.full(self.luma_lo.shape, factors[0], np.float32)
-        return np.interp(self.luma_lo, self.calib_levels, factors).astype(np.float32)
+        return None if factors is None else self._per_pixel(factors)
 
     def _valid_mask(self, valid: F32Image) -> F32Image | None:
         """Half-resolution 0/1 mask of fully valid cells, or None where all is valid."""
@@ -419,8 +436,13 @@ class _ReferenceGuide:
             box = (_DETAIL_BOX, _DETAIL_BOX)
             energy = _f32(cv2.boxFilter(energy, -1, box, borderType=cv2.BORDER_REFLECT))
             ratio = _mean3(_f32(cv2.multiply(energy, self.inv_var_box)))
-            if factor is not None:
-                ratio /= factor
+            detail = (
+                self.detail_calibration(ratio, vmask)
+                if s.calibrate_noise and s.calibrate_detail
+                else factor
+            )
+            if detail is not None:
+                ratio /= detail
             w *= _flat_top(ratio - np.float32(1.0), s.detail_tolerance, 3.0 * s.detail_tolerance)
         if self.grow_kernel is not None:
             w = _f32(cv2.erode(w, self.grow_kernel, borderType=cv2.BORDER_REPLICATE))
@@ -468,7 +490,12 @@ class NoiseCalibration:
     """
 
     def __init__(self) -> None:
-        self.least: npt.NDArray[np.float64] | None = None
+        self.least: npt.NDArray[np.float64] | None = None  # motion test (low-pass)
+        self.least_detail: npt.NDArray[np.float64] | None = None  # detail test (full res)
+        self._last_motion: npt.NDArray[np.float64] | None = None
+        #: the detail test's measured centres (before widening): one frame's per-pixel
+        #: noise variance over the model's, for the report
+        self.least_centre: npt.NDArray[np.float64] | None = None
 
     def factors(
         self,
@@ -476,40 +503,106 @@ class NoiseCalibration:
         chunks: list[npt.NDArray[np.intp]],
         ok: npt.NDArray[np.bool_] | None,
     ) -> npt.NDArray[np.float64] | None:
-        """Per-bin factors on the model's variance from one frame's samples ``zs``
-        ``(n, 3)``: signed low-passed differences in model stds, ``L_c / sqrt(g·V_c)``
-        (``chunks``: the bins' flattest sample indices; ``ok``: ``(n,)`` valid samples or
-        None), or None when nothing changes.
+        """Per-bin factors of the motion test from one frame's samples ``zs`` ``(n, 3)``:
+        signed low-passed differences in model stds, ``L_c / sqrt(g·V_c)`` (``chunks``:
+        the bins' flattest sample indices; ``ok``: ``(n,)`` valid samples or None), or
+        None when nothing changes.
 
         The spread is measured around the bin's median (``1.4826 · MAD``), not around 0:
         a systematic difference (brightness, a shift of shading) moves the median, not
         the spread, and must not pass for noise."""
-        if not chunks:
+
+        def spread(z: F32Image) -> float:
+            mad = np.median(np.abs(z - np.median(z, axis=0)), axis=0)
+            return float(np.mean((_MAD_TO_SIGMA * mad) ** 2))
+
+        measured = _per_bin(zs, chunks, ok, spread)
+        self._last_motion = measured
+        if measured is None:
             return None
-        measured = np.full(len(chunks), np.nan)
-        for i, chunk in enumerate(chunks):
-            sel = chunk if ok is None else chunk[ok[chunk]]
-            if sel.size >= _CALIB_MIN_BIN * _CALIB_FLAT_FRACTION / 2:
-                z = zs[sel]
-                mad = np.median(np.abs(z - np.median(z, axis=0)), axis=0)
-                measured[i] = float(np.mean((_MAD_TO_SIGMA * mad) ** 2))
-        known = np.isfinite(measured)
-        if not known.any():
+        measured, self.least = _consensus(measured, self.least)
+        return _applied(measured)
+
+    def detail_factors(
+        self,
+        ratios: F32Image,
+        chunks: list[npt.NDArray[np.intp]],
+        ok: npt.NDArray[np.bool_] | None,
+        tolerance: float,
+    ) -> npt.NDArray[np.float64] | None:
+        """Per-bin factors of the detail test from the same frame's samples ``ratios``
+        ``(n,)`` (local mean squared difference over what the model expects: 1 on static
+        pixels under a right model), measured as their median, never above the motion
+        test's measurement of the same frame (correlated noise keeps more of its power
+        through a low-pass than white noise: the low-pass factor is the larger one; a
+        brightness difference raises the energy, not the high-passed spread). Call after
+        :meth:`factors`. None when nothing changes."""
+
+        def middle(r: F32Image) -> float:
+            # the static ratios' centre, widened by their spread: correlated noise has
+            # fewer independent samples in the box, so its ratios scatter more than white
+            # noise's, and the tolerance (set for white noise) must scale with that
+            centre = float(np.median(r))
+            spread = _MAD_TO_SIGMA * float(np.median(np.abs(r - centre)))
+            wider = (1.0 + tolerance * spread / _WHITE_RATIO_SPREAD) / (1.0 + tolerance)
+            return centre * max(1.0, wider)
+
+        centres = _per_bin(ratios, chunks, ok, lambda r: float(np.median(r)))
+        measured = _per_bin(ratios, chunks, ok, middle)
+        if measured is None or centres is None:
             return None
-        if not known.all():
-            idx = np.arange(measured.size)
-            measured = np.interp(idx, idx[known], measured[known])
-        if self.least is not None:
-            measured = np.minimum(measured, _CALIB_CONSENSUS * self.least)
-            self.least = np.minimum(self.least, measured)
-        else:
-            self.least = measured.copy()
-        tighten = np.clip(measured / _CALIB_DEAD_ZONE, _CALIB_MIN, 1.0)
-        loosen = np.minimum(measured, _CALIB_MAX)
-        factors = np.where(measured >= _CALIB_LOOSEN_FROM, loosen, tighten)
-        if np.all(factors == 1.0):
-            return None
-        return factors
+        if self._last_motion is not None:
+            measured = np.minimum(measured, self._last_motion)
+            centres = np.minimum(centres, self._last_motion)
+        self.least_centre = centres if self.least_centre is None else np.minimum(
+            self.least_centre, centres
+        )
+        measured, self.least_detail = _consensus(measured, self.least_detail)
+        return _applied(measured)
+
+
+def _per_bin(
+    samples: F32Image,
+    chunks: list[npt.NDArray[np.intp]],
+    ok: npt.NDArray[np.bool_] | None,
+    statistic: Callable[[F32Image], float],
+) -> npt.NDArray[np.float64] | None:
+    """``statistic`` of each bin's usable samples (bins with too few take their nearest
+    measured neighbours'), or None when no bin has enough."""
+    if not chunks:
+        return None
+    measured = np.full(len(chunks), np.nan)
+    for i, chunk in enumerate(chunks):
+        sel = chunk if ok is None else chunk[ok[chunk]]
+        if sel.size >= _CALIB_MIN_BIN * _CALIB_FLAT_FRACTION / 2:
+            measured[i] = statistic(samples[sel])
+    known = np.isfinite(measured)
+    if not known.any():
+        return None
+    if not known.all():
+        idx = np.arange(measured.size)
+        measured = np.interp(idx, idx[known], measured[known])
+    return measured
+
+
+def _consensus(
+    measured: npt.NDArray[np.float64], least: npt.NDArray[np.float64] | None
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """``measured`` capped at ``_CALIB_CONSENSUS`` × the job's least so far, and the new least."""
+    if least is None:
+        return measured, measured.copy()
+    capped = np.minimum(measured, _CALIB_CONSENSUS * least)
+    return capped, np.minimum(least, capped)
+
+
+def _applied(measured: npt.NDArray[np.float64]) -> npt.NDArray[np.float64] | None:
+    """Measured factors as the tests apply them (see :class:`NoiseCalibration`)."""
+    tighten = np.clip(measured / _CALIB_DEAD_ZONE, _CALIB_MIN, 1.0)
+    loosen = np.minimum(measured, _CALIB_MAX)
+    factors = np.where(measured >= _CALIB_LOOSEN_FROM, loosen, tighten)
+    if np.all(factors == 1.0):
+        return None
+    return factors
 
 
 def _f32(arr: object) -> F32Image:

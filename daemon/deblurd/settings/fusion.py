@@ -55,6 +55,13 @@ class FusionSettings(Section):
         "the model says (a denoised reference, a too generous noise level); never loosens, "
         "because blur, misregistration and motion raise those differences too",
     )
+    calibrate_detail: bool = Field(
+        True,
+        description="measure the detail test's noise on its own scale (full-resolution "
+        "energy, whose spread widens the tolerance for spatially correlated ISP noise) "
+        "instead of applying the motion test's low-pass factor to it (CPU fuser only; the "
+        "CUDA fuser applies the motion test's factor to both)",
+    )
     guide_sigma_px: float = Field(
         2.0,
         ge=0.0,
