@@ -39,8 +39,9 @@ from the input).
 
 Prints a row per burst, means per video and overall; ``--json`` writes every number,
 ``--markdown`` the tables, ``--sheet`` a contact sheet of 100 % crops at the most
-textured area of each burst (selected frame | output | aligned mean) and of each photo
-(input | output), labelled. Deterministic: the same arguments give the same numbers.
+textured area of each burst (selected frame | output | their difference × 4 on grey |
+aligned mean; two bursts a row) and of each photo (input | output | difference × 4),
+labelled. Deterministic: the same arguments give the same numbers.
 """
 
 from __future__ import annotations
@@ -191,6 +192,7 @@ def image_measures(image: U8, phase: tuple[int, int] = (0, 0)) -> dict[str, floa
         "gradient_energy": _r(noref.gradient_energy(image), 1),
         "blur_score": _r(noref.blur_score(image), 3),
         "blockiness": _r(noref.blockiness(image, 8, phase), 3),
+        "block_excess": _r(noref.block_excess(image, 8, phase), 3),
     }
 
 
@@ -286,10 +288,12 @@ def evaluate_window(
 
     r, c = noref.texture_window(selected, crop)
     used, rejected = len(rep.used), len(rep.rejected)
+    win = (slice(r, r + crop), slice(c, c + crop))
     crops = [
-        (f"{window.name} #{sel} selected", selected[r : r + crop, c : c + crop]),
-        (f"output: {used} fused, {rejected} rej", output[r : r + crop, c : c + crop]),
-        ("aligned mean", mean_img[r : r + crop, c : c + crop]),
+        (f"{window.video[-6:]}@{window.start} #{sel} selected", selected[win]),
+        (f"output: {used} fused, {rejected} rej", output[win]),
+        ("(out - sel) x4", difference_tile(output[win], selected[win])),
+        ("aligned mean", mean_img[win]),
     ]
     return BurstResult(window, seconds, report, numbers, crops)
 
@@ -317,9 +321,11 @@ def evaluate_photo(
     doc["output"]["drift"] = _r(noref.brightness_drift(out, image), 3)
     doc["output"]["ghost"] = _r(noref.ghost_fraction(out, image), 4)
     r, c = noref.texture_window(image, crop)
+    win = (slice(r, r + crop), slice(c, c + crop))
     crops = [
-        (f"{path.stem} input", image[r : r + crop, c : c + crop]),
-        ("deblur output", out[r : r + crop, c : c + crop]),
+        (f"{path.stem} input", image[win]),
+        ("deblur output", out[win]),
+        ("(out - in) x4", difference_tile(out[win], image[win])),
     ]
     return doc, crops
 
@@ -371,16 +377,24 @@ BURST_COLUMNS: list[tuple[str, str, Callable[[dict[str, Any], dict[str, Any]], A
     ("GE sel", "gradient energy: selected", lambda n, r: n["selected"]["gradient_energy"]),
     ("GE sharp", "gradient energy: sharpest", lambda n, r: n["sharpest"]["gradient_energy"]),
     ("GE out", "gradient energy: output", lambda n, r: n["output"]["gradient_energy"]),
+    ("GE fus", "gradient energy: fusion alone", lambda n, r: n["fusion_only"]["gradient_energy"]),
     ("GE mean", "gradient energy: mean", lambda n, r: n["aligned_mean"]["gradient_energy"]),
     ("blur sel", "blur score dB: selected", lambda n, r: n["selected"]["blur_score"]),
     ("blur sharp", "blur score: sharpest", lambda n, r: n["sharpest"]["blur_score"]),
     ("blur out", "blur score: output", lambda n, r: n["output"]["blur_score"]),
+    ("blur fus", "blur score: fusion alone", lambda n, r: n["fusion_only"]["blur_score"]),
     ("blur mean", "blur score: mean", lambda n, r: n["aligned_mean"]["blur_score"]),
     ("drift out", "drift of output, 2-code units", lambda n, r: n["output"]["drift"]),
     ("drift mean", "drift of aligned mean", lambda n, r: n["aligned_mean"]["drift"]),
     ("blk sel", "8x8 blockiness: selected", lambda n, r: n["selected"]["blockiness"]),
     ("blk out", "8x8 blockiness: output", lambda n, r: n["output"]["blockiness"]),
     ("blk mean", "8x8 blockiness: mean", lambda n, r: n["aligned_mean"]["blockiness"]),
+    (
+        "blk+ sel",
+        "8x8 block step excess, codes: selected",
+        lambda n, r: n["selected"]["block_excess"],
+    ),
+    ("blk+ out", "8x8 block step excess: output", lambda n, r: n["output"]["block_excess"]),
     ("ghost out", "ghost fraction: output", lambda n, r: n["output"]["ghost"]),
     ("ghost mean", "ghost fraction: mean", lambda n, r: n["aligned_mean"]["ghost"]),
 ]
@@ -413,16 +427,28 @@ BURST_TABLES: list[tuple[str, list[str]]] = [
             "GE sel",
             "GE sharp",
             "GE out",
+            "GE fus",
             "GE mean",
             "blur sel",
             "blur sharp",
             "blur out",
+            "blur fus",
             "blur mean",
         ],
     ),
     (
         "brightness, blocks, ghosts",
-        ["drift out", "drift mean", "blk sel", "blk out", "blk mean", "ghost out", "ghost mean"],
+        [
+            "drift out",
+            "drift mean",
+            "blk sel",
+            "blk out",
+            "blk mean",
+            "blk+ sel",
+            "blk+ out",
+            "ghost out",
+            "ghost mean",
+        ],
     ),
 ]
 
@@ -435,6 +461,8 @@ PHOTO_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("blur out", lambda d: d["output"]["blur_score"]),
     ("blk in", lambda d: d["input"]["blockiness"]),
     ("blk out", lambda d: d["output"]["blockiness"]),
+    ("blk+ in", lambda d: d["input"]["block_excess"]),
+    ("blk+ out", lambda d: d["output"]["block_excess"]),
     ("drift", lambda d: d["output"]["drift"]),
     ("ghost", lambda d: d["output"]["ghost"]),
 ]
@@ -534,23 +562,31 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 LEGEND = """\
 sigT: temporal noise sigma (codes of luma): the residual against the mean of held-out
 frames the product never saw (registered with ECC, brightness-matched), in static flat
-pixels, minus the mean's own noise (measured from the held-out frames' spread). sigS: the
-same on every static pixel, texture included (deblurring changes texture too: read it
-with GE). sigI: Immerkær's spatial noise sigma on the static flat pixels. GE: gradient
-energy (mean Sobel², codes²; rises with detail and with noise). blur: the product's blur
-score (dB, lower is sharper). drift: median low-pass luma change against the selected
-frame, in units of 2 codes (target: |drift| < 1). blk: 8x8 boundary/interior step ratio
-(1 = no grid). ghost: fraction of pixels departing from the selected frame by > 6 codes
-after a sigma = 3 px low-pass. sel: the product's selected frame; out: its output; sharp:
-the sharpest candidate by blur score; mean: plain aligned mean of the burst registered to
-the selected frame (deblurd.evaluation.baselines); fus: the product with the U-Net off
-(fusion alone). fus d: mean |fusion alone - selected| (codes); fus chg: fraction of
-pixels fusion changed at all (0 = bit-identical). w claim: 1 + the sum of the report's
-mean pixel weights (what the product says it fused). nm a/b: the product's own noise
-model (variance = a·I + b), as reported."""
+pixels, high-passed (8 px), minus the mean's own noise (measured from the held-out
+frames' spread). sigS: the same on every static pixel, texture included (deblurring
+changes texture too: read it with GE). sigI: Immerkær's spatial noise sigma on the static
+flat pixels. GE: gradient energy (mean Sobel², codes²; rises with detail and with noise).
+blur: the product's blur score (dB, lower is sharper). drift: median low-pass luma change
+against the selected frame, in units of 2 codes (target: |drift| < 1). blk: 8x8
+boundary/interior step ratio (1 = no grid); blk+: the same steps as a difference, codes
+(0 = no grid). ghost: fraction of pixels departing from the selected frame by > 6 codes
+after a sigma = 3 px low-pass. sel: the product's selected frame; out: its output;
+sharp: the sharpest candidate by blur score; mean: plain aligned mean of the burst
+registered to the selected frame (deblurd.evaluation.baselines); fus: the product with
+the U-Net off (fusion alone). fus d: mean |fusion alone - selected| (codes); fus chg:
+fraction of pixels fusion changed at all (0 = bit-identical). w claim: 1 + the sum of the
+report's mean pixel weights (what the product says it fused). nm a/b: the product's own
+noise model (variance = a·I + b), as reported."""
 
 
 # -------------------------------------------------------------------------- sheet
+
+
+def difference_tile(image: U8, reference: U8, gain: float = 4.0) -> U8:
+    """``128 + gain · (image - reference)`` per channel, clipped: mid-grey where nothing
+    changed (bit-identical reads flat grey)."""
+    d = image.astype(np.float32) - reference.astype(np.float32)
+    return np.asarray(np.clip(np.round(128.0 + gain * d), 0, 255), np.uint8)
 
 
 def _label(tile: U8, text: str) -> U8:

@@ -89,6 +89,8 @@ def test_blockiness_rises_after_low_quality_jpeg() -> None:
     blocky = noref.blockiness(jpeg)
     assert abs(clean - 1.0) < 0.05
     assert blocky > clean + 0.3
+    assert abs(noref.block_excess(img)) < 0.2
+    assert noref.block_excess(jpeg) > 1.0
     assert noref.block_phase(jpeg) == (0, 0)
     # a cropped JPEG: the grid moves, block_phase finds it, phase 0 misses it
     shifted = jpeg[3:, 5:]

@@ -25,7 +25,8 @@ product's own (:func:`deblurd.pipeline.blur.blur_score`), reported as the produc
 * :func:`brightness_drift`: the median of the low-passed luma difference of two
   images in the same geometry, in units of :data:`DRIFT_UNIT_CODES` (2 codes).
 * :func:`blockiness`: the mean absolute luma step across 8×8 block boundaries over the
-  mean step inside blocks (1.0: no grid; JPEG/H.264 blocks raise it).
+  mean step inside blocks (1.0: no grid; JPEG/H.264 blocks raise it);
+  :func:`block_excess`: their difference in codes (0: no grid).
 * :func:`ghost_fraction`: the fraction of pixels where one image disagrees with another
   by far more than noise after a low-pass (σ = 3 px): ghosts of moving things,
   misregistered copies, local brightness changes. Sharpening or denoising alone barely
@@ -59,6 +60,7 @@ CLIP_LOW, CLIP_HIGH = 6, 249
 MIN_PIXELS = 2000
 """Fewer masked pixels than this: the noise measures return NaN (not enough to trust)."""
 _MAD = 1.4826  # MAD → σ for a Gaussian
+_REGISTRATION_SCALE = 0.5  # register_ecc works on half-resolution images
 
 
 def luma(image: npt.NDArray[np.generic]) -> F64:
@@ -192,6 +194,17 @@ def _block_steps(y: F64, axis: int, block: int, phase: int) -> tuple[float, floa
     return float(take_b.mean()), float(take_i.mean())
 
 
+def _block_means(
+    image: npt.NDArray[np.generic], block: int, phase: tuple[int, int]
+) -> tuple[float, float]:
+    y = luma(image)
+    if min(y.shape) < 4 * block:
+        raise ImageError(f"image {y.shape} too small for {block}-px blocks")
+    bh, ih = _block_steps(y, 1, block, phase[1])
+    bv, iv = _block_steps(y, 0, block, phase[0])
+    return (bh + bv) / 2.0, (ih + iv) / 2.0
+
+
 def blockiness(
     image: npt.NDArray[np.generic], block: int = 8, phase: tuple[int, int] = (0, 0)
 ) -> float:
@@ -201,14 +214,21 @@ def blockiness(
     ``phase + k · block``): the mean ``|Y[x] - Y[x-1]|`` across the boundaries, over the
     mean across every other neighbour pair, horizontal and vertical steps pooled.
     Compression blocks (JPEG, H.264) raise it; blur, noise and a smooth ramp do not.
+    A ratio: on frames whose blocks are flat inside (heavy compression of smooth
+    content) the interior step is tiny and the ratio large; read it with
+    :func:`block_excess`, the same steps as a difference in codes.
     """
-    y = luma(image)
-    if min(y.shape) < 4 * block:
-        raise ImageError(f"image {y.shape} too small for {block}-px blocks")
-    bh, ih = _block_steps(y, 1, block, phase[1])
-    bv, iv = _block_steps(y, 0, block, phase[0])
-    interior = ih + iv
-    return float((bh + bv) / interior) if interior > 0 else 1.0
+    boundary, interior = _block_means(image, block, phase)
+    return float(boundary / interior) if interior > 0 else 1.0
+
+
+def block_excess(
+    image: npt.NDArray[np.generic], block: int = 8, phase: tuple[int, int] = (0, 0)
+) -> float:
+    """Mean luma step across block boundaries minus the mean step inside blocks, codes
+    (0: no grid): how visible the grid is, in absolute terms (see :func:`blockiness`)."""
+    boundary, interior = _block_means(image, block, phase)
+    return float(boundary - interior)
 
 
 def block_phase(image: npt.NDArray[np.generic], block: int = 8) -> tuple[int, int]:
@@ -282,20 +302,21 @@ def _orb_affine(a: F64, b: F64) -> F64 | None:
 
 
 def register_ecc(
-    reference: F64, moving: F64, scale: float = 0.5, iterations: int = 60, min_cc: float = 0.7
+    reference: F64, moving: F64, iterations: int = 60, min_cc: float = 0.7
 ) -> F64 | None:
     """Affine motion as a ``float64 (3, 3)`` matrix mapping reference pixel coordinates to
     ``moving`` ones, between luma images ``(H, W)``: a robust start (ORB matches and a
-    RANSAC affine fit on ``scale``-downsampled images, or a phase-correlation shift when
+    RANSAC affine fit on half-resolution images, or a phase-correlation shift when
     too few features match), then OpenCV ECC (G. Evangelidis and E. Psarakis, IEEE TPAMI
-    30(10), 2008) at full resolution on the pixels the start already agrees on (so a
-    moving object does not pull the fit). Affine, not a homography: better conditioned on
+    30(10), 2008) on the same downsampled pair, on the pixels the start already agrees on
+    (so a moving object does not pull the fit). Affine, not a homography: better conditioned on
     small or smooth images; it covers handheld shift, rotation and rolling-shutter
     shear. ``None`` when ECC does not converge (or its correlation stays under
     ``min_cc``) or the fit is not a plausible handheld motion (shift over 25 % of the
     width, zoom, shear or rotation over 20 %). What it leaves misregistered (parallax,
     local motion) is caught by :func:`temporal_reference`'s static test."""
     h, w = reference.shape
+    scale = _REGISTRATION_SCALE
     small = (max(8, round(w * scale)), max(8, round(h * scale)))
     a = np.asarray(cv2.resize(reference, small, interpolation=cv2.INTER_AREA), np.float64)
     b = np.asarray(cv2.resize(moving, small, interpolation=cv2.INTER_AREA), np.float64)
@@ -306,22 +327,23 @@ def register_ecc(
         win = np.asarray(cv2.createHanningWindow(small, cv2.CV_32F), np.float32)
         (dx, dy), _ = cv2.phaseCorrelate(a.astype(np.float32), b.astype(np.float32), win)
         start_small = np.array([[1, 0, dx], [0, 1, dy]], np.float64)
-    H: F64 = np.linalg.inv(S) @ np.vstack([start_small, [0.0, 0.0, 1.0]]) @ S
-    ref32, mov32 = reference.astype(np.float32), moving.astype(np.float32)
-    # ECC only where the start agrees (low-pass), so moving things do not pull the fit.
-    warped, valid = warp_to_reference(moving, H)
-    d = np.abs(_lowpass(warped - reference, 2.0))
+    # ECC on the downsampled pair, only where the start already agrees (low-pass), so
+    # moving things do not pull the fit; at half resolution it is accurate to ~0.1 px.
+    start3 = np.vstack([start_small, [0.0, 0.0, 1.0]])
+    warped, valid = warp_to_reference(b, start3)
+    d = np.abs(_lowpass(warped - a, 1.0))
     dv = d[valid]
-    if dv.size < MIN_PIXELS:
+    if dv.size < MIN_PIXELS // 4:
         return None
     agree = valid & (d <= max(8.0, 4.0 * _MAD * float(np.median(dv))))
-    if int(agree.sum()) < MIN_PIXELS:
+    if int(agree.sum()) < MIN_PIXELS // 4:
         return None
     mask = np.asarray(agree, np.uint8) * np.uint8(255)
-    fine = _ecc_affine(ref32, mov32, H[:2].astype(np.float32), iterations, mask)
+    a32, b32 = a.astype(np.float32), b.astype(np.float32)
+    fine = _ecc_affine(a32, b32, start_small.astype(np.float32), iterations, mask)
     if fine is None or not fine[0] >= min_cc:
         return None
-    H = np.vstack([fine[1].astype(np.float64), [0.0, 0.0, 1.0]])
+    H: F64 = np.linalg.inv(S) @ np.vstack([fine[1].astype(np.float64), [0.0, 0.0, 1.0]]) @ S
     lin = H[:2, :2]
     if (
         not np.all(np.isfinite(H))
@@ -357,7 +379,10 @@ class TemporalReference:
     is inside its warp, agrees with the reference frame after a σ = 2 px low-pass (no
     motion, no misregistration), and nothing is clipped; ``mask``: the flat part of
     ``static`` (:func:`flat_mask` of ``mean``), where the noise measures look;
-    ``dropped``: indices of frames ECC could not register.
+    ``dropped``: indices of frames ECC could not register. ``highpass_sigma``: residuals
+    and the spread are taken after removing their σ-px Gaussian low-pass (what varies
+    slower than that is brightness and tone, not noise; white noise loses 1/(4πσ²) of its
+    variance, 0.1 % at 8 px).
     """
 
     mean: F64
@@ -366,6 +391,7 @@ class TemporalReference:
     static: Mask
     mask: Mask
     dropped: list[int]
+    highpass_sigma: float = 8.0
 
     @property
     def usable(self) -> bool:
@@ -405,6 +431,7 @@ def temporal_reference(
     motion_codes: float = 3.0,
     flat_fraction: float = 0.5,
     border: int = 16,
+    highpass_sigma: float = 8.0,
 ) -> TemporalReference:
     """Register ``held_out`` frames (same scene, not given to the method under test) to
     ``frame`` with :func:`register_ecc` and build the reference (see
@@ -415,7 +442,8 @@ def temporal_reference(
     static = unclipped_mask(frame) & _border_mask(y0.shape, border)
     ly0 = _lowpass(y0, 2.0)
     total = np.zeros_like(y0)
-    total2 = np.zeros_like(y0)
+    hp_total = np.zeros_like(y0)
+    hp_total2 = np.zeros_like(y0)
     count, dropped = 0, []
     for i, other in enumerate(held_out):
         yi = luma(other)
@@ -433,21 +461,25 @@ def temporal_reference(
         med = float(np.median(dm))
         spread = _MAD * float(np.median(np.abs(dm - med)))
         static &= valid & (np.abs(d - med) <= max(motion_codes, 5.0 * spread))
-        total += warped
-        total2 += warped * warped
+        filled = np.where(valid, warped, y0 + med)  # no border step for the low-pass
+        hp = filled - _lowpass(filled, highpass_sigma)
+        total += filled
+        hp_total += hp
+        hp_total2 += hp * hp
         count += 1
     if count == 0:
         nan = np.full_like(y0, math.nan)
         empty = np.zeros_like(static)
-        return TemporalReference(y0.copy(), nan, 0, empty, empty, dropped)
+        return TemporalReference(y0.copy(), nan, 0, empty, empty, dropped, highpass_sigma)
     mean = total / count
     if count >= 2:
-        sample_var = np.maximum(total2 - count * mean * mean, 0.0) / (count - 1)
+        hp_mean = hp_total / count
+        sample_var = np.maximum(hp_total2 - count * hp_mean * hp_mean, 0.0) / (count - 1)
         mean_var = sample_var / count
     else:
         mean_var = np.full_like(y0, math.nan)
     mask = flat_mask(mean, flat_fraction, within=static, border=border)
-    return TemporalReference(mean, mean_var, count, static, mask, dropped)
+    return TemporalReference(mean, mean_var, count, static, mask, dropped, highpass_sigma)
 
 
 def _robust_sigma(r: F64) -> float:
@@ -462,14 +494,16 @@ def _robust_sigma(r: F64) -> float:
 
 
 def temporal_residual_sigma(image: U8, ref: TemporalReference, mask: Mask | None = None) -> float:
-    """Robust σ (codes of luma) of ``luma(image) - ref.mean`` over ``mask`` (default
-    ``ref.mask``, the static flat pixels), the global offset removed. ``image`` must be in
+    """Robust σ (codes of luma) of ``luma(image) - ref.mean``, high-passed (its
+    ``ref.highpass_sigma`` low-pass removed), over ``mask`` (default ``ref.mask``, the
+    static flat pixels). ``image`` must be in
     the reference frame's geometry. For noise independent of the held-out frames' it is
     ``sqrt(σ_image² + ref.noise_share(mask))``. NaN when unusable."""
     m = ref.mask if mask is None else mask
     if not ref.usable or int(m.sum()) < MIN_PIXELS:
         return math.nan
-    r = (luma(image) - ref.mean)[m]
+    d = luma(image) - ref.mean
+    r = (d - _lowpass(d, ref.highpass_sigma))[m]
     return _robust_sigma(r)
 
 
@@ -494,7 +528,7 @@ def texture_window(image: U8, side: int, valid: Mask | None = None) -> tuple[int
         return 0, 0
     gx = cv2.Sobel(y, cv2.CV_64F, 1, 0, ksize=3)
     gy = cv2.Sobel(y, cv2.CV_64F, 0, 1, ksize=3)
-    e = np.minimum(gx * gx + gy * gy, 200.0**2)  # a few hard edges do not win alone
+    e = np.minimum(gx * gx + gy * gy, 48.0**2)  # many moderate edges beat one hard edge
     if valid is not None:
         e = np.where(valid, e, 0.0)
     ii = cv2.integral(e)
