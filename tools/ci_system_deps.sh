@@ -19,6 +19,7 @@ PACKAGES=(
     libgirepository1.0-dev        # to build PyGObject
     libcairo2-dev                 # to build pycairo (a PyGObject dependency)
     pkg-config
+    python3 python3-venv          # Debian's own Python 3.11.2 for .venv-triton (tools/test.sh)
 )
 
 check_only=0

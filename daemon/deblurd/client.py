@@ -192,6 +192,22 @@ def _duration(seconds: Any) -> str:
     return f"{s // 3600} h {s % 3600 // 60} min"
 
 
+def _remote_rows(remote: Any) -> list[tuple[str, str]]:
+    """The ``remote`` row of ``deblurctl status`` for a runtime on an inference server."""
+    if not isinstance(remote, dict):
+        return []
+    lat = remote.get("latency_ms") or {}
+    p50, p95 = _num(lat.get("p50"), "{:.1f}"), _num(lat.get("p95"), "{:.1f}")
+    latency = (f"latency p50 {p50} ms, p95 {p95} ms"
+               if lat else "no request answered yet")  # fmt: skip
+    row = (f"{remote.get('url', '-')}: {_num(remote.get('requests'))} requests, "
+           f"{_num(remote.get('failures'))} failed, {_num(remote.get('fallbacks'))} run "
+           f"locally (fallback {remote.get('fallback', '-')}); {latency}")  # fmt: skip
+    if remote.get("last_error"):
+        row += f"; last error: {remote['last_error']}"
+    return [("remote", row)]
+
+
 def format_status(reply: dict[str, Any], now_ns: int | None = None) -> str:
     """The ``status`` reply as a table for people (``deblurctl status``; ``--json`` prints
     the reply itself). Keys a daemon does not send are shown as ``-``."""
@@ -238,6 +254,7 @@ def format_status(reply: dict[str, Any], now_ns: int | None = None) -> str:
         ("ring", f"{_num(ring.get('fill'))}/{_num(ring.get('capacity'))} frames, "
                  f"{_num(ring.get('frames_missed'))} missed"),
         ("engine", str(backends.get("inference", "-"))),
+        *_remote_rows(reply.get("inference_remote")),
         ("registration", registration),
         ("triggers", ", ".join(str(t) for t in backends.get("triggers", [])) or "-"),
         ("jobs", f"{_num(jobs.get('done'))} done, {_num(jobs.get('failed'))} failed, "

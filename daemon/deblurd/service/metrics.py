@@ -25,6 +25,13 @@ registration}``
 ``deblurd_last_error_timestamp_seconds``   gauge     ``last_error.time_ns`` / 1e9; 0 = none
 ``deblurd_stage_seconds{stage}``           histo.    every job's stage times (``latency_ms``
                                                      keeps only the last 100 per stage)
+``deblurd_remote_requests_total``          counter   ``inference_remote.requests`` (Triton
+                                                     runtime only: requests = tiles sent)
+``deblurd_remote_failures_total``          counter   ``inference_remote.failures``
+``deblurd_remote_fallbacks_total``         counter   ``inference_remote.fallbacks`` (passes
+                                                     run locally instead)
+``deblurd_remote_latency_seconds{q}``      gauge     ``inference_remote.latency_ms`` p50, p95
+                                                     (q="0.5", "0.95"; last 100 requests)
 =========================================  ========  ==========================================
 
 prometheus-client is imported lazily in :meth:`MetricsServer.start`: without it a
@@ -156,6 +163,25 @@ class _StatusCollector:
             "Unix time of the last error (0 = none since start)",
             err["time_ns"] / 1e9 if isinstance(err, dict) else 0,
         )
+        remote = s.get("inference_remote")
+        if isinstance(remote, dict):
+            yield counter("deblurd_remote_requests", "requests (tiles) sent to the inference "
+                          "server", remote.get("requests"))  # fmt: skip
+            yield counter("deblurd_remote_failures", "requests to the inference server "
+                          "that failed (down, timeout, error, garbage)",
+                          remote.get("failures"))  # fmt: skip
+            yield counter("deblurd_remote_fallbacks", "U-Net passes run locally because the "
+                          "inference server failed", remote.get("fallbacks"))  # fmt: skip
+            latency = remote.get("latency_ms") or {}
+            if latency:
+                lat = f.GaugeMetricFamily(
+                    "deblurd_remote_latency_seconds",
+                    "inference server round trip per request, last 100 requests",
+                    labels=["quantile"],
+                )
+                lat.add_metric(["0.5"], float(latency.get("p50", 0)) / 1000.0)
+                lat.add_metric(["0.95"], float(latency.get("p95", 0)) / 1000.0)
+                yield lat
 
 
 class MetricsServer:
