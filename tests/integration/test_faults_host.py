@@ -385,6 +385,7 @@ def test_files_and_sockets_under_the_units_umask(tmp_path: Path) -> None:
     not be readable (or connectable) by others."""
     previous = os.umask(0o027)
     try:
+        (tmp_path / "run").mkdir(mode=0o700)  # a configured socket folder must exist (issue 14)
         doc = settings_doc(tmp_path / "run", tmp_path / "out")
         doc["output"]["save_bursts"] = True
         d = InProcess(DeblurdSettings.model_validate(doc))
