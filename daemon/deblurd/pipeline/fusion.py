@@ -68,6 +68,7 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import ImageError
+from deblurd.pipeline.accumulation import fourier_accumulate
 from deblurd.pipeline.noise import NoiseModel, estimate_noise_model, estimate_noise_sigma
 from deblurd.settings.fusion import FusionSettings
 
@@ -657,6 +658,10 @@ class _StreamingFuser:
         self._guide = _ReferenceGuide(ref, settings, model)
         self._wsum: F32Image = np.full(ref.shape[:2], settings.reference_weight, np.float32)
         self._frame_weights: list[float] = []
+        self._settings = settings
+        self._keep: list[tuple[F32Image, F32Image]] | None = (
+            [] if settings.accumulation == "fourier" else None
+        )
         self._start(settings)
 
     def _start(self, settings: FusionSettings) -> None:
@@ -685,10 +690,20 @@ class _StreamingFuser:
         self._frame_weights.append(mean_w)
         if frame.weight != 1.0:
             w *= np.float32(frame.weight)
+        if self._keep is not None:  # the Fourier accumulation needs every frame
+            self._keep.append((image.copy(), np.minimum(w, np.float32(1.0))))
         return image, w, mean_w
 
     def _result(self, image: F32Image) -> FusionResult:
         factor, sigma = self._guide.measured_noise()
+        if self._keep:
+            ref = (self._ref, np.ones(self._ref.shape[:2], np.float32))
+            # without the robust weights there is no noise model: the reference's own
+            # spatial estimate sets the accumulation's noise floor
+            floor_sigma = sigma if self._noise is not None else estimate_noise_sigma(self._ref)
+            image = fourier_accumulate(
+                image, [ref, *self._keep], floor_sigma, p=self._settings.accumulation_p
+            )
         return FusionResult(
             image=image,
             weight_sum=self._wsum.copy(),

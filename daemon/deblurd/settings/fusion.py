@@ -62,6 +62,17 @@ class FusionSettings(Section):
         "instead of applying the motion test's low-pass factor to it (CPU fuser only; the "
         "CUDA fuser applies the motion test's factor to both)",
     )
+    accumulation: Literal["average", "fourier"] = Field(
+        "average",
+        description="average: the robust weighted average; fourier: its luma replaced by a "
+        "robust Fourier burst accumulation (each frequency mostly from the frames that kept "
+        "it, where frames disagree the average's content, noise-floored weights; "
+        "deblurd.pipeline.accumulation); keeps every aligned frame in memory; CPU fuser only",
+    )
+    accumulation_p: float = Field(
+        11.0, ge=0.0, le=50.0,
+        description="exponent of the Fourier accumulation's weights (0 = plain mean); unitless",
+    )
     guide_sigma_px: float = Field(
         2.0,
         ge=0.0,
