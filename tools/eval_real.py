@@ -54,6 +54,7 @@ import statistics
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,12 +235,15 @@ def evaluate_window(
     )
     path = write_burst(workdir / f"{window.video}_{window.start:04d}", make_burst(inner))
     burst = read_burst(path)
+    seed = zlib.crc32(window.name.encode()) % (2**31)
+    cv2.setRNGSeed(seed)  # RANSAC/MAGSAC draw from it: same arguments, same numbers
     result = process_burst(burst, settings, deblurrer, passes)  # type: ignore[arg-type]
     rep = result.report
     sel = rep.selected
     selected, output = burst.frames[sel], result.image
 
     # Fusion alone: the same burst with the U-Net off (stages 1 and 4 only).
+    cv2.setRNGSeed(seed)  # the same draws as the product's run: the same registration
     fused_only = output if passes == "off" else process_burst(burst, settings, None, "off").image
     diff = np.abs(fused_only.astype(np.int16) - selected.astype(np.int16))
     fusion_effect = {
@@ -248,7 +252,9 @@ def evaluate_window(
         "claimed_frames": _r(1.0 + sum(u.mean_pixel_weight for u in rep.used), 2),
     }
 
+    cv2.setRNGSeed(seed)
     ref = noref.temporal_reference(selected, held)
+    cv2.setRNGSeed(seed)
     mean_img = aligned_mean(burst, reference=sel)
     sc = settings.selection
     cands = candidate_indices(burst, sc.frames_before, sc.frames_after)
