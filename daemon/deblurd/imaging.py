@@ -229,7 +229,10 @@ def _png_row_layout(ihdr: bytes) -> tuple[int, int, bool]:
     """``(bytes of filtered image data, row length incl. its filter byte, interlaced)``
     that an IHDR promises (the row length is that of the full image, for the filter check
     of a non-interlaced one)."""
-    width, height, bits, colour, _, _, interlace = struct.unpack(">IIBBBBB", ihdr)
+    fields: tuple[int, ...] = struct.unpack(">IIBBBBB", ihdr)
+    width, height, bits, colour, _, _, interlace = fields
+    if colour not in _PNG_SAMPLES or bits not in (1, 2, 4, 8, 16):
+        raise ValueError(f"PNG colour type {colour} at {bits} bits is not valid")
     samples = _PNG_SAMPLES[colour]
     if interlace not in (0, 1):
         raise ValueError(f"PNG interlace method {interlace} is not valid")
@@ -268,6 +271,8 @@ def _check_png_chunks(data: bytes) -> None:
         if zlib.crc32(data[pos + 4 : stop - 4]) != crc:
             raise ValueError(f"damaged PNG (CRC error in the {name} chunk at byte {pos})")
         if ctype == b"IHDR":
+            if pos != len(_PNG_SIGNATURE) or length != 13:
+                raise ValueError("damaged PNG (IHDR not the first chunk, or not 13 bytes)")
             expected, row_len, interlaced = _png_row_layout(data[pos + 8 : stop - 4])
         elif ctype == b"IDAT":
             if inflater.eof:

@@ -212,3 +212,16 @@ def test_interlaced_png_is_read(tmp_path: Path) -> None:
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")
     (tmp_path / "i.png").write_bytes(png)
     np.testing.assert_array_equal(read_rgb8(tmp_path / "i.png"), rgb)
+
+
+def test_a_second_ihdr_is_refused(tmp_path: Path) -> None:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    good = png_bytes()
+    bad_ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 12, 8, 9, 0, 0, 0))
+    p = tmp_path / "two.png"
+    p.write_bytes(good[:33] + bad_ihdr + good[33:])
+    with pytest.raises(ImageError, match=r"IHDR not the first chunk"):
+        read_rgb8(p)
