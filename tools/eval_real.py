@@ -3,7 +3,7 @@
 
 Usage::
 
-    python tools/eval_real.py [--windows 6] [--frames 9] [--holdout 3]
+    python tools/eval_real.py [--windows 5] [--frames 9] [--holdout 3]
         [--unet off|first|both] [--config deblurd.toml] [--max-bursts N]
         [--json out.json] [--markdown out.md] [--sheet sheet.png] [--data DIR]
 
@@ -51,6 +51,7 @@ import importlib
 import json
 import math
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -632,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="realdata folder with video/*.mp4 and photos/*.png "
         "(default: ../shared/realdata beside the repository)",
     )
-    p.add_argument("--windows", type=int, default=6, help="bursts cut per video")
+    p.add_argument("--windows", type=int, default=5, help="bursts cut per video")
     p.add_argument("--frames", type=int, default=9, help="frames per burst given to the product")
     p.add_argument(
         "--holdout",
@@ -682,6 +683,19 @@ def plan_windows(data: Path, windows: int, frames: int, holdout: int) -> list[Wi
     return out
 
 
+def source_version() -> str:
+    """``git describe --always --dirty`` of the checkout (the product measured), or
+    ``unknown``: numbers from a shared, changing tree need the state they came from."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _check_args(args)
@@ -691,9 +705,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     windows = plan_windows(args.data, args.windows, args.frames, args.holdout)
     if args.max_bursts is not None:
         windows = windows[: args.max_bursts]
+    version = source_version()
     print(
         f"eval_real: {len(windows)} bursts of {args.frames} frames (+{args.holdout} held out "
-        f"each side) from {args.data}, U-Net {passes}, config {args.config or 'defaults'}",
+        f"each side) from {args.data}, U-Net {passes}, config {args.config or 'defaults'}, "
+        f"source {version}",
         flush=True,
     )
     results: list[BurstResult] = []
@@ -752,7 +768,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n{len(results)} bursts, {len(photos)} photos in {elapsed:.0f} s")
 
     if args.markdown:
-        md = [f"# eval_real: {len(results)} real bursts, U-Net {passes}\n"]
+        md = [
+            f"# eval_real: {len(results)} real bursts, {len(photos)} photos, U-Net {passes}\n\n"
+            f"Source {version}, config {args.config or 'defaults'}, {args.windows} windows "
+            f"of {args.frames} frames per video (+{args.holdout} held out each side), "
+            f"data {args.data}."
+        ]
         if results:
             for title, h, rows in split_tables(*burst_rows(results)):
                 md.append(f"## {title}\n\n{markdown_table(h, rows)}")
@@ -763,6 +784,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         doc = {
             "data": str(args.data),
+            "source": version,
             "unet": passes,
             "config": args.config,
             "windows": args.windows,
