@@ -34,9 +34,9 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.gpu.backend import Backend, KernelArg, available
-from deblurd.gpu.handoff import Aligner, CpuFusionJob, FusionJob, RegistrarAligner
 from deblurd.imaging import srgb_to_linear
 from deblurd.pipeline.registration import OpenCVRegistrar, Registrar, Registration
+from deblurd.pipeline.stage4 import Aligner, CpuFusionJob, FusionJob, RegistrarAligner
 from deblurd.settings.fusion import FusionSettings
 from deblurd.settings.registration import RegistrationSettings
 

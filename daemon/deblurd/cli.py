@@ -177,6 +177,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_process(args: argparse.Namespace) -> int:
     from deblurd.burstdir import read_burst
+    from deblurd.gpu.factory import stage4_for
     from deblurd.imaging import atomic_write_files, check_output_file, encode_for_path
     from deblurd.inference.base import runtime_report
     from deblurd.inference.factory import open_deblurrer
@@ -195,7 +196,8 @@ def _cmd_process(args: argparse.Namespace) -> int:
     if passes != "off":
         deblurrer = open_deblurrer(settings.inference.model_copy(update={"passes": passes}))
     try:
-        result = process_burst(burst, settings, deblurrer, passes)
+        stage4 = stage4_for(settings.registration)
+        result = process_burst(burst, settings, deblurrer, passes, stage4)
         inference_report = runtime_report(deblurrer)
     finally:
         if deblurrer is not None:

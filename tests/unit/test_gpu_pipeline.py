@@ -11,14 +11,15 @@ import pytest
 from deblurd.gpu import backend as backend_mod
 from deblurd.gpu.backend import Buffer
 from deblurd.gpu.emulation import EmulatedBackend, compiler
-from deblurd.gpu.factory import open_aligner, open_fusion_job
+from deblurd.gpu.factory import open_aligner, open_fusion_job, stage4_for
 from deblurd.gpu.fuser import GpuSequentialFuser
-from deblurd.gpu.handoff import CpuFusionJob, DeviceAligner, RegistrarAligner
+from deblurd.gpu.handoff import DeviceAligner
 from deblurd.gpu.registrar import GpuRegistrar
 from deblurd.pipeline.fusion import AlignedFrame
 from deblurd.pipeline.process import ProcessResult, process_burst
 from deblurd.pipeline.pyramid import coarsest_level, tracking_level
 from deblurd.pipeline.registration import OpenCVRegistrar
+from deblurd.pipeline.stage4 import CpuFusionJob, RegistrarAligner
 from deblurd.settings.fusion import FusionSettings
 from deblurd.settings.models import DeblurdSettings
 from deblurd.sim.burst import SimParams, simulate_burst
@@ -76,7 +77,8 @@ def test_each_second_frame_is_uploaded_once_and_nothing_full_size_comes_back(
     sim = simulate_burst(SimParams(width=w, height=h, ring_frames=7, seed=1), None)
     counting = CountingBackend()
     monkeypatch.setitem(backend_mod._shared, "emulated", counting)
-    result = process_burst(sim.burst, settings_for("emulated", mode))
+    settings = settings_for("emulated", mode)
+    result = process_burst(sim.burst, settings, stage4=stage4_for(settings.registration))
     log = counting.log
     n = attempted(result)
     assert len(result.report.used) >= 3 and n >= 3
@@ -134,7 +136,10 @@ def test_emulated_process_burst_matches_opencv() -> None:
         sim = simulate_burst(SimParams(width=320, height=240, ring_frames=7, seed=seed), None)
         for mode in ("reference", "sequential"):
             cpu = process_burst(sim.burst, settings_for("opencv", mode))
-            emu = process_burst(sim.burst, settings_for("emulated", mode))
+            emu_settings = settings_for("emulated", mode)
+            emu = process_burst(
+                sim.burst, emu_settings, stage4=stage4_for(emu_settings.registration)
+            )
             a, b = cpu.report, emu.report
             assert [u.index for u in a.used] == [u.index for u in b.used] and b.used
             assert [(r.index, r.reason) for r in a.rejected] == [

@@ -19,9 +19,9 @@ from deblurd.gpu.backend import GpuError
 from deblurd.gpu.emulation import EmulatedBackend, compiler
 from deblurd.gpu.factory import open_fusion_job, open_registrar, resolve_backend
 from deblurd.gpu.fuser import GpuSequentialFuser
-from deblurd.gpu.handoff import CpuFusionJob
 from deblurd.gpu.registrar import GpuRegistrar
 from deblurd.pipeline.registration import OpenCVRegistrar, Registrar
+from deblurd.pipeline.stage4 import CpuFusionJob
 from deblurd.settings.fusion import FusionSettings
 from deblurd.settings.registration import RegistrationSettings
 

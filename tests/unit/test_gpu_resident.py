@@ -22,7 +22,7 @@ from deblurd.gpu import resident
 from deblurd.gpu.backend import GpuError, grid_2d
 from deblurd.gpu.emulation import EmulatedBackend, compiler
 from deblurd.gpu.fuser import GpuFuser
-from deblurd.gpu.handoff import CpuFusionJob, DeviceAligner, RegistrarAligner
+from deblurd.gpu.handoff import DeviceAligner
 from deblurd.gpu.registrar import GpuRegistrar
 from deblurd.gpu.resident import (
     KNOWN_GRAY_FORMULAS,
@@ -34,6 +34,7 @@ from deblurd.gpu.resident import (
 )
 from deblurd.imaging import linear_to_srgb, srgb_to_linear, to_gray
 from deblurd.pipeline.fusion import AlignedFrame, fuse_sequential, fuse_to_reference
+from deblurd.pipeline.stage4 import CpuFusionJob, RegistrarAligner
 from deblurd.settings.fusion import FusionSettings
 from deblurd.settings.registration import RegistrationSettings
 

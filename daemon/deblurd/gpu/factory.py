@@ -8,8 +8,10 @@
   ``opencv``; the reason for falling back is logged and returned for the status.
 * ``emulated``: the GPU path's host wrappers on the kernels' CPU build (tests, CI).
 
-What the pipeline opens: :func:`open_aligner` and :func:`open_fusion_job`, the streaming
-stage-4 interfaces of :mod:`deblurd.gpu.handoff`. With ``opencv`` frames cross between
+What the stages are wired with: :func:`stage4_for` gives the :class:`~deblurd.pipeline.
+stage4.Stage4` backend the CLI and the daemon hand :func:`deblurd.pipeline.process.
+complete_burst`; its :func:`open_aligner` and :func:`open_fusion_job` open the streaming
+stage-4 interfaces of :mod:`deblurd.pipeline.stage4`. With ``opencv`` frames cross between
 the stages as host arrays (exactly the CPU registrar's and fuser's results); with
 ``cuda``/``emulated`` each second frame is uploaded once, as ``uint8``, and stays on the
 device from registration through fusion (:mod:`deblurd.gpu.resident`). Both open on the
@@ -28,9 +30,16 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.gpu.backend import GpuError, available
-from deblurd.gpu.handoff import Aligner, CpuFusionJob, FusionJob, RegistrarAligner
 from deblurd.pipeline.noise import NoiseModel
 from deblurd.pipeline.registration import OpenCVRegistrar, Registrar
+from deblurd.pipeline.stage4 import (
+    CPU_STAGE4,
+    Aligner,
+    CpuFusionJob,
+    FusionJob,
+    RegistrarAligner,
+    Stage4,
+)
 from deblurd.settings.fusion import FusionSettings
 from deblurd.settings.registration import RegistrationSettings
 
@@ -96,3 +105,27 @@ def open_fusion_job(
     from deblurd.gpu.fuser import GpuFuser
 
     return GpuFuser(kind).job(reference, fusion_settings, noise_sigma)
+
+
+class _ConfiguredStage4:
+    """The stage-4 backend ``registration.backend`` names (:func:`resolve_backend`)."""
+
+    def open_aligner(self, settings: RegistrationSettings) -> Aligner:
+        return open_aligner(settings)
+
+    def open_fusion_job(
+        self,
+        settings: RegistrationSettings,
+        reference: npt.NDArray[np.generic],
+        fusion_settings: FusionSettings,
+        noise_sigma: float | NoiseModel | None = None,
+    ) -> FusionJob:
+        return open_fusion_job(settings, reference, fusion_settings, noise_sigma)
+
+
+def stage4_for(settings: RegistrationSettings) -> Stage4:
+    """The stage-4 backend for ``settings.backend``: the CPU one for ``opencv`` (and for
+    ``auto`` without a GPU), else the one that opens the GPU aligner and fusion job.
+    Raises :class:`~deblurd.gpu.backend.GpuError` as :func:`resolve_backend`."""
+    kind, _note = resolve_backend(settings)
+    return CPU_STAGE4 if kind == "opencv" else _ConfiguredStage4()

@@ -25,7 +25,6 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.burstdir import Burst
-from deblurd.gpu.factory import open_aligner, open_fusion_job
 from deblurd.imaging import linear_to_srgb, linear_to_srgb_float, srgb_to_linear
 from deblurd.inference.base import Deblurrer
 from deblurd.pipeline.blur import blur_score
@@ -34,6 +33,7 @@ from deblurd.pipeline.finishing import finish
 from deblurd.pipeline.fusion import FusionResult
 from deblurd.pipeline.noise import estimate_noise_model
 from deblurd.pipeline.selection import select_first_frame, walk_order
+from deblurd.pipeline.stage4 import CPU_STAGE4, Stage4
 from deblurd.settings.models import DeblurdSettings
 
 UnetPasses = Literal["off", "first", "both"]
@@ -231,12 +231,23 @@ def complete_burst(
     settings: DeblurdSettings,
     plan: BurstPlan,
     deblurrer: Deblurrer | None = None,
+    stage4: Stage4 | None = None,
 ) -> ProcessResult:
     """Stages 4–5 on a planned burst: register, fuse, finish, the second U-Net pass.
 
     ``burst`` is the planned burst, possibly with frames appended since (extra frames);
     they are scored here. ``plan`` is used up (its report becomes the result's).
+    ``stage4``: the registration/fusion backend (:mod:`deblurd.pipeline.stage4`); None:
+    the CPU one, which only ``registration.backend = "opencv"`` may use (the others
+    come from :func:`deblurd.gpu.factory.stage4_for`: a ``ValueError`` otherwise).
     """
+    if stage4 is None:
+        if settings.registration.backend != "opencv":
+            raise ValueError(
+                f"registration.backend {settings.registration.backend!r} needs its stage-4 "
+                "backend (deblurd.gpu.factory.stage4_for)"
+            )
+        stage4 = CPU_STAGE4
     if plan.passes == "both" and deblurrer is None:
         raise ValueError("U-Net passes 'both' need a deblurrer")
     report, timer = plan.report, plan.timer
@@ -260,7 +271,9 @@ def complete_burst(
     }
 
     # Stage 4: register and fuse the raw frames (linear light).
-    fusion = _register_and_fuse(burst, settings, selected, plan.raw, scores, pool, report, timer)
+    fusion = _register_and_fuse(
+        burst, settings, selected, plan.raw, scores, pool, report, timer, stage4
+    )
 
     # Stage 5: finish, then the U-Net once more (on the fused image only).
     if fusion is None:
@@ -289,6 +302,7 @@ def process_burst(
     settings: DeblurdSettings,
     deblurrer: Deblurrer | None = None,
     unet: UnetPasses | None = None,
+    stage4: Stage4 | None = None,
 ) -> ProcessResult:
     """Run the method on ``burst``; ``unet`` overrides ``settings.inference.passes``.
 
@@ -297,7 +311,7 @@ def process_burst(
     :func:`plan_burst` then :func:`complete_burst`.
     """
     plan = plan_burst(burst, settings, deblurrer, unet)
-    return complete_burst(burst, settings, plan, deblurrer)
+    return complete_burst(burst, settings, plan, deblurrer, stage4)
 
 
 def _register_and_fuse(
@@ -309,6 +323,7 @@ def _register_and_fuse(
     pool: list[int],
     report: ProcessReport,
     timer: _Timer,
+    stage4: Stage4,
 ) -> tuple[F32, F32 | None] | None:
     """Stage 4 on the raw frames: the fused image, linear ``float32 (H, W, 3)``, and its
     per-pixel residual noise std ``float32 (H, W)`` (or None); None when no second frame
@@ -345,11 +360,11 @@ def _register_and_fuse(
     # Streaming in both fusion modes: each frame is registered, warped and fused before
     # the next (one aligned frame at a time; on the GPU backends it never leaves the
     # device, and the next warp reuses its buffers). register/warp/fuse are timed apart.
-    aligner = open_aligner(settings.registration)
+    aligner = stage4.open_aligner(settings.registration)
     aligner.set_reference(raw)
     timer.add("register", aligner.stage_ms["register"])
     with timer.stage("fuse"):
-        job = open_fusion_job(settings.registration, raw, settings.fusion, noise)
+        job = stage4.open_fusion_job(settings.registration, raw, settings.fusion, noise)
     for i in kept:
         weight = float(np.exp(-max(0.0, scores[i] - raw_score) / gate.sharpness_scale))
         reg, aligned = aligner.align(burst.frames[i], weight)

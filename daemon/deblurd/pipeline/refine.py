@@ -158,13 +158,15 @@ class DenseFit:
     """The dense fallback's result: ``homography`` (full resolution, moving → reference,
     or None), flow samples ``tried`` and ``inliers``; after warping, the normalised
     cross-correlation ``ncc`` with the reference on its textured samples and the
-    ``sharpness`` ratio (the warped frame's gradient energy there over the reference's)."""
+    ``sharpness`` ratio (the warped frame's gradient energy there over the reference's);
+    ``residual_px``: the inliers' median fit error, full-resolution px."""
 
     homography: F64 | None
     tried: int
     inliers: int
     ncc: float = 0.0
     sharpness: float = 0.0
+    residual_px: float = math.inf
 
 
 def dense_homography(scale: WorkingScale, moving_gray: F32) -> DenseFit:
@@ -191,6 +193,10 @@ def dense_homography(scale: WorkingScale, moving_gray: F32) -> DenseFit:
     if inliers < _FIT_MIN_INLIERS:
         return DenseFit(None, n, inliers)
     H_fit: F64 = np.asarray(H_small, np.float64)
+    mask_in = inl.reshape(-1).astype(bool)
+    mapped = cv2.perspectiveTransform(mov_pts[mask_in].reshape(-1, 1, 2).astype(np.float64), H_fit)
+    err = np.hypot(*(mapped.reshape(-1, 2) - ref_pts[mask_in]).T)
+    residual = float(np.median(err)) * 0.5 * (scale.sx + scale.sy)
     warped = cv2.warpPerspective(small, H_fit, (w, h), flags=cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
     ref = scale.ref.astype(np.float32)
@@ -198,7 +204,7 @@ def dense_homography(scale: WorkingScale, moving_gray: F32) -> DenseFit:
     a, b = ref[mask] - ref[mask].mean(), warped[mask] - warped[mask].mean()
     ncc = float((a * b).sum() / max(math.sqrt(float((a * a).sum() * (b * b).sum())), 1e-9))
     sharp = _gradient_energy(warped, mask) / max(_gradient_energy(ref, mask), 1e-9)
-    return DenseFit(scale.full_homography(H_fit), n, inliers, ncc, sharp)
+    return DenseFit(scale.full_homography(H_fit), n, inliers, ncc, sharp, residual)
 
 
 def _gradient_energy(image: F32, mask: npt.NDArray[np.bool_]) -> float:

@@ -489,7 +489,7 @@ class OpenCVRegistrar(TrackedCorners):
                 else implausible(H, self._shape, s)
             )
             if H is not None and reason is None:
-                reg = Registration(H, True, None, tried, inliers, math.nan, "dense")
+                reg = Registration(H, True, None, tried, inliers, fit.residual_px, "dense")
             else:  # the corners' statistics stay: they are the primary method
                 reg = dataclasses.replace(reg, reason=f"{reg.reason}; dense flow: {reason}")
         if reg.accepted and s.refine:

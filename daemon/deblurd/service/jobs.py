@@ -37,6 +37,7 @@ from deblurd.burstdir import Burst, FrameInfo
 from deblurd.camera.base import CameraBackend, CameraError, FrameMeta
 from deblurd.camera.ring import FrameRing
 from deblurd.errors import DeblurdError, RemoteInferenceError
+from deblurd.gpu.factory import stage4_for
 from deblurd.imaging import U8Image, encode_image
 from deblurd.inference.base import Deblurrer, runtime_report
 from deblurd.pipeline.decision import exposure_gain
@@ -327,7 +328,7 @@ class CaptureWorker:
             t = stage("extra_capture", t)
             self._check_abort()
 
-        result = complete_burst(burst, s, plan, self.deblurrer)
+        result = complete_burst(burst, s, plan, self.deblurrer, stage4_for(s.registration))
         t = stage("fuse_finish", t)
         data = encode_image(result.image, s.output.format, s.output.jpeg_quality)
         t = stage("encode", t)
