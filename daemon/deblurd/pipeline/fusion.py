@@ -702,7 +702,8 @@ class _StreamingFuser:
             # spatial estimate sets the accumulation's noise floor
             floor_sigma = sigma if self._noise is not None else estimate_noise_sigma(self._ref)
             image = fourier_accumulate(
-                image, [ref, *self._keep], floor_sigma, p=self._settings.accumulation_p
+                image, [ref, *self._keep], floor_sigma, p=self._settings.accumulation_p,
+                noise_floor=self._settings.accumulation_floor,
             )
         return FusionResult(
             image=image,
