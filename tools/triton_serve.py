@@ -189,6 +189,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model")
     parser.add_argument("--test-models", action="store_true")
     parser.add_argument("--slow-s", type=float, default=3.0)
+    parser.add_argument("--tls-dir", type=Path, help="gRPC over TLS with server.crt, server.key "
+                        "and ca.crt from this folder (HTTP stays plain: Triton has no TLS "
+                        "for it)")  # fmt: skip
+    parser.add_argument("--tls-mutual", action="store_true",
+                        help="also require a client certificate signed by ca.crt")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -200,11 +205,21 @@ def main() -> int:
         second = Path(args.second_model)
         specs.append(read_spec("deblurd_unet_second", second if second.is_absolute()
                                else ROOT / second))  # fmt: skip
+    tls: dict[str, Any] = {}
+    if args.tls_dir is not None:
+        tls = {
+            "grpc_use_ssl": True,
+            "grpc_use_ssl_mutual": args.tls_mutual or None,
+            "grpc_server_cert": args.tls_dir / "server.crt",
+            "grpc_server_key": args.tls_dir / "server.key",
+            "grpc_root_cert": args.tls_dir / "ca.crt",
+        }
     config = TritonConfig(
         grpc_port=args.grpc_port,
         http_port=args.http_port,
         metrics_port=args.metrics_port,
         log_verbose=0,
+        **tls,
     )
     triton = Triton(config=config)
 

@@ -317,3 +317,60 @@ def test_daemon_status_and_report_show_the_remote_runtime(tmp_path: Path, server
         assert meta["inference"]["fallback"] is True
         assert any("ran locally" in n for n in meta["inference"]["notes"])
     assert status["inference_remote"]["fallbacks"] >= 2
+
+
+def _certificates(folder: Path) -> None:
+    """A CA, a server certificate for localhost/127.0.0.1 and a client certificate (openssl)."""
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True,
+                       timeout=60)  # fmt: skip
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+        "-keyout", "ca.key", "-out", "ca.crt")  # fmt: skip
+    (folder / "san.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for name in ("server", "client"):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr")  # fmt: skip
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "san.cnf",
+            "-out", f"{name}.crt")  # fmt: skip
+
+
+def test_tls_with_client_certificates(tmp_path: Path) -> None:
+    """gRPC over mutual TLS: the ssl_* settings reach a real TLS server; a client without
+    TLS, without its certificate or trusting another CA is refused (a job error)."""
+    from triton_serve import ServerProcess
+
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    _certificates(certs)
+    own = ServerProcess(sys.executable, "--second-model", "", "--tls-dir", str(certs),
+                        "--tls-mutual", log=tmp_path / "tls.log")  # fmt: skip
+    own.start()
+    img = image()
+    try:
+        good = TritonSettings(
+            url=own.grpc_url, ssl=True, ssl_ca_file=str(certs / "ca.crt"),
+            ssl_cert_file=str(certs / "client.crt"), ssl_key_file=str(certs / "client.key"),
+            connect_timeout_s=5.0, timeout_s=10.0,
+        )  # fmt: skip
+        remote = TritonDeblurrer(good, second_pass=False)
+        assert remote.name.startswith("triton:grpcs://")
+        out = remote.deblur(img, "first")
+        assert np.abs(out - local(2048).deblur(img, "first")).max() <= 1e-5
+        remote.close()
+        plain = good.model_copy(update={"ssl": False, "ssl_ca_file": None,
+                                        "ssl_cert_file": None, "ssl_key_file": None})  # fmt: skip
+        no_cert = good.model_copy(update={"ssl_cert_file": None, "ssl_key_file": None})
+        other_ca = tmp_path / "other"
+        other_ca.mkdir()
+        _certificates(other_ca)
+        wrong_ca = good.model_copy(update={"ssl_ca_file": str(other_ca / "ca.crt")})
+        for bad in (plain, no_cert, wrong_ca):
+            d = TritonDeblurrer(bad, second_pass=False)  # the server "down": a warning
+            with pytest.raises(InferenceError, match="Triton grpc"):
+                d.deblur(img, "first")
+            d.close()
+    finally:
+        own.stop()
