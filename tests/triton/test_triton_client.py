@@ -374,3 +374,34 @@ def test_tls_with_client_certificates(tmp_path: Path) -> None:
             d.close()
     finally:
         own.stop()
+
+
+MDWE_SCRIPT = """
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    print("no PR_SET_MDWE on this kernel"); sys.exit(3)
+import numpy as np
+from deblurd.inference.triton import TritonDeblurrer
+from deblurd.settings.inference import TritonSettings
+for protocol, url in (("grpc", sys.argv[1]), ("http", sys.argv[2])):
+    d = TritonDeblurrer(TritonSettings(url=url, protocol=protocol), second_pass=False)
+    out = d.deblur(np.full((64, 64, 3), 0.5, np.float32), "first")
+    assert out.shape == (64, 64, 3) and d.remote_status()["failures"] == 0
+    d.close()
+print("ok under MDWE")
+"""
+
+
+def test_client_runs_under_memory_deny_write_execute(server: Any) -> None:
+    """The unit's MemoryDenyWriteExecute=yes, emulated with prctl(PR_SET_MDWE) (the same
+    rule: no memory may become executable once written): tritonclient's gRPC (C core) and
+    HTTP (gevent) clients work under it."""
+    proc = subprocess.run(
+        [sys.executable, "-c", MDWE_SCRIPT, server.grpc_url, server.http_url],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    if proc.returncode == 3:
+        pytest.skip(proc.stdout.strip())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ok under MDWE" in proc.stdout
