@@ -347,3 +347,27 @@ def test_metrics_show_the_remote_runtime() -> None:
     assert lat == {"0.5": 0.0085, "0.95": 0.02025}
     plain = {f.name for f in _StatusCollector(lambda: {}, core).collect()}
     assert not any(n.startswith("deblurd_remote") for n in plain)
+
+
+def test_fallback_skips_the_server_for_retry_after_s(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(triton_module.time, "monotonic", lambda: now[0])
+    d = TritonDeblurrer(TritonSettings(fallback="local", retry_after_s=30.0, local_threads=1),
+                        second_pass=False)  # fmt: skip
+    server.fail = TimeoutError("Deadline Exceeded")
+    d.deblur_srgb(srgb(64, 64))
+    assert d.remote_status()["failures"] == 1
+    server.fail = None
+    now[0] += 10  # within the window: local, the server is not asked
+    d.deblur_srgb(srgb(64, 64))
+    assert server.requests == [] and d.remote_status()["requests"] == 1
+    notes = d.take_notes()
+    assert "Deadline Exceeded; ran locally" in notes[0]
+    assert "server skipped for 20 s more" in notes[1]
+    now[0] += 21  # past it: the server again
+    d.deblur_srgb(srgb(64, 64))
+    assert len(server.requests) == 1 and d.take_notes() == []
+    assert d.remote_status()["fallbacks"] == 2
+    d.close()

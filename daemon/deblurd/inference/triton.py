@@ -137,7 +137,7 @@ class TritonDeblurrer:
         self._info: dict[str, RemoteModel] = {}
         self._local: dict[Pass, Deblurrer] = {}
         self._notes: list[str] = []
-        self._closed = False
+        self._skip_until = 0.0  # time.monotonic(): fallback = local skips the server until
         if settings.fallback == "local":
             from deblurd.inference.base import resolve_model_path
 
@@ -308,6 +308,11 @@ class TritonDeblurrer:
         model = self._models.get(pass_)
         if model is None:
             raise InferenceError(f"{self.name}: the {pass_} pass is not configured")
+        wait = self._skip_until - time.monotonic()
+        if self.settings.fallback == "local" and wait > 0:
+            why = (f"server skipped for {wait:.0f} s more after a failure "
+                   f"({self.stats.last_error})")  # fmt: skip
+            return self._run_local(srgb, pass_, why)
         try:
             try:
                 return self._remote_pass(srgb, pass_, model)
@@ -316,17 +321,22 @@ class TritonDeblurrer:
         except RemoteError as exc:
             if self.settings.fallback != "local":
                 raise
-            local = self._local_runtime(pass_)
-            note = f"{pass_} pass: {exc}; ran locally ({local.name})"
-            log.warning("%s", note)
-            with self._lock:
-                self.stats.fallbacks += 1
-                self._notes.append(note)
-            run_local = getattr(local, "deblur_srgb", None)
-            if run_local is None:  # pragma: no cover - the fallback is an OnnxDeblurrer
-                raise
-            out: F32 = run_local(srgb)
-            return out
+            self._skip_until = time.monotonic() + self.settings.retry_after_s
+            return self._run_local(srgb, pass_, str(exc))
+
+    def _run_local(self, srgb: F32, pass_: Pass, why: str) -> F32:
+        """The pass on this device (``fallback = "local"``), noted for the job's report."""
+        local = self._local_runtime(pass_)
+        note = f"{pass_} pass: {why}; ran locally ({local.name})"
+        log.warning("%s", note)
+        with self._lock:
+            self.stats.fallbacks += 1
+            self._notes.append(note)
+        run_local = getattr(local, "deblur_srgb", None)
+        if run_local is None:  # pragma: no cover - the fallback is an OnnxDeblurrer
+            raise InferenceError(f"{local.name} cannot run sRGB images")
+        out: F32 = run_local(srgb)
+        return out
 
     def deblur(self, image: F32, pass_: Pass) -> F32:
         """Linear ``float32 (H, W, 3)`` in, linear out (the network works in sRGB)."""

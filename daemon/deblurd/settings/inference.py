@@ -119,6 +119,14 @@ class TritonSettings(Section):
         "local: the pass runs on this device with onnxruntime (local_model, "
         "inference.second_model) and the job's report says so",
     )
+    retry_after_s: float = Field(
+        30.0,
+        ge=0.0,
+        le=3600.0,
+        description="with fallback = local: after a failed request, passes run locally "
+        "without asking the server for this long, s (a slow server would cost timeout_s "
+        "each); 0 = ask every time",
+    )
     local_model: str = Field(
         "engines/unet.onnx", description="ONNX model of the first pass for fallback = local"
     )
