@@ -41,12 +41,19 @@ def _need(module: str) -> None:
                     "tools/test.sh)")  # fmt: skip
 
 
+@pytest.fixture(autouse=True)
+def _triton_packages() -> None:
+    """Every test here needs the client and PyTriton: skipped without them, failed in the
+    ``== triton`` section (``TRITON_TESTS_REQUIRED=1``)."""
+    for module in ("tritonclient.grpc", "tritonclient.http", "pytriton"):
+        _need(module)
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One server for the session: both U-Nets and the broken test models, batching on."""
-    _need("tritonclient.grpc")
-    _need("tritonclient.http")
-    _need("pytriton")
+    for module in ("tritonclient.grpc", "tritonclient.http", "pytriton"):
+        _need(module)
     from triton_serve import ServerProcess
 
     log = tmp_path_factory.mktemp("triton") / "server.log"
