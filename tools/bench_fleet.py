@@ -48,14 +48,17 @@ def _frame(h: int, w: int, seed: int) -> np.ndarray:
 
 
 def _camera(index: int, url: str, jobs: int, h: int, w: int, tile: int, timeout_s: float,
-            interval_s: float, start: Any, results: Any) -> None:  # fmt: skip
+            interval_s: float, fallback: str, start: Any, results: Any) -> None:  # fmt: skip
     from deblurd.errors import DeblurdError
     from deblurd.inference.triton import TritonDeblurrer
     from deblurd.settings.inference import TritonSettings
 
     img = _frame(h, w, index)
-    d = TritonDeblurrer(TritonSettings(url=url, tile=tile, timeout_s=timeout_s,
-                                       connect_timeout_s=timeout_s))  # fmt: skip
+    settings = TritonSettings.model_validate(
+        {"url": url, "tile": tile, "timeout_s": timeout_s, "connect_timeout_s": timeout_s,
+         "fallback": fallback, "local_threads": 1})  # fmt: skip
+    d = TritonDeblurrer(settings,
+                        local_second_model="engines/unet-second.onnx")  # fmt: skip
     d.deblur(img, "first")  # connection and the server's first run
     start.wait()
     last = time.perf_counter()
@@ -67,7 +70,7 @@ def _camera(index: int, url: str, jobs: int, h: int, w: int, tile: int, timeout_
         last = t0
         try:
             d.deblur(d.deblur(img, "first"), "second")
-            outcome = "result"
+            outcome = "result (ran locally)" if d.take_notes() else "result"
         except DeblurdError as exc:
             outcome = f"error: {str(exc)[:120]}"
         results.put((index, job, outcome, time.perf_counter() - t0, time.time()))
@@ -99,7 +102,7 @@ def _fleet(server: ServerProcess, n: int, args: argparse.Namespace,
     procs = [
         ctx.Process(target=_camera, args=(i, server.grpc_url, jobs, args.height,
                                           args.width, args.tile, args.timeout_s, interval,
-                                          start, results))
+                                          args.fallback, start, results))
         for i in range(n)
     ]  # fmt: skip
     for p in procs:
@@ -128,11 +131,11 @@ def _fleet(server: ServerProcess, n: int, args: argparse.Namespace,
     wall = time.time() - t0
     for p in procs:
         p.join(30)
-    ok = [o for o in outcomes if o[2] == "result"]
+    ok = [o for o in outcomes if o[2].startswith("result")]
     lat = sorted(o[3] for o in ok)
     restart: dict[str, Any] = {}
     if down_at is not None and back_at is not None:
-        errors = [o for o in outcomes if o[2] != "result"]
+        errors = [o for o in outcomes if not o[2].startswith("result")]
         # an outcome at time e of a trigger that took d started at e - d
         restart = {
             "down_s": round(back_at - down_at, 1),
@@ -152,7 +155,8 @@ def _fleet(server: ServerProcess, n: int, args: argparse.Namespace,
         "p95_s": round(float(np.percentile(lat, 95)), 3) if lat else None,
         "throughput_per_s": round(len(ok) / wall, 2),
         "wall_s": round(wall, 1),
-        "first_errors": sorted({o[2] for o in outcomes if o[2] != "result"})[:3],
+        "ran_locally": sum(1 for o in outcomes if o[2] == "result (ran locally)"),
+        "first_errors": sorted({o[2] for o in outcomes if not o[2].startswith("result")})[:3],
         **restart,
     }
 
@@ -175,6 +179,8 @@ def main() -> int:
                         "in the restart run (paced)")  # fmt: skip
     parser.add_argument("--restart-interval-s", type=float, default=0.5, help="a trigger "
                         "every this many s per camera in the restart run")  # fmt: skip
+    parser.add_argument("--fallback", choices=("none", "local"), default="none",
+                        help="the cameras' inference.runtime.fallback")  # fmt: skip
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     counts = [int(c) for c in args.cameras.split(",")]

@@ -405,3 +405,33 @@ def test_client_runs_under_memory_deny_write_execute(server: Any) -> None:
         pytest.skip(proc.stdout.strip())
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "ok under MDWE" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"device": "both", "tensorrt": "fp16", "instances": 2}, {"max_batch": 0, "device": "cpu"}],
+)
+def test_config_pbtxt_is_a_valid_triton_model_config(kw: dict[str, Any]) -> None:
+    """Parsed with Triton's own ModelConfig protobuf (tritonclient ships it): every field
+    name and value is one Triton knows."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from deblurd.inference.triton_export import config_pbtxt, read_spec
+
+    spec = read_spec("deblurd_unet", "engines/unet.onnx")
+    cfg = text_format.Parse(config_pbtxt(spec, **kw), model_config_pb2.ModelConfig())
+    batched = kw.get("max_batch", 8) > 0
+    assert cfg.name == "deblurd_unet" and cfg.backend == "onnxruntime"
+    assert cfg.max_batch_size == kw.get("max_batch", 8)
+    dims = {t.name: list(t.dims) for t in [*cfg.input, *cfg.output]}
+    lead = [] if batched else [1]
+    assert dims == {"image": [*lead, 3, -1, -1], "noise": [*lead, 1, -1, -1],
+                    "deblurred": [*lead, 3, -1, -1]}  # fmt: skip
+    assert all(t.data_type == model_config_pb2.TYPE_FP32 for t in cfg.input)
+    assert cfg.HasField("dynamic_batching") == batched
+    kinds = {g.kind for g in cfg.instance_group}
+    assert len(kinds) == (2 if kw.get("device") == "both" else 1)
+    assert cfg.parameters["deblurd.multiple"].string_value == "16"
+    accel = cfg.optimization.execution_accelerators.gpu_execution_accelerator
+    assert [a.name for a in accel] == (["tensorrt"] if "tensorrt" in kw else [])

@@ -272,6 +272,7 @@ def test_config_pbtxt_has_the_onnx_names_and_dims() -> None:
         assert line in text, line
     plain = config_pbtxt(spec, max_batch=0, device="cpu")
     assert "max_batch_size: 0" in plain and "dynamic_batching" not in plain
+    assert "dims: [ 1, 3, -1, -1 ]" in plain and "dims: [ 1, 1, -1, -1 ]" in plain
     assert "KIND_GPU" not in plain and "tensorrt" not in plain
 
 

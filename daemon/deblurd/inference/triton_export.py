@@ -38,6 +38,7 @@ class TensorSpec:
     name: str
     data_type: str  # TYPE_FP32
     dims: tuple[int, ...]  # without the batch dim; -1 = any
+    batch_dim: int = 1  # the ONNX file's leading dim (1 in our exports; -1 = symbolic)
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ def read_spec(name: str, onnx: str | Path) -> ModelSpec:
             if arg.type not in _TYPES:
                 raise InferenceError(f"{path}: {arg.name} is {arg.type}, not float")
             dims = tuple(d if isinstance(d, int) and d > 0 else -1 for d in shape[1:])
-            out.append(TensorSpec(arg.name, _TYPES[arg.type], dims))
+            batch_dim = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else -1
+            out.append(TensorSpec(arg.name, _TYPES[arg.type], dims, batch_dim))
         return tuple(out)
 
     meta = session.get_modelmeta().custom_metadata_map
@@ -105,8 +107,10 @@ def batch_dynamic_onnx(path: Path) -> bytes:
     return data
 
 
-def _tensor(spec: TensorSpec) -> str:
-    dims = ", ".join(str(d) for d in spec.dims)
+def _tensor(spec: TensorSpec, batched: bool) -> str:
+    """One input/output entry: per-item dims when Triton batches (``max_batch_size > 0``),
+    else the whole tensor's, the ONNX file's batch dim included."""
+    dims = ", ".join(str(d) for d in (spec.dims if batched else (spec.batch_dim, *spec.dims)))
     return (
         f'  {{\n    name: "{spec.name}"\n    data_type: {spec.data_type}\n'
         f"    dims: [ {dims} ]\n  }}"
@@ -128,10 +132,10 @@ def config_pbtxt(
         'backend: "onnxruntime"',
         f"max_batch_size: {max_batch}",
         "input [",
-        ",\n".join(_tensor(t) for t in spec.inputs),
+        ",\n".join(_tensor(t, max_batch > 0) for t in spec.inputs),
         "]",
         "output [",
-        ",\n".join(_tensor(t) for t in spec.outputs),
+        ",\n".join(_tensor(t, max_batch > 0) for t in spec.outputs),
         "]",
     ]
     kinds = {"gpu": ["KIND_GPU"], "cpu": ["KIND_CPU"], "both": ["KIND_GPU", "KIND_CPU"]}[device]
