@@ -366,7 +366,7 @@ def test_fallback_skips_the_server_for_retry_after_s(
     assert server.requests == [] and d.remote_status()["requests"] == 1
     notes = d.take_notes()
     assert "Deadline Exceeded; ran locally" in notes[0]
-    assert "server skipped for 20 s more" in notes[1]
+    assert "server skipped for 20.0 s more" in notes[1]
     now[0] += 21  # past it: the server again
     d.deblur_srgb(srgb(64, 64))
     assert len(server.requests) == 1 and d.take_notes() == []

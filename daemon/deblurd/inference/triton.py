@@ -310,7 +310,7 @@ class TritonDeblurrer:
             raise InferenceError(f"{self.name}: the {pass_} pass is not configured")
         wait = self._skip_until - time.monotonic()
         if self.settings.fallback == "local" and wait > 0:
-            why = (f"server skipped for {wait:.0f} s more after a failure "
+            why = (f"server skipped for {wait:.1f} s more after a failure "
                    f"({self.stats.last_error})")  # fmt: skip
             return self._run_local(srgb, pass_, why)
         try:
