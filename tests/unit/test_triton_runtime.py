@@ -231,6 +231,9 @@ def test_missing_model_and_missing_fallback_file_are_config_errors(server: FakeS
     with pytest.raises(ConfigError) as err:
         TritonDeblurrer(TritonSettings(fallback="local", local_model="nope.onnx"))
     assert err.value.problems[0][0] == "inference.runtime.local_model"
+    with pytest.raises(ConfigError) as err:
+        TritonDeblurrer(TritonSettings(ssl=True, ssl_ca_file="/nonexistent/ca.pem"))
+    assert err.value.problems[0][0] == "inference.runtime.ssl_ca_file"
 
 
 def test_parse_model_checks_the_contract() -> None:

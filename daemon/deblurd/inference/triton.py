@@ -24,6 +24,7 @@ naming ``inference.runtime.model`` (exit 78).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -35,7 +36,7 @@ import numpy.typing as npt
 
 from deblurd.errors import ConfigError, InferenceError, RemoteInferenceError
 from deblurd.imaging import linear_to_srgb_float
-from deblurd.inference.base import Deblurrer, Pass
+from deblurd.inference.base import Deblurrer, Pass, resolve_model_path
 from deblurd.inference.onnx import (
     network_inputs,
     network_output,
@@ -138,9 +139,12 @@ class TritonDeblurrer:
         self._local: dict[Pass, Deblurrer] = {}
         self._notes: list[str] = []
         self._skip_until = 0.0  # time.monotonic(): fallback = local skips the server until
+        for name in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file"):
+            path = getattr(settings, name)
+            if path is not None and not os.access(path, os.R_OK):
+                message = f"{path}: no such readable file (TLS to the Triton server)"
+                raise ConfigError(message, [(f"{KEY}.{name}", message)])
         if settings.fallback == "local":
-            from deblurd.inference.base import resolve_model_path
-
             for pass_, model in self._local_models.items():
                 if not resolve_model_path(model).is_file():
                     key = "local_model" if pass_ == "first" else "second_model"
