@@ -281,7 +281,11 @@ class _ReferenceGuide:
             self.calib_chunks.append(flat[: max(1, int(flat.size * _CALIB_FLAT_FRACTION))])
             levels.append(float(lum_s[chunk].mean()))
         self.calib_levels = np.array(levels)
-        self.calibrator = NoiseCalibration()
+        # per bin, the least factor that keeps the model at or above the floor (the
+        # calibration may tighten a generous model, never below half a code)
+        lv = self.calib_levels.astype(np.float32)
+        floor_ratio = floor_variance(lv) / np.maximum(noise.variance(lv), floor_variance(lv))
+        self.calibrator = NoiseCalibration(floor_ratio.astype(np.float64))
         #: one frame's noise variance (model, floored) at the reference's median luma
         self.model_variance_mid = float(np.median(var1[::st, ::st]))
 
@@ -490,7 +494,9 @@ class NoiseCalibration:
     and the GPU fuser share it, so both apply the same numbers.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, floor_ratio: npt.NDArray[np.float64] | None = None) -> None:
+        #: per bin, the least applied factor (the model's floor over the model)
+        self.floor_ratio = floor_ratio
         self.least: npt.NDArray[np.float64] | None = None  # motion test (low-pass)
         self.least_detail: npt.NDArray[np.float64] | None = None  # detail test (full res)
         self._last_motion: npt.NDArray[np.float64] | None = None
@@ -522,7 +528,7 @@ class NoiseCalibration:
         if measured is None:
             return None
         measured, self.least = _consensus(measured, self.least)
-        return _applied(measured)
+        return _applied(measured, self.floor_ratio)
 
     def detail_factors(
         self,
@@ -559,7 +565,7 @@ class NoiseCalibration:
             self.least_centre, centres
         )
         measured, self.least_detail = _consensus(measured, self.least_detail)
-        return _applied(measured)
+        return _applied(measured, self.floor_ratio)
 
 
 def _per_bin(
@@ -596,9 +602,14 @@ def _consensus(
     return capped, np.minimum(least, capped)
 
 
-def _applied(measured: npt.NDArray[np.float64]) -> npt.NDArray[np.float64] | None:
-    """Measured factors as the tests apply them (see :class:`NoiseCalibration`)."""
-    tighten = np.clip(measured / _CALIB_DEAD_ZONE, _CALIB_MIN, 1.0)
+def _applied(
+    measured: npt.NDArray[np.float64], floor_ratio: npt.NDArray[np.float64] | None
+) -> npt.NDArray[np.float64] | None:
+    """Measured factors as the tests apply them (see :class:`NoiseCalibration`); never
+    below ``floor_ratio`` (per bin: the floor over the model, so no model is tightened
+    below the floor)."""
+    least = _CALIB_MIN if floor_ratio is None else np.maximum(_CALIB_MIN, floor_ratio)
+    tighten = np.clip(measured / _CALIB_DEAD_ZONE, least, 1.0)
     loosen = np.minimum(measured, _CALIB_MAX)
     factors = np.where(measured >= _CALIB_LOOSEN_FROM, loosen, tighten)
     if np.all(factors == 1.0):
