@@ -130,6 +130,57 @@ class ServerProcess:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+class RepositoryServer(ServerProcess):
+    """Triton's own server binary (the one nvidia-pytriton ships, with its Python backend
+    only) on a model repository, e.g. ``deblurd export-triton --burst``'s Python-backend
+    model: the repository as a real Triton loads it. Run from the venv with PyTriton."""
+
+    def __init__(self, repository: Path, work: Path, log: Path | None = None) -> None:
+        super().__init__(sys.executable, log=log)
+        self.repository, self.work = repository, work
+
+    def start(self, timeout_s: float = 180.0) -> float:
+        import shutil
+        import urllib.request
+
+        from pytriton.triton import TRITONSERVER_DIST_DIR
+        from pytriton.utils.distribution import get_libs_path, get_stub_path
+
+        t0 = time.monotonic()
+        dist = self.work / "tritonserver"
+        if not dist.exists():  # what PyTriton does: the binaries, and the stub for this Python
+            shutil.copytree(TRITONSERVER_DIST_DIR, dist, ignore=shutil.ignore_patterns(
+                "python_backend_stubs", "triton_python_backend_stub"))  # fmt: skip
+            version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+            shutil.copy(get_stub_path(version),
+                        dist / "backends" / "python" / "triton_python_backend_stub")  # fmt: skip
+        env = dict(os.environ)
+        env["LD_LIBRARY_PATH"] = ":".join(
+            p for p in (str(get_libs_path()), env.get("LD_LIBRARY_PATH", "")) if p)
+        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+        cmd = [str(dist / "bin" / "tritonserver"), "--model-repository", str(self.repository),
+               "--backend-directory", str(dist / "backends"),
+               "--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port),
+               "--metrics-port", str(self.metrics_port),
+               "--backend-config=python,shm-default-byte-size=33554432"]  # fmt: skip
+        sink = self.log.open("a") if self.log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env,
+                                     text=True, start_new_session=True)  # fmt: skip
+        url = f"http://127.0.0.1:{self.http_port}/v2/health/ready"
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as reply:
+                    if reply.status == 200:
+                        return time.monotonic() - t0
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() - t0 > timeout_s:
+                self.stop()
+                raise RuntimeError(f"tritonserver did not get ready on {self.repository} "
+                                   f"(log {self.log})")  # fmt: skip
+            time.sleep(0.3)
+
+
 def _session(spec: ModelSpec, threads: int) -> Any:
     import onnxruntime as ort
 
@@ -177,6 +228,29 @@ def _bind(triton: Any, spec: ModelSpec, fn: Any, max_batch: int, delay_us: int,
         triton.bind(spec.name, infer_each, inputs, outputs, config=config, strict=True)
 
 
+def _bind_burst(triton: Any, threads: int) -> None:
+    """``deblurd_burst``: :func:`deblurd.inference.triton_burst.serve_request` with the
+    server's own onnxruntime U-Nets (what export-triton's Python-backend model.py runs)."""
+    from pytriton.model_config import ModelConfig, Tensor
+
+    from deblurd.inference.factory import open_deblurrer
+    from deblurd.inference.triton_burst import INPUTS, OUTPUTS, serve_request
+    from deblurd.settings.inference import InferenceSettings, OnnxRuntimeSettings
+
+    deblurrer = open_deblurrer(InferenceSettings(runtime=OnnxRuntimeSettings(threads=threads)))
+    dtypes = {"UINT8": np.uint8, "BYTES": bytes}
+
+    def infer_each(requests: list[Any]) -> list[dict[str, Any]]:
+        return [serve_request(dict(r.items()), deblurrer) for r in requests]
+
+    triton.bind(
+        "deblurd_burst", infer_each,
+        [Tensor(name=n, dtype=dtypes[t], shape=d) for n, t, d in INPUTS],
+        [Tensor(name=n, dtype=dtypes[t], shape=d) for n, t, d in OUTPUTS],
+        config=ModelConfig(batching=False), strict=False,
+    )  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--grpc-port", type=int, default=8001)
@@ -188,6 +262,8 @@ def main() -> int:
     parser.add_argument("--queue-delay-us", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model")
     parser.add_argument("--test-models", action="store_true")
+    parser.add_argument("--burst", action="store_true",
+                        help="also serve deblurd_burst (offload = burst)")  # fmt: skip
     parser.add_argument("--slow-s", type=float, default=3.0)
     parser.add_argument("--tls-dir", type=Path, help="gRPC over TLS with server.crt, server.key "
                         "and ca.crt from this folder (HTTP stays plain: Triton has no TLS "
@@ -235,6 +311,8 @@ def main() -> int:
 
     for spec in specs:
         _bind(triton, spec, network(spec), args.max_batch, args.queue_delay_us)
+    if args.burst:
+        _bind_burst(triton, args.threads)
     if args.test_models:
         base = specs[0]
         run = network(base)

@@ -181,6 +181,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
     from deblurd.imaging import atomic_write_files, check_output_file, encode_for_path
     from deblurd.inference.base import runtime_report
     from deblurd.inference.factory import open_deblurrer
+    from deblurd.inference.triton_burst import burst_offload
     from deblurd.pipeline.process import process_burst
 
     settings = load_settings(args.config)
@@ -192,23 +193,34 @@ def _cmd_process(args: argparse.Namespace) -> int:
     limits = settings.limits
     burst = read_burst(args.burst_dir, limits.max_frame_pixels, limits.max_burst_pixels)
     passes = args.unet or settings.inference.passes
-    deblurrer = None
-    if passes != "off":
-        deblurrer = open_deblurrer(settings.inference.model_copy(update={"passes": passes}))
-    try:
-        stage4 = stage4_for(settings.registration)
-        result = process_burst(burst, settings, deblurrer, passes, stage4)
-        inference_report = runtime_report(deblurrer)
-    finally:
-        if deblurrer is not None:
-            deblurrer.close()
-    files: list[tuple[str | os.PathLike[str], bytes]] = [(out, encode_for_path(out, result.image))]
-    rep = result.report
+    offload = burst_offload(settings)
+    if offload is not None:  # inference.runtime.offload = "burst": all of it on the server
+        inference = settings.inference.model_copy(update={"passes": passes})
+        remote_settings = settings.model_copy(update={"inference": inference})
+        try:
+            image, rep = offload.process(burst, remote_settings)
+        finally:
+            offload.close()
+        inference_report: dict[str, object] = {"runtime": offload.name, "notes": [],
+                                               "fallback": False}  # fmt: skip
+    else:
+        deblurrer = None
+        if passes != "off":
+            deblurrer = open_deblurrer(settings.inference.model_copy(update={"passes": passes}))
+        try:
+            stage4 = stage4_for(settings.registration)
+            result = process_burst(burst, settings, deblurrer, passes, stage4)
+            inference_report = runtime_report(deblurrer)
+        finally:
+            if deblurrer is not None:
+                deblurrer.close()
+        image, rep = result.image, result.report.to_json()
+    files: list[tuple[str | os.PathLike[str], bytes]] = [(out, encode_for_path(out, image))]
     if args.json:
         doc = {
             "burst": str(Path(args.burst_dir)),
             "output": str(out),
-            **rep.to_json(),
+            **rep,
             "inference": inference_report,
         }
         files.append((args.json, (json.dumps(doc, indent=2) + "\n").encode()))
@@ -217,8 +229,8 @@ def _cmd_process(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise DeblurdError(f"cannot write {out}: {exc.strerror or exc}") from exc
     print(
-        f"{out}: frame {rep.selected} selected, {len(rep.used)} fused, "
-        f"{len(rep.rejected)} rejected, {rep.stage_ms.get('total', 0):.0f} ms"
+        f"{out}: frame {rep['selected']} selected, {len(rep['used'])} fused, "
+        f"{len(rep['rejected'])} rejected, {rep['stage_ms'].get('total', 0):.0f} ms"
     )
     return 0
 
@@ -319,9 +331,11 @@ def _cmd_export_triton(args: argparse.Namespace) -> int:
         device=args.device,
         instances=args.instances,
         tensorrt=args.tensorrt,
+        burst=args.burst_name if args.burst else None,
     )
     for folder in folders:
-        print(f"{folder}: config.pbtxt, 1/model.onnx")
+        print(f"{folder}: config.pbtxt, 1/" + ("model.py" if (folder / "1" / "model.py").exists()
+                                               else "model.onnx"))  # fmt: skip
     print(f"serve: tritonserver --model-repository {Path(args.directory).resolve()} "
           "(docs/guides/triton-server.md)")  # fmt: skip
     return 0
@@ -461,6 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instances per group (default 1)")  # fmt: skip
     p.add_argument("--tensorrt", choices=("off", "fp32", "fp16"), default="off",
                    help="ONNX Runtime backend's TensorRT accelerator (GPU servers)")  # fmt: skip
+    p.add_argument("--burst", action="store_true", help="also the whole method as a Python-"
+                   "backend model (offload = burst; needs deblurd on the server)")  # fmt: skip
+    p.add_argument("--burst-name", default="deblurd_burst",
+                   help="its Triton name (inference.runtime.burst_model)")  # fmt: skip
     p.set_defaults(func=_cmd_export_triton)
 
     p = sub.add_parser("check-config", help="validate a config file (exit 78 on error)")

@@ -57,7 +57,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from triton_serve import ServerProcess
 
     log = tmp_path_factory.mktemp("triton") / "server.log"
-    proc = ServerProcess(sys.executable, "--test-models", "--slow-s", "3", log=log)
+    proc = ServerProcess(sys.executable, "--test-models", "--slow-s", "3", "--burst", log=log)
     took = proc.start()
     print(f"Triton server ready in {took:.1f} s (log {log})")
     yield proc

@@ -235,13 +235,55 @@ def test_export_triton_matches_what_the_server_serves(tmp_path: Path, server: An
     client.close()
 
 
-def test_daemon_status_and_report_show_the_remote_runtime(tmp_path: Path, server: Any) -> None:
+def _run_daemon(
+    settings_doc: dict[str, Any], triggers: int = 2
+) -> tuple[list[tuple[str, dict[str, Any]]], Any]:
+    """The daemon in this process on the sim camera: ``triggers`` captures over ZeroMQ,
+    their outcomes (topic, metadata) and the status reply after them."""
     import zmq
 
     from deblurd.camera.sim import SimCamera
     from deblurd.service.daemon import Daemon
     from deblurd.settings.models import DeblurdSettings
 
+    s = DeblurdSettings.model_validate(settings_doc)
+    d = Daemon(s, camera_factory=lambda: SimCamera(s.camera), terminal=False)
+    t = threading.Thread(target=d.run, daemon=True)
+    t.start()
+    assert d.wait_ready(60)
+    ctx: Any = zmq.Context()
+    sub, req = ctx.socket(zmq.SUB), ctx.socket(zmq.REQ)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(d.endpoints.results)
+    req.connect(d.endpoints.control)
+    time.sleep(0.3)
+    outcomes = []
+    try:
+        for _ in range(triggers):
+            req.send_json({"cmd": "trigger"})
+            assert req.poll(5000)
+            cid = req.recv_json()["capture_id"]
+            while sub.poll(120000):
+                parts = sub.recv_multipart()
+                meta = json.loads(parts[1])
+                if meta.get("capture_id") == cid and parts[0] in (b"result", b"error"):
+                    outcomes.append((parts[0].decode(), meta))
+                    break
+            else:
+                raise AssertionError(f"no outcome for {cid}")
+        req.send_json({"cmd": "status"})
+        assert req.poll(5000)
+        status = req.recv_json()
+    finally:
+        d.request_stop()
+        t.join(30)
+        sub.close(0)
+        req.close(0)
+        ctx.term()
+    return outcomes, status
+
+
+def test_daemon_status_and_report_show_the_remote_runtime(tmp_path: Path, server: Any) -> None:
     def doc(url: str, fallback: str) -> dict[str, Any]:
         return {
             "camera": {"width": 160, "height": 128, "fps": 20.0, "ring_memory_mb": 8,
@@ -256,42 +298,7 @@ def test_daemon_status_and_report_show_the_remote_runtime(tmp_path: Path, server
             "triggers": {"terminal": False},
         }  # fmt: skip
 
-    def run(settings_doc: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]], Any]:
-        s = DeblurdSettings.model_validate(settings_doc)
-        d = Daemon(s, camera_factory=lambda: SimCamera(s.camera), terminal=False)
-        t = threading.Thread(target=d.run, daemon=True)
-        t.start()
-        assert d.wait_ready(60)
-        ctx: Any = zmq.Context()
-        sub, req = ctx.socket(zmq.SUB), ctx.socket(zmq.REQ)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.connect(d.endpoints.results)
-        req.connect(d.endpoints.control)
-        time.sleep(0.3)
-        outcomes = []
-        try:
-            for _ in range(2):
-                req.send_json({"cmd": "trigger"})
-                assert req.poll(5000)
-                cid = req.recv_json()["capture_id"]
-                while sub.poll(60000):
-                    parts = sub.recv_multipart()
-                    meta = json.loads(parts[1])
-                    if meta.get("capture_id") == cid and parts[0] in (b"result", b"error"):
-                        outcomes.append((parts[0].decode(), meta))
-                        break
-                else:
-                    raise AssertionError(f"no outcome for {cid}")
-            req.send_json({"cmd": "status"})
-            assert req.poll(5000)
-            status = req.recv_json()
-        finally:
-            d.request_stop()
-            t.join(30)
-            sub.close(0)
-            req.close(0)
-            ctx.term()
-        return outcomes, status
+    run = _run_daemon
 
     outcomes, status = run(doc(server.grpc_url, "none"))
     assert [t for t, _ in outcomes] == ["result", "result"], outcomes
@@ -435,3 +442,116 @@ def test_config_pbtxt_is_a_valid_triton_model_config(kw: dict[str, Any]) -> None
     assert cfg.parameters["deblurd.multiple"].string_value == "16"
     accel = cfg.optimization.execution_accelerators.gpu_execution_accelerator
     assert [a.name for a in accel] == (["tensorrt"] if "tensorrt" in kw else [])
+
+
+# -- offload = "burst": the whole method on the server ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def sim_burst(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("burst") / "burst"
+    subprocess.run([sys.executable, "-m", "deblurd.cli", "simulate", str(out), "--seed", "3",
+                    "--width", "320", "--height", "240", "--extra", "2"],
+                   check=True, capture_output=True, timeout=120, cwd=ROOT)  # fmt: skip
+    return out
+
+
+def _local_process(burst_dir: Path) -> Any:
+    from deblurd.burstdir import read_burst
+    from deblurd.inference.factory import open_deblurrer
+    from deblurd.pipeline.process import plan_burst, process_burst
+    from deblurd.settings.models import DeblurdSettings
+
+    s = DeblurdSettings()
+    burst = read_burst(burst_dir)
+    d = open_deblurrer(s.inference)
+    ring = burst.indices("ring")
+    from deblurd.burstdir import Burst
+
+    ring_burst = Burst([burst.frames[i] for i in ring], [burst.infos[i] for i in ring],
+                       burst.trigger_index)  # fmt: skip
+    return burst, ring_burst, plan_burst(ring_burst, s, d), process_burst(burst, s, d)
+
+
+def test_exported_burst_model_runs_in_a_real_triton(tmp_path: Path, sim_burst: Path) -> None:
+    """export-triton --burst's config.pbtxt and model.py, loaded by Triton's own server
+    binary and Python backend (not PyTriton's bindings): plan and process equal the local
+    pipeline's, bit for bit; a broken request is that request's error."""
+    from deblurd.inference.triton_burst import BurstOffload
+    from deblurd.inference.triton_export import export_repository
+    from deblurd.settings.models import DeblurdSettings
+    from triton_serve import RepositoryServer
+
+    export_repository(tmp_path / "repo", [], burst="deblurd_burst")
+    server = RepositoryServer(tmp_path / "repo", tmp_path, log=tmp_path / "tritonserver.log")
+    server.start()
+    try:
+        burst, ring_burst, plan, result = _local_process(sim_burst)
+        s = DeblurdSettings()
+        remote = BurstOffload(TritonSettings(url=server.grpc_url, offload="burst",
+                                             timeout_s=120.0))  # fmt: skip
+        rplan = remote.plan(ring_burst, s)
+        assert (rplan.selected, rplan.decision, rplan.candidates) == (
+            plan.selected, plan.decision, plan.candidates)
+        assert np.allclose(rplan.scores, plan.scores) and rplan.first_score == plan.first_score
+        image, report = rplan.complete(burst, s)
+        assert np.array_equal(image, result.image)
+        assert report["selected"] == result.report.selected
+        assert len(report["used"]) == len(result.report.used)
+        assert remote.name.endswith("/deblurd_burst")
+        broken = burst.__class__(burst.frames[:2], burst.infos, burst.trigger_index)
+        with pytest.raises(InferenceError, match="frames described"):
+            remote.process(broken, s)
+        remote.close()
+    finally:
+        server.stop()
+
+
+def test_process_cli_and_daemon_with_burst_offload(
+    tmp_path: Path, server: Any, sim_burst: Path
+) -> None:
+    cfg = tmp_path / "deblurd.toml"
+    cfg.write_text(f'[inference.runtime]\ntype = "triton"\nurl = "{server.grpc_url}"\n'
+                   'offload = "burst"\ntimeout_s = 120.0\n')  # fmt: skip
+    out, rep = tmp_path / "out.png", tmp_path / "rep.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "deblurd.cli", "process", str(sim_burst), "-o", str(out),
+         "--json", str(rep), "--config", str(cfg)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(rep.read_text())
+    assert doc["inference"]["runtime"].endswith("/deblurd_burst")
+    from deblurd.imaging import read_rgb8
+
+    _burst, _ring, _plan, result = _local_process(sim_burst)
+    assert np.array_equal(read_rgb8(out), result.image)
+    assert doc["selected"] == result.report.selected
+
+
+def test_daemon_with_burst_offload(tmp_path: Path, server: Any) -> None:
+    """offload = "burst": the daemon's jobs plan and process on the server (the
+    PyTriton-bound deblurd_burst); a server that is down fails the jobs."""
+    doc: dict[str, Any] = {
+        "camera": {"width": 160, "height": 128, "fps": 20.0, "ring_memory_mb": 8,
+                   "sim": {"seed": 5, "shake": 60.0}},
+        "service": {"control_endpoint": f"ipc://{tmp_path}/c.sock",
+                    "results_endpoint": f"ipc://{tmp_path}/r.sock", "results_hwm": 10000},
+        "output": {"directory": str(tmp_path / "out")},
+        "inference": {"runtime": {"type": "triton", "url": server.grpc_url,
+                                  "offload": "burst", "timeout_s": 120.0}},
+        "triggers": {"terminal": False},
+    }  # fmt: skip
+    outcomes, _status = _run_daemon(doc)
+    assert [t for t, _ in outcomes] == ["result", "result"], outcomes
+    for _, meta in outcomes:
+        assert meta["report"]["selected"] == meta["selected"]
+        assert meta["report"]["stage_ms"]["total"] > 0
+    from triton_serve import free_port
+
+    doc["inference"]["runtime"]["url"] = f"localhost:{free_port()}"
+    doc["service"] = {"control_endpoint": f"ipc://{tmp_path}/c2.sock",
+                      "results_endpoint": f"ipc://{tmp_path}/r2.sock",
+                      "results_hwm": 10000}  # fmt: skip
+    outcomes, _status = _run_daemon(doc)
+    assert [m["code"] for _, m in outcomes] == ["inference_remote"] * 2, outcomes

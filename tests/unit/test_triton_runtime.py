@@ -375,3 +375,25 @@ def test_fallback_skips_the_server_for_retry_after_s(
     assert len(server.requests) == 1 and d.take_notes() == []
     assert d.remote_status()["fallbacks"] == 2
     d.close()
+
+
+def test_offload_burst_opens_the_burst_client(server: FakeServer) -> None:
+    from deblurd.inference.triton_burst import BurstOffload
+
+    d = open_deblurrer(InferenceSettings(runtime=TritonSettings(offload="burst")))
+    assert isinstance(d, BurstOffload)
+    assert d.name == "triton:grpc://localhost:8001/deblurd_burst"
+    st = remote_status(d)
+    assert st is not None and st["offload"] == "burst" and st["requests"] == 0
+    assert d.deblur(srgb(64, 64), "first").shape == (64, 64, 3)  # the server's network
+    d.close()
+
+
+def test_export_triton_burst_model(tmp_path: Path) -> None:
+    assert deblurd_main(["export-triton", str(tmp_path / "repo"), "--burst"]) == 0
+    folder = tmp_path / "repo" / "deblurd_burst"
+    text = (folder / "config.pbtxt").read_text()
+    assert 'backend: "python"' in text and "TYPE_STRING" in text and "KIND_CPU" in text
+    code = (folder / "1" / "model.py").read_text()
+    compile(code, "model.py", "exec")
+    assert "class TritonPythonModel" in code and "serve_request" in code

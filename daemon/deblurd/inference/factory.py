@@ -50,6 +50,10 @@ def open_deblurrer(settings: InferenceSettings) -> Deblurrer | None:
         case TensorRTSettings():
             trt_settings = runtime
             return _two_pass(settings, runtime.model, lambda m: _open_tensorrt(trt_settings, m))
+        case TritonSettings(offload="burst"):
+            from deblurd.inference.triton_burst import BurstOffload
+
+            return BurstOffload(runtime, settings.second_model)
         case TritonSettings():
             from deblurd.inference.triton import TritonDeblurrer
 

@@ -116,6 +116,7 @@ class TritonDeblurrer:
         *,
         second_pass: bool = True,
         local_second_model: str = "",
+        check_models: bool = True,
     ) -> None:
         self.settings = settings
         self._module = _import_client(settings.protocol)
@@ -154,7 +155,7 @@ class TritonDeblurrer:
                     )
                     raise ConfigError(message, [(f"{prefix}.{key}", message)])
         try:
-            for model in dict.fromkeys(self._models.values()):
+            for model in dict.fromkeys(self._models.values()) if check_models else ():
                 self._model(model)
         except RemoteError as exc:
             log.warning(
@@ -279,6 +280,42 @@ class TritonDeblurrer:
         with self._lock:
             self.stats.latency_ms.append(ms)
         return network_output(out, srgb.shape[0], srgb.shape[1])
+
+    def infer_raw(
+        self, model: str, arrays: dict[str, npt.NDArray[Any]], outputs: tuple[str, ...]
+    ) -> dict[str, npt.NDArray[Any]]:
+        """One request to ``model`` with ``arrays`` by input name (float32 → FP32, uint8 →
+        UINT8, object (bytes) → BYTES); its ``outputs`` by name. Counted in the stats;
+        :class:`RemoteError` on any failure or a missing output."""
+        m = self._module
+        types = {np.dtype(np.float32): "FP32", np.dtype(np.uint8): "UINT8",
+                 np.dtype(np.object_): "BYTES"}  # fmt: skip
+        inputs = []
+        for name, array in arrays.items():
+            item = m.InferInput(name, list(array.shape), types[array.dtype])
+            item.set_data_from_numpy(array)
+            inputs.append(item)
+        kwargs: dict[str, Any] = {"model_version": self.settings.model_version}
+        if self.settings.protocol == "grpc":
+            kwargs["client_timeout"] = self.settings.timeout_s
+        t0 = time.perf_counter()
+        try:
+            result = self._call(
+                f"model {model!r}", self._client().infer, model, inputs,
+                outputs=[m.InferRequestedOutput(n) for n in outputs], **kwargs,
+            )  # fmt: skip
+            got = {name: result.as_numpy(name) for name in outputs}
+            missing = [name for name, value in got.items() if value is None]
+            if missing:
+                raise RemoteError(f"Triton {self.endpoint}: model {model!r} answered "
+                                  f"without {missing}")  # fmt: skip
+        except RemoteError as exc:
+            self._count(exc)
+            raise
+        with self._lock:
+            self.stats.latency_ms.append((time.perf_counter() - t0) * 1000.0)
+        self._count(None)
+        return got
 
     def _count(self, failed: RemoteError | None) -> None:
         with self._lock:

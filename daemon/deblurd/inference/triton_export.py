@@ -174,6 +174,64 @@ def config_pbtxt(
     return "\n".join(lines) + "\n"
 
 
+BURST_MODEL_PY = '''"""deblurd's whole method (offload = "burst") as a Triton Python-backend model.
+
+Written by `deblurd export-triton --burst`. The Python the backend runs needs deblurd and
+its dependencies (pip install deblurd, with onnxruntime or onnxruntime-gpu, in the server's
+image); its U-Net runtime is the server's own: $DEBLURD_CONFIG's [inference] there, else
+onnxruntime with engines/ as deblurd resolves it (set inference.runtime.model and
+inference.second_model to absolute paths in that config).
+"""
+
+import triton_python_backend_utils as pb_utils
+
+from deblurd.inference.triton_burst import INPUTS, open_server_deblurrer, serve_request
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.deblurrer = open_server_deblurrer()
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                arrays = {
+                    name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+                    for name, _type, _dims in INPUTS
+                }
+                out = serve_request(arrays, self.deblurrer)
+                tensors = [pb_utils.Tensor(name, value) for name, value in out.items()]
+                responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+            except Exception as exc:  # the request's error, the model stays up
+                error = pb_utils.TritonError(f"deblurd: {type(exc).__name__}: {exc}")
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
+        return responses
+
+    def finalize(self):
+        if self.deblurrer is not None:
+            self.deblurrer.close()
+'''
+
+
+def burst_config_pbtxt(name: str = "deblurd_burst", instances: int = 1) -> str:
+    """``config.pbtxt`` of the Python-backend burst model (no batching: one burst per
+    request; CPU instances: registration and fusion are OpenCV code)."""
+    from deblurd.inference.triton_burst import INPUTS, OUTPUTS
+
+    types = {"UINT8": "TYPE_UINT8", "BYTES": "TYPE_STRING"}
+    tensors = {
+        kind: ",\n".join(_tensor(TensorSpec(n, types[t], d[1:], d[0]), False)
+                         for n, t, d in specs)
+        for kind, specs in (("input", INPUTS), ("output", OUTPUTS))
+    }  # fmt: skip
+    return "\n".join([
+        f'name: "{name}"', 'backend: "python"', "max_batch_size: 0",
+        "input [", tensors["input"], "]", "output [", tensors["output"], "]",
+        "instance_group [", f"  {{\n    count: {instances}\n    kind: KIND_CPU\n  }}", "]",
+    ]) + "\n"  # fmt: skip
+
+
 def export_repository(
     out_dir: str | Path,
     models: list[tuple[str, str | Path]],
@@ -183,10 +241,12 @@ def export_repository(
     device: Device = "gpu",
     instances: int = 1,
     tensorrt: Literal["off", "fp32", "fp16"] = "off",
+    burst: str | None = None,
 ) -> list[Path]:
     """Write ``out_dir/NAME/config.pbtxt`` and ``out_dir/NAME/1/model.onnx`` for each
-    ``(NAME, ONNX path)`` of ``models``; returns the model folders. A model folder that is
-    there is replaced (a repository is written whole; other folders are left alone)."""
+    ``(NAME, ONNX path)`` of ``models``, and with ``burst`` (a model name) the burst model
+    ``out_dir/BURST/config.pbtxt`` + ``1/model.py``; returns the model folders. A model
+    folder that is there is replaced (other folders are left alone)."""
     if not 0 <= max_batch <= 1024:
         raise DeblurdError(f"--max-batch {max_batch}: 0 (no batching) to 1024")
     root = Path(out_dir)
@@ -208,5 +268,13 @@ def export_repository(
             tensorrt=tensorrt,
         )
         atomic_write_bytes(folder / "config.pbtxt", text.encode())
+        written.append(folder)
+    if burst:
+        folder = root / burst
+        if folder.exists():
+            shutil.rmtree(folder)
+        (folder / "1").mkdir(parents=True)
+        atomic_write_bytes(folder / "1" / "model.py", BURST_MODEL_PY.encode())
+        atomic_write_bytes(folder / "config.pbtxt", burst_config_pbtxt(burst, instances).encode())
         written.append(folder)
     return written

@@ -40,8 +40,9 @@ from deblurd.errors import DeblurdError, RemoteInferenceError
 from deblurd.gpu.factory import stage4_for
 from deblurd.imaging import U8Image, encode_image
 from deblurd.inference.base import Deblurrer, runtime_report
+from deblurd.inference.triton_burst import BurstOffload, RemotePlan
 from deblurd.pipeline.decision import exposure_gain
-from deblurd.pipeline.process import complete_burst, plan_burst
+from deblurd.pipeline.process import BurstPlan, complete_burst, plan_burst
 from deblurd.service.publisher import Publisher
 from deblurd.service.results import OutputError, ResultStore
 from deblurd.service.status import StatusBoard
@@ -192,6 +193,8 @@ class CaptureWorker:
         self.camera, self.ring, self.deblurrer = camera, ring, deblurrer
         self.publisher, self.store, self.status, self.jobs = publisher, store, status, jobs
         self._capture_extra = capture_extra
+        # inference.runtime.offload = "burst": stages 1-5 on a Triton server
+        self.offload = deblurrer if isinstance(deblurrer, BurstOffload) else None
         self._stop = threading.Event()
         self._abort = threading.Event()
         self._thread = threading.Thread(target=self._run, name="deblurd-worker", daemon=True)
@@ -294,7 +297,11 @@ class CaptureWorker:
         t = stage("window", t)
         self._check_abort()
 
-        plan = plan_burst(burst, s, self.deblurrer)
+        plan: BurstPlan | RemotePlan
+        if self.offload is not None:
+            plan = self.offload.plan(burst, s)
+        else:
+            plan = plan_burst(burst, s, self.deblurrer)
         t = stage("plan", t)
         decision = plan.decision
         trig = metas[burst.trigger_index]
@@ -328,12 +335,15 @@ class CaptureWorker:
             t = stage("extra_capture", t)
             self._check_abort()
 
-        result = complete_burst(burst, s, plan, self.deblurrer, stage4_for(s.registration))
+        if isinstance(plan, BurstPlan):
+            result = complete_burst(burst, s, plan, self.deblurrer, stage4_for(s.registration))
+            image, report = result.image, result.report.to_json()
+        else:
+            image, report = plan.complete(burst, s)
         t = stage("fuse_finish", t)
-        data = encode_image(result.image, s.output.format, s.output.jpeg_quality)
+        data = encode_image(image, s.output.format, s.output.jpeg_quality)
         t = stage("encode", t)
-        report = result.report.to_json()
-        h, w = result.image.shape[:2]
+        h, w = image.shape[:2]
         meta: dict[str, Any] = {
             "source": request.source,
             "trigger_wall_ns": request.wall_ns,

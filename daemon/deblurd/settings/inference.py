@@ -119,6 +119,17 @@ class TritonSettings(Section):
         "local: the pass runs on this device with onnxruntime (local_model, "
         "inference.second_model) and the job's report says so",
     )
+    offload: Literal["networks", "burst"] = Field(
+        "networks",
+        description="networks: the U-Net passes run on the server, the rest here | burst: "
+        "the whole method runs on the server (model burst_model, `deblurd export-triton "
+        "--burst`), for devices too small for registration and fusion",
+    )
+    burst_model: str = Field(
+        "deblurd_burst",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Triton model name of the whole method (offload = burst)",
+    )
     retry_after_s: float = Field(
         30.0,
         ge=0.0,
