@@ -229,12 +229,12 @@ def _bind(triton: Any, spec: ModelSpec, fn: Any, max_batch: int, delay_us: int,
 
 
 def _bind_burst(triton: Any, threads: int) -> None:
-    """``deblurd_burst``: :func:`deblurd.inference.triton_burst.serve_request` with the
+    """``deblurd_burst``: :func:`deblurd.service.offload.serve_request` with the
     server's own onnxruntime U-Nets (what export-triton's Python-backend model.py runs)."""
     from pytriton.model_config import ModelConfig, Tensor
 
     from deblurd.inference.factory import open_deblurrer
-    from deblurd.inference.triton_burst import INPUTS, OUTPUTS, serve_request
+    from deblurd.service.offload import INPUTS, OUTPUTS, serve_request
     from deblurd.settings.inference import InferenceSettings, OnnxRuntimeSettings
 
     deblurrer = open_deblurrer(InferenceSettings(runtime=OnnxRuntimeSettings(threads=threads)))

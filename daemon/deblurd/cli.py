@@ -181,8 +181,8 @@ def _cmd_process(args: argparse.Namespace) -> int:
     from deblurd.imaging import atomic_write_files, check_output_file, encode_for_path
     from deblurd.inference.base import runtime_report
     from deblurd.inference.factory import open_deblurrer
-    from deblurd.inference.triton_burst import burst_offload
     from deblurd.pipeline.process import process_burst
+    from deblurd.service.offload import burst_offload
 
     settings = load_settings(args.config)
     out = _check_output_path(args.output)

@@ -477,8 +477,8 @@ def test_exported_burst_model_runs_in_a_real_triton(tmp_path: Path, sim_burst: P
     """export-triton --burst's config.pbtxt and model.py, loaded by Triton's own server
     binary and Python backend (not PyTriton's bindings): plan and process equal the local
     pipeline's, bit for bit; a broken request is that request's error."""
-    from deblurd.inference.triton_burst import BurstOffload
     from deblurd.inference.triton_export import export_repository
+    from deblurd.service.offload import BurstOffload
     from deblurd.settings.models import DeblurdSettings
     from triton_serve import RepositoryServer
 
@@ -488,8 +488,8 @@ def test_exported_burst_model_runs_in_a_real_triton(tmp_path: Path, sim_burst: P
     try:
         burst, ring_burst, plan, result = _local_process(sim_burst)
         s = DeblurdSettings()
-        remote = BurstOffload(TritonSettings(url=server.grpc_url, offload="burst",
-                                             timeout_s=120.0))  # fmt: skip
+        runtime = TritonSettings(url=server.grpc_url, offload="burst", timeout_s=120.0)
+        remote = BurstOffload(TritonDeblurrer(runtime, check_models=False))
         rplan = remote.plan(ring_burst, s)
         assert (rplan.selected, rplan.decision, rplan.candidates) == (
             plan.selected, plan.decision, plan.candidates)

@@ -377,15 +377,22 @@ def test_fallback_skips_the_server_for_retry_after_s(
     d.close()
 
 
-def test_offload_burst_opens_the_burst_client(server: FakeServer) -> None:
-    from deblurd.inference.triton_burst import BurstOffload
+def test_offload_burst_needs_only_the_burst_model(server: FakeServer) -> None:
+    from deblurd.service.offload import BurstOffload, burst_offload
+    from deblurd.settings.models import DeblurdSettings
 
-    d = open_deblurrer(InferenceSettings(runtime=TritonSettings(offload="burst")))
-    assert isinstance(d, BurstOffload)
-    assert d.name == "triton:grpc://localhost:8001/deblurd_burst"
+    server.models.clear()  # no networks: not a config error with offload = "burst"
+    runtime = TritonSettings(offload="burst")
+    d = open_deblurrer(InferenceSettings(runtime=runtime))
+    assert isinstance(d, TritonDeblurrer)
+    assert d.name == "triton:grpc://localhost:8001/deblurd_burst (offload burst)"
+    doc = {"inference": {"runtime": {"type": "triton", "offload": "burst"}}}
+    settings = DeblurdSettings.model_validate(doc)
+    offload = burst_offload(settings, d)
+    assert isinstance(offload, BurstOffload) and offload.name.endswith("/deblurd_burst")
     st = remote_status(d)
     assert st is not None and st["offload"] == "burst" and st["requests"] == 0
-    assert d.deblur(srgb(64, 64), "first").shape == (64, 64, 3)  # the server's network
+    assert burst_offload(DeblurdSettings(), d) is None
     d.close()
 
 

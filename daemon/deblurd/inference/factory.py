@@ -50,10 +50,6 @@ def open_deblurrer(settings: InferenceSettings) -> Deblurrer | None:
         case TensorRTSettings():
             trt_settings = runtime
             return _two_pass(settings, runtime.model, lambda m: _open_tensorrt(trt_settings, m))
-        case TritonSettings(offload="burst"):
-            from deblurd.inference.triton_burst import BurstOffload
-
-            return BurstOffload(runtime, settings.second_model)
         case TritonSettings():
             from deblurd.inference.triton import TritonDeblurrer
 
@@ -61,6 +57,8 @@ def open_deblurrer(settings: InferenceSettings) -> Deblurrer | None:
                 runtime,
                 second_pass=settings.passes == "both",
                 local_second_model=settings.second_model,
+                # offload = "burst" (deblurd.service.offload) needs only the burst model
+                check_models=runtime.offload == "networks",
             )
         case _:
             assert_never(runtime)

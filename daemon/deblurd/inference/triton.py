@@ -131,6 +131,8 @@ class TritonDeblurrer:
         if second_pass:
             self._local_models["second"] = local_second_model or settings.local_model
         self.name = f"triton:{self.endpoint}/" + "+".join(dict.fromkeys(self._models.values()))
+        if settings.offload == "burst":
+            self.name = f"triton:{self.endpoint}/{settings.burst_model} (offload burst)"
         self.stats = RemoteStats()
         self._lock = threading.Lock()
         self._local_clients = threading.local()  # one client per thread (HTTP's is not
@@ -412,6 +414,7 @@ class TritonDeblurrer:
             lat = list(st.latency_ms)
             doc: dict[str, Any] = {
                 "url": self.endpoint,
+                "offload": self.settings.offload,
                 "models": dict(self._models),
                 "fallback": self.settings.fallback,
                 "requests": st.requests,

@@ -174,6 +174,11 @@ def config_pbtxt(
     return "\n".join(lines) + "\n"
 
 
+BURST_INPUTS = (("frames", "UINT8", (-1, -1, -1, 3)), ("burst", "BYTES", (1,)),
+                ("settings", "BYTES", (1,)), ("mode", "BYTES", (1,)))  # fmt: skip
+"""The burst model's inputs (name, Triton type, dims): :mod:`deblurd.service.offload`."""
+BURST_OUTPUTS = (("image", "UINT8", (-1, -1, 3)), ("report", "BYTES", (1,)))
+
 BURST_MODEL_PY = '''"""deblurd's whole method (offload = "burst") as a Triton Python-backend model.
 
 Written by `deblurd export-triton --burst`. The Python the backend runs needs deblurd and
@@ -185,7 +190,7 @@ inference.second_model to absolute paths in that config).
 
 import triton_python_backend_utils as pb_utils
 
-from deblurd.inference.triton_burst import INPUTS, open_server_deblurrer, serve_request
+from deblurd.service.offload import INPUTS, open_server_deblurrer, serve_request
 
 
 class TritonPythonModel:
@@ -217,13 +222,11 @@ class TritonPythonModel:
 def burst_config_pbtxt(name: str = "deblurd_burst", instances: int = 1) -> str:
     """``config.pbtxt`` of the Python-backend burst model (no batching: one burst per
     request; CPU instances: registration and fusion are OpenCV code)."""
-    from deblurd.inference.triton_burst import INPUTS, OUTPUTS
-
     types = {"UINT8": "TYPE_UINT8", "BYTES": "TYPE_STRING"}
     tensors = {
         kind: ",\n".join(_tensor(TensorSpec(n, types[t], d[1:], d[0]), False)
                          for n, t, d in specs)
-        for kind, specs in (("input", INPUTS), ("output", OUTPUTS))
+        for kind, specs in (("input", BURST_INPUTS), ("output", BURST_OUTPUTS))
     }  # fmt: skip
     return "\n".join([
         f'name: "{name}"', 'backend: "python"', "max_batch_size: 0",

@@ -40,9 +40,9 @@ from deblurd.errors import DeblurdError, RemoteInferenceError
 from deblurd.gpu.factory import stage4_for
 from deblurd.imaging import U8Image, encode_image
 from deblurd.inference.base import Deblurrer, runtime_report
-from deblurd.inference.triton_burst import BurstOffload, RemotePlan
 from deblurd.pipeline.decision import exposure_gain
 from deblurd.pipeline.process import BurstPlan, complete_burst, plan_burst
+from deblurd.service.offload import RemotePlan, burst_offload
 from deblurd.service.publisher import Publisher
 from deblurd.service.results import OutputError, ResultStore
 from deblurd.service.status import StatusBoard
@@ -194,7 +194,7 @@ class CaptureWorker:
         self.publisher, self.store, self.status, self.jobs = publisher, store, status, jobs
         self._capture_extra = capture_extra
         # inference.runtime.offload = "burst": stages 1-5 on a Triton server
-        self.offload = deblurrer if isinstance(deblurrer, BurstOffload) else None
+        self.offload = burst_offload(settings, deblurrer)
         self._stop = threading.Event()
         self._abort = threading.Event()
         self._thread = threading.Thread(target=self._run, name="deblurd-worker", daemon=True)

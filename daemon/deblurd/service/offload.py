@@ -1,5 +1,8 @@
 """``inference.runtime.offload = "burst"``: the whole method on the Triton server.
 
+(In ``service``, not ``inference``: it wraps the pipeline, and dependencies point from the
+service to the pipeline to the runtimes.)
+
 For devices too small even for registration and fusion: the camera sends the burst itself
 (its frames and their metadata) and its own settings to a Triton model ``deblurd_burst``
 (a Python-backend model wrapping :func:`~deblurd.pipeline.process.process_burst`, written by
@@ -37,15 +40,15 @@ import numpy.typing as npt
 
 from deblurd.burstdir import Burst, FrameInfo
 from deblurd.errors import ConfigError, DeblurdError, RemoteInferenceError
-from deblurd.inference.base import Deblurrer, Pass
+from deblurd.inference.base import Deblurrer
+from deblurd.inference.triton import TritonDeblurrer
+from deblurd.inference.triton_export import BURST_INPUTS, BURST_OUTPUTS
 from deblurd.pipeline.decision import Decision
 from deblurd.settings.inference import TritonSettings
 from deblurd.settings.models import DeblurdSettings
 
 U8 = npt.NDArray[np.uint8]
-INPUTS = (("frames", "UINT8", (-1, -1, -1, 3)), ("burst", "BYTES", (1,)),
-          ("settings", "BYTES", (1,)), ("mode", "BYTES", (1,)))  # fmt: skip
-OUTPUTS = (("image", "UINT8", (-1, -1, 3)), ("report", "BYTES", (1,)))
+INPUTS, OUTPUTS = BURST_INPUTS, BURST_OUTPUTS  # the model's tensors (module docstring)
 
 
 # -- the server side ----------------------------------------------------------------------
@@ -133,36 +136,14 @@ class RemotePlan:
 
 
 class BurstOffload:
-    """The camera's client of the ``deblurd_burst`` model (``settings.burst_model``).
+    """The camera's client of the ``deblurd_burst`` model (``settings.burst_model``) over
+    ``remote``'s connection (a :class:`~deblurd.inference.triton.TritonDeblurrer`: its
+    TLS, timeouts, error mapping, and the counters the status shows)."""
 
-    Also a :class:`~deblurd.inference.base.Deblurrer` (what :func:`~deblurd.inference.
-    factory.open_deblurrer` returns for ``offload = "burst"``): a single image (``deblurd
-    deblur``, the daemon's warm-up) goes to the server's networks (``model``,
-    ``second_model``) when it serves them; the daemon's jobs use :meth:`plan` and
-    :meth:`process`."""
-
-    def __init__(self, settings: TritonSettings, local_second_model: str = "") -> None:
-        from deblurd.inference.triton import TritonDeblurrer
-
-        # the connection, TLS, timeouts, error mapping and counters of the networks' client;
-        # the networks are not required (checked when a single image asks for them)
-        self._remote = TritonDeblurrer(
-            settings, local_second_model=local_second_model, check_models=False
-        )
-        self.name = f"triton:{self._remote.endpoint}/{settings.burst_model}"
-        self.settings = settings
-
-    def deblur(self, image: npt.NDArray[np.float32], pass_: Pass) -> npt.NDArray[np.float32]:
-        """One image through the server's network of ``pass_`` (not the burst model)."""
-        return self._remote.deblur(image, pass_)
-
-    def remote_status(self) -> dict[str, Any]:
-        """As :meth:`TritonDeblurrer.remote_status`, burst requests counted in."""
-        return {**self._remote.remote_status(), "offload": "burst",
-                "burst_model": self.settings.burst_model}  # fmt: skip
-
-    def take_notes(self) -> list[str]:
-        return self._remote.take_notes()
+    def __init__(self, remote: TritonDeblurrer) -> None:
+        self._remote = remote
+        self.settings = remote.settings
+        self.name = f"triton:{remote.endpoint}/{self.settings.burst_model}"
 
     def _request(self, burst: Burst, settings: DeblurdSettings, mode: str) -> tuple[U8, Any]:
         doc = {"trigger_index": burst.trigger_index, "frames": [i.to_json() for i in burst.infos]}
@@ -207,9 +188,17 @@ class BurstOffload:
         self._remote.close()
 
 
-def burst_offload(settings: DeblurdSettings) -> BurstOffload | None:
-    """The burst offload the settings ask for (``inference.runtime.offload = "burst"``)."""
+def burst_offload(
+    settings: DeblurdSettings, remote: Deblurrer | None = None
+) -> BurstOffload | None:
+    """The burst offload the settings ask for (``inference.runtime.offload = "burst"``),
+    over ``remote`` (the daemon's runtime, a :class:`TritonDeblurrer` for this setting)
+    or a connection of its own; None for any other setting."""
     runtime = settings.inference.runtime
-    if isinstance(runtime, TritonSettings) and runtime.offload == "burst":
-        return BurstOffload(runtime, settings.inference.second_model)
-    return None
+    if not isinstance(runtime, TritonSettings) or runtime.offload != "burst":
+        return None
+    if not isinstance(remote, TritonDeblurrer):
+        remote = TritonDeblurrer(
+            runtime, local_second_model=settings.inference.second_model, check_models=False
+        )
+    return BurstOffload(remote)
