@@ -451,7 +451,7 @@ class OpenCVRegistrar(TrackedCorners):
         n = len(self._corners)
         if n < s.min_inliers:
             reg = _rejected(f"reference has {n} corners < {s.min_inliers}", 0, 0)
-            return self._refined(gray, reg)
+            return self._refined(gray, reg)  # the dense fallback may still register it
 
         t0 = time.perf_counter()
         pyr = self._builder.build(gray)
@@ -467,11 +467,17 @@ class OpenCVRegistrar(TrackedCorners):
         self.stage_ms = {"pyramid": _ms(t0, t1), "lk": _ms(t1, t2)}
         reg = fit_tracked(src, dst, n, scale, self._shape, s)
         self.stage_ms["homography"] = _ms(t2, time.perf_counter())
-        return self._refined(gray, reg)
+        misfit = math.inf
+        if reg.accepted and len(src):
+            H_b = scale_homography(np.asarray(reg.homography, np.float64), 1.0 / scale)
+            misfit = float(np.percentile(reprojection_errors(H_b, src, dst), 75)) * scale
+        return self._refined(gray, reg, misfit)
 
-    def _refined(self, gray: F32, reg: Registration) -> Registration:
+    def _refined(self, gray: F32, reg: Registration, misfit: float = math.inf) -> Registration:
         """The dense fallback for a rejected frame, then the local refinement
-        (:mod:`deblurd.pipeline.refine`) of an accepted one, as the settings ask."""
+        (:mod:`deblurd.pipeline.refine`) of an accepted one, as the settings ask.
+        ``misfit``: the 75th percentile of the homography's error over every tracked
+        corner (inliers or not), full-resolution px: what one homography leaves."""
         s, scale = self.settings, self._scale
         if scale is None or self._shape is None:
             return reg
@@ -492,7 +498,10 @@ class OpenCVRegistrar(TrackedCorners):
                 reg = Registration(H, True, None, tried, inliers, fit.residual_px, "dense")
             else:  # the corners' statistics stay: they are the primary method
                 reg = dataclasses.replace(reg, reason=f"{reg.reason}; dense flow: {reason}")
-        if reg.accepted and s.refine:
+        # a corner fit this close explains the motion (no rolling shutter, no parallax to
+        # speak of): the dense flow would find nothing to add
+        explained = reg.method == "corners" and misfit <= s.refine_min_residual_px
+        if reg.accepted and s.refine and not explained:
             residual = residual_field(scale, gray, reg.homography)
             if residual is not None:
                 reg = dataclasses.replace(reg, residual=residual)

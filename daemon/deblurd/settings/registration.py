@@ -137,6 +137,13 @@ class RegistrationSettings(Section):
         "little texture), fit the homography to the dense flow instead; the plausibility "
         "gate still applies (CPU registrar only)",
     )
+    refine_min_residual_px: float = Field(
+        0.4, ge=0.0, le=16.0,
+        description="the local refinement runs only where the corners' homography misses "
+        "a quarter of the tracked corners by more than this (rolling shutter, parallax; "
+        "frames that differ only in blur stay under it, and the dense flow measured "
+        "nothing to gain on them), full-resolution px",
+    )
     refine_max_side_px: int = Field(
         640, ge=64, le=4096,
         description="longer side of the image the dense flow runs on, px",
