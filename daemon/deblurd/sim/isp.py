@@ -45,8 +45,8 @@ compression.
 Everything is vectorised numpy/OpenCV and deterministic by ``rng``. CPU time per frame on
 one core (this machine, ``cv2.setNumThreads(1)``), sensor noise included: 640×480 35 ms
 with JPEG, 56–60 ms with the H.264-like coder (40 ms median, 53 ms at most over random
-cameras; the plain sensor alone takes 32 ms); 1920×1080 210–370 ms. :meth:`IspParams.random` draws per-burst stages in ranges
-of phone and Raspberry Pi cameras.
+cameras; the plain sensor alone takes 32 ms); 1920×1080 210–370 ms.
+:meth:`IspParams.random` draws per-burst stages in ranges of phone and Raspberry Pi cameras.
 """
 
 from __future__ import annotations
