@@ -46,7 +46,7 @@ status=0
 # These load GStreamer (PyGObject) at collection or in fixtures.
 # The triton tests run once, in their own venv, in the last section.
 run_pytest -m "not gstreamer and not triton" --ignore=tests/unit/test_camera_argus.py \
-    --ignore=tests/hw --ignore=tests/triton "$@" || status=$?
+    --ignore=tests/hw --ignore=tests/triton_server "$@" || status=$?
 echo "== pytest (GStreamer and hardware tests, own process)"
 run_pytest tests/unit/test_camera_argus.py tests/hw "$@" || status=$?
 # A real Triton server (nvidia-pytriton runs Triton's own binary on the CPU) in a venv made
@@ -62,5 +62,5 @@ fi
 "$TRITON_VENV/bin/python" -m pip install -q -e ".[triton]" "nvidia-pytriton==0.7.0" \
     "pytest>=8" "pytest-timeout>=2.2"
 PYTEST_PYTHON="$TRITON_VENV/bin/python" TRITON_TESTS_REQUIRED=1 \
-    run_pytest -p no:cacheprovider -m triton tests/triton "$@" || status=$?
+    run_pytest -p no:cacheprovider -m triton tests/triton_server "$@" || status=$?
 exit "$status"

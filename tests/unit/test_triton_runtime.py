@@ -1,4 +1,4 @@
-"""The Triton runtime without a server (the real one: tests/triton): settings, the runtime
+"""The Triton runtime without a server (the real one: tests/triton_server): settings, the runtime
 factory, the client's checks and failure handling on a fake ``tritonclient``, the model
 repository ``export-triton`` writes, and how status and metrics show the remote runtime."""
 
