@@ -296,6 +296,8 @@ class _ReferenceGuide:
         at the reference's median intensity with it (linear units)."""
         cal = self.calibrator
         least = cal.least_centre if cal.least_centre is not None else cal.least
+        if least is not None and cal.floor_ratio is not None:
+            least = np.maximum(least, cal.floor_ratio)  # what the tests use: never below it
         factor = 1.0 if least is None else float(np.median(least))
         return factor, math.sqrt(self.model_variance_mid * factor)
 
