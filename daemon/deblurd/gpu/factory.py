@@ -107,25 +107,9 @@ def open_fusion_job(
     return GpuFuser(kind).job(reference, fusion_settings, noise_sigma)
 
 
-class _ConfiguredStage4:
-    """The stage-4 backend ``registration.backend`` names (:func:`resolve_backend`)."""
-
-    def open_aligner(self, settings: RegistrationSettings) -> Aligner:
-        return open_aligner(settings)
-
-    def open_fusion_job(
-        self,
-        settings: RegistrationSettings,
-        reference: npt.NDArray[np.generic],
-        fusion_settings: FusionSettings,
-        noise_sigma: float | NoiseModel | None = None,
-    ) -> FusionJob:
-        return open_fusion_job(settings, reference, fusion_settings, noise_sigma)
-
-
 def stage4_for(settings: RegistrationSettings) -> Stage4:
     """The stage-4 backend for ``settings.backend``: the CPU one for ``opencv`` (and for
     ``auto`` without a GPU), else the one that opens the GPU aligner and fusion job.
     Raises :class:`~deblurd.gpu.backend.GpuError` as :func:`resolve_backend`."""
     kind, _note = resolve_backend(settings)
-    return CPU_STAGE4 if kind == "opencv" else _ConfiguredStage4()
+    return CPU_STAGE4 if kind == "opencv" else Stage4(open_aligner, open_fusion_job)

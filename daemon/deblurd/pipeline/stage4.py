@@ -22,6 +22,7 @@ aligns the next one: a device-resident frame's buffers are reused by the next wa
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -168,40 +169,46 @@ class CpuFusionJob:
         return self._fuser.result()
 
 
-class Stage4(Protocol):
-    """A stage-4 backend: opens the aligner and the fusion job of one burst (both on the
-    same backend, so the aligner's frames are in the job's memory)."""
+class OpenAligner(Protocol):
+    """Opens the streaming registration stage of one burst."""
 
-    def open_aligner(self, settings: RegistrationSettings) -> Aligner:
-        """The streaming registration stage."""
-        ...
+    def __call__(self, settings: RegistrationSettings) -> Aligner: ...
 
-    def open_fusion_job(
+
+class OpenFusionJob(Protocol):
+    """Opens a streaming fusion job in ``fusion_settings.mode``; ``reference``: linear
+    ``float32 (H, W, 3)``; ``noise_sigma`` as :func:`deblurd.pipeline.fusion.fuse`."""
+
+    def __call__(
         self,
         settings: RegistrationSettings,
         reference: npt.NDArray[np.generic],
         fusion_settings: FusionSettings,
         noise_sigma: float | NoiseModel | None = None,
-    ) -> FusionJob:
-        """A streaming fusion job in ``fusion_settings.mode``; ``reference``: linear
-        ``float32 (H, W, 3)``; ``noise_sigma`` as :func:`deblurd.pipeline.fusion.fuse`."""
-        ...
+    ) -> FusionJob: ...
 
 
-class CpuStage4:
-    """The OpenCV registrar with host arrays and the CPU fuser (every machine)."""
+@dataclass(frozen=True)
+class Stage4:
+    """A stage-4 backend: how to open the aligner and the fusion job of one burst (both on
+    the same backend, so the aligner's frames are in the job's memory)."""
 
-    def open_aligner(self, settings: RegistrationSettings) -> Aligner:
-        return RegistrarAligner(OpenCVRegistrar(settings))
-
-    def open_fusion_job(
-        self,
-        settings: RegistrationSettings,
-        reference: npt.NDArray[np.generic],
-        fusion_settings: FusionSettings,
-        noise_sigma: float | NoiseModel | None = None,
-    ) -> FusionJob:
-        return CpuFusionJob(reference, fusion_settings, noise_sigma)
+    open_aligner: OpenAligner
+    open_fusion_job: OpenFusionJob
 
 
-CPU_STAGE4: Stage4 = CpuStage4()
+def _cpu_aligner(settings: RegistrationSettings) -> Aligner:
+    return RegistrarAligner(OpenCVRegistrar(settings))
+
+
+def _cpu_fusion_job(
+    settings: RegistrationSettings,
+    reference: npt.NDArray[np.generic],
+    fusion_settings: FusionSettings,
+    noise_sigma: float | NoiseModel | None = None,
+) -> FusionJob:
+    return CpuFusionJob(reference, fusion_settings, noise_sigma)
+
+
+#: The OpenCV registrar with host arrays and the CPU fuser (every machine).
+CPU_STAGE4 = Stage4(_cpu_aligner, _cpu_fusion_job)
