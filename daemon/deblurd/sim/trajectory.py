@@ -151,8 +151,27 @@ def random_sines(
     return Sines(freq, amp, phase)
 
 
+class _Sampled:
+    """What every trajectory derives from its ``poses``: one pose and a sampled table."""
+
+    def poses(self, t_s: npt.ArrayLike) -> F64:
+        raise NotImplementedError
+
+    def pose_at(self, t_s: float) -> Pose:
+        """The pose ``(yaw, pitch, roll)`` in radians at time ``t_s`` (s)."""
+        p = self.poses(np.array([t_s]))[0]
+        return float(p[0]), float(p[1]), float(p[2])
+
+    def samples(self, t0_s: float, t1_s: float, rate_hz: float = 1000.0) -> F64:
+        """The trajectory sampled on ``[t0_s, t1_s]``: ``float64 (N, 4)`` rows
+        ``(t_s, yaw, pitch, roll)``, angles in radians."""
+        n = max(2, math.ceil((t1_s - t0_s) * rate_hz) + 1)
+        t = np.linspace(t0_s, t1_s, n)
+        return np.column_stack([t, self.poses(t)])
+
+
 @dataclass(frozen=True)
-class ShakeTrajectory:
+class ShakeTrajectory(_Sampled):
     """A handheld camera's rotation over time (see the module docstring for the model).
 
     Build with :meth:`random`; evaluate with :meth:`pose_at` (one time) or :meth:`poses`
@@ -271,17 +290,6 @@ class ShakeTrajectory:
         out[:, 2] = r + self.sway_roll.value(t) + self.drift_roll.value(t)
         return out
 
-    def pose_at(self, t_s: float) -> Pose:
-        """The pose ``(yaw, pitch, roll)`` in radians at time ``t_s`` (s)."""
-        p = self.poses(np.array([t_s]))[0]
-        return float(p[0]), float(p[1]), float(p[2])
-
-    def samples(self, t0_s: float, t1_s: float, rate_hz: float = 1000.0) -> F64:
-        """The trajectory sampled on ``[t0_s, t1_s]``: ``float64 (N, 4)`` rows
-        ``(t_s, yaw, pitch, roll)``, angles in radians."""
-        n = max(2, math.ceil((t1_s - t0_s) * rate_hz) + 1)
-        t = np.linspace(t0_s, t1_s, n)
-        return np.column_stack([t, self.poses(t)])
 
 
 class Trajectory(Protocol):
@@ -298,7 +306,7 @@ class Trajectory(Protocol):
 
 
 @dataclass(frozen=True)
-class WalkTrajectory:
+class WalkTrajectory(_Sampled):
     """Real-world handheld shake: a Boracchi–Foi random walk with inertia and jerks, in
     time (module docstring). Build with :meth:`random`.
 
@@ -393,17 +401,6 @@ class WalkTrajectory:
         out: F64 = self.table[i0] * (1.0 - f) + self.table[i0 + 1] * f
         return out
 
-    def pose_at(self, t_s: float) -> Pose:
-        """The pose ``(yaw, pitch, roll)`` in radians at time ``t_s`` (s)."""
-        p = self.poses(np.array([t_s]))[0]
-        return float(p[0]), float(p[1]), float(p[2])
-
-    def samples(self, t0_s: float, t1_s: float, rate_hz: float = 1000.0) -> F64:
-        """The trajectory sampled on ``[t0_s, t1_s]``: ``float64 (N, 4)`` rows
-        ``(t_s, yaw, pitch, roll)``, angles in radians."""
-        n = max(2, math.ceil((t1_s - t0_s) * rate_hz) + 1)
-        t = np.linspace(t0_s, t1_s, n)
-        return np.column_stack([t, self.poses(t)])
 
 
 def make_trajectory(model: str, shake_deg_s: float, seed: int) -> Trajectory:
