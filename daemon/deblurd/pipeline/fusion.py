@@ -68,8 +68,14 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import ImageError
+from deblurd.imaging import linear_to_srgb_float
 from deblurd.pipeline.accumulation import fourier_accumulate
-from deblurd.pipeline.noise import NoiseModel, estimate_noise_model, estimate_noise_sigma
+from deblurd.pipeline.noise import (
+    MAD_TO_SIGMA,
+    NoiseModel,
+    estimate_noise_model,
+    estimate_noise_sigma,
+)
 from deblurd.settings.fusion import FusionSettings
 
 F32Image = npt.NDArray[np.float32]
@@ -90,8 +96,6 @@ _DETAIL_BOX = 5
 _CALIB_SAMPLES = 60_000
 _CALIB_BINS = 8
 _CALIB_MIN_BIN = 1_000
-_CHI2_1_MEDIAN = 0.4549364
-_MAD_TO_SIGMA = 1.4826
 #: Noise calibration: the std of the high-pass that removes smooth (systematic)
 #: differences from the calibration samples, full-resolution px.
 _CALIB_SMOOTH_PX = 32.0
@@ -468,8 +472,7 @@ def floor_variance(linear: F32Image) -> F32Image:
     """The least noise variance one 8-bit frame can have at each linear intensity
     (``float32``, ``linear``'s shape): ``_FLOOR_CODES`` sRGB codes, taken to linear units
     through the slope of the sRGB decoding at that intensity."""
-    v = np.clip(np.asarray(linear, np.float32), 0.0, 1.0)
-    enc = np.where(v <= 0.0031308, v * 12.92, 1.055 * np.power(v, 1.0 / 2.4) - 0.055)
+    enc = linear_to_srgb_float(linear)
     slope = np.where(
         enc <= 0.04045, 1.0 / 12.92, 2.4 / 1.055 * np.power((enc + 0.055) / 1.055, 1.4)
     )
@@ -521,11 +524,12 @@ class NoiseCalibration:
         a systematic difference (brightness, a shift of shading) moves the median, not
         the spread, and must not pass for noise."""
 
-        def spread(z: F32Image) -> float:
+        def spread(z: F32Image) -> tuple[float]:
             mad = np.median(np.abs(z - np.median(z, axis=0)), axis=0)
-            return float(np.mean((_MAD_TO_SIGMA * mad) ** 2))
+            return (float(np.mean((MAD_TO_SIGMA * mad) ** 2)),)
 
-        measured = _per_bin(zs, chunks, ok, spread)
+        per_bin = _per_bin(zs, chunks, ok, spread)
+        measured = None if per_bin is None else per_bin[:, 0]
         self._last_motion = measured
         if measured is None:
             return None
@@ -547,19 +551,20 @@ class NoiseCalibration:
         brightness difference raises the energy, not the high-passed spread). Call after
         :meth:`factors`. None when nothing changes."""
 
-        def middle(r: F32Image) -> float:
-            # the static ratios' centre, widened by their spread: correlated noise has
-            # fewer independent samples in the box, so its ratios scatter more than white
-            # noise's, and the tolerance (set for white noise) must scale with that
+        def centre_and_widened(r: F32Image) -> tuple[float, float]:
+            # the static ratios' centre, and the centre widened by their spread:
+            # correlated noise has fewer independent samples in the box, so its ratios
+            # scatter more than white noise's, and the tolerance (set for white noise)
+            # must scale with that
             centre = float(np.median(r))
-            spread = _MAD_TO_SIGMA * float(np.median(np.abs(r - centre)))
+            spread = MAD_TO_SIGMA * float(np.median(np.abs(r - centre)))
             wider = (1.0 + tolerance * spread / _WHITE_RATIO_SPREAD) / (1.0 + tolerance)
-            return centre * max(1.0, wider)
+            return centre, centre * max(1.0, wider)
 
-        centres = _per_bin(ratios, chunks, ok, lambda r: float(np.median(r)))
-        measured = _per_bin(ratios, chunks, ok, middle)
-        if measured is None or centres is None:
+        both = _per_bin(ratios, chunks, ok, centre_and_widened)
+        if both is None:
             return None
+        centres, measured = both[:, 0], both[:, 1]
         if self._last_motion is not None:
             measured = np.minimum(measured, self._last_motion)
             centres = np.minimum(centres, self._last_motion)
@@ -574,23 +579,27 @@ def _per_bin(
     samples: F32Image,
     chunks: list[npt.NDArray[np.intp]],
     ok: npt.NDArray[np.bool_] | None,
-    statistic: Callable[[F32Image], float],
+    statistic: Callable[[F32Image], tuple[float, ...]],
 ) -> npt.NDArray[np.float64] | None:
-    """``statistic`` of each bin's usable samples (bins with too few take their nearest
-    measured neighbours'), or None when no bin has enough."""
+    """``statistic`` (one or more numbers) of each bin's usable samples, ``(bins, k)``;
+    bins with too few samples take their nearest measured neighbours'; None when no bin
+    has enough."""
     if not chunks:
         return None
-    measured = np.full(len(chunks), np.nan)
-    for i, chunk in enumerate(chunks):
+    rows: list[tuple[float, ...] | None] = []
+    for chunk in chunks:
         sel = chunk if ok is None else chunk[ok[chunk]]
-        if sel.size >= _CALIB_MIN_BIN * _CALIB_FLAT_FRACTION / 2:
-            measured[i] = statistic(samples[sel])
-    known = np.isfinite(measured)
+        enough = sel.size >= _CALIB_MIN_BIN * _CALIB_FLAT_FRACTION / 2
+        rows.append(statistic(samples[sel]) if enough else None)
+    known = np.array([r is not None for r in rows])
     if not known.any():
         return None
+    width = len(next(r for r in rows if r is not None))
+    measured = np.array([r if r is not None else (np.nan,) * width for r in rows], np.float64)
     if not known.all():
-        idx = np.arange(measured.size)
-        measured = np.interp(idx, idx[known], measured[known])
+        idx = np.arange(len(rows))
+        for k in range(width):
+            measured[:, k] = np.interp(idx, idx[known], measured[known, k])
     return measured
 
 

@@ -42,7 +42,8 @@ from deblurd.errors import ImageError
 
 F32Image = npt.NDArray[np.float32]
 
-_MAD_TO_SIGMA = 1.4826
+#: A Gaussian's std over its median absolute deviation.
+MAD_TO_SIGMA = 1.4826
 #: Samples the estimators use at most (every k-th row of Haar blocks): keeps a 1080p
 #: estimate at a few ms; the MAD of 2·10⁵ samples is accurate to well under 1 %.
 _MAX_SAMPLES = 200_000
@@ -142,7 +143,7 @@ def estimate_noise_sigma(image: npt.NDArray[np.generic]) -> float:
     informative = np.abs(hh_f[(hh_f != 0.0) | (g_f != 0.0)])  # not clipped / constant
     if informative.size == 0:
         return 0.0
-    return float(_MAD_TO_SIGMA * np.median(informative))
+    return float(MAD_TO_SIGMA * np.median(informative))
 
 
 def estimate_noise_model(
@@ -175,7 +176,7 @@ def estimate_noise_model(
         g = g_f[chunk]
         flat = chunk[g <= np.quantile(g, _FLAT_FRACTION)]  # texture must not pose as noise
         level = float(np.mean(ll_f[chunk]))
-        var = float((_MAD_TO_SIGMA * np.median(hh_f[flat])) ** 2)
+        var = float((MAD_TO_SIGMA * np.median(hh_f[flat])) ** 2)
         if var <= MIN_NOISE_SIGMA**2 or level < 2.5 * np.sqrt(var):
             continue  # clipped at black: the noise there is not the sensor's
         levels.append(level)
