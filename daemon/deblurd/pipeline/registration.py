@@ -64,7 +64,7 @@ _MIN_SIDE = 32  # px: smaller frames cannot hold a pyramid and a tracking window
 _RANSAC_ITERS = 2000
 _RANSAC_CONFIDENCE = 0.999
 _SUBPIX_BITS = 8  # fractional bits of polygon vertices in valid_mask
-_MIN_PHASE_RESPONSE = 0.03
+_MIN_PHASE_RESPONSE = 0.03  # phase-correlation peak below which the global shift is ignored
 #: The dense fallback's homography must fit at least this fraction of the flow samples
 #: (an unrelated frame's flow fits a few percent by chance; a real burst's 15 % and more
 #: even with rolling shutter, which the local refinement then follows).
@@ -73,7 +73,7 @@ DENSE_MIN_INLIER_RATIO = 0.1
 #: (a flat or unrelated frame does not) and keep at least this fraction of its gradient
 #: energy there (a frame blurred far beyond the reference adds nothing but blur).
 DENSE_MIN_NCC = 0.6
-DENSE_MIN_SHARPNESS = 0.25  # phase-correlation peak below which the global shift is ignored
+DENSE_MIN_SHARPNESS = 0.25
 
 
 @dataclass(frozen=True)

@@ -177,13 +177,13 @@ def _sharp_crop(
     photo = photos[int(rng.integers(0, len(photos)))]
     h, w = photo.shape[:2]
     zoom = float(rng.uniform(*cfg.zoom)) if rng.random() < cfg.zoom_fraction else 1.0
-    src = min(math.ceil(side / zoom), h, w)
+    src = min(math.ceil(side / zoom), h, w)  # a smaller crop, enlarged: a softer scene
     y, x = int(rng.integers(0, h - src + 1)), int(rng.integers(0, w - src + 1))
     sharp = srgb_to_linear(np.ascontiguousarray(photo[y : y + src, x : x + src]))
     if src != side:
         sharp = np.maximum(cv2.resize(sharp, (side, side), interpolation=cv2.INTER_CUBIC), 0.0)
     sharp = _augment(sharp, rng) * np.float32(rng.uniform(*cfg.brightness))
-    if rng.random() < cfg.soft_fraction:
+    if rng.random() < cfg.soft_fraction:  # optics and demosaicing: the truth is soft too
         sigma = float(rng.uniform(*cfg.soft_sigma_px))
         sharp = np.asarray(cv2.GaussianBlur(sharp, (0, 0), sigma), np.float32)
     return sharp
@@ -258,19 +258,7 @@ def make_sample(
         psf = acc / acc.sum()
         frames = k + 1
     pad = psf.shape[0] // 2 + 2
-    photo = photos[int(rng.integers(0, len(photos)))]
-    h, w = photo.shape[:2]
-    side = crop + 2 * pad
-    zoom = float(rng.uniform(*cfg.zoom)) if rng.random() < cfg.zoom_fraction else 1.0
-    src = min(math.ceil(side / zoom), h, w)  # a smaller crop, enlarged: a softer scene
-    y, x = int(rng.integers(0, h - src + 1)), int(rng.integers(0, w - src + 1))
-    sharp = srgb_to_linear(np.ascontiguousarray(photo[y : y + src, x : x + src]))
-    if src != side:
-        sharp = np.maximum(cv2.resize(sharp, (side, side), interpolation=cv2.INTER_CUBIC), 0.0)
-    sharp = _augment(sharp, rng) * np.float32(rng.uniform(*cfg.brightness))
-    if rng.random() < cfg.soft_fraction:  # optics and demosaicing: the truth is soft too
-        sigma = float(rng.uniform(*cfg.soft_sigma_px))
-        sharp = np.asarray(cv2.GaussianBlur(sharp, (0, 0), sigma), np.float32)
+    sharp = _sharp_crop(photos, crop + 2 * pad, rng, cfg)
     blurred = convolve(sharp, psf)[pad : pad + crop, pad : pad + crop]
     sharp = np.clip(sharp[pad : pad + crop, pad : pad + crop], 0.0, 1.0)
     sensor = SensorModel(ref_exposure_us=RING_EXPOSURE_US * gain, max_gain=64.0)
