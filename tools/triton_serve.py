@@ -9,7 +9,8 @@ and ``tools/bench_fleet.py`` start it; run it from the venv made from Debian's o
 
     .venv-triton/bin/python tools/triton_serve.py --grpc-port 8001 --http-port 8000
 
-It prints ``READY grpc=PORT http=PORT`` when every model is loaded, and serves until
+It prints ``READY grpc=PORT http=PORT`` when every model is loaded (and, with
+``--ready-file``, writes that line to the file, atomically), and serves until
 SIGTERM/SIGINT. ``--test-models`` adds broken models for the tests: ``deblurd_unet_slow``
 (answers after ``--slow-s``), ``deblurd_unet_garbage`` (half-size output),
 ``deblurd_unet_nan`` (NaN output) and ``deblurd_unet_wrong`` (4-channel image input).
@@ -23,8 +24,10 @@ import logging
 import os
 import signal
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -72,16 +75,23 @@ class ServerProcess:
         return f"localhost:{self.http_port}"
 
     def start(self, timeout_s: float = 180.0) -> float:
-        """Start and wait for ``READY``; returns the seconds it took."""
+        """Start and wait until the child has written its ready file; returns the seconds
+        it took.
+
+        Readiness comes through a file, not the output: tritonserver (another process)
+        writes its log to the same pipe, and a line of it can be split around ``READY``
+        (``successfully loaded 'debluREADY grpc=… pid=…rd_unet'`` was seen in CI)."""
         t0 = time.monotonic()
+        ready_dir = tempfile.mkdtemp(prefix="deblurd-triton-ready-")
+        ready_file = Path(ready_dir) / "ready"
         cmd = [self.python, "-u", str(Path(__file__).resolve()), *self.args,
                "--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port),
-               "--metrics-port", str(self.metrics_port)]  # fmt: skip
+               "--metrics-port", str(self.metrics_port),
+               "--ready-file", str(ready_file)]  # fmt: skip
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True,
         )  # fmt: skip
-        ready = threading.Event()
         proc = self.proc
 
         def pump() -> None:
@@ -92,17 +102,19 @@ class ServerProcess:
                 if sink:
                     sink.write(line)
                     sink.flush()
-                if line.startswith("READY"):
-                    ready.set()
             if sink:
                 sink.close()
 
         threading.Thread(target=pump, daemon=True).start()
-        while not ready.wait(0.2):
-            if proc.poll() is not None or time.monotonic() - t0 > timeout_s:
-                self.stop()
-                tail = "".join(self.lines[-30:])
-                raise RuntimeError(f"Triton server did not start ({cmd}):\n{tail}")
+        try:
+            while not ready_file.exists():
+                if proc.poll() is not None or time.monotonic() - t0 > timeout_s:
+                    self.stop()
+                    tail = "".join(self.lines[-30:])
+                    raise RuntimeError(f"Triton server did not start ({cmd}):\n{tail}")
+                time.sleep(0.2)
+        finally:
+            shutil.rmtree(ready_dir, ignore_errors=True)
         return time.monotonic() - t0
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> None:
@@ -265,6 +277,8 @@ def main() -> int:
     parser.add_argument("--burst", action="store_true",
                         help="also serve deblurd_burst (offload = burst)")  # fmt: skip
     parser.add_argument("--slow-s", type=float, default=3.0)
+    parser.add_argument("--ready-file", type=Path,
+                        help="write the READY line to this file (atomically) once serving")
     parser.add_argument("--tls-dir", type=Path, help="gRPC over TLS with server.crt, server.key "
                         "and ca.crt from this folder (HTTP stays plain: Triton has no TLS "
                         "for it)")  # fmt: skip
@@ -343,7 +357,12 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, stop)
     triton.run()  # starts tritonserver, waits until every model is loaded
-    print(f"READY grpc={args.grpc_port} http={args.http_port} pid={os.getpid()}", flush=True)
+    line = f"READY grpc={args.grpc_port} http={args.http_port} pid={os.getpid()}"
+    print(line, flush=True)
+    if args.ready_file is not None:
+        tmp = args.ready_file.with_name(args.ready_file.name + ".tmp")
+        tmp.write_text(line + "\n")
+        os.replace(tmp, args.ready_file)
     try:
         while triton.is_alive():
             time.sleep(0.5)
