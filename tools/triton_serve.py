@@ -22,9 +22,9 @@ import argparse
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
-import shutil
 import subprocess
 import sys
 import tempfile
