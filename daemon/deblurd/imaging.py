@@ -52,6 +52,14 @@ def srgb_to_linear(frame: U8Image) -> F32Image:
     return np.asarray(_SRGB_TO_LINEAR_LUT[frame], dtype=np.float32)
 
 
+def srgb_float_to_linear(x: F32Image) -> F32Image:
+    """Decode sRGB values in [0, 1] (any shape, ``float32``; clipped to [0, 1] first) to
+    linear light, ``float32`` (the LUT of :func:`srgb_to_linear` is for uint8 codes)."""
+    x = np.clip(x, 0.0, 1.0)
+    out = np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+    return out.astype(np.float32)
+
+
 def linear_to_srgb_float(linear: npt.NDArray[np.floating]) -> F32Image:
     """Encode linear light (any shape, float) to sRGB values in [0, 1], ``float32``."""
     x = np.clip(np.asarray(linear, dtype=np.float32), 0.0, 1.0)
