@@ -17,8 +17,9 @@ import json
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -107,6 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=BlurConfig.camera_max_motion_px,
         help="largest shake extent of the camera samples, px",
     )
+    p.add_argument(
+        "--camera-target",
+        choices=("tone", "isp"),
+        default=BlurConfig.camera_target,
+        help="target of the camera samples: the sharp scene through the tone curve, or "
+        "through the sample's whole ISP without noise and codec (default %(default)s)",
+    )
+    p.add_argument(
+        "--camera-averaged",
+        type=float,
+        default=BlurConfig.camera_averaged,
+        help="share of first-pass camera samples exposed as the mean of 7-13 video frames",
+    )
     p.add_argument("--onnx", default=None, help="export here at the end (default OUT/unet.onnx)")
     p.add_argument(
         "--export-only", action="store_true", help="export OUT/last.pt to ONNX; no training"
@@ -150,32 +164,84 @@ def _psnr(a: Tensor, b: Tensor) -> float:
     return float(-10.0 * torch.log10(((a.clamp(0, 1) - b) ** 2).mean()))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    tqdm = importlib.import_module("tqdm").tqdm  # untyped; an extra [train] dependency
+@dataclass
+class _Data:
+    """What the batches are drawn from: the photos, the sampler's settings, the real fused
+    pairs (``--fused``)."""
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    out = Path(args.out)
-    if args.export_only:
-        path = export_checkpoint(out / "last.pt", Path(args.onnx or out / "unet.onnx"))
-        print(f"exported {path} ({path.stat().st_size / 1e6:.2f} MB)")
-        return 0
-    out.mkdir(parents=True, exist_ok=True)
+    photos: list[Any]
+    cfg: BlurConfig
+    fused: FusedPairs | None
+
+
+@dataclass
+class _Run:
+    """One training run's state: what a checkpoint holds, and the fixed validation batches."""
+
+    args: argparse.Namespace
+    out: Path
+    model: UNet
+    opt: torch.optim.Optimizer
+    rng: np.random.Generator
+    step: int
+    start: float  # time.monotonic() of step 0 (earlier than the process start on a resume)
+    val: dict[str, tuple[Tensor, Tensor, Tensor]]
+
+    @property
+    def ckpt(self) -> Path:
+        return self.out / "last.pt"
+
+    def save(self) -> None:
+        """Write ``OUT/last.pt`` (atomically, through ``OUT/last.tmp``)."""
+        state = {
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "step": self.step,
+            "elapsed_s": time.monotonic() - self.start,
+            "config": self.model.config.to_json(),
+            "args": vars(self.args),
+        }
+        torch.save(state, self.out / "last.tmp")
+        (self.out / "last.tmp").replace(self.ckpt)
+
+    def evaluate(self) -> dict[str, float]:
+        """PSNR of the validation batches, in and out of the network."""
+        self.model.eval()
+        res: dict[str, float] = {}
+        with torch.no_grad():
+            for name, (x, n, y) in self.val.items():
+                res[f"{name}_in"] = _psnr(x, y)
+                res[f"{name}_out"] = _psnr(self.model(x, n), y)
+        self.model.train()
+        return res
+
+
+def _training_data(args: argparse.Namespace) -> _Data:
+    """The photos (and procedural scenes), the sampler's settings and the fused pairs."""
     photos = load_photos(args.photos) + procedural_photos(args.procedural)
     cfg = BlurConfig(
         shake_deg_s=args.shake,
         camera_fraction=args.camera_fraction,
         camera_max_motion_px=args.camera_motion,
+        camera_target=args.camera_target,
+        camera_averaged=args.camera_averaged,
         second_fraction=args.second_fraction,
         fused_fraction=args.fused_fraction,
     )
     fused = FusedPairs(args.fused) if args.fused else None
-    model = UNet()
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    rng = np.random.default_rng(args.seed)
-    step, elapsed = 0, 0.0
-    ckpt = out / "last.pt"
+    return _Data(photos, cfg, fused)
+
+
+def _resume_or_init(
+    args: argparse.Namespace,
+    ckpt: Path,
+    model: UNet,
+    opt: torch.optim.Optimizer,
+    rng: np.random.Generator,
+) -> tuple[int, float]:
+    """Resume from ``ckpt`` when it exists (model, optimiser, sampler state; returns its
+    step and elapsed seconds), else load the ``--init`` weights if any (returns 0, 0.0)."""
     if ckpt.is_file():
         state = torch.load(ckpt, weights_only=False)
         model.load_state_dict(state["model"])
@@ -183,55 +249,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         rng.bit_generator.state = state["rng"]
         step, elapsed = int(state["step"]), float(state["elapsed_s"])
         print(f"resumed from {ckpt} at step {step} ({elapsed / 60:.1f} min)")
-    elif args.init and Path(args.init).suffix == ".onnx":
+        return step, elapsed
+    if args.init and Path(args.init).suffix == ".onnx":
         model.load_state_dict(load_onnx_weights(args.init)[0].state_dict())
         print(f"weights from {args.init}")
     elif args.init:
         model.load_state_dict(torch.load(args.init, weights_only=False)["model"])
         print(f"weights from {args.init}")
+    return 0, 0.0
+
+
+def _start_run(args: argparse.Namespace, out: Path, data: _Data) -> _Run:
+    """A new network, optimiser and sampler, resumed or initialised, with its validation
+    batches; the run's clock starts here (minus the resumed run's elapsed time)."""
+    model = UNet()
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    rng = np.random.default_rng(args.seed)
+    step, elapsed = _resume_or_init(args, out / "last.pt", model, opt, rng)
     print(
-        f"{len(photos)} photo scales, {count_params(model)} params, "
+        f"{len(data.photos)} photo scales, {count_params(model)} params, "
         f"{macs_per_pixel(model.config) * 1920 * 1080 / 1e9:.1f} GMAC at 1080p"
     )
-    val = _validation(photos, args.crop, fused)
-    budget = args.minutes * 60.0
+    val = _validation(data.photos, args.crop, data.fused)
     start = time.monotonic() - elapsed
-    log = (out / "log.jsonl").open("a")
+    return _Run(args, out, model, opt, rng, step, start, val)
 
-    def save() -> None:
-        state = {
-            "model": model.state_dict(),
-            "opt": opt.state_dict(),
-            "rng": rng.bit_generator.state,
-            "step": step,
-            "elapsed_s": time.monotonic() - start,
-            "config": model.config.to_json(),
-            "args": vars(args),
-        }
-        torch.save(state, out / "last.tmp")
-        (out / "last.tmp").replace(ckpt)
 
-    def evaluate() -> dict[str, float]:
-        model.eval()
-        res: dict[str, float] = {}
-        with torch.no_grad():
-            for name, (x, n, y) in val.items():
-                res[f"{name}_in"] = _psnr(x, y)
-                res[f"{name}_out"] = _psnr(model(x, n), y)
-        model.train()
-        return res
-
-    bar = tqdm(total=args.steps, initial=step, unit="step", dynamic_ncols=True, mininterval=5)
+def _train_loop(run: _Run, data: _Data, log: IO[str], tqdm: Any) -> None:
+    """Train until ``--steps`` or the ``--minutes`` budget, whichever ends first, on the
+    cosine schedule; checkpoint, evaluate and log every ``--checkpoint-every`` steps."""
+    args, model, opt = run.args, run.model, run.opt
+    budget = args.minutes * 60.0
+    bar = tqdm(total=args.steps, initial=run.step, unit="step", dynamic_ncols=True, mininterval=5)
     running = 0.0
-    while step < args.steps:
-        now = time.monotonic() - start
-        progress = max(step / args.steps, now / budget)
+    while run.step < args.steps:
+        now = time.monotonic() - run.start
+        progress = max(run.step / args.steps, now / budget)
         if progress >= 1.0:
             break
         lr = args.lr * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress)))
         for g in opt.param_groups:
             g["lr"] = lr
-        batch = make_batch(photos, args.batch, args.crop, rng, cfg, fused)
+        batch = make_batch(data.photos, args.batch, args.crop, run.rng, data.cfg, data.fused)
         x, n, y = (torch.from_numpy(a) for a in batch)
         pred = model(x, n)
         loss = (pred - y).abs().mean() + args.fft_weight * fft_l1(pred, y)
@@ -239,27 +298,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        step += 1
-        running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
+        run.step += 1
+        running = 0.98 * running + 0.02 * loss.item() if run.step > 1 else loss.item()
         bar.update(1)
         bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.1e}", refresh=False)
-        if step % args.checkpoint_every == 0:
-            save()
+        if run.step % args.checkpoint_every == 0:
+            run.save()
             rec = {
-                "step": step,
+                "step": run.step,
                 "minutes": round(now / 60, 2),
                 "loss": running,
                 "lr": lr,
-                **evaluate(),
+                **run.evaluate(),
             }
             log.write(json.dumps(rec) + "\n")
             log.flush()
             bar.write(json.dumps(rec))
     bar.close()
-    save()
-    final = {"step": step, "minutes": round((time.monotonic() - start) / 60, 2), **evaluate()}
+
+
+def _finish(run: _Run) -> None:
+    """The last checkpoint, and the final evaluation (printed and in ``OUT/final.json``)."""
+    run.save()
+    final = {
+        "step": run.step,
+        "minutes": round((time.monotonic() - run.start) / 60, 2),
+        **run.evaluate(),
+    }
     print(json.dumps(final))
-    (out / "final.json").write_text(json.dumps(final, indent=1))
-    path = export_checkpoint(ckpt, Path(args.onnx or out / "unet.onnx"))
+    (run.out / "final.json").write_text(json.dumps(final, indent=1))
+
+
+def _export(ckpt: Path, onnx_path: Path) -> None:
+    path = export_checkpoint(ckpt, onnx_path)
     print(f"exported {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    tqdm = importlib.import_module("tqdm").tqdm  # untyped; an extra [train] dependency
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    if not args.export_only:
+        out.mkdir(parents=True, exist_ok=True)
+        data = _training_data(args)
+        run = _start_run(args, out, data)
+        with (out / "log.jsonl").open("a") as log:
+            _train_loop(run, data, log, tqdm)
+        _finish(run)
+    _export(out / "last.pt", Path(args.onnx or out / "unet.onnx"))
     return 0
