@@ -6,6 +6,7 @@ shipped-model tests need only onnxruntime.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,40 @@ def test_samples_degrade_and_are_reproducible() -> None:
     a = make_sample(photos, 64, np.random.default_rng(3), cfg, False)
     b = make_sample(photos, 64, np.random.default_rng(3), cfg, False)
     np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_camera_samples_target_and_averaged_exposures() -> None:
+    """Camera samples: with ``camera_target="isp"`` the target is the same camera without
+    noise or codec (a flat scene comes out at the input's brightness, not the bare tone
+    curve's); ``camera_averaged`` exposures carry less noise than single frames."""
+    from deblurd.training.data import make_camera_sample
+
+    photos = [_photo(0), _photo(1)]
+    base = BlurConfig(soft_fraction=0.0, camera_max_motion_px=6.0, camera_target="isp")
+    flat = [np.full((300, 300, 3), 128, np.uint8)]
+    for seed in range(4):
+        inp, tgt, _ = make_camera_sample(flat, 64, np.random.default_rng(seed), base, False)
+        assert inp.shape == tgt.shape == (64, 64, 3) and tgt.dtype == np.float32
+        # a flat grey scene: the same camera's output, up to its noise
+        assert abs(float(inp.mean() - tgt.mean())) < 3 / 255
+        assert float(tgt.std()) < 0.5 / 255  # no noise, no codec in the target
+        np.testing.assert_allclose(tgt * 255, np.round(tgt * 255), atol=1e-3)  # 8-bit codes
+    tone = dataclasses.replace(base, camera_target="tone")
+    a = make_camera_sample(photos, 64, np.random.default_rng(5), base, False)
+    b = make_camera_sample(photos, 64, np.random.default_rng(5), tone, False)
+    np.testing.assert_array_equal(a[0], b[0])  # same input, only the target differs
+    assert not np.array_equal(a[1], b[1])
+    single = dataclasses.replace(base, camera_max_motion_px=0.0, camera_max_defocus_px=0.0)
+    averaged = dataclasses.replace(single, camera_averaged=1.0)
+
+    def noise(cfg: BlurConfig) -> float:
+        out = []
+        for seed in range(12):
+            inp, tgt, _ = make_camera_sample(flat, 64, np.random.default_rng(seed), cfg, False)
+            out.append(float(np.std(inp - tgt)))
+        return float(np.median(out))
+
+    assert noise(averaged) < 0.6 * noise(single)
 
 
 def test_zoomed_scenes_are_band_limited() -> None:

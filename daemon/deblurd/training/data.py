@@ -31,10 +31,11 @@ from one ``numpy.random.Generator`` (reproducible by seed).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
@@ -74,6 +75,14 @@ class BlurConfig:
     camera_fraction: float = 0.0  # share of samples through a random camera ISP (sim.isp)
     camera_max_motion_px: float = 40.0  # largest real-world shake extent of those, px
     camera_max_defocus_px: float = 6.0  # largest defocus radius of those, px
+    # target of the camera samples: "tone" = the sharp scene through the tone curve only;
+    # "isp" = the sharp scene through the sample's whole ISP without noise and codec (the
+    # camera's own look: demosaic, sharpening, 4:2:0 kept, so the network only deblurs and
+    # denoises and never learns to undo a colour pipeline it cannot know)
+    camera_target: Literal["tone", "isp"] = "tone"
+    # share of first-pass camera samples whose exposure is the mean of 7–13 video frames
+    # (an action camera's synthesised blur: noise lower by sqrt(k), same blur)
+    camera_averaged: float = 0.0
 
 
 def load_photos(folder: str | Path, short_sides: tuple[int, ...] = (720, 1080)) -> list[U8]:
@@ -213,12 +222,24 @@ def make_camera_sample(
     pad = max(k.shape[0] for k in kernels) // 2 + 4
     side = crop + 2 * pad
     sharp = _sharp_crop(photos, side, rng, cfg)
+    exposure_us, frame_gain = float(RING_EXPOSURE_US), gain
+    if not second and cfg.camera_averaged > 0 and rng.random() < cfg.camera_averaged:
+        k = int(rng.integers(7, 14))
+        exposure_us, frame_gain = exposure_us * k, gain / k
     frames: list[F32] = []
     for kernel in kernels:
         blurred = convolve(sharp, kernel)[pad : pad + crop, pad : pad + crop]
-        frame = camera_frame(np.clip(blurred, 0.0, None), isp, sensor, RING_EXPOSURE_US, gain, rng)
+        frame = camera_frame(
+            np.clip(blurred, 0.0, None), isp, sensor, exposure_us, frame_gain, rng
+        )
         frames.append(srgb_to_linear(frame))
-    target = tone_curve(np.clip(sharp[pad : pad + crop, pad : pad + crop], 0.0, 1.0), isp)
+    if cfg.camera_target == "isp":
+        clean = dataclasses.replace(isp, codec="none")
+        whole = camera_frame(np.clip(sharp, 0.0, None), clean, sensor, exposure_us, frame_gain,
+                             None)  # fmt: skip
+        target = whole[pad : pad + crop, pad : pad + crop].astype(np.float32) / np.float32(255)
+    else:
+        target = tone_curve(np.clip(sharp[pad : pad + crop, pad : pad + crop], 0.0, 1.0), isp)
     if second:
         inp = linear_to_srgb_float(np.mean(frames, axis=0))
     else:
