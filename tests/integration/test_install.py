@@ -187,7 +187,6 @@ def test_rejects_an_unknown_platform(tmp_path: Path) -> None:
     assert "--platform must be rpi, jetson or generic" in res.stderr
 
 
-@pytest.mark.slow
 def test_real_venv_install(tmp_path: Path) -> None:
     """The real thing once: venv + pip install of the package and its dependencies (about
     20 s here from the local wheel cache), check-config by the installed deblurd, then a
