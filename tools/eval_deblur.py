@@ -2,7 +2,7 @@
 
     python tools/eval_deblur.py [--model engines/unet.onnx ...] [--size 640x480]
         [--photos astronaut,...] [--blurs 3,8,16,28,40] [--camera random|off]
-        [--markdown OUT.md]
+        [--truth tone|camera] [--averaged K] [--markdown OUT.md]
 
 The stand-in for "real motion-blurred photos with a sharp truth" that this machine can
 make: scikit-image's photos (evaluation only, never trained on) blurred by real-world
@@ -11,15 +11,21 @@ of a fixed extent each (``--blurs``, px; a third of them with some defocus too),
 through a random camera ISP per case (mosaic, sensor noise at a random gain, demosaic,
 ISP denoise, tone curve, sharpening, 4:2:0, JPEG or H.264-like blocks;
 :mod:`deblurd.sim.isp`), or the plain sensor (``--camera off``). The truth is the sharp
-photo through the same tone curve. Each ``--model`` runs as ``deblurd deblur`` does
-(onnxruntime, first pass on the linear image) and is scored against the truth with PSNR
-and SSIM (luma, ``--border`` px cropped), next to the input. Deterministic (seeds per
-case). Prints a table per blur extent and the mean gain over the input per model.
+photo through the same tone curve (``--truth tone``), or through the same camera without
+noise or codec (``--truth camera``: what a sharp frame of that camera looks like —
+demosaic, ISP denoise, sharpening and 4:2:0 included — as in a real pair of a blurred and
+a sharp frame). ``--averaged K``: the blurred frame is exposed as the mean of ``K`` video
+frames (an action camera's synthesised blur, GoPro-style: noise lower by sqrt(K)).
+Each ``--model`` runs as ``deblurd deblur`` does (onnxruntime, first pass on the linear
+image) and is scored against the truth with PSNR and SSIM (luma, ``--border`` px
+cropped), next to the input. Deterministic (seeds per case). Prints a table per blur
+extent and the mean gain over the input per model.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 from collections.abc import Sequence
@@ -63,10 +69,14 @@ def photo(name: str, size: tuple[int, int]) -> F32:
                                      np.uint8))
 
 
-def degrade(sharp: F32, extent: float, seed: int, camera: bool) -> tuple[U8, U8]:
+def degrade(
+    sharp: F32, extent: float, seed: int, camera: bool, truth: str = "tone", averaged: int = 1
+) -> tuple[U8, U8]:
     """``(frame, truth)``: the photo blurred by a shake kernel of ``extent`` px (a third
     of the cases with a defocus of up to 3 px on top) through a random camera (or the
-    plain sensor), and the truth through the same tone curve."""
+    plain sensor), exposed as the mean of ``averaged`` frames, and the truth through the
+    same tone curve (``truth="tone"``) or the same camera without noise and codec
+    (``"camera"``). The same seed draws the same kernel and camera for either truth."""
     rng = np.random.default_rng([seed, 7])
     kernel = random_motion_kernel(rng, extent, min_extent_px=extent)
     if rng.uniform() < 1 / 3:
@@ -80,7 +90,12 @@ def degrade(sharp: F32, extent: float, seed: int, camera: bool) -> tuple[U8, U8]
     isp = IspParams.random(rng) if camera else IspParams()
     gain = float(np.exp(rng.uniform(np.log(2.0), np.log(8.0))))
     sensor = SensorModel(ref_exposure_us=RING_EXPOSURE_US * gain, max_gain=64.0)
-    frame = camera_frame(np.clip(blurred, 0, None), isp, sensor, RING_EXPOSURE_US, gain, rng)
+    exposure_us, frame_gain = RING_EXPOSURE_US * averaged, gain / averaged
+    frame = camera_frame(np.clip(blurred, 0, None), isp, sensor, exposure_us, frame_gain, rng)
+    if truth == "camera":
+        clean = dataclasses.replace(isp, codec="none")
+        return frame, camera_frame(np.clip(sharp, 0, None), clean, sensor, exposure_us,
+                                   frame_gain, None)  # fmt: skip
     return frame, tone_map(np.clip(sharp, 0.0, 1.0), isp)
 
 
@@ -93,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blurs", type=nonnegative_floats, default=[3.0, 8.0, 16.0, 28.0, 40.0],
                    help="shake kernel extents, px")
     p.add_argument("--camera", choices=("random", "off"), default="random")
+    p.add_argument("--truth", choices=("tone", "camera"), default="tone",
+                   help="the sharp photo through the tone curve, or through the same camera "
+                   "without noise and codec")  # fmt: skip
+    p.add_argument("--averaged", type=int, default=1,
+                   help="expose each blurred frame as the mean of K video frames")
     p.add_argument("--border", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--markdown", default=None)
@@ -100,7 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.averaged < 1:
+        parser.error(f"--averaged must be at least 1, got {args.averaged}")
     models = args.model or ["engines/unet.onnx"]
     nets = [OnnxDeblurrer(OnnxRuntimeSettings(model=m, threads=args.threads), m) for m in models]
     names = [Path(m).parent.name + "/" + Path(m).name for m in models]
@@ -109,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for pi, name in enumerate(photos):
         sharp = photo(name, args.size)
         for bi, extent in enumerate(args.blurs):
-            frame, truth = degrade(sharp, extent, 1000 * pi + bi, args.camera == "random")
+            frame, truth = degrade(sharp, extent, 1000 * pi + bi, args.camera == "random",
+                                   args.truth, args.averaged)  # fmt: skip
             scores = [(psnr(frame, truth, border=args.border),
                        ssim(frame, truth, border=args.border))]
             for net in nets:
@@ -135,7 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cols.append(f"{p_:.2f} / {s_:.4f}{gain}")
         lines.append(f"| {label} | " + " | ".join(cols) + " |")
     table = "\n".join(lines)
-    print(f"\n{len(rows)} cases ({args.camera} camera, {args.size[0]}x{args.size[1]}); "
+    print(f"\n{len(rows)} cases ({args.camera} camera, {args.size[0]}x{args.size[1]}, "
+          f"truth {args.truth}, {args.averaged} frame(s) averaged); "
           "PSNR / SSIM, gain over the input in brackets\n")
     print(table)
     if args.markdown:
