@@ -6,11 +6,15 @@ import struct
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from deblurd.burstdir import Burst, FrameInfo, frame_names, write_burst
+
+if TYPE_CHECKING:
+    from deblurd.gpu.emulation import EmulatedBackend
 
 
 def make_frames(count: int, height: int = 64, width: int = 80, seed: int = 0) -> list[np.ndarray]:
@@ -66,3 +70,24 @@ def black_png() -> Callable[[Path, int, int], Path]:
     """``black_png(path, width, height)``: writes a black RGB PNG of any size, a
     decompression bomb when large (issue 14)."""
     return write_black_png
+
+
+@pytest.fixture(scope="session")
+def emulation_compiler() -> str:
+    """The C++ compiler the CUDA kernels' host emulation is built with; the test skips
+    without one (``pytestmark = pytest.mark.usefixtures("emulation_compiler")`` for a
+    whole module)."""
+    from deblurd.gpu.emulation import compiler
+
+    cxx = compiler()
+    if cxx is None:
+        pytest.skip("no C++ compiler for the kernels' host emulation")
+    return cxx
+
+
+@pytest.fixture(scope="module")
+def emu(emulation_compiler: str) -> EmulatedBackend:
+    """The kernels' host emulation, one per test module."""
+    from deblurd.gpu.emulation import EmulatedBackend
+
+    return EmulatedBackend()

@@ -15,11 +15,11 @@ from fake_cuda import install_fake_pycuda
 
 from deblurd.gpu import emulation
 from deblurd.gpu.backend import GpuError, open_backend
-from deblurd.gpu.emulation import EmulatedBackend, build_library, compiler
+from deblurd.gpu.emulation import EmulatedBackend, build_library
 from deblurd.gpu.registrar import GpuRegistrar
 from deblurd.settings.registration import RegistrationSettings
 
-pytestmark = pytest.mark.skipif(compiler() is None, reason="no C++ compiler for the emulation")
+pytestmark = pytest.mark.usefixtures("emulation_compiler")
 
 
 def test_emulation_library_is_cached_by_source_hash(tmp_path: Path) -> None:

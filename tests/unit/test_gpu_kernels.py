@@ -20,7 +20,7 @@ import numpy.typing as npt
 import pytest
 
 from deblurd.gpu.backend import grid_2d
-from deblurd.gpu.emulation import EmulatedBackend, compiler
+from deblurd.gpu.emulation import EmulatedBackend
 from deblurd.gpu.fuser import GpuFuser, area_taps, linear_taps
 from deblurd.gpu.registrar import HARRIS_SCALE, GpuRegistrar, warp_on
 from deblurd.pipeline.corners import harris_response
@@ -40,13 +40,6 @@ skdata: Any = pytest.importorskip("skimage.data")
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
-
-
-@pytest.fixture(scope="module")
-def emu() -> EmulatedBackend:
-    if compiler() is None:
-        pytest.skip("no C++ compiler for the kernels' host emulation")
-    return EmulatedBackend()
 
 
 def gray_photo(name: str = "astronaut") -> F32:

@@ -10,7 +10,7 @@ import pytest
 
 from deblurd.gpu import backend as backend_mod
 from deblurd.gpu.backend import Buffer
-from deblurd.gpu.emulation import EmulatedBackend, compiler
+from deblurd.gpu.emulation import EmulatedBackend
 from deblurd.gpu.factory import open_aligner, open_fusion_job, stage4_for
 from deblurd.gpu.fuser import GpuSequentialFuser
 from deblurd.gpu.handoff import DeviceAligner
@@ -24,7 +24,7 @@ from deblurd.settings.fusion import FusionSettings
 from deblurd.settings.models import DeblurdSettings
 from deblurd.sim.burst import SimParams, simulate_burst
 
-pytestmark = pytest.mark.skipif(compiler() is None, reason="no C++ compiler for the emulation")
+pytestmark = pytest.mark.usefixtures("emulation_compiler")
 
 Transfer = tuple[str, str, tuple[int, ...], int]  # (up/down, pool key, shape, bytes)
 

@@ -32,13 +32,6 @@ F64 = npt.NDArray[np.float64]
 DEFAULTS = RegistrationSettings()
 
 
-@pytest.fixture(scope="module")
-def emu() -> EmulatedBackend:
-    if compiler() is None:
-        pytest.skip("no C++ compiler for the kernels' host emulation")
-    return EmulatedBackend()
-
-
 
 
 

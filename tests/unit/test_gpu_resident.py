@@ -20,7 +20,7 @@ from deblurd.errors import ImageError, RegistrationError
 from deblurd.evaluation.pairs import handheld_homography
 from deblurd.gpu import resident
 from deblurd.gpu.backend import GpuError, grid_2d
-from deblurd.gpu.emulation import EmulatedBackend, compiler
+from deblurd.gpu.emulation import EmulatedBackend
 from deblurd.gpu.fuser import GpuFuser
 from deblurd.gpu.handoff import DeviceAligner
 from deblurd.gpu.registrar import GpuRegistrar
@@ -39,16 +39,11 @@ from deblurd.settings.fusion import FusionSettings
 from deblurd.settings.registration import RegistrationSettings
 
 skdata: Any = pytest.importorskip("skimage.data")
-pytestmark = pytest.mark.skipif(compiler() is None, reason="no C++ compiler for the emulation")
+pytestmark = pytest.mark.usefixtures("emulation_compiler")
 
 U8 = npt.NDArray[np.uint8]
 F32 = npt.NDArray[np.float32]
 S = RegistrationSettings()
-
-
-@pytest.fixture(scope="module")
-def emu() -> EmulatedBackend:
-    return EmulatedBackend()
 
 
 def all_rgb_triples() -> U8:
