@@ -28,8 +28,14 @@ import numpy.typing as npt
 
 from deblurd.errors import ImageError, OutputError
 
-U8Image = npt.NDArray[np.uint8]
-F32Image = npt.NDArray[np.float32]
+# The package's array aliases, defined here only (every module imports them from here).
+U8 = npt.NDArray[np.uint8]
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+I32 = npt.NDArray[np.int32]
+Mask = npt.NDArray[np.bool_]
+U8Image = U8
+F32Image = F32
 
 # sRGB -> linear lookup table for 8-bit codes (IEC 61966-2-1).
 _codes = np.arange(256, dtype=np.float64) / 255.0

@@ -4,12 +4,13 @@
 Same weights and results as :mod:`deblurd.pipeline.fusion` (see its docstring for the
 method). Per job, the reference's statistics (its low-pass, the noise variances of both
 tests, the calibration bins) are computed on the host by the CPU fuser's own
-``_ReferenceGuide``, so both backends use identical numbers, and uploaded once. Per
-frame, everything at pixel rate runs on the device: the half-resolution differences,
-the low-pass, the motion and detail tests, the min filter, the smoothing, the upsampling
-and the accumulation. What needs a median (exposure matching, noise calibration) is
-computed on the host from the same sparse samples the CPU fuser uses (tens of thousands
-of values gathered on the device), and enters the kernels as a few numbers.
+:class:`~deblurd.pipeline.fusion.ReferenceGuide`, so both backends use identical
+numbers, and uploaded once. Per frame, everything at pixel rate runs on the device: the
+half-resolution differences, the low-pass, the motion and detail tests, the min filter,
+the smoothing, the upsampling and the accumulation. What needs a median (exposure
+matching, noise calibration) is computed on the host from the same sparse samples the CPU
+fuser uses (tens of thousands of values gathered on the device), and enters the kernels
+as a few numbers.
 
 Aligned frames come in two kinds. A host :class:`~deblurd.pipeline.fusion.AlignedFrame`
 is uploaded (image and valid mask, ``H * W * 16`` bytes). A
@@ -38,22 +39,20 @@ import numpy.typing as npt
 from deblurd.errors import ImageError
 from deblurd.gpu.backend import Backend, Buffer, GpuError, grid_1d, grid_2d, shared_backend
 from deblurd.gpu.resident import AnyAlignedFrame, DeviceAlignedFrame
+from deblurd.imaging import F32, I32
 from deblurd.pipeline.fusion import (
-    _EXPOSURE_MAX_SAMPLES,
-    _EXPOSURE_RANGE,
-    _EXPOSURE_TOLERANCE,
     FusionResult,
-    _as_rgb,
-    _check_frame,
-    _gaussian_ksize,
-    _ReferenceGuide,
-    _resolve_noise,
+    ReferenceGuide,
+    as_linear_rgb,
+    check_aligned_frame,
+    exposure_gains_from_samples,
+    exposure_sample_step,
+    gaussian_ksize,
+    resolve_noise,
 )
 from deblurd.pipeline.noise import NoiseModel
 from deblurd.settings.fusion import FusionSettings
 
-F32 = npt.NDArray[np.float32]
-I32 = npt.NDArray[np.int32]
 _P = "fuse/"
 AREA_TAPS = 3  # fusion.cu: taps per axis of the half-resolution INTER_AREA resize
 
@@ -123,11 +122,11 @@ class GpuSequentialFuser:
         mode: str,
     ) -> None:
         b = self.backend = backend
-        ref = _as_rgb(reference, "reference")
+        ref = as_linear_rgb(reference, "reference")
         self._settings = s = settings
         self._mode = mode
-        self._noise = _resolve_noise(ref, settings, noise_sigma)
-        guide = self._guide = _ReferenceGuide(
+        self._noise = resolve_noise(ref, settings, noise_sigma)
+        guide = self._guide = ReferenceGuide(
             ref, settings, self._noise if self._noise is not None else NoiseModel.constant(1.0)
         )
         self._shape = ref.shape
@@ -165,13 +164,13 @@ class GpuSequentialFuser:
         self._tmp1 = b.buffer(_P + "tmp1", half1, np.float32)
         self._cal = b.buffer(_P + "cal", (2 * 16,), np.float32)
         # exposure matching samples the reference's low-pass on this grid
-        self._exp_step = max(1, math.isqrt(h2 * w2 // _EXPOSURE_MAX_SAMPLES))
+        self._exp_step = exposure_sample_step(h2, w2)
         self._ref_lo_s = guide.lo[:: self._exp_step, :: self._exp_step]
 
     def _kernel(self, name: str, sigma: float) -> tuple[Buffer, int] | None:
         if sigma <= 0.0:
             return None
-        k = _gaussian_ksize(sigma)
+        k = gaussian_ksize(sigma)
         taps = np.asarray(cv2.getGaussianKernel(k, sigma, cv2.CV_32F), np.float32).reshape(-1)
         return self.backend.upload_new(_P + name, taps), k // 2
 
@@ -209,24 +208,14 @@ class GpuSequentialFuser:
         return got
 
     def _exposure_gain(self, d_lo: Buffer) -> F32 | None:
-        """_ReferenceGuide.exposure_gain from the device's samples."""
+        """ReferenceGuide.exposure_gain from the device's samples."""
         step = self._exp_step
         x_s = self._samples(d_lo, 3, step, "exp_d") + self._ref_lo_s
         ok = self._samples(self._vmask, 1, step, "exp_v")[..., 0] > 0.5
-        lo, hi = _EXPOSURE_RANGE
-        gains = np.ones(3, np.float32)
-        for c in range(3):
-            r, x = self._ref_lo_s[..., c], x_s[..., c]
-            sel = ok & (r > lo) & (r < hi) & (x > lo * 0.5)
-            if int(np.count_nonzero(sel)) < 64:
-                return None
-            gains[c] = float(np.median(r[sel] / x[sel]))
-        if np.all(np.abs(gains - 1.0) <= _EXPOSURE_TOLERANCE):
-            return None
-        return gains
+        return exposure_gains_from_samples(self._ref_lo_s, x_s, ok)
 
     def _calibration(self, d_lo: Buffer) -> tuple[F32, F32] | None:
-        """_ReferenceGuide.calibration's bin factors from the device's samples:
+        """ReferenceGuide.calibration's bin factors from the device's samples:
         ``(levels, factors)`` for np.interp, or None when nothing changes."""
         guide = self._guide
         if not guide.calib_chunks:
@@ -280,7 +269,7 @@ class GpuSequentialFuser:
         if isinstance(frame, DeviceAlignedFrame):
             img, val = self._device_inputs(frame)
         else:
-            image, valid = _check_frame(frame, self._shape, len(self._frame_weights))
+            image, valid = check_aligned_frame(frame, self._shape, len(self._frame_weights))
             img = b.upload_new(_P + "img", image)
             val = b.upload_new(_P + "valid", valid)
         gains = np.ones(3, np.float32)

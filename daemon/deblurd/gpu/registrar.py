@@ -38,28 +38,24 @@ from collections.abc import Callable
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
 from deblurd.errors import RegistrationError
 from deblurd.gpu.backend import Backend, Buffer, grid_1d, grid_2d, shared_backend
 from deblurd.gpu.resident import DeviceAlignedFrame, Lease, gray_into, linear_into
-from deblurd.pipeline.corners import _HARRIS_K, _SUBPIX_CRITERIA, CornerParams, spread
+from deblurd.imaging import F32, F64, U8, Mask
+from deblurd.pipeline.corners import HARRIS_K, CornerParams, refine_subpix, select_persistent
 from deblurd.pipeline.pyramid import PyramidBuilder, coarsest_level, level_shape, tracking_level
 from deblurd.pipeline.registration import (
-    _MIN_SIDE,
+    MIN_SIDE,
     Registration,
     TrackedCorners,
-    _check_gray,
-    _rejected,
+    check_gray,
     fit_tracked,
     global_shift,
+    rejected,
 )
+from deblurd.pipeline.timing import elapsed_ms
 from deblurd.settings.registration import RegistrationSettings
-
-F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
-U8 = npt.NDArray[np.uint8]
-Mask = npt.NDArray[np.bool_]
 
 #: cornerHarris' gradient scale for uint8 input, blockSize 3, ksize 3: 1 / (4 * 3 * 255).
 HARRIS_SCALE = 1.0 / (4 * 3 * 255)
@@ -187,7 +183,7 @@ class GpuRegistrar(TrackedCorners):
             kh, kw = self._level(k)
             resp = b.buffer(f"{_P}resp/{k}", (kh, kw), np.float32)
             b.launch("harris_response", *grid_2d(kw, kh), self._u8("ref", k), _i(kw), _i(kh),
-                     _f(_HARRIS_K), _f(HARRIS_SCALE), resp)
+                     _f(HARRIS_K), _f(HARRIS_SCALE), resp)
             responses.append(resp)
         rowmax = b.buffer(_P + "rowmax", (h,), np.float32)
         thr = b.buffer(_P + "thr", (2,), np.float32)
@@ -218,22 +214,10 @@ class GpuRegistrar(TrackedCorners):
         order = np.argsort(-strength_host[ys, xs], kind="stable")[: 8 * params.max_corners]
         candidates = np.stack([xs[order], ys[order]], axis=1).astype(np.float32)
         cand_depth = depth_host[ys[order], xs[order]].astype(np.intp)
-        required = min(params.persistence_levels, self._top - base)
-        keep = cand_depth >= required
-        candidates, cand_depth = candidates[keep], cand_depth[keep]
-        candidates = candidates[np.argsort(-cand_depth, kind="stable")]
-        corners = spread(candidates, (h, w), params.grid, params.max_corners)
+        corners = select_persistent(candidates, cand_depth, self._top - base, (h, w), params)
         if not len(corners):
             return corners
-        half = params.subpix_window_px // 2
-        base_img = b.download(self._u8("ref", base))
-        refined = cv2.cornerSubPix(
-            base_img, corners.reshape(-1, 1, 2).copy(), (half, half), (-1, -1),
-            _SUBPIX_CRITERIA,
-        ).reshape(-1, 2)
-        moved = np.hypot(*(refined - corners).T) > half
-        out: F32 = np.where(moved[:, None], corners, refined).astype(np.float32)
-        return out
+        return refine_subpix(b.download(self._u8("ref", base)), corners, params)
 
     # --- inputs -------------------------------------------------------------------------
 
@@ -273,7 +257,7 @@ class GpuRegistrar(TrackedCorners):
         ``gray``: ``float32 (H, W)`` in [0, 1]. Few or no corners is not an error (every
         :meth:`register` then rejects with that reason).
         """
-        _check_gray(gray, "reference")
+        check_gray(gray, "reference")
         self.stage_ms = {}
         t0 = time.perf_counter()
         self._prepare((int(gray.shape[0]), int(gray.shape[1])))
@@ -303,7 +287,7 @@ class GpuRegistrar(TrackedCorners):
             pts = np.zeros((s.max_corners, 2), np.float32)
             pts[:n] = self._corners
             self.backend.upload_new(_P + "corners", pts)
-        self.stage_ms = {"pyramid": _ms(t0, t1), "corners": _ms(t1, time.perf_counter())}
+        self.stage_ms = {"pyramid": elapsed_ms(t0, t1), "corners": elapsed_ms(t1)}
 
     def _track(self, prev: str, nxt: str, points: Buffer, guess: Buffer, status: Buffer,
                n: int, prior: tuple[float, float]) -> None:
@@ -330,7 +314,7 @@ class GpuRegistrar(TrackedCorners):
         """
         if self._shape is None:
             raise RegistrationError("register() before set_reference()")
-        _check_gray(gray, "frame", self._shape)
+        check_gray(gray, "frame", self._shape)
         return self._register(lambda: self._upload_gray(gray), time.perf_counter())
 
     def register_frame(self, frame: U8) -> Registration:
@@ -357,7 +341,7 @@ class GpuRegistrar(TrackedCorners):
         self.stage_ms = {}
         n = len(self._corners)
         if n < s.min_inliers:
-            return _rejected(f"reference has {n} corners < {s.min_inliers}", 0, 0)
+            return rejected(f"reference has {n} corners < {s.min_inliers}", 0, 0)
         b = self.backend
         self._pyramid("frm", gray())
         top = b.download(self._u8("frm", self._top))
@@ -380,9 +364,9 @@ class GpuRegistrar(TrackedCorners):
         good = ok_f & ok_b & (fb <= s.fb_max_error_px)
         src, dst = fwd_h[good], self._corners[good]
         t2 = time.perf_counter()
-        self.stage_ms = {"pyramid": _ms(t0, t1), "lk": _ms(t1, t2)}
+        self.stage_ms = {"pyramid": elapsed_ms(t0, t1), "lk": elapsed_ms(t1, t2)}
         reg = fit_tracked(src, dst, n, scale, self._shape, s)
-        self.stage_ms["homography"] = _ms(t2, time.perf_counter())
+        self.stage_ms["homography"] = elapsed_ms(t2)
         return reg
 
     def warp(self, image: F32, reg: Registration) -> tuple[F32, F32]:
@@ -392,7 +376,7 @@ class GpuRegistrar(TrackedCorners):
         t0 = time.perf_counter()
         self._lease.end()  # the warp buffers are the resident frame's
         warped, valid = warp_on(self.backend, image, np.asarray(reg.homography, np.float64))
-        self.stage_ms = {"warp": _ms(t0, time.perf_counter())}
+        self.stage_ms = {"warp": elapsed_ms(t0)}
         return warped, valid
 
     def warp_resident(self, reg: Registration, weight: float = 1.0) -> DeviceAlignedFrame:
@@ -420,7 +404,7 @@ class GpuRegistrar(TrackedCorners):
         dst, valid = warp_device(b, linear, np.asarray(reg.homography, np.float64))
         b.synchronize()
         self._lease = Lease()
-        self.stage_ms = {"warp": _ms(t0, time.perf_counter())}
+        self.stage_ms = {"warp": elapsed_ms(t0)}
         return DeviceAlignedFrame(dst, valid, float(weight), self._lease)
 
 
@@ -465,8 +449,8 @@ def _check_frame_u8(frame: U8, what: str, shape: tuple[int, int] | None = None) 
             f"{what} must be a uint8 (H, W, 3) RGB frame, got "
             f"{getattr(frame, 'dtype', type(frame).__name__)} {getattr(frame, 'shape', '')}"
         )
-    if min(frame.shape[:2]) < _MIN_SIDE:
-        raise RegistrationError(f"{what} {frame.shape} is smaller than {_MIN_SIDE} px")
+    if min(frame.shape[:2]) < MIN_SIDE:
+        raise RegistrationError(f"{what} {frame.shape} is smaller than {MIN_SIDE} px")
     if shape is not None and frame.shape[:2] != shape:
         raise RegistrationError(f"{what} is {frame.shape[:2]}, the reference is {shape}")
 
@@ -478,7 +462,3 @@ def _inside(points: F32, ok: Mask, w: int, h: int) -> Mask:
         points[:, 1] <= h - 1
     )
     return inside
-
-
-def _ms(t0: float, t1: float) -> float:
-    return (t1 - t0) * 1000.0

@@ -35,10 +35,23 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-F32 = npt.NDArray[np.float32]
-U8 = npt.NDArray[np.uint8]
+from deblurd.imaging import F32, U8, Mask
 
-_HARRIS_K = 0.04
+__all__ = [
+    "HARRIS_K",
+    "CornerParams",
+    "harris_corners",
+    "harris_response",
+    "persistence_depth",
+    "persistent_corners",
+    "persists",
+    "refine_subpix",
+    "select_persistent",
+    "spread",
+]
+
+#: The Harris detector's ``k`` (every backend's response uses it).
+HARRIS_K = 0.04
 _SUBPIX_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.01)
 
 
@@ -68,7 +81,7 @@ class CornerParams:
 def harris_response(image: U8) -> F32:
     """Harris corner response ``float32 (h, w)`` of one ``uint8`` level (3x3 Sobel, 3x3
     block, ``k = 0.04``), in that level's own pixel units."""
-    return np.asarray(cv2.cornerHarris(image, 3, 3, _HARRIS_K), np.float32)
+    return np.asarray(cv2.cornerHarris(image, 3, 3, HARRIS_K), np.float32)
 
 
 def harris_corners(
@@ -97,7 +110,7 @@ def harris_corners(
 
 
 def persists(points: F32, coarse: F32, coarse_shape: tuple[int, int], scale: float,
-             radius: float) -> npt.NDArray[np.bool_]:
+             radius: float) -> Mask:
     """Which ``points`` have a ``coarse`` corner within ``radius`` coarse pixels.
 
     ``points``: base-level ``(N, 2)``; ``coarse``: integer-pixel corners ``(M, 2)`` of a
@@ -192,13 +205,29 @@ def persistent_corners(pyramid: list[U8], params: CornerParams) -> F32:
         8 * params.max_corners,
     )
     depth = persistence_depth(candidates, pyramid, threshold, params)
-    required = min(params.persistence_levels, len(pyramid) - 1)
+    corners = select_persistent(candidates, depth, len(pyramid) - 1, base.shape[:2], params)
+    if not len(corners):
+        return corners
+    return refine_subpix(base, corners, params)
+
+
+def select_persistent(
+    candidates: F32, depth: npt.NDArray[np.intp], levels: int, shape: tuple[int, int],
+    params: CornerParams,
+) -> F32:
+    """The candidates (best first) whose ``depth`` reaches ``persistence_levels`` (clamped
+    to the ``levels`` coarser levels there are), deeper ones first, then :func:`spread`
+    over the base level of ``shape``."""
+    required = min(params.persistence_levels, levels)
     keep = depth >= required
     candidates, depth = candidates[keep], depth[keep]
     candidates = candidates[np.argsort(-depth, kind="stable")]
-    corners = spread(candidates, base.shape[:2], params.grid, params.max_corners)
-    if not len(corners):
-        return corners
+    return spread(candidates, shape, params.grid, params.max_corners)
+
+
+def refine_subpix(base: U8, corners: F32, params: CornerParams) -> F32:
+    """``corners`` (``float32 (N, 2)``, N > 0) of the base level ``base`` refined to
+    sub-pixel accuracy (``cv2.cornerSubPix``, ``params.subpix_window_px``)."""
     half = params.subpix_window_px // 2
     refined = cv2.cornerSubPix(
         base, corners.reshape(-1, 1, 2).copy(), (half, half), (-1, -1), _SUBPIX_CRITERIA

@@ -68,7 +68,7 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import ImageError
-from deblurd.imaging import linear_to_srgb_float
+from deblurd.imaging import F32, Mask, linear_to_srgb_float
 from deblurd.pipeline.accumulation import fourier_accumulate
 from deblurd.pipeline.noise import (
     MAD_TO_SIGMA,
@@ -78,13 +78,31 @@ from deblurd.pipeline.noise import (
 )
 from deblurd.settings.fusion import FusionSettings
 
-F32Image = npt.NDArray[np.float32]
+__all__ = [
+    "AlignedFrame",
+    "FusionResult",
+    "NoiseCalibration",
+    "ReferenceFuser",
+    "ReferenceGuide",
+    "SequentialFuser",
+    "as_linear_rgb",
+    "check_aligned_frame",
+    "exposure_gains_from_samples",
+    "exposure_sample_step",
+    "floor_variance",
+    "fuse",
+    "fuse_sequential",
+    "fuse_to_reference",
+    "gaussian_ksize",
+    "resolve_noise",
+]
 
 #: Exposure matching: ignore brightness ratios closer to 1 than this.
 _EXPOSURE_TOLERANCE = 0.005
 #: Exposure matching: only reference intensities in this range vote (no noise floor,
 #: no clipping).
 _EXPOSURE_RANGE = (0.02, 0.9)
+#: Exposure matching: at most about this many low-passed pixels are sampled.
 _EXPOSURE_MAX_SAMPLES = 50_000
 #: Detail test: side of the box (half-resolution cells) over which the squared
 #: differences are averaged: 5×5 cells = 10×10 pixels × 3 channels = 300 samples, so the
@@ -130,8 +148,8 @@ class AlignedFrame:
     ``weight``: frame-level weight (e.g. from sharpness), >= 0; 0 drops the frame.
     """
 
-    image: F32Image
-    valid: F32Image
+    image: F32
+    valid: F32
     weight: float = 1.0
 
 
@@ -153,14 +171,14 @@ class FusionResult:
     when unknown).
     """
 
-    image: F32Image
-    weight_sum: F32Image
+    image: F32
+    weight_sum: F32
     frame_weights: list[float]
     noise_model: NoiseModel | None = field(default=None)
     noise_factor: float = 1.0
     frame_noise_sigma: float = math.nan
 
-    def residual_noise_sigma(self, noise: NoiseModel | None = None) -> F32Image | None:
+    def residual_noise_sigma(self, noise: NoiseModel | None = None) -> F32 | None:
         """Expected noise std left in ``image`` per pixel, ``float32 (H, W)``, or None.
 
         ``σ_frame(I) / sqrt(weight_sum)`` at the pixel's mean intensity, for frames of
@@ -175,25 +193,25 @@ class FusionResult:
         var = np.maximum(model.variance(level), floor_variance(level)) * np.float32(
             self.noise_factor
         )
-        sigma: F32Image = np.sqrt(var / np.maximum(self.weight_sum, 1e-6))
+        sigma: F32 = np.sqrt(var / np.maximum(self.weight_sum, 1e-6))
         return sigma.astype(np.float32)
 
 
-def _as_rgb(image: npt.NDArray[np.generic], what: str) -> F32Image:
+def as_linear_rgb(image: npt.NDArray[np.generic], what: str) -> F32:
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] < 2 or arr.shape[1] < 2:
         raise ImageError(f"{what}: expected a (H, W, 3) image, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.floating):
         raise ImageError(f"{what}: expected linear float32, got {arr.dtype}")
-    out: F32Image = np.ascontiguousarray(arr, dtype=np.float32)
+    out: F32 = np.ascontiguousarray(arr, dtype=np.float32)
     return out
 
 
-def _check_frame(
+def check_aligned_frame(
     frame: AlignedFrame, shape: tuple[int, ...], index: int
-) -> tuple[F32Image, F32Image]:
+) -> tuple[F32, F32]:
     what = f"aligned frame {index}"
-    image = _as_rgb(frame.image, what)
+    image = as_linear_rgb(frame.image, what)
     if image.shape != shape:
         raise ImageError(f"{what}: shape {image.shape} differs from the reference's {shape}")
     valid = np.asarray(frame.valid)
@@ -205,27 +223,51 @@ def _check_frame(
         lo, hi = float(valid.min()), float(valid.max())
         if lo >= 0.0 and hi <= 1.0:
             return image, valid
-    valid32: F32Image = np.ascontiguousarray(np.clip(valid, 0.0, 1.0), dtype=np.float32)
+    valid32: F32 = np.ascontiguousarray(np.clip(valid, 0.0, 1.0), dtype=np.float32)
     return image, valid32
 
 
-def _gaussian_ksize(sigma: float) -> int:
+def gaussian_ksize(sigma: float) -> int:
+    """Side of the Gaussian kernel of std ``sigma`` px both backends use (±3σ, odd)."""
     return 2 * math.ceil(3.0 * sigma) + 1
 
 
-def _flat_top(stat: F32Image, lo: float, hi: float) -> F32Image:
+def exposure_sample_step(h: int, w: int) -> int:
+    """Stride of the grid on which exposure matching samples an ``(h, w)`` low-pass."""
+    return max(1, math.isqrt(h * w // _EXPOSURE_MAX_SAMPLES))
+
+
+def exposure_gains_from_samples(ref_s: F32, x_s: F32, ok: Mask) -> F32 | None:
+    """Per-channel factor bringing a frame to the reference's brightness, or None, from
+    sampled low-passed values ``(h', w', 3)`` of both and the samples' validity ``ok``
+    ``(h', w')``: the median of ``ref / frame`` over valid unclipped samples; None when
+    all three factors are within 0.5 % of 1 (or a channel has too few samples)."""
+    lo, hi = _EXPOSURE_RANGE
+    gains = np.ones(3, np.float32)
+    for c in range(3):
+        r, x = ref_s[..., c], x_s[..., c]
+        sel = ok & (r > lo) & (r < hi) & (x > lo * 0.5)
+        if int(np.count_nonzero(sel)) < 64:
+            return None
+        gains[c] = float(np.median(r[sel] / x[sel]))
+    if np.all(np.abs(gains - 1.0) <= _EXPOSURE_TOLERANCE):
+        return None
+    return gains
+
+
+def _flat_top(stat: F32, lo: float, hi: float) -> F32:
     """``(1 − u²)²``, ``u = clip((stat − lo)/(hi − lo), 0, 1)``: 1 up to lo, 0 from hi."""
-    u: F32Image = np.clip((stat - np.float32(lo)) * np.float32(1.0 / (hi - lo)), 0.0, 1.0)
+    u: F32 = np.clip((stat - np.float32(lo)) * np.float32(1.0 / (hi - lo)), 0.0, 1.0)
     u *= u
     np.subtract(np.float32(1.0), u, out=u)
     u *= u
     return u
 
 
-class _ReferenceGuide:
+class ReferenceGuide:
     """What every frame is compared with: the reference and its half-resolution statistics."""
 
-    def __init__(self, reference: F32Image, settings: FusionSettings, noise: NoiseModel) -> None:
+    def __init__(self, reference: F32, settings: FusionSettings, noise: NoiseModel) -> None:
         self.settings = settings
         self.image = reference
         h, w = reference.shape[:2]
@@ -233,7 +275,7 @@ class _ReferenceGuide:
         self.scale = 2 if min(h, w) >= 8 else 1
         self.half_size = ((w + self.scale - 1) // self.scale, (h + self.scale - 1) // self.scale)
         self.guide_sigma = settings.guide_sigma_px / self.scale
-        self.guide_ksize = _gaussian_ksize(self.guide_sigma)
+        self.guide_ksize = gaussian_ksize(self.guide_sigma)
         self.smooth_sigma = settings.weight_smooth_px / self.scale
         grow = math.ceil(settings.reject_grow_px / self.scale)
         self.grow_kernel = np.ones((2 * grow + 1, 2 * grow + 1), np.uint8) if grow > 0 else None
@@ -243,13 +285,13 @@ class _ReferenceGuide:
         # ``scratch`` is the caller's once frame_weights has returned.
         self._buf_delta = np.empty_like(reference)
         self._buf_w = np.empty(reference.shape[:2], np.float32)
-        self.scratch: F32Image = np.empty_like(reference)
+        self.scratch: F32 = np.empty_like(reference)
         # Variance of δ = frame − reference on static pixels, per channel, at the local
         # intensity: one frame's noise plus the reference's (same model: the reference is
         # assumed no noisier than a raw frame; if it is less noisy, calibration tightens).
         var1 = np.maximum(noise.variance(self.lo), floor_variance(self.lo))
         var = var1 * np.float32(2.0)
-        self.inv_var_lo: F32Image = (1.0 / (var * np.float32(self._lowpass_gain()))).astype(
+        self.inv_var_lo: F32 = (1.0 / (var * np.float32(self._lowpass_gain()))).astype(
             np.float32
         )
         # The detail test's expected energy: the variance averaged over the same box as the
@@ -257,7 +299,7 @@ class _ReferenceGuide:
         # between dark and bright the noise of both sides is in the box).
         box = (_DETAIL_BOX, _DETAIL_BOX)
         var_box = _f32(cv2.boxFilter(var, -1, box, borderType=cv2.BORDER_REFLECT))
-        self.inv_var_box: F32Image = (1.0 / var_box).astype(np.float32)
+        self.inv_var_box: F32 = (1.0 / var_box).astype(np.float32)
         # Noise calibration: equal-count bins of the reference's low-passed luma on a
         # sparse grid; each frame's static majority says how far the model is off per bin.
         # Only samples whose every channel is clear of black and white clipping vote
@@ -305,18 +347,18 @@ class _ReferenceGuide:
         factor = 1.0 if least is None else float(np.median(least))
         return factor, math.sqrt(self.model_variance_mid * factor)
 
-    def _half(self, image: F32Image) -> F32Image:
+    def _half(self, image: F32) -> F32:
         if self.scale == 1:
             return image
         return _f32(cv2.resize(image, self.half_size, interpolation=cv2.INTER_AREA))
 
-    def _blur(self, half: F32Image) -> F32Image:
+    def _blur(self, half: F32) -> F32:
         if self.guide_sigma <= 0.0:
             return half
         k = self.guide_ksize
         return _f32(cv2.GaussianBlur(half, (k, k), self.guide_sigma))
 
-    def _lowpass(self, image: F32Image) -> F32Image:
+    def _lowpass(self, image: F32) -> F32:
         return self._blur(self._half(image))
 
     def _lowpass_gain(self) -> float:
@@ -328,31 +370,21 @@ class _ReferenceGuide:
         return gain
 
     def exposure_gain(
-        self, x_lo: F32Image, vmask: F32Image | None
-    ) -> npt.NDArray[np.float32] | None:
+        self, x_lo: F32, vmask: F32 | None
+    ) -> F32 | None:
         """Per-channel factor bringing the frame to the reference's brightness, or None.
 
         The median of ``ref / frame`` over valid, unclipped low-passed pixels (a moving
         subject is a minority and does not move the median); None when all three factors
         are within 0.5 % of 1.
         """
-        lo, hi = _EXPOSURE_RANGE
-        step = max(1, math.isqrt(x_lo.shape[0] * x_lo.shape[1] // _EXPOSURE_MAX_SAMPLES))
+        step = exposure_sample_step(x_lo.shape[0], x_lo.shape[1])
         ref_s = self.lo[::step, ::step]
         x_s = x_lo[::step, ::step]
         ok = np.ones(ref_s.shape[:2], bool) if vmask is None else vmask[::step, ::step] > 0.5
-        gains = np.ones(3, np.float32)
-        for c in range(3):
-            r, x = ref_s[..., c], x_s[..., c]
-            sel = ok & (r > lo) & (r < hi) & (x > lo * 0.5)
-            if int(np.count_nonzero(sel)) < 64:
-                return None
-            gains[c] = float(np.median(r[sel] / x[sel]))
-        if np.all(np.abs(gains - 1.0) <= _EXPOSURE_TOLERANCE):
-            return None
-        return gains
+        return exposure_gains_from_samples(ref_s, x_s, ok)
 
-    def signed_samples(self, d_lo_sparse: F32Image) -> F32Image:
+    def signed_samples(self, d_lo_sparse: F32) -> F32:
         """The calibration grid's low-passed differences ``(h', w', 3)`` in model stds,
         with what varies slowly across the frame removed (a Gaussian high-pass of
         ``_CALIB_SMOOTH_PX`` full-resolution px: brightness and shading differences are
@@ -360,12 +392,12 @@ class _ReferenceGuide:
         st = self.calib_step
         z = np.ascontiguousarray(d_lo_sparse * np.sqrt(self.inv_var_lo[::st, ::st]))
         sigma = _CALIB_SMOOTH_PX / (self.scale * st)
-        k = _gaussian_ksize(sigma)
+        k = gaussian_ksize(sigma)
         z -= _f32(cv2.GaussianBlur(z, (k, k), sigma, borderType=cv2.BORDER_REFLECT))
-        out: F32Image = z.reshape(-1, 3)
+        out: F32 = z.reshape(-1, 3)
         return out
 
-    def detail_calibration(self, ratio: F32Image, vmask: F32Image | None) -> F32Image | None:
+    def detail_calibration(self, ratio: F32, vmask: F32 | None) -> F32 | None:
         """The detail test's per-pixel factor from ``ratio`` ``(h, w)`` (local energy over
         the model's), as :meth:`calibration` (:meth:`NoiseCalibration.detail_factors`)."""
         st = self.calib_step
@@ -376,12 +408,12 @@ class _ReferenceGuide:
         )
         return None if factors is None else self._per_pixel(factors)
 
-    def _per_pixel(self, factors: npt.NDArray[np.float64]) -> F32Image:
+    def _per_pixel(self, factors: npt.NDArray[np.float64]) -> F32:
         if factors.size == 1:
             return np.full(self.luma_lo.shape, factors[0], np.float32)
         return np.interp(self.luma_lo, self.calib_levels, factors).astype(np.float32)
 
-    def calibration(self, d_lo: F32Image, vmask: F32Image | None) -> F32Image | None:
+    def calibration(self, d_lo: F32, vmask: F32 | None) -> F32 | None:
         """Per-pixel factor on the model's variance, measured from this frame's static
         majority (:class:`NoiseCalibration`); None when nothing changes.
 
@@ -394,15 +426,15 @@ class _ReferenceGuide:
         factors = self.calibrator.factors(zs, self.calib_chunks, ok)
         return None if factors is None else self._per_pixel(factors)
 
-    def _valid_mask(self, valid: F32Image) -> F32Image | None:
+    def _valid_mask(self, valid: F32) -> F32 | None:
         """Half-resolution 0/1 mask of fully valid cells, or None where all is valid."""
         if valid.min() >= 1.0:
             return None
         return (self._half(valid) >= np.float32(0.999)).astype(np.float32)
 
     def _differences(
-        self, image: F32Image, vmask: F32Image | None
-    ) -> tuple[F32Image, F32Image]:
+        self, image: F32, vmask: F32 | None
+    ) -> tuple[F32, F32]:
         """``δ = image − reference`` at full resolution, and its half-res low-pass.
 
         Cells without warp data get δ = 0 in the low-pass (what lies outside the warp's
@@ -414,7 +446,7 @@ class _ReferenceGuide:
             d_half *= vmask[..., None]
         return delta, self._blur(d_half)
 
-    def frame_weights(self, image: F32Image, valid: F32Image) -> tuple[F32Image, F32Image]:
+    def frame_weights(self, image: F32, valid: F32) -> tuple[F32, F32]:
         """Per-pixel weight of one aligned frame, ``float32 (H, W)`` in [0, 1] (incl. valid).
 
         Returns ``(image, weight)``: the image is the input, or an exposure-matched copy;
@@ -458,7 +490,7 @@ class _ReferenceGuide:
         if self.grow_kernel is not None:
             w = _f32(cv2.erode(w, self.grow_kernel, borderType=cv2.BORDER_REPLICATE))
         if self.smooth_sigma > 0.0:
-            k = _gaussian_ksize(self.smooth_sigma)
+            k = gaussian_ksize(self.smooth_sigma)
             w = _f32(cv2.GaussianBlur(w, (k, k), self.smooth_sigma))
         if self.scale != 1:
             w = _f32(
@@ -468,7 +500,7 @@ class _ReferenceGuide:
         return image, w
 
 
-def floor_variance(linear: F32Image) -> F32Image:
+def floor_variance(linear: F32) -> F32:
     """The least noise variance one 8-bit frame can have at each linear intensity
     (``float32``, ``linear``'s shape): ``_FLOOR_CODES`` sRGB codes, taken to linear units
     through the slope of the sRGB decoding at that intensity."""
@@ -511,7 +543,7 @@ class NoiseCalibration:
 
     def factors(
         self,
-        zs: F32Image,
+        zs: F32,
         chunks: list[npt.NDArray[np.intp]],
         ok: npt.NDArray[np.bool_] | None,
     ) -> npt.NDArray[np.float64] | None:
@@ -524,7 +556,7 @@ class NoiseCalibration:
         a systematic difference (brightness, a shift of shading) moves the median, not
         the spread, and must not pass for noise."""
 
-        def spread(z: F32Image) -> tuple[float]:
+        def spread(z: F32) -> tuple[float]:
             mad = np.median(np.abs(z - np.median(z, axis=0)), axis=0)
             return (float(np.mean((MAD_TO_SIGMA * mad) ** 2)),)
 
@@ -538,7 +570,7 @@ class NoiseCalibration:
 
     def detail_factors(
         self,
-        ratios: F32Image,
+        ratios: F32,
         chunks: list[npt.NDArray[np.intp]],
         ok: npt.NDArray[np.bool_] | None,
         tolerance: float,
@@ -551,7 +583,7 @@ class NoiseCalibration:
         brightness difference raises the energy, not the high-passed spread). Call after
         :meth:`factors`. None when nothing changes."""
 
-        def centre_and_widened(r: F32Image) -> tuple[float, float]:
+        def centre_and_widened(r: F32) -> tuple[float, float]:
             # the static ratios' centre, and the centre widened by their spread:
             # correlated noise has fewer independent samples in the box, so its ratios
             # scatter more than white noise's, and the tolerance (set for white noise)
@@ -576,10 +608,10 @@ class NoiseCalibration:
 
 
 def _per_bin(
-    samples: F32Image,
+    samples: F32,
     chunks: list[npt.NDArray[np.intp]],
     ok: npt.NDArray[np.bool_] | None,
-    statistic: Callable[[F32Image], tuple[float, ...]],
+    statistic: Callable[[F32], tuple[float, ...]],
 ) -> npt.NDArray[np.float64] | None:
     """``statistic`` (one or more numbers) of each bin's usable samples, ``(bins, k)``;
     bins with too few samples take their nearest measured neighbours'; None when no bin
@@ -628,12 +660,12 @@ def _applied(
     return factors
 
 
-def _f32(arr: object) -> F32Image:
+def _f32(arr: object) -> F32:
     """An OpenCV result typed as the float32 array it is (no copy)."""
-    return cast(F32Image, arr)
+    return cast(F32, arr)
 
 
-def _mean3(image: F32Image) -> F32Image:
+def _mean3(image: F32) -> F32:
     """Mean over the 3 channels, ``(H, W, 3)`` → ``(H, W)``."""
     return _f32(cv2.transform(image, _MEAN3))
 
@@ -641,8 +673,8 @@ def _mean3(image: F32Image) -> F32Image:
 _MEAN3 = np.full((1, 3), 1.0 / 3.0, np.float32)
 
 
-def _resolve_noise(
-    reference: F32Image, settings: FusionSettings, noise_sigma: float | NoiseModel | None
+def resolve_noise(
+    reference: F32, settings: FusionSettings, noise_sigma: float | NoiseModel | None
 ) -> NoiseModel | None:
     if not settings.robust:
         return None
@@ -673,15 +705,15 @@ class _StreamingFuser:
         settings: FusionSettings,
         noise_sigma: float | NoiseModel | None = None,
     ) -> None:
-        ref = _as_rgb(reference, "reference")
+        ref = as_linear_rgb(reference, "reference")
         self._ref = ref
-        self._noise = _resolve_noise(ref, settings, noise_sigma)
+        self._noise = resolve_noise(ref, settings, noise_sigma)
         model = self._noise if self._noise is not None else NoiseModel.constant(1.0)
-        self._guide = _ReferenceGuide(ref, settings, model)
-        self._wsum: F32Image = np.full(ref.shape[:2], settings.reference_weight, np.float32)
+        self._guide = ReferenceGuide(ref, settings, model)
+        self._wsum: F32 = np.full(ref.shape[:2], settings.reference_weight, np.float32)
         self._frame_weights: list[float] = []
         self._settings = settings
-        self._keep: list[tuple[F32Image, F32Image]] | None = (
+        self._keep: list[tuple[F32, F32]] | None = (
             [] if settings.accumulation == "fourier" else None
         )
         self._start(settings)
@@ -703,10 +735,10 @@ class _StreamingFuser:
             self.add(frame)
         return self.result()
 
-    def _weigh(self, frame: AlignedFrame) -> tuple[F32Image, F32Image, float]:
+    def _weigh(self, frame: AlignedFrame) -> tuple[F32, F32, float]:
         """``(image, w, mean)``: the frame (exposure-matched), its per-pixel weights
         ``float32 (H, W)`` times its frame weight, and their mean before that (recorded)."""
-        image, valid = _check_frame(frame, self._ref.shape, len(self._frame_weights))
+        image, valid = check_aligned_frame(frame, self._ref.shape, len(self._frame_weights))
         image, w = self._guide.frame_weights(image, valid)
         mean_w = float(w.mean())
         self._frame_weights.append(mean_w)
@@ -716,7 +748,7 @@ class _StreamingFuser:
             self._keep.append((image.copy(), np.minimum(w, np.float32(1.0))))
         return image, w, mean_w
 
-    def _result(self, image: F32Image) -> FusionResult:
+    def _result(self, image: F32) -> FusionResult:
         factor, sigma = self._guide.measured_noise()
         if self._keep:
             ref = (self._ref, np.ones(self._ref.shape[:2], np.float32))
@@ -749,7 +781,7 @@ class SequentialFuser(_StreamingFuser):
     """
 
     def _start(self, settings: FusionSettings) -> None:
-        self._fused: F32Image = self._ref.copy()
+        self._fused: F32 = self._ref.copy()
 
     def add(self, frame: AlignedFrame) -> float:
         """Merge one frame; returns the mean per-pixel weight it got (0..1)."""
@@ -792,7 +824,7 @@ class ReferenceFuser(_StreamingFuser):
     """
 
     def _start(self, settings: FusionSettings) -> None:
-        self._acc: F32Image = self._ref * np.float32(settings.reference_weight)
+        self._acc: F32 = self._ref * np.float32(settings.reference_weight)
 
     def add(self, frame: AlignedFrame) -> float:
         """Merge one frame; returns the mean per-pixel weight it got (0..1)."""

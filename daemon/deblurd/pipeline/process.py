@@ -15,17 +15,13 @@ against a deblurred first frame as the fusion reference: engines/MODEL_CARD.md.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 
 from deblurd.burstdir import Burst
-from deblurd.imaging import linear_to_srgb, linear_to_srgb_float, srgb_to_linear
+from deblurd.imaging import F32, U8, linear_to_srgb, linear_to_srgb_float, srgb_to_linear
 from deblurd.inference.base import Deblurrer
 from deblurd.pipeline.blur import blur_score
 from deblurd.pipeline.decision import Decision, decide
@@ -34,10 +30,10 @@ from deblurd.pipeline.fusion import FusionResult
 from deblurd.pipeline.noise import estimate_noise_model
 from deblurd.pipeline.selection import select_first_frame, walk_order
 from deblurd.pipeline.stage4 import CPU_STAGE4, Stage4
+from deblurd.pipeline.timing import StageTimer
 from deblurd.settings.models import DeblurdSettings
 
 UnetPasses = Literal["off", "first", "both"]
-F32 = npt.NDArray[np.float32]
 
 
 @dataclass
@@ -96,25 +92,8 @@ class ProcessReport:
 class ProcessResult:
     """The output frame ``uint8 (H, W, 3)`` sRGB RGB in the selected frame's geometry."""
 
-    image: npt.NDArray[np.uint8]
+    image: U8
     report: ProcessReport
-
-
-class _Timer:
-    def __init__(self, report: ProcessReport) -> None:
-        self._report = report
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.add(name, (time.perf_counter() - t0) * 1000.0)
-
-    def add(self, name: str, ms: float) -> None:
-        """Count ``ms`` (measured elsewhere) towards stage ``name``."""
-        self._report.stage_ms[name] = round(self._report.stage_ms.get(name, 0.0) + ms, 2)
 
 
 def candidate_indices(burst: Burst, before: int, after: int) -> list[int]:
@@ -167,8 +146,8 @@ class BurstPlan:
     report: ProcessReport
 
     @property
-    def timer(self) -> _Timer:
-        return _Timer(self.report)
+    def timer(self) -> StageTimer:
+        return StageTimer(self.report.stage_ms)
 
 
 def plan_burst(
@@ -187,7 +166,7 @@ def plan_burst(
     if passes != "off" and deblurrer is None:
         raise ValueError(f"U-Net passes {passes!r} need a deblurrer")
     report = ProcessReport(unet_passes=passes, fusion_mode=settings.fusion.mode)
-    timer = _Timer(report)
+    timer = StageTimer(report.stage_ms)
 
     # Stage 1: score every frame, pick the first frame among the ring candidates.
     with timer.stage("blur_score"):
@@ -322,7 +301,7 @@ def _register_and_fuse(
     scores: list[float],
     pool: list[int],
     report: ProcessReport,
-    timer: _Timer,
+    timer: StageTimer,
     stage4: Stage4,
 ) -> tuple[F32, F32 | None] | None:
     """Stage 4 on the raw frames: the fused image, linear ``float32 (H, W, 3)``, and its

@@ -36,9 +36,9 @@ from typing import Protocol
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
 from deblurd.errors import RegistrationError
+from deblurd.imaging import F32, F64, U8, Mask
 from deblurd.pipeline.corners import CornerParams, persistent_corners
 from deblurd.pipeline.pyramid import (
     PyramidBuilder,
@@ -53,14 +53,33 @@ from deblurd.pipeline.refine import (
     residual_field,
     warp_with_residual,
 )
+from deblurd.pipeline.timing import elapsed_ms
 from deblurd.settings.registration import RegistrationSettings
 
-F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
-U8 = npt.NDArray[np.uint8]
-Mask = npt.NDArray[np.bool_]
+__all__ = [
+    "DENSE_MIN_INLIER_RATIO",
+    "DENSE_MIN_NCC",
+    "DENSE_MIN_SHARPNESS",
+    "MIN_SIDE",
+    "OpenCVRegistrar",
+    "Registrar",
+    "Registration",
+    "TrackedCorners",
+    "check_gray",
+    "fit_homography",
+    "fit_tracked",
+    "global_shift",
+    "implausible",
+    "judge",
+    "rejected",
+    "reprojection_errors",
+    "scale_homography",
+    "track",
+    "valid_mask",
+    "warp_homography",
+]
 
-_MIN_SIDE = 32  # px: smaller frames cannot hold a pyramid and a tracking window
+MIN_SIDE = 32  # px: smaller frames cannot hold a pyramid and a tracking window
 _RANSAC_ITERS = 2000
 _RANSAC_CONFIDENCE = 0.999
 _SUBPIX_BITS = 8  # fractional bits of polygon vertices in valid_mask
@@ -401,7 +420,7 @@ class OpenCVRegistrar(TrackedCorners):
         ``gray``: ``float32 (H, W)`` in [0, 1]. A reference with few or no corners is not
         an error: every :meth:`register` then rejects with that reason.
         """
-        _check_gray(gray, "reference")
+        check_gray(gray, "reference")
         s = self.settings
         self.stage_ms = {}
         t0 = time.perf_counter()
@@ -429,13 +448,13 @@ class OpenCVRegistrar(TrackedCorners):
         self._corners = persistent_corners(self._ref_pyr, params)
         self._shape = shape
         t2 = time.perf_counter()
-        self.stage_ms = {"pyramid": _ms(t0, t1), "corners": _ms(t1, t2)}
+        self.stage_ms = {"pyramid": elapsed_ms(t0, t1), "corners": elapsed_ms(t1, t2)}
         self._scale = None
         if s.refine or s.dense_fallback:
             self._scale = WorkingScale(
                 gray, RefineParams(s.refine_max_side_px, s.refine_smooth, s.refine_max_px)
             )
-            self.stage_ms["refine"] = _ms(t2, time.perf_counter())
+            self.stage_ms["refine"] = elapsed_ms(t2)
 
     def register(self, gray: F32) -> Registration:
         """Register ``gray`` (``float32 (H, W)`` in [0, 1], the reference's size).
@@ -444,13 +463,13 @@ class OpenCVRegistrar(TrackedCorners):
         """
         if self._shape is None or self._builder is None:
             raise RegistrationError("register() before set_reference()")
-        _check_gray(gray, "frame", self._shape)
+        check_gray(gray, "frame", self._shape)
         s = self.settings
         scale = float(2**self._base)
         self.stage_ms = {}
         n = len(self._corners)
         if n < s.min_inliers:
-            reg = _rejected(f"reference has {n} corners < {s.min_inliers}", 0, 0)
+            reg = rejected(f"reference has {n} corners < {s.min_inliers}", 0, 0)
             return self._refined(gray, reg)  # the dense fallback may still register it
 
         t0 = time.perf_counter()
@@ -464,9 +483,9 @@ class OpenCVRegistrar(TrackedCorners):
         good = ok_f & ok_b & (fb <= s.fb_max_error_px)
         src, dst = fwd[good], self._corners[good]
         t2 = time.perf_counter()
-        self.stage_ms = {"pyramid": _ms(t0, t1), "lk": _ms(t1, t2)}
+        self.stage_ms = {"pyramid": elapsed_ms(t0, t1), "lk": elapsed_ms(t1, t2)}
         reg = fit_tracked(src, dst, n, scale, self._shape, s)
-        self.stage_ms["homography"] = _ms(t2, time.perf_counter())
+        self.stage_ms["homography"] = elapsed_ms(t2)
         misfit = math.inf
         if reg.accepted and len(src):
             H_b = scale_homography(np.asarray(reg.homography, np.float64), 1.0 / scale)
@@ -505,7 +524,7 @@ class OpenCVRegistrar(TrackedCorners):
             residual = residual_field(scale, gray, reg.homography)
             if residual is not None:
                 reg = dataclasses.replace(reg, residual=residual)
-        self.stage_ms["refine"] = _ms(t0, time.perf_counter())
+        self.stage_ms["refine"] = elapsed_ms(t0)
         return reg
 
     def warp(self, image: F32, reg: Registration) -> tuple[F32, F32]:
@@ -523,7 +542,7 @@ class OpenCVRegistrar(TrackedCorners):
             out = warp_with_residual(image, H, reg.residual)
         else:
             out = warp_homography(image, H)
-        self.stage_ms = {"warp": _ms(t0, time.perf_counter())}
+        self.stage_ms = {"warp": elapsed_ms(t0)}
         return out
 
 
@@ -539,9 +558,9 @@ def fit_tracked(
     """
     tracked = len(src)
     if tracked < s.min_inliers:
-        return _rejected(f"{tracked} of {corners} corners tracked < {s.min_inliers}", tracked, 0)
+        return rejected(f"{tracked} of {corners} corners tracked < {s.min_inliers}", tracked, 0)
     if tracked < s.min_tracked_ratio * corners:
-        return _rejected(
+        return rejected(
             f"{tracked} of {corners} corners tracked: ratio {tracked / corners:.2f} < "
             f"{s.min_tracked_ratio:g}", tracked, 0,
         )
@@ -556,7 +575,7 @@ def judge(
     """Scale the tracking-level fit to full resolution and apply the quality gate."""
     tracked, inliers = len(src), int(inl.sum())
     if H_b is None:
-        return _rejected("no homography found", tracked, 0)
+        return rejected("no homography found", tracked, 0)
     H = scale_homography(H_b, scale)
     residual = (
         float(np.median(reprojection_errors(H_b, src[inl], dst[inl]))) * scale
@@ -574,22 +593,19 @@ def judge(
     return Registration(H, reason is None, reason, tracked, inliers, residual)
 
 
-def _check_gray(gray: F32, what: str, shape: tuple[int, int] | None = None) -> None:
+def check_gray(gray: F32, what: str, shape: tuple[int, int] | None = None) -> None:
     """Raise :class:`RegistrationError` unless ``gray`` is ``float32 (H, W)`` of ``shape``."""
     if not isinstance(gray, np.ndarray) or gray.dtype != np.float32 or gray.ndim != 2:
         raise RegistrationError(
             f"{what} must be a float32 (H, W) gray image, got "
             f"{getattr(gray, 'dtype', type(gray).__name__)} {getattr(gray, 'shape', '')}"
         )
-    if min(gray.shape) < _MIN_SIDE:
-        raise RegistrationError(f"{what} {gray.shape} is smaller than {_MIN_SIDE} px")
+    if min(gray.shape) < MIN_SIDE:
+        raise RegistrationError(f"{what} {gray.shape} is smaller than {MIN_SIDE} px")
     if shape is not None and gray.shape != shape:
         raise RegistrationError(f"{what} is {gray.shape}, the reference is {shape}")
 
 
-def _rejected(reason: str, tracked: int, inliers: int) -> Registration:
+def rejected(reason: str, tracked: int, inliers: int) -> Registration:
+    """A rejection: the identity homography, ``reason``, no residual (every registrar's)."""
     return Registration(np.eye(3), False, reason, tracked, inliers, math.inf)
-
-
-def _ms(t0: float, t1: float) -> float:
-    return (t1 - t0) * 1000.0

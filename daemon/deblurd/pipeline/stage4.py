@@ -29,15 +29,14 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import ImageError
-from deblurd.imaging import linear_to_srgb, srgb_to_linear, to_gray
+from deblurd.imaging import F32, U8, linear_to_srgb, srgb_to_linear, to_gray
 from deblurd.pipeline.fusion import AlignedFrame, FusionResult, ReferenceFuser, SequentialFuser
 from deblurd.pipeline.noise import NoiseModel
 from deblurd.pipeline.registration import OpenCVRegistrar, Registrar, Registration
+from deblurd.pipeline.timing import elapsed_ms
 from deblurd.settings.fusion import FusionSettings
 from deblurd.settings.registration import RegistrationSettings
 
-F32 = npt.NDArray[np.float32]
-U8 = npt.NDArray[np.uint8]
 
 class Aligner(Protocol):
     """Registers second frames to the reference and warps the accepted ones.
@@ -76,10 +75,6 @@ class FusionJob(Protocol):
         ...
 
 
-def _ms(t0: float, t1: float) -> float:
-    return (t1 - t0) * 1000.0
-
-
 class TimedAligner:
     """The :class:`Aligner` steps with their timing; a backend supplies the three hops."""
 
@@ -89,17 +84,17 @@ class TimedAligner:
     def set_reference(self, first: F32) -> None:
         t0 = time.perf_counter()
         self._set_reference(first)
-        self.stage_ms = {"register": _ms(t0, time.perf_counter())}
+        self.stage_ms = {"register": elapsed_ms(t0)}
 
     def align(self, frame: U8, weight: float = 1.0) -> tuple[Registration, Any]:
         t0 = time.perf_counter()
         reg = self._register(frame)
         t1 = time.perf_counter()
-        self.stage_ms = {"register": _ms(t0, t1)}
+        self.stage_ms = {"register": elapsed_ms(t0, t1)}
         if not reg.accepted:
             return reg, None
         aligned = self._warp(frame, reg, weight)
-        self.stage_ms["warp"] = _ms(t1, time.perf_counter())
+        self.stage_ms["warp"] = elapsed_ms(t1)
         return reg, aligned
 
     def _set_reference(self, first: F32) -> None:

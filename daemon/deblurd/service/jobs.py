@@ -42,6 +42,7 @@ from deblurd.imaging import U8Image, encode_image
 from deblurd.inference.base import Deblurrer, runtime_report
 from deblurd.pipeline.decision import exposure_gain
 from deblurd.pipeline.process import BurstPlan, complete_burst, plan_burst
+from deblurd.pipeline.timing import StageTimer
 from deblurd.service.offload import RemotePlan, burst_offload
 from deblurd.service.publisher import Publisher
 from deblurd.service.results import OutputError, ResultStore
@@ -262,10 +263,7 @@ class CaptureWorker:
         s = self.settings
         cid = request.capture_id
 
-        def stage(name: str, since: float) -> float:
-            now = time.perf_counter()
-            timing[name] = round(timing.get(name, 0.0) + (now - since) * 1000.0, 2)
-            return now
+        stage = StageTimer(timing).lap
 
         t = time.perf_counter()
         runtime_report(self.deblurrer)  # drops notes of an earlier job that failed
