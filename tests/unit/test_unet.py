@@ -256,6 +256,34 @@ def test_architecture_limits_and_identity_start() -> None:
     torch.testing.assert_close(out, x)  # zero-initialised tail: the identity before training
 
 
+def test_unet_config_needs_one_entry_per_level(tmp_path: Path) -> None:
+    """``down_blocks`` and ``up_blocks`` have one entry per level (``widths``), and there is
+    a level: otherwise a ConfigError naming the fields (an exported model whose metadata
+    says otherwise is refused as an InferenceError naming the file)."""
+    pytest.importorskip("torch")
+    onnx = pytest.importorskip("onnx")
+    from deblurd.errors import ConfigError, InferenceError
+    from deblurd.training.export import load_onnx_weights
+    from deblurd.training.unet_arch import UNetConfig
+
+    UNetConfig(widths=(8, 16), down_blocks=(0, 1), up_blocks=(1, 0))
+    with pytest.raises(ConfigError, match=r"down_blocks: 3 entries for 2 levels") as exc:
+        UNetConfig(widths=(8, 16), down_blocks=(0, 1, 1), up_blocks=(1, 0))
+    assert [key for key, _ in exc.value.problems] == ["down_blocks"]
+    with pytest.raises(ConfigError) as exc:
+        UNetConfig(widths=(), down_blocks=(0,), up_blocks=())
+    assert [key for key, _ in exc.value.problems] == ["widths", "down_blocks"]
+
+    proto = onnx.load(str(SHIPPED))
+    for prop in proto.metadata_props:
+        if prop.key == "deblurd.config":
+            prop.value = '{"widths": [16, 32], "down_blocks": [0], "up_blocks": [1, 0]}'
+    bad = tmp_path / "bad.onnx"
+    onnx.save(proto, str(bad))
+    with pytest.raises(InferenceError, match=r"bad\.onnx.*down_blocks: 1 entries for 2 levels"):
+        load_onnx_weights(bad)
+
+
 def test_torch_and_onnxruntime_agree(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")

@@ -64,7 +64,7 @@ def load_onnx_weights(path: str | Path) -> tuple[UNet, int]:
     the torch parameter names (the exporter keeps them). Raises
     :class:`~deblurd.errors.InferenceError` naming the file when it is not such a model.
     """
-    from deblurd.errors import InferenceError
+    from deblurd.errors import ConfigError, InferenceError
     from deblurd.training.unet_arch import UNetConfig
 
     src = Path(path)
@@ -76,7 +76,10 @@ def load_onnx_weights(path: str | Path) -> tuple[UNet, int]:
     if "deblurd.config" not in meta:
         raise InferenceError(f"{src}: no deblurd.config metadata: not a deblurd U-Net export")
     cfg = json.loads(meta["deblurd.config"])
-    model = UNet(UNetConfig(**{k: tuple(v) for k, v in cfg.items()}))
+    try:
+        model = UNet(UNetConfig(**{k: tuple(v) for k, v in cfg.items()}))
+    except ConfigError as exc:
+        raise InferenceError(f"{src}: deblurd.config metadata: {exc}") from exc
     weights = {
         t.name: torch.from_numpy(onnx.numpy_helper.to_array(t).copy())
         for t in proto.graph.initializer

@@ -37,6 +37,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812 - torch convention
 
+from deblurd.errors import ConfigError
+
 #: The noise map (σ in sRGB units, ~0.003–0.05) times this is ~0.15–2.5: the range of the
 #: image channels, so the first conv weighs it like them.
 NOISE_MAP_SCALE = 50.0
@@ -50,6 +52,18 @@ class UNetConfig:
     widths: tuple[int, ...] = (16, 32, 64, 128)
     down_blocks: tuple[int, ...] = (0, 1, 1, 2)
     up_blocks: tuple[int, ...] = (1, 1, 1, 0)
+
+    def __post_init__(self) -> None:
+        """Raises :class:`~deblurd.errors.ConfigError` unless there is at least one level
+        and ``down_blocks`` and ``up_blocks`` have one entry per level (``widths``)."""
+        levels = len(self.widths)
+        problems = [] if levels else [("widths", "no levels")]
+        for name, blocks in (("down_blocks", self.down_blocks), ("up_blocks", self.up_blocks)):
+            if len(blocks) != levels:
+                problems.append((name, f"{len(blocks)} entries for {levels} levels (widths)"))
+        if problems:
+            details = "; ".join(f"{key}: {message}" for key, message in problems)
+            raise ConfigError(f"UNetConfig: {details}", problems)
 
     def to_json(self) -> dict[str, list[int]]:
         return {k: list(v) for k, v in asdict(self).items()}
