@@ -120,7 +120,9 @@ def test_unprocessable_inputs_raise_registration_error(emu: EmulatedBackend) -> 
 def _identity() -> Any:
     from deblurd.pipeline.registration import Registration
 
-    return Registration(np.eye(3), True, None, 0, 0, 0.0)
+    return Registration(
+        homography=np.eye(3), accepted=True, reason=None, tracked=0, inliers=0, residual_px=0.0
+    )
 
 
 def test_buffers_are_allocated_once_per_resolution(emu: EmulatedBackend) -> None:

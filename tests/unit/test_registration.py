@@ -232,7 +232,9 @@ def test_warp_keeps_shape_and_dtype(astronaut: F32, channels: int | None) -> Non
     reg = OpenCVRegistrar(DEFAULTS)
     reg.set_reference(astronaut)
     H = np.array([[1.0, 0.0, 3.0], [0.0, 1.0, 2.0], [0.0, 0.0, 1.0]])
-    r = Registration(H, True, None, 100, 100, 0.1)
+    r = Registration(
+        homography=H, accepted=True, reason=None, tracked=100, inliers=100, residual_px=0.1
+    )
     image = astronaut if channels is None else np.dstack([astronaut * (c + 1) for c in
                                                           range(channels)])
     warped, valid = reg.warp(image, r)

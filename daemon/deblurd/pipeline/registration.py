@@ -95,7 +95,7 @@ DENSE_MIN_NCC = 0.6
 DENSE_MIN_SHARPNESS = 0.25
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Registration:
     """How one second frame maps onto the reference, and whether it may be fused.
 
@@ -514,7 +514,15 @@ class OpenCVRegistrar(TrackedCorners):
                 else implausible(H, self._shape, s)
             )
             if H is not None and reason is None:
-                reg = Registration(H, True, None, tried, inliers, fit.residual_px, "dense")
+                reg = Registration(
+                    homography=H,
+                    accepted=True,
+                    reason=None,
+                    tracked=tried,
+                    inliers=inliers,
+                    residual_px=fit.residual_px,
+                    method="dense",
+                )
             else:  # the corners' statistics stay: they are the primary method
                 reg = dataclasses.replace(reg, reason=f"{reg.reason}; dense flow: {reason}")
         # a corner fit this close explains the motion (no rolling shutter, no parallax to
@@ -590,7 +598,14 @@ def judge(
         reason = f"median residual {residual:.2f} px > {s.max_residual_px * scale:.2f} px"
     else:
         reason = implausible(H, shape, s)
-    return Registration(H, reason is None, reason, tracked, inliers, residual)
+    return Registration(
+        homography=H,
+        accepted=reason is None,
+        reason=reason,
+        tracked=tracked,
+        inliers=inliers,
+        residual_px=residual,
+    )
 
 
 def check_gray(gray: F32, what: str, shape: tuple[int, int] | None = None) -> None:
@@ -608,4 +623,11 @@ def check_gray(gray: F32, what: str, shape: tuple[int, int] | None = None) -> No
 
 def rejected(reason: str, tracked: int, inliers: int) -> Registration:
     """A rejection: the identity homography, ``reason``, no residual (every registrar's)."""
-    return Registration(np.eye(3), False, reason, tracked, inliers, math.inf)
+    return Registration(
+        homography=np.eye(3),
+        accepted=False,
+        reason=reason,
+        tracked=tracked,
+        inliers=inliers,
+        residual_px=math.inf,
+    )
