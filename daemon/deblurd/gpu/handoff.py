@@ -10,19 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
-
 from deblurd.gpu.resident import AnyAlignedFrame
-from deblurd.imaging import linear_to_srgb
+from deblurd.imaging import F32, U8, linear_to_srgb
 from deblurd.pipeline.registration import Registration
 from deblurd.pipeline.stage4 import TimedAligner
 
 if TYPE_CHECKING:
     from deblurd.gpu.registrar import GpuRegistrar
 
-F32 = npt.NDArray[np.float32]
-U8 = npt.NDArray[np.uint8]
 
 
 class DeviceAligner(TimedAligner):

@@ -37,15 +37,13 @@ from typing import TypeAlias
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
 from deblurd.gpu.backend import Backend, Buffer, GpuError, grid_1d, grid_2d
-from deblurd.imaging import srgb_to_linear, to_gray
+from deblurd.imaging import U8, srgb_to_linear, to_gray
 from deblurd.pipeline.fusion import AlignedFrame
 
 log = logging.getLogger(__name__)
 
-U8 = npt.NDArray[np.uint8]
 #: to_gray's scale of uint8 codes: float32(1 / 255).
 GRAY_SCALE = np.float32(1.0 / 255.0)
 #: Pool key of the sRGB -> linear table (one per backend, shared by every job).

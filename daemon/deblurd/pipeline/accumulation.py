@@ -39,8 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import ImageError
-
-F32 = npt.NDArray[np.float32]
+from deblurd.imaging import F32
 
 #: Luma weights of linear RGB (Rec. 709).
 _LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)

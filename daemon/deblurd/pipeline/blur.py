@@ -72,8 +72,7 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import ImageError
-
-F32Image = npt.NDArray[np.float32]
+from deblurd.imaging import F32
 
 DEFAULT_SIZE = 512
 """Default side of the square analysis image, px (also ``BlurScoreSettings.size``)."""
@@ -104,7 +103,7 @@ _HALF_NORMAL_LOWER_MS = 0.1426  # E[x² | |x| < median |x|] / σ² for x ~ N(0, 
 class _Geometry:
     """Per-shape constants: window, ring label of every rfft2 bin, ring sizes, noise mask."""
 
-    window: F32Image
+    window: F32
     window_energy: float
     labels: npt.NDArray[np.intp]
     counts: npt.NDArray[np.float64]
@@ -132,7 +131,7 @@ def _geometry(h: int, w: int) -> _Geometry:
     return _Geometry(window, energy, labels, counts, noise)
 
 
-def analysis_image(image: npt.NDArray[np.generic], size: int = DEFAULT_SIZE) -> F32Image:
+def analysis_image(image: npt.NDArray[np.generic], size: int = DEFAULT_SIZE) -> F32:
     """The gray analysis image that is scored: ``float32 (s, s)``, values in [0, 1] for uint8.
 
     ``image``: ``uint8 (H, W, 3)`` sRGB frame, or ``float32`` gray ``(H, W)`` / RGB
@@ -189,7 +188,7 @@ def _halve(img: npt.NDArray[Any]) -> npt.NDArray[Any]:
     return cv2.resize(img[:even, :even], (half, half), interpolation=cv2.INTER_AREA)
 
 
-def ring_powers(gray: F32Image, quant_step: float = 0.0) -> tuple[npt.NDArray[np.float64], float]:
+def ring_powers(gray: F32, quant_step: float = 0.0) -> tuple[npt.NDArray[np.float64], float]:
     """Mean spectral power of each ring (``LOW`` rings, then ``HIGH``) and the noise floor.
 
     ``gray``: the analysis image ``float32 (s, s)``; ``quant_step``: its values' quantisation
@@ -213,7 +212,7 @@ def ring_powers(gray: F32Image, quant_step: float = 0.0) -> tuple[npt.NDArray[np
     return rings, min(spectral, spatial)
 
 
-def _haar_noise_sigma(gray: F32Image) -> float:
+def _haar_noise_sigma(gray: F32) -> float:
     """Robust noise σ from the finest Haar diagonal subband ``HH = (a - b - c + d) / 2``.
 
     White noise of variance σ² gives ``HH`` of variance σ²; edges are sparse in space, so

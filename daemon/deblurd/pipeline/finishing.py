@@ -30,19 +30,19 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import ImageError
+from deblurd.imaging import F32
 from deblurd.pipeline.noise import NoiseModel, estimate_noise_model
 from deblurd.settings.fusion import FinishingSettings
 
-F32Image = npt.NDArray[np.float32]
 NoiseSpec = float | NoiseModel | npt.NDArray[np.floating] | None
 
 
 _MEAN3 = np.full((1, 3), 1.0 / 3.0, np.float32)
 
 
-def _f32(arr: object) -> F32Image:
+def _f32(arr: object) -> F32:
     """An OpenCV result typed as the float32 array it is (no copy)."""
-    return cast(F32Image, arr)
+    return cast(F32, arr)
 
 
 def _ksize(sigma: float) -> int:
@@ -60,8 +60,8 @@ def _highpass_gain(sigma: float) -> float:
 
 
 def _noise_variance(
-    noise: NoiseModel | float | npt.NDArray[np.floating], level: F32Image
-) -> F32Image:
+    noise: NoiseModel | float | npt.NDArray[np.floating], level: F32
+) -> F32:
     """Noise variance per pixel, ``float32 (H, W)``, for the local intensity ``level``."""
     if isinstance(noise, NoiseModel):
         return noise.variance(level)
@@ -69,7 +69,7 @@ def _noise_variance(
         sig = np.asarray(noise, dtype=np.float32)
         if sig.shape != level.shape:
             raise ImageError(f"noise map shape {sig.shape}, expected {level.shape}")
-        var: F32Image = sig * sig
+        var: F32 = sig * sig
         return var
     s = float(noise)
     if not math.isfinite(s) or s < 0.0:
@@ -82,7 +82,7 @@ def sharpen(
     amount: float,
     sigma_px: float,
     noise_sigma: NoiseSpec = None,
-) -> F32Image:
+) -> F32:
     """Unsharp mask of a linear image ``float32 (H, W, 3)`` (or ``(H, W)``).
 
     ``amount``: gain (>= 0; 0 returns ``image`` itself, unchanged). ``sigma_px``: std of
@@ -93,7 +93,7 @@ def sharpen(
     if not math.isfinite(amount) or amount < 0.0:
         raise ImageError(f"sharpen amount must be finite and >= 0, got {amount}")
     if amount == 0.0:
-        return cast(F32Image, image)
+        return cast(F32, image)
     if not math.isfinite(sigma_px) or sigma_px <= 0.0:
         raise ImageError(f"sharpen sigma must be > 0 px, got {sigma_px}")
     arr = np.asarray(image)
@@ -101,7 +101,7 @@ def sharpen(
         raise ImageError(f"expected an (H, W, 3) or (H, W) image, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.floating):
         raise ImageError(f"expected a linear float image, got {arr.dtype}")
-    x: F32Image = np.ascontiguousarray(arr, dtype=np.float32)
+    x: F32 = np.ascontiguousarray(arr, dtype=np.float32)
     k = _ksize(sigma_px)
     blurred = _f32(cv2.GaussianBlur(x, (k, k), sigma_px, borderType=cv2.BORDER_REFLECT))
     detail = _f32(cv2.subtract(x, blurred))
@@ -124,7 +124,7 @@ def sharpen(
             detail *= gain[..., None]
         else:
             detail *= gain
-    out: F32Image = np.clip(x + detail, 0.0, 1.0)
+    out: F32 = np.clip(x + detail, 0.0, 1.0)
     return out
 
 
@@ -132,7 +132,7 @@ def finish(
     image: npt.NDArray[np.floating],
     settings: FinishingSettings,
     noise_sigma: NoiseSpec = None,
-) -> F32Image:
+) -> F32:
     """Stage 5 before the last U-Net pass: sharpening per ``settings``.
 
     ``image``: linear ``float32 (H, W, 3)``. ``noise_sigma``: its noise (see
@@ -140,7 +140,7 @@ def finish(
     function is estimated from the image itself. Amount 0 returns ``image`` unchanged.
     """
     if settings.sharpen_amount == 0.0:
-        return cast(F32Image, image)
+        return cast(F32, image)
     noise: NoiseSpec = None
     if settings.sharpen_noise_aware:
         noise = noise_sigma if noise_sigma is not None else estimate_noise_model(image)

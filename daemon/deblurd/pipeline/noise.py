@@ -39,8 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import ImageError
-
-F32Image = npt.NDArray[np.float32]
+from deblurd.imaging import F32
 
 #: A Gaussian's std over its median absolute deviation.
 MAD_TO_SIGMA = 1.4826
@@ -74,11 +73,11 @@ class NoiseModel:
             raise ImageError(f"noise sigma must be finite and >= 0, got {sigma}")
         return cls(a=float(sigma) ** 2, b=0.0)
 
-    def variance(self, intensity: npt.NDArray[np.floating]) -> F32Image:
+    def variance(self, intensity: npt.NDArray[np.floating]) -> F32:
         """Noise variance at each intensity (any shape, linear units), ``float32``."""
         level = np.maximum(np.asarray(intensity, dtype=np.float32), np.float32(0.0))
         var = np.float32(self.a) + np.float32(self.b) * level
-        out: F32Image = np.maximum(var, np.float32(self.floor**2)).astype(np.float32)
+        out: F32 = np.maximum(var, np.float32(self.floor**2)).astype(np.float32)
         return out
 
     def sigma_at(self, level: float) -> float:
@@ -86,7 +85,7 @@ class NoiseModel:
         return float(np.sqrt(max(self.a + self.b * max(level, 0.0), self.floor**2)))
 
 
-def _channels(image: npt.NDArray[np.generic]) -> F32Image:
+def _channels(image: npt.NDArray[np.generic]) -> F32:
     """``(H, W)`` or ``(H, W, C)`` → float32 ``(H, W, C)``; refuses anything else."""
     arr = np.asarray(image)
     if arr.ndim == 2:
@@ -95,13 +94,13 @@ def _channels(image: npt.NDArray[np.generic]) -> F32Image:
         raise ImageError(f"expected an (H, W) or (H, W, C) image of at least 2x2, got {arr.shape}")
     if not np.issubdtype(arr.dtype, np.floating):
         raise ImageError(f"expected a float image, got {arr.dtype}")
-    out: F32Image = arr.astype(np.float32, copy=False)
+    out: F32 = arr.astype(np.float32, copy=False)
     return out
 
 
 def haar_bands(
     image: npt.NDArray[np.generic], max_samples: int | None = None
-) -> tuple[F32Image, F32Image, F32Image]:
+) -> tuple[F32, F32, F32]:
     """Finest Haar bands of an ``(H, W[, C])`` float image.
 
     Returns ``(hh, ll, grad2)``, all ``float32 (H//2, W//2, C)``: the diagonal detail
@@ -122,11 +121,11 @@ def haar_bands(
     r = rows[:, 1, 0::2]
     s = rows[:, 1, 1::2]
     half = np.float32(0.5)
-    hh: F32Image = ((p - q) - (r - s)) * half
-    ll: F32Image = ((p + q) + (r + s)) * np.float32(0.25)
+    hh: F32 = ((p - q) - (r - s)) * half
+    ll: F32 = ((p + q) + (r + s)) * np.float32(0.25)
     lh = ((p + q) - (r + s)) * half
     hl = ((p - q) + (r - s)) * half
-    grad2: F32Image = lh * lh + hl * hl
+    grad2: F32 = lh * lh + hl * hl
     return hh, ll, grad2
 
 

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
-F32 = npt.NDArray[np.float32]
-U8 = npt.NDArray[np.uint8]
+from deblurd.imaging import F32, U8
 
 
 def tracking_level(shape: tuple[int, ...], max_side_px: int, levels: int) -> int:

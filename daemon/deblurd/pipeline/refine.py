@@ -40,9 +40,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
-U8 = npt.NDArray[np.uint8]
+from deblurd.imaging import F32, F64, U8
 
 #: Grid step of the samples the dense homography is fitted to, working-scale px.
 _FIT_STEP = 8
