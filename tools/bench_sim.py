@@ -32,11 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from deblurd.evaluation.cli_args import frame_size
-from deblurd.imaging import linear_to_srgb
+from deblurd.imaging import F64, linear_to_srgb
 from deblurd.sim import DEFAULT_SHAKE_DEG_S, SimParams, simulate_burst
 from deblurd.sim.burst import make_renderer
 from deblurd.sim.render import ShakeRenderer, extent
-from deblurd.sim.trajectory import F64, ShakeTrajectory, homographies
+from deblurd.sim.trajectory import ShakeTrajectory, homographies
 
 _MODES: tuple[tuple[str, bool, float], ...] = (
     ("exact, 0.5 px sub-steps", False, 0.5),

@@ -34,7 +34,7 @@ import numpy as np
 from deblurd.errors import BurstError, ImageError
 from deblurd.imaging import (
     DEFAULT_MAX_FRAME_PIXELS,
-    U8Image,
+    U8,
     atomic_write_bytes,
     check_pixels,
     current_umask,
@@ -89,7 +89,7 @@ class FrameInfo:
 class Burst:
     """A burst in memory: frames ``uint8 (H, W, 3)`` RGB sRGB, and their metadata."""
 
-    frames: list[U8Image]
+    frames: list[U8]
     infos: list[FrameInfo]
     trigger_index: int
     source: Path | None = None
@@ -275,7 +275,7 @@ def read_burst(
                 f"{header.pixels * len(infos) / 1e6:.1f} MP together, more than the limit of "
                 f"{max_burst_pixels / 1e6:.1f} MP per burst (limits.max_burst_pixels); not decoded"
             )
-    frames: list[U8Image] = []
+    frames: list[U8] = []
     for file in files:
         try:
             frame = read_rgb8(file, max_frame_pixels)

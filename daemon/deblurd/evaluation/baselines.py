@@ -41,14 +41,10 @@ import numpy.typing as npt
 
 from deblurd.burstdir import Burst
 from deblurd.errors import ImageError
-from deblurd.imaging import linear_to_srgb, srgb_to_linear, to_gray
+from deblurd.imaging import F32, U8, Mask, linear_to_srgb, srgb_to_linear, to_gray
 from deblurd.pipeline.blur import DEFAULT_SIZE, blur_score
 from deblurd.pipeline.registration import OpenCVRegistrar
 from deblurd.settings.registration import RegistrationSettings
-
-U8 = npt.NDArray[np.uint8]
-F32 = npt.NDArray[np.float32]
-Mask = npt.NDArray[np.bool_]
 
 FBA_P = 11.0
 """Default exponent ``p`` of the Fourier weights (the paper's choice)."""

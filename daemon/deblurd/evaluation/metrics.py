@@ -29,10 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import ImageError
-
-U8 = npt.NDArray[np.uint8]
-F64 = npt.NDArray[np.float64]
-Mask = npt.NDArray[np.bool_]
+from deblurd.imaging import F64, U8, Mask
 
 PEAK = 255.0
 SSIM_SIGMA = 1.5

@@ -44,12 +44,8 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import ImageError
+from deblurd.imaging import F32, F64, U8, Mask
 from deblurd.pipeline.blur import blur_score as _product_blur_score
-
-U8 = npt.NDArray[np.uint8]
-F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
-Mask = npt.NDArray[np.bool_]
 
 LUMA = (0.299, 0.587, 0.114)
 DRIFT_UNIT_CODES = 2.0

@@ -11,10 +11,8 @@ import math
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
-F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
+from deblurd.imaging import F32, F64
 
 
 def photo_gray(name: str) -> F32:

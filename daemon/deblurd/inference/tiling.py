@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-F32 = npt.NDArray[np.float32]
+from deblurd.imaging import F32
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:

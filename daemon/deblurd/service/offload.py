@@ -36,10 +36,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from deblurd.burstdir import Burst, FrameInfo
 from deblurd.errors import ConfigError, DeblurdError, RemoteInferenceError
+from deblurd.imaging import U8
 from deblurd.inference.base import Deblurrer
 from deblurd.inference.triton import TritonDeblurrer
 from deblurd.inference.triton_export import BURST_INPUTS, BURST_OUTPUTS
@@ -47,7 +47,6 @@ from deblurd.pipeline.decision import Decision
 from deblurd.settings.inference import TritonSettings
 from deblurd.settings.models import DeblurdSettings
 
-U8 = npt.NDArray[np.uint8]
 INPUTS, OUTPUTS = BURST_INPUTS, BURST_OUTPUTS  # the model's tensors (module docstring)
 
 
@@ -109,7 +108,7 @@ def open_server_deblurrer() -> Deblurrer | None:
     from deblurd.settings.load import load_settings
 
     settings = load_settings(os.environ.get("DEBLURD_CONFIG") or None)
-    if settings.inference.runtime.type == "triton":
+    if isinstance(settings.inference.runtime, TritonSettings):
         message = "the burst model's own U-Net runtime cannot be a Triton server"
         raise ConfigError(message, [("inference.runtime.type", message)])
     return open_deblurrer(settings.inference)

@@ -32,14 +32,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from deblurd.burstdir import Burst, FrameInfo, frame_names
-from deblurd.imaging import F32Image, U8Image, linear_to_srgb
+from deblurd.imaging import F32, F64, U8, linear_to_srgb
 from deblurd.sim.isp import camera_frame, flicker_factors, tone_map
 from deblurd.sim.kernels import combine_kernels, defocus_kernel
 from deblurd.sim.params import DEFAULT_SHAKE_DEG_S, SimParams
 from deblurd.sim.render import ExposureStats, ShakeRenderer, convolve
 from deblurd.sim.scene import fit_scene, procedural_scene
 from deblurd.sim.subject import Subject
-from deblurd.sim.trajectory import F64, make_trajectory
+from deblurd.sim.trajectory import make_trajectory
 from deblurd.sim.truthdir import Truth, read_truth, truth_dir_for, write_simulation
 
 __all__ = [
@@ -71,21 +71,21 @@ class SimulatedBurst:
     """
 
     burst: Burst
-    truth: list[U8Image]
-    subject_masks: list[U8Image] | None
-    psfs: list[F32Image]
+    truth: list[U8]
+    subject_masks: list[U8] | None
+    psfs: list[F32]
     params: SimParams
     stats: list[ExposureStats]
     trajectory: F64
     renderer: ShakeRenderer
 
     @property
-    def scene(self) -> F32Image:
+    def scene(self) -> F32:
         """The scene as rendered (linear ``float32``, view plus margin)."""
         return self.renderer.scene
 
 
-def make_renderer(params: SimParams, scene: F32Image | None = None) -> ShakeRenderer:
+def make_renderer(params: SimParams, scene: F32 | None = None) -> ShakeRenderer:
     """The renderer of a simulation: ``scene`` (linear float32, any size; None: the
     procedural scene of ``params.seed``) fitted to the view plus margin, the shake
     trajectory and the subject (when ``params.subject``) of ``params.seed``."""
@@ -109,17 +109,17 @@ def make_renderer(params: SimParams, scene: F32Image | None = None) -> ShakeRend
     return ShakeRenderer(fitted, w, h, trajectory, params.focal, subject)
 
 
-def simulate_burst(params: SimParams, scene: F32Image | None = None) -> SimulatedBurst:
+def simulate_burst(params: SimParams, scene: F32 | None = None) -> SimulatedBurst:
     """Simulate a handheld burst of ``scene`` (linear ``float32 (H, W, 3)``, any size, or
     None for the procedural scene). Deterministic: same parameters and scene → same
     bytes. Raises :class:`SimulationError` on parameters it cannot honour."""
     renderer = make_renderer(params, scene)
     sensor = params.sensor()
-    frames: list[U8Image] = []
+    frames: list[U8] = []
     infos: list[FrameInfo] = []
-    truth: list[U8Image] = []
-    masks: list[U8Image] = []
-    psfs: list[F32Image] = []
+    truth: list[U8] = []
+    masks: list[U8] = []
+    psfs: list[F32] = []
     stats: list[ExposureStats] = []
     n_frames = params.ring_frames + params.extra_frames
     names = frame_names(n_frames)

@@ -61,12 +61,11 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import SimulationError
-from deblurd.imaging import F32Image, U8Image, linear_to_srgb, srgb_to_linear
+from deblurd.imaging import F32, F64, U8, linear_to_srgb, srgb_to_linear
 from deblurd.sim.sensor import SensorModel
 
 Demosaic = Literal["bilinear", "ea", "vng"]
 Codec = Literal["none", "jpeg", "h264"]
-F64 = npt.NDArray[np.float64]
 
 # OpenCV's Bayer codes are named after the 2nd row's 2nd/3rd pixels: BG is RGGB here.
 _BAYER = {
@@ -267,7 +266,7 @@ def isp_by_name(name: str | None, seed: int) -> IspParams | None:
 # -- tone ------------------------------------------------------------------------------
 
 
-def tone_curve(linear: npt.NDArray[np.floating], isp: IspParams) -> F32Image:
+def tone_curve(linear: npt.NDArray[np.floating], isp: IspParams) -> F32:
     """Linear light (any shape) → tone-mapped sRGB values ``float32`` in [0, 1]:
     clip, ``x^gamma``, sRGB encoding, then ``(1 − c)·y + c·y²(3 − 2y)`` (``c`` =
     ``contrast``; monotonic)."""
@@ -293,7 +292,7 @@ def tone_curve(linear: npt.NDArray[np.floating], isp: IspParams) -> F32Image:
     return y
 
 
-def tone_map(linear: npt.NDArray[np.floating], isp: IspParams, brightness: float = 1.0) -> U8Image:
+def tone_map(linear: npt.NDArray[np.floating], isp: IspParams, brightness: float = 1.0) -> U8:
     """Ground truth through the camera's radiometry: linear ``float32 (H, W, 3)`` scaled by
     ``brightness`` (the frame's flicker factor), :func:`tone_curve`, rounded to
     ``uint8``. No noise, denoise, sharpening or compression."""
@@ -330,7 +329,7 @@ def flicker_factors(rng: np.random.Generator, frames: int, rms: float, reference
 # -- sensor side -----------------------------------------------------------------------
 
 
-def mosaic_rggb(rgb: F32Image) -> F32Image:
+def mosaic_rggb(rgb: F32) -> F32:
     """The RGGB mosaic ``float32 (H, W)`` of ``rgb`` ``(H, W, 3)``: R at (even, even),
     G at (even, odd) and (odd, even), B at (odd, odd)."""
     out = np.empty(rgb.shape[:2], np.float32)
@@ -341,14 +340,14 @@ def mosaic_rggb(rgb: F32Image) -> F32Image:
     return out
 
 
-def _site_gains(shape: tuple[int, int], wb_red: float, wb_blue: float) -> F32Image:
+def _site_gains(shape: tuple[int, int], wb_red: float, wb_blue: float) -> F32:
     g = np.ones(shape, np.float32)
     g[0::2, 0::2] = wb_red
     g[1::2, 1::2] = wb_blue
     return g
 
 
-def demosaic(raw: F32Image, method: Demosaic = "ea") -> F32Image:
+def demosaic(raw: F32, method: Demosaic = "ea") -> F32:
     """Demosaic an RGGB mosaic ``float32 (H, W)`` in [0, 1] (H, W even) → linear RGB
     ``float32 (H, W, 3)``. Bilinear and EA on 16 bits. OpenCV's VNG takes 8 bits only: it
     runs on the 8-bit sRGB-encoded mosaic, and the quantisation residual (raw minus its
@@ -365,7 +364,7 @@ def demosaic(raw: F32Image, method: Demosaic = "ea") -> F32Image:
     return _demosaic16(x, method)
 
 
-def _demosaic16(x: F32Image, method: Demosaic) -> F32Image:
+def _demosaic16(x: F32, method: Demosaic) -> F32:
     q = np.round(np.clip(x, 0.0, 1.0) * 65535.0).astype(np.uint16)
     rgb16 = cv2.cvtColor(q, _BAYER[method])
     return np.asarray(rgb16, np.float32) * np.float32(1.0 / 65535.0)
@@ -374,22 +373,22 @@ def _demosaic16(x: F32Image, method: Demosaic) -> F32Image:
 # -- ISP side --------------------------------------------------------------------------
 
 
-def _ycc(rgb: F32Image) -> F32Image:
+def _ycc(rgb: F32) -> F32:
     return np.asarray(cv2.transform(rgb, _RGB2YCC), np.float32)
 
 
-def _rgb(ycc: F32Image) -> F32Image:
+def _rgb(ycc: F32) -> F32:
     return np.asarray(cv2.transform(ycc, _YCC2RGB), np.float32)
 
 
-def _subsample_420(plane: F32Image) -> F32Image:
+def _subsample_420(plane: F32) -> F32:
     """2×2 average then bilinear upsampling back to the plane's size."""
     h, w = plane.shape
     small = cv2.resize(plane, ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA)
     return np.asarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
 
 
-def isp_denoise(ycc: F32Image, isp: IspParams, noise_sigma: float) -> F32Image:
+def isp_denoise(ycc: F32, isp: IspParams, noise_sigma: float) -> F32:
     """ISP spatial denoise of tone-mapped YCbCr ``float32 (H, W, 3)`` (a new array):
     luma bilateral (range σ ``3 · noise_sigma``, spatial σ ``0.7 + 1.3·denoise`` px)
     blended by ``denoise``; chroma Gaussian (σ ``1 + 3·chroma_denoise`` px) blended by
@@ -399,16 +398,16 @@ def isp_denoise(ycc: F32Image, isp: IspParams, noise_sigma: float) -> F32Image:
     return np.asarray(cv2.merge(planes), np.float32)
 
 
-def _split(ycc: F32Image) -> list[F32Image]:
+def _split(ycc: F32) -> list[F32]:
     return [np.asarray(p, np.float32) for p in cv2.split(ycc)]
 
 
-def _blend(a: F32Image, b: F32Image, weight: float) -> F32Image:
+def _blend(a: F32, b: F32, weight: float) -> F32:
     """``a + weight · (b − a)`` (a new array)."""
     return np.asarray(cv2.addWeighted(a, 1.0 - weight, b, weight, 0.0), np.float32)
 
 
-def _denoise_planes(planes: list[F32Image], isp: IspParams, noise_sigma: float) -> list[F32Image]:
+def _denoise_planes(planes: list[F32], isp: IspParams, noise_sigma: float) -> list[F32]:
     """:func:`isp_denoise` on the Y, Cb, Cr planes (each ``float32 (H, W)``)."""
     y, cb, cr = planes
     if isp.denoise > 0:
@@ -427,7 +426,7 @@ def _denoise_planes(planes: list[F32Image], isp: IspParams, noise_sigma: float) 
     return [y, cb, cr]
 
 
-def isp_sharpen(luma: F32Image, amount: float, radius_px: float, core: float) -> F32Image:
+def isp_sharpen(luma: F32, amount: float, radius_px: float, core: float) -> F32:
     """Unsharp mask ``luma + amount · coring(luma − G_σ ∗ luma)`` with σ = ``radius_px``;
     detail below ``core`` (same units as ``luma``) is not boosted."""
     detail = luma - np.asarray(cv2.GaussianBlur(luma, (0, 0), radius_px), np.float32)
@@ -436,7 +435,7 @@ def isp_sharpen(luma: F32Image, amount: float, radius_px: float, core: float) ->
     return (luma + np.float32(amount) * detail).astype(np.float32)
 
 
-def jpeg_roundtrip(frame: U8Image, quality: int) -> U8Image:
+def jpeg_roundtrip(frame: U8, quality: int) -> U8:
     """``frame`` ``uint8 (H, W, 3)`` RGB through OpenCV's JPEG (4:2:0) at ``quality``."""
     ok, buf = cv2.imencode(
         ".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
@@ -449,7 +448,7 @@ def jpeg_roundtrip(frame: U8Image, quality: int) -> U8Image:
     return np.asarray(cv2.cvtColor(dec, cv2.COLOR_BGR2RGB), np.uint8)
 
 
-def _dct_matrix(n: int) -> F32Image:
+def _dct_matrix(n: int) -> F32:
     k = np.arange(n)[:, None]
     i = np.arange(n)[None, :]
     m = np.cos(np.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
@@ -457,7 +456,7 @@ def _dct_matrix(n: int) -> F32Image:
     return m.astype(np.float32)
 
 
-def _padded(plane: F32Image, b: int) -> F32Image:
+def _padded(plane: F32, b: int) -> F32:
     """``plane`` padded (edge replicated) to multiples of ``b`` px, float32."""
     h, w = plane.shape
     ph, pw = -h % b, -w % b
@@ -467,8 +466,8 @@ def _padded(plane: F32Image, b: int) -> F32Image:
 
 
 def _code_plane(
-    plane: F32Image, previous: F32Image | None, b: int, qstep: float, skip: bool, deblock: bool
-) -> F32Image:
+    plane: F32, previous: F32 | None, b: int, qstep: float, skip: bool, deblock: bool
+) -> F32:
     """Code one plane (8-bit code units): DCT, dead-zone quantisation, inverse, skip
     blocks against ``previous``, deblocking.
 
@@ -503,7 +502,7 @@ def _code_plane(
     return out
 
 
-def _deblock(plane: F32Image, b: int, alpha: float) -> F32Image:
+def _deblock(plane: F32, b: int, alpha: float) -> F32:
     """Smooth the two pixels either side of each block edge where the step across it is
     under ``alpha`` (a real edge is left alone), as H.264's in-loop filter does."""
     out = plane.copy()
@@ -532,14 +531,14 @@ def _deblock(plane: F32Image, b: int, alpha: float) -> F32Image:
 
 
 def block_compress(
-    frame: U8Image,
+    frame: U8,
     qstep: float,
     block_px: int = 8,
     *,
     deblock: bool = True,
-    previous: U8Image | None = None,
+    previous: U8 | None = None,
     skip: bool = True,
-) -> U8Image:
+) -> U8:
     """H.264-like block coding of ``frame`` ``uint8 (H, W, 3)`` RGB → ``uint8 (H, W, 3)``.
 
     4:2:0 YCbCr (8 bits); per ``block_px`` block an orthonormal DCT, quantisation with
@@ -587,7 +586,7 @@ def block_compress(
 
 
 def camera_frame(
-    radiance: F32Image,
+    radiance: F32,
     isp: IspParams,
     sensor: SensorModel,
     exposure_us: float,
@@ -595,8 +594,8 @@ def camera_frame(
     rng: np.random.Generator | None,
     *,
     brightness: float = 1.0,
-    previous: U8Image | None = None,
-) -> U8Image:
+    previous: U8 | None = None,
+) -> U8:
     """What a camera hands over: linear blurred radiance ``float32 (H, W, 3)`` →
     ``uint8 (H, W, 3)`` sRGB RGB, through the stages of the module docstring.
 

@@ -35,13 +35,10 @@ import math
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
 from deblurd.errors import SimulationError
-from deblurd.imaging import F32Image
+from deblurd.imaging import F32, F64
 from deblurd.sim.render import extent, rasterise_psf
-
-F64 = npt.NDArray[np.float64]
 
 MAX_MOTION_EXTENT_PX = 96.0  # the largest motion extent this module builds, px
 MAX_DEFOCUS_RADIUS_PX = 24.0  # the largest defocus radius, px
@@ -109,7 +106,7 @@ def motion_offsets(path: F64, extent_px: float) -> F64:
     return out
 
 
-def motion_kernel(path: F64, extent_px: float) -> F32Image:
+def motion_kernel(path: F64, extent_px: float) -> F32:
     """The blur kernel ``float32 (k, k)`` of a camera that moves along ``path`` ``(N, 2)``
     at constant speed during the exposure, scaled to ``extent_px`` (see module)."""
     if not (math.isfinite(extent_px) and 0 <= extent_px <= MAX_MOTION_EXTENT_PX):
@@ -137,7 +134,7 @@ def random_motion_kernel(
     exposure_fraction: tuple[float, float] = (0.25, 1.0),
     anxiety: float = _ANXIETY,
     jerks: bool = True,
-) -> F32Image:
+) -> F32:
     """A random real-world camera-shake kernel ``float32 (k, k)`` (Boracchi & Foi 2012).
 
     The extent (px, the largest distance between two positions of the image during the
@@ -165,7 +162,7 @@ def random_motion_kernel(
     return motion_kernel(path[start : start + n], size)
 
 
-def defocus_kernel(radius_px: float) -> F32Image:
+def defocus_kernel(radius_px: float) -> F32:
     """A defocus (pillbox) kernel ``float32 (k, k)``, ``k = 2·ceil(radius_px + 0.5) + 1``:
     a disk of radius ``radius_px`` px with its edge anti-aliased over one pixel (weight
     ``clip(radius + 0.5 − r, 0, 1)`` at distance ``r`` from the centre), summing to 1.
@@ -181,11 +178,11 @@ def defocus_kernel(radius_px: float) -> F32Image:
     if radius_px < 0.5:  # a sub-pixel disk: the centre keeps the rest of the weight
         w[half, half] = 1.0
     w /= w.sum()
-    out: F32Image = w.astype(np.float32)
+    out: F32 = w.astype(np.float32)
     return out
 
 
-def combine_kernels(a: F32Image, b: F32Image) -> F32Image:
+def combine_kernels(a: F32, b: F32) -> F32:
     """The kernel of blurring by ``a`` then ``b``: their full convolution ``float32``
     ``(ka + kb − 1, ka + kb − 1)`` (odd, summing to 1)."""
     ka, kb = a.shape[0], b.shape[0]
@@ -213,7 +210,7 @@ def random_kernel(
     p_motion: float = 0.85,
     p_defocus: float = 0.35,
     min_motion_px: float = 1.0,
-) -> F32Image:
+) -> F32:
     """A random training kernel ``float32 (k, k)``: camera shake
     (:func:`random_motion_kernel`, extent log-uniform in ``[min_motion_px,
     max_motion_px]``) with probability ``p_motion``, defocus (radius uniform in
@@ -233,7 +230,7 @@ def random_kernel(
     return kernel
 
 
-def kernel_extent(psf: F32Image, threshold: float = 0.02) -> float:
+def kernel_extent(psf: F32, threshold: float = 0.02) -> float:
     """Extent of a kernel ``(k, k)``: the largest distance (px) between two of its pixels
     whose weight exceeds ``threshold`` × the largest weight (0 for a single pixel)."""
     ys, xs = np.nonzero(psf > threshold * float(psf.max()))

@@ -45,9 +45,9 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import SimulationError
-from deblurd.imaging import F32Image, U8Image
+from deblurd.imaging import F32, F64, U8
 from deblurd.sim.subject import Subject
-from deblurd.sim.trajectory import F64, Pose, Trajectory, homographies
+from deblurd.sim.trajectory import Pose, Trajectory, homographies
 
 _PSF_STEP_PX = 0.1  # spacing of the dense path samples that rasterise the PSF
 _MAX_DENSE = 4096
@@ -120,10 +120,10 @@ class Exposure:
     ``mask`` ``uint8 (H, W)`` (255 where the subject is in the truth) or None, ``psf``
     ``float32 (k, k)`` summing to 1, and its :class:`ExposureStats`."""
 
-    blurred: F32Image
-    truth: F32Image
-    mask: U8Image | None
-    psf: F32Image
+    blurred: F32
+    truth: F32
+    mask: U8 | None
+    psf: F32
     stats: ExposureStats
 
 
@@ -149,7 +149,7 @@ def extent(points: F64, directions: int = 90) -> float:
     return float(np.max(proj.max(axis=0) - proj.min(axis=0)))
 
 
-def rasterise_psf(offsets: F64) -> F32Image:
+def rasterise_psf(offsets: F64) -> F32:
     """A PSF ``float32 (k, k)`` (k odd, summing to 1) from equally weighted positions
     ``(N, 2)`` (x, y px relative to the kernel centre), splatted bilinearly."""
     radius = float(np.max(np.abs(offsets))) if offsets.size else 0.0
@@ -168,7 +168,7 @@ def rasterise_psf(offsets: F64) -> F32Image:
     return psf.astype(np.float32)
 
 
-def convolve(image: F32Image, psf: F32Image, border: int = cv2.BORDER_REFLECT) -> F32Image:
+def convolve(image: F32, psf: F32, border: int = cv2.BORDER_REFLECT) -> F32:
     """``image`` (H, W[, C]) convolved with ``psf`` (convolution convention, see module)."""
     if psf.shape == (1, 1) or (psf.shape[0] == 3 and float(psf[1, 1]) == 1.0):
         return image.copy()
@@ -187,7 +187,7 @@ class ShakeRenderer:
 
     def __init__(
         self,
-        scene: F32Image,
+        scene: F32,
         width: int,
         height: int,
         trajectory: Trajectory,
@@ -250,8 +250,8 @@ class ShakeRenderer:
 
     # -- rendering --------------------------------------------------------------------
     def _warp_scene(
-        self, scene_to_frame: F64, dst: F32Image | None = None, rows: tuple[int, int] | None = None
-    ) -> F32Image:
+        self, scene_to_frame: F64, dst: F32 | None = None, rows: tuple[int, int] | None = None
+    ) -> F32:
         """The scene warped into the frame, or into its rows ``[r0, r1)`` only."""
         height = self.height
         if rows is not None:
@@ -269,12 +269,12 @@ class ShakeRenderer:
 
     def _composite(
         self,
-        dst: F32Image,
+        dst: F32,
         patch_to_frame: F64,
         *,
         pad: int = 0,
-        psf: F32Image | None = None,
-        mask: U8Image | None = None,
+        psf: F32 | None = None,
+        mask: U8 | None = None,
     ) -> None:
         """Composite the subject (premultiplied) over ``dst`` in place, warped by
         ``patch_to_frame``; optionally blurred by ``psf``; ``mask`` gets alpha ≥ 0.5."""
@@ -299,7 +299,7 @@ class ShakeRenderer:
             borderMode=cv2.BORDER_CONSTANT,
             borderValue=0,
         )
-        layer: F32Image = np.asarray(warped, np.float32)
+        layer: F32 = np.asarray(warped, np.float32)
         if psf is not None:
             layer = convolve(layer, psf, cv2.BORDER_CONSTANT)
         alpha = layer[..., 3:4]
@@ -314,7 +314,7 @@ class ShakeRenderer:
         pose: Pose | npt.ArrayLike,
         subject_pose: npt.ArrayLike | None = None,
         rows: tuple[int, int] | None = None,
-    ) -> tuple[F32Image, U8Image | None]:
+    ) -> tuple[F32, U8 | None]:
         """The noiseless sharp view at camera ``pose`` (yaw, pitch, roll; rad) with the
         subject (if any) at ``subject_pose`` (dx, dy px, angle rad; default its pose 0):
         linear ``float32 (H, W, 3)`` and the subject mask ``uint8 (H, W)`` or None; with
@@ -469,7 +469,7 @@ class ShakeRenderer:
 
     def _render_steps(
         self, times: F64, poses: F64, rows: tuple[int, int] | None = None
-    ) -> F32Image:
+    ) -> F32:
         g = self.scene_to_frame(poses)
         if rows is not None:
             g = _row_shift(rows[0]) @ g
@@ -488,8 +488,8 @@ class ShakeRenderer:
         return acc
 
     def _render_fast(
-        self, truth: F32Image, psf: F32Image, g_mean: F64, sub_mean: F64 | None, dsubj: F64 | None
-    ) -> F32Image:
+        self, truth: F32, psf: F32, g_mean: F64, sub_mean: F64 | None, dsubj: F64 | None
+    ) -> F32:
         if self.subject is None or sub_mean is None or dsubj is None:
             return convolve(truth, psf)
         blurred = convolve(self._warp_scene(g_mean), psf)
@@ -503,11 +503,11 @@ class ShakeRenderer:
     def _render_fast_rows(
         self,
         rows: tuple[int, int],
-        psf: F32Image,
+        psf: F32,
         g_mean: F64,
         sub_mean: F64 | None,
         dsubj: F64 | None,
-    ) -> F32Image:
+    ) -> F32:
         """The fast path for rows ``[r0, r1)``: rendered with a margin of the PSF's
         radius (so the convolution inside the band is exact), then cropped."""
         r0, r1 = rows

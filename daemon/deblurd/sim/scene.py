@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import ImageError, SimulationError
-from deblurd.imaging import F32Image, U8Image, read_rgb8, srgb_to_linear
+from deblurd.imaging import F32, U8, read_rgb8, srgb_to_linear
 
 _AA = cv2.LINE_AA
 _SHIFT = 4  # sub-pixel bits for cv2 drawing
@@ -71,7 +71,7 @@ _FONTS = [
 
 def fractal_noise(
     rng: np.random.Generator, height: int, width: int, cell_px: float, octaves: int = 4
-) -> F32Image:
+) -> F32:
     """Smooth 1/f-like noise ``float32 (H, W)`` of about unit standard deviation: white
     noise on grids of ``cell_px``, ``cell_px/2`` … px, upsampled bicubically and summed."""
     out = np.zeros((height, width), np.float32)
@@ -103,7 +103,7 @@ def _pt(x: float, y: float) -> tuple[int, int]:
 Fill = Callable[[int, int, int, int], npt.NDArray[np.floating]]
 
 
-def _blend(canvas: F32Image, mask: U8Image, fill: npt.ArrayLike | Fill) -> None:
+def _blend(canvas: F32, mask: U8, fill: npt.ArrayLike | Fill) -> None:
     """Paint ``fill`` through ``mask`` (uint8 alpha, anti-aliased) onto the float sRGB
     ``canvas``, in place. ``fill``: an RGB colour in [0, 1], or a function of the mask's
     bounding box ``(x, y, w, h)`` returning that box's texture ``(h, w, 3)``."""
@@ -116,7 +116,7 @@ def _blend(canvas: F32Image, mask: U8Image, fill: npt.ArrayLike | Fill) -> None:
     roi += a * (np.clip(src, 0.0, 1.0) - roi)
 
 
-def _new_mask(canvas: F32Image) -> U8Image:
+def _new_mask(canvas: F32) -> U8:
     return np.zeros(canvas.shape[:2], np.uint8)
 
 
@@ -126,7 +126,7 @@ def _word(rng: np.random.Generator) -> str:
 
 
 def _sky_and_ground(
-    canvas: F32Image, rng: np.random.Generator, tex: np.random.Generator, horizon: int
+    canvas: F32, rng: np.random.Generator, tex: np.random.Generator, horizon: int
 ) -> None:
     h, w = canvas.shape[:2]
     u = float(min(h, w))
@@ -165,7 +165,7 @@ def _sky_and_ground(
 
 
 def _building(
-    canvas: F32Image,
+    canvas: F32,
     rng: np.random.Generator,
     tex: np.random.Generator,
     x0: float,
@@ -221,7 +221,7 @@ def _building(
 
 
 def _tree(
-    canvas: F32Image,
+    canvas: F32,
     rng: np.random.Generator,
     tex: np.random.Generator,
     x: float,
@@ -262,7 +262,7 @@ def _tree(
 
 
 def _sign(
-    canvas: F32Image, rng: np.random.Generator, x: float, y: float, sw: float, sh: float
+    canvas: F32, rng: np.random.Generator, x: float, y: float, sw: float, sh: float
 ) -> None:
     """A panel on two posts, with lines of text-like words."""
     dark = bool(rng.integers(2))
@@ -291,7 +291,7 @@ def _sign(
     _blend(canvas, text, ink)
 
 
-def _checker(canvas: F32Image, x: float, y: float, cell: float) -> None:
+def _checker(canvas: F32, x: float, y: float, cell: float) -> None:
     board = _new_mask(canvas)
     cv2.rectangle(
         board,
@@ -312,7 +312,7 @@ def _checker(canvas: F32Image, x: float, y: float, cell: float) -> None:
         _blend(canvas, m, np.array(rgb) / 255.0)
 
 
-def _star(canvas: F32Image, cx: float, cy: float, r: float, spokes: int = 18) -> None:
+def _star(canvas: F32, cx: float, cy: float, r: float, spokes: int = 18) -> None:
     """A Siemens star on a white disc: radial edges of every orientation."""
     disc = _new_mask(canvas)
     cv2.circle(disc, _pt(cx, cy), int(r * 1.08 * _ONE), 255, -1, _AA, _SHIFT)
@@ -326,7 +326,7 @@ def _star(canvas: F32Image, cx: float, cy: float, r: float, spokes: int = 18) ->
     _blend(canvas, wedges, (0.06, 0.06, 0.08))
 
 
-def _ball(canvas: F32Image, rng: np.random.Generator, cx: float, cy: float, r: float) -> None:
+def _ball(canvas: F32, rng: np.random.Generator, cx: float, cy: float, r: float) -> None:
     lx, ly = cx - 0.35 * r, cy - 0.4 * r
     colour = rng.uniform(0.2, 0.95, 3).astype(np.float32)
 
@@ -345,7 +345,7 @@ def _ball(canvas: F32Image, rng: np.random.Generator, cx: float, cy: float, r: f
 
 
 def _fence(
-    canvas: F32Image, rng: np.random.Generator, x0: float, x1: float, base: float, hgt: float
+    canvas: F32, rng: np.random.Generator, x0: float, x1: float, base: float, hgt: float
 ) -> None:
     mask = _new_mask(canvas)
     step = max(hgt * 0.28, 3.0)
@@ -368,7 +368,7 @@ def _fence(
     _blend(canvas, mask, np.array(rng.choice([(0.92, 0.9, 0.85), (0.45, 0.3, 0.2)])))
 
 
-def procedural_scene_srgb(height: int, width: int, seed: int) -> U8Image:
+def procedural_scene_srgb(height: int, width: int, seed: int) -> U8:
     """The procedural scene as an 8-bit sRGB frame ``uint8 (H, W, 3)``
     (see :func:`procedural_scene`)."""
     if height < 8 or width < 8:
@@ -415,7 +415,7 @@ def procedural_scene_srgb(height: int, width: int, seed: int) -> U8Image:
     return np.round(np.clip(canvas, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def procedural_scene(height: int, width: int, seed: int) -> F32Image:
+def procedural_scene(height: int, width: int, seed: int) -> F32:
     """A deterministic natural-looking scene, linear ``float32 (H, W, 3)`` in [0, 1].
 
     Sky with clouds, hills, textured ground, buildings with window grids (straight edges,
@@ -427,7 +427,7 @@ def procedural_scene(height: int, width: int, seed: int) -> F32Image:
     return srgb_to_linear(procedural_scene_srgb(height, width, seed))
 
 
-def load_scene(path: str | os.PathLike[str]) -> F32Image:
+def load_scene(path: str | os.PathLike[str]) -> F32:
     """Read an 8-bit RGB photo as a linear scene ``float32 (H, W, 3)`` in [0, 1].
 
     Raises :class:`SimulationError` (cause chained) when the file cannot be used.
@@ -438,7 +438,7 @@ def load_scene(path: str | os.PathLike[str]) -> F32Image:
         raise SimulationError(f"cannot use {path} as a scene: {exc}") from exc
 
 
-def fit_scene(scene: F32Image, height: int, width: int, margin: float) -> F32Image:
+def fit_scene(scene: F32, height: int, width: int, margin: float) -> F32:
     """Fit a scene to a view of ``width × height`` px with ``margin`` (fraction of the
     larger side) of spare scene around it, so shake rarely shows the reflected border.
 

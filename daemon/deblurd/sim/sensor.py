@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import SimulationError
-from deblurd.imaging import F32Image, U8Image, linear_to_srgb
+from deblurd.imaging import F32, U8, linear_to_srgb
 
 POISSON_EXACT_BELOW_E = 30.0
 
@@ -89,7 +89,7 @@ class SensorModel:
         rng: np.random.Generator | None,
         *,
         approximate: bool = False,
-    ) -> F32Image:
+    ) -> F32:
         """Linear output ``float32`` (same shape as ``radiance``), clipped to [0, 1].
 
         ``rng`` None: noiseless (``v = g·t·L / ref_exposure_us``). Shot noise is drawn exactly
@@ -129,7 +129,7 @@ class SensorModel:
         rng: np.random.Generator | None,
         *,
         approximate: bool = False,
-    ) -> U8Image:
+    ) -> U8:
         """An 8-bit sRGB frame ``uint8`` (shape of ``radiance``) of the radiance
         ``float32 (H, W, 3)`` after noise, gain, clipping, sRGB encoding and rounding."""
         return linear_to_srgb(

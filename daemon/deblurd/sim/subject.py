@@ -21,9 +21,9 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import SimulationError
-from deblurd.imaging import F32Image, srgb_to_linear
+from deblurd.imaging import F32, F64, srgb_to_linear
 from deblurd.sim.scene import fractal_noise
-from deblurd.sim.trajectory import F64, Sines, random_sines
+from deblurd.sim.trajectory import Sines, random_sines
 
 _AA = cv2.LINE_AA
 _SKIN = [(232, 190, 160), (205, 150, 115), (160, 110, 80), (110, 75, 55), (240, 205, 180)]
@@ -32,7 +32,7 @@ _IRIS = [(80, 50, 30), (60, 90, 130), (70, 100, 60), (40, 30, 20)]
 _MOTION_BAND_HZ = (0.3, 2.5)
 
 
-def face_patch(height: int, rng: np.random.Generator) -> tuple[F32Image, F32Image]:
+def face_patch(height: int, rng: np.random.Generator) -> tuple[F32, F32]:
     """A face-like patch: linear colour ``float32 (h, w, 3)`` and alpha ``float32 (h, w)``
     in [0, 1] (anti-aliased edge), ``h = height``, ``w ≈ 0.8 h``.
 
@@ -108,7 +108,7 @@ class Subject:
     """A subject: premultiplied patch ``float32 (h, w, 4)`` (linear RGB × alpha, alpha),
     its anchor (scene px, where its centre sits at pose 0) and its motion."""
 
-    patch: F32Image
+    patch: F32
     anchor_xy: tuple[float, float]
     move_x: Sines
     move_y: Sines

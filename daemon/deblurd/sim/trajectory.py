@@ -86,8 +86,8 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import SimulationError
+from deblurd.imaging import F64
 
-F64 = npt.NDArray[np.float64]
 Pose = tuple[float, float, float]
 
 _TREMOR_BAND_HZ = (8.0, 12.0)  # the tremor frequency f₀ is drawn uniformly in it

@@ -33,8 +33,9 @@ import numpy as np
 from deblurd.burstdir import write_burst
 from deblurd.errors import BurstError, DeblurdError, ImageError, SimulationError
 from deblurd.imaging import (
-    F32Image,
-    U8Image,
+    F32,
+    F64,
+    U8,
     atomic_write_bytes,
     linear_to_srgb,
     read_rgb8,
@@ -43,7 +44,6 @@ from deblurd.imaging import (
 )
 from deblurd.sim.params import SimParams
 from deblurd.sim.render import ExposureStats
-from deblurd.sim.trajectory import F64
 
 if TYPE_CHECKING:
     from deblurd.sim.burst import SimulatedBurst
@@ -70,13 +70,13 @@ class Truth:
 
     path: Path
     params: SimParams
-    truth: list[U8Image]
-    subject_masks: list[U8Image] | None
-    psfs: list[F32Image]
+    truth: list[U8]
+    subject_masks: list[U8] | None
+    psfs: list[F32]
     stats: list[ExposureStats]
     frames: list[dict[str, Any]]
     trajectory: F64
-    scene: F32Image
+    scene: F32
     focal_px: float
     scene_offset_px: tuple[int, int]
 
@@ -87,7 +87,7 @@ def _npy_bytes(arr: np.ndarray[Any, Any]) -> bytes:
     return buf.getvalue()
 
 
-def _write_mask(path: Path, mask: U8Image) -> None:
+def _write_mask(path: Path, mask: U8) -> None:
     ok, buf = cv2.imencode(".png", mask)
     if not ok:
         raise ImageError(f"{path}: could not encode mask")

@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import ImageError
-from deblurd.imaging import linear_to_srgb, linear_to_srgb_float, srgb_to_linear
+from deblurd.imaging import F32, U8, linear_to_srgb, linear_to_srgb_float, srgb_to_linear
 from deblurd.inference.base import input_noise_sigma
 from deblurd.sim.render import convolve, rasterise_psf
 from deblurd.sim.sensor import SensorModel
@@ -51,8 +51,6 @@ from deblurd.sim.trajectory import ShakeTrajectory
 if TYPE_CHECKING:
     from deblurd.training.fused import FusedPairs
 
-F32 = npt.NDArray[np.float32]
-U8 = npt.NDArray[np.uint8]
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 RING_EXPOSURE_US = 8000
 

@@ -35,12 +35,9 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import ImageError
-from deblurd.imaging import atomic_write_bytes, linear_to_srgb_float, srgb_to_linear
+from deblurd.imaging import F32, U8, atomic_write_bytes, linear_to_srgb_float, srgb_to_linear
 from deblurd.inference.base import Deblurrer, Pass, input_noise_sigma
 from deblurd.training.data import PROCEDURAL_TRAIN_SEED
-
-F32 = npt.NDArray[np.float32]
-U8 = npt.NDArray[np.uint8]
 
 
 @dataclass

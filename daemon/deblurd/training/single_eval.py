@@ -29,16 +29,13 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
-import numpy.typing as npt
 
 from deblurd.evaluation.cli_args import frame_size_at_least, nonnegative_floats
 from deblurd.evaluation.metrics import psnr, ssim
-from deblurd.imaging import linear_to_srgb, srgb_to_linear
+from deblurd.imaging import F32, U8, linear_to_srgb, srgb_to_linear
 from deblurd.inference.onnx import OnnxDeblurrer
 from deblurd.settings.inference import OnnxRuntimeSettings
 
-F32 = npt.NDArray[np.float32]
-U8 = npt.NDArray[np.uint8]
 NSR_GRID = tuple(10.0 ** (e / 4) for e in range(-16, 5))
 
 
