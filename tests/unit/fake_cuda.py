@@ -6,8 +6,9 @@ last call into the real libraries.
   CUDA, each thread has its own stack of current contexts, and every driver call fails on
   a thread where none is current.
 * :func:`fake_tensorrt`: the parts of the TensorRT 10 Python API deblurd uses; a "plan" is
-  the ONNX model itself, and the execution context runs it with onnxruntime on the device
-  buffers bound with ``set_tensor_address``.
+  the ONNX model itself (:func:`fake_plan`), its network's and engine's I/O tensors are the
+  model's (names, modes, shapes with -1 for dynamic dims, data types), and the execution
+  context runs it with onnxruntime on the device buffers bound with ``set_tensor_address``.
 """
 
 from __future__ import annotations
@@ -219,16 +220,52 @@ def alloc_at(driver: types.ModuleType, address: int) -> FakeAlloc:
     raise AssertionError(f"no live device allocation at {address:#x}")
 
 
+def fake_plan(onnx: bytes, max_side: int) -> bytes:
+    """A serialized "plan" of :func:`fake_tensorrt`: b"PLAN", the profile's largest side,
+    the ONNX bytes."""
+    return b"PLAN" + int(max_side).to_bytes(4, "little") + onnx
+
+
+class FakeTensor:
+    """An I/O tensor of a network or engine (``ITensor``'s ``name``, ``shape``, ``dtype``)."""
+
+    def __init__(self, name: str, is_input: bool, shape: tuple[int, ...], dtype: str) -> None:
+        self.name, self.is_input, self.shape, self.dtype = name, is_input, shape, dtype
+
+
+def onnx_io(session: Any) -> list[FakeTensor]:
+    """The I/O tensors of an onnxruntime session as TensorRT reports them: dynamic dims
+    -1, data types ``float32``, ``float16``, ``int64``... (the fake ``trt.DataType``)."""
+    def tensor(arg: Any, is_input: bool) -> FakeTensor:
+        shape = tuple(d if isinstance(d, int) else -1 for d in arg.shape)
+        dtype = {"tensor(float)": "float32", "tensor(float16)": "float16"}.get(
+            arg.type, arg.type.removeprefix("tensor(").removesuffix(")"))
+        return FakeTensor(arg.name, is_input, shape, dtype)
+
+    return ([tensor(a, True) for a in session.get_inputs()]
+            + [tensor(a, False) for a in session.get_outputs()])
+
+
 def fake_tensorrt(driver: types.ModuleType, version: str = "10.3.0") -> types.ModuleType:
-    """``tensorrt`` with Builder/OnnxParser/Runtime: a serialized "plan" is b"PLAN" + the
-    ONNX bytes; the execution context runs them with onnxruntime on the buffers bound by
-    ``set_tensor_address`` (float32, NCHW), after checking the shapes against the profile.
-    ``trt.built`` records each build's (profile, FP16 flag)."""
+    """``tensorrt`` with Builder/OnnxParser/Runtime: a serialized "plan" is
+    :func:`fake_plan` of the ONNX bytes; the execution context runs them with onnxruntime
+    on the buffers bound by ``set_tensor_address`` (float32, NCHW), after checking the
+    shapes against the profile and that every I/O tensor has memory. A build fails
+    (None) when an input has no profile, as TensorRT's does. ``trt.built`` records each
+    build's (profile, FP16 flag)."""
     import onnxruntime as ort
 
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version  # type: ignore[attr-defined]
     built: list[dict[str, Any]] = []
+
+    class TensorIOMode:
+        INPUT = "input"
+        OUTPUT = "output"
+
+    class DataType:
+        FLOAT = "float32"
+        HALF = "float16"
 
     class Logger:
         WARNING = 2
@@ -240,7 +277,23 @@ def fake_tensorrt(driver: types.ModuleType, version: str = "10.3.0") -> types.Mo
         FP16 = "fp16"
 
     class Network:
-        onnx = b""
+        def __init__(self) -> None:
+            self.onnx = b""
+            self.io: list[FakeTensor] = []
+
+        @property
+        def num_inputs(self) -> int:
+            return len([t for t in self.io if t.is_input])
+
+        @property
+        def num_outputs(self) -> int:
+            return len([t for t in self.io if not t.is_input])
+
+        def get_input(self, i: int) -> FakeTensor:
+            return [t for t in self.io if t.is_input][i]
+
+        def get_output(self, i: int) -> FakeTensor:
+            return [t for t in self.io if not t.is_input][i]
 
     class OnnxParser:
         def __init__(self, network: Network, logger: Logger) -> None:
@@ -256,6 +309,8 @@ def fake_tensorrt(driver: types.ModuleType, version: str = "10.3.0") -> types.Mo
                 self.num_errors = 1
                 return False
             self.network.onnx = data
+            session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+            self.network.io = onnx_io(session)
             return True
 
         def get_error(self, i: int) -> str:
@@ -310,13 +365,15 @@ def fake_tensorrt(driver: types.ModuleType, version: str = "10.3.0") -> types.Mo
         def create_optimization_profile(self) -> Profile:
             return Profile()
 
-        def build_serialized_network(self, network: Network, config: Config) -> bytes:
+        def build_serialized_network(self, network: Network, config: Config) -> bytes | None:
             driver.require("cudaMalloc")
             (profile,) = config.profiles
+            if {t.name for t in network.io if t.is_input} != set(profile.shapes):
+                return None  # an input without a profile (or a profile of no input)
             built.append({"profile": profile.shapes, "fp16": BuilderFlag.FP16 in config.flags,
                           "cache_in": config.get_timing_cache().data})
-            hi = profile.shapes["image"][2]
-            return b"PLAN" + int(hi[2]).to_bytes(4, "little") + network.onnx
+            hi = max(int(shapes[2][2]) for shapes in profile.shapes.values())
+            return fake_plan(network.onnx, hi)
 
     class ExecutionContext:
         def __init__(self, onnx: bytes, max_side: int) -> None:
@@ -326,6 +383,8 @@ def fake_tensorrt(driver: types.ModuleType, version: str = "10.3.0") -> types.Mo
             self.shapes: dict[str, tuple[int, ...]] = {}
 
         def set_tensor_address(self, name: str, address: int) -> bool:
+            if name not in {t.name for t in onnx_io(self.session)}:
+                return False  # TensorRT logs "no tensor named ..."
             self.addresses[name] = address
             return True
 
@@ -337,20 +396,46 @@ def fake_tensorrt(driver: types.ModuleType, version: str = "10.3.0") -> types.Mo
 
         def execute_async_v3(self, stream_handle: int) -> bool:
             driver.require("enqueueV3")
+            io = onnx_io(self.session)
+            if any(t.name not in self.addresses for t in io) or any(
+                t.name not in self.shapes for t in io if t.is_input
+            ):
+                return False  # a tensor without memory or an input without its shape
             feeds = {}
-            for name in ("image", "noise"):
-                shape = self.shapes[name]
-                n = int(np.prod(shape))
-                mem = alloc_at(driver, self.addresses[name]).mem
-                feeds[name] = mem[: 4 * n].view(np.float32).reshape(shape).copy()
-            (out,) = self.session.run(["deblurred"], feeds)
-            dst = alloc_at(driver, self.addresses["deblurred"]).mem
-            dst[: out.nbytes] = np.ascontiguousarray(out, np.float32).reshape(-1).view(np.uint8)
+            for t in io:
+                if t.is_input:
+                    shape = self.shapes[t.name]
+                    n = int(np.prod(shape))
+                    mem = alloc_at(driver, self.addresses[t.name]).mem
+                    feeds[t.name] = mem[: 4 * n].view(np.float32).reshape(shape).copy()
+            outputs = [t.name for t in io if not t.is_input]
+            for name, out in zip(outputs, self.session.run(outputs, feeds), strict=True):
+                dst = alloc_at(driver, self.addresses[name]).mem
+                dst[: out.nbytes] = np.ascontiguousarray(out, np.float32).reshape(-1).view(
+                    np.uint8)
             return True
 
     class Engine:
         def __init__(self, onnx: bytes, max_side: int) -> None:
             self.onnx, self.max_side = onnx, max_side
+            session = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
+            self.io = {t.name: t for t in onnx_io(session)}
+
+        @property
+        def num_io_tensors(self) -> int:
+            return len(self.io)
+
+        def get_tensor_name(self, i: int) -> str:
+            return list(self.io)[i]
+
+        def get_tensor_mode(self, name: str) -> str:
+            return TensorIOMode.INPUT if self.io[name].is_input else TensorIOMode.OUTPUT
+
+        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+            return self.io[name].shape
+
+        def get_tensor_dtype(self, name: str) -> str:
+            return self.io[name].dtype
 
         def create_execution_context(self) -> ExecutionContext:
             return ExecutionContext(self.onnx, self.max_side)
@@ -365,7 +450,8 @@ def fake_tensorrt(driver: types.ModuleType, version: str = "10.3.0") -> types.Mo
             return Engine(plan[8:], int.from_bytes(plan[4:8], "little"))
 
     for name, obj in [("Logger", Logger), ("BuilderFlag", BuilderFlag), ("Builder", Builder),
-                      ("OnnxParser", OnnxParser), ("Runtime", Runtime), ("built", built)]:
+                      ("OnnxParser", OnnxParser), ("Runtime", Runtime), ("built", built),
+                      ("TensorIOMode", TensorIOMode), ("DataType", DataType)]:
         setattr(trt, name, obj)
     return trt
 

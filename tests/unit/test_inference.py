@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from deblurd.errors import InferenceError
+from deblurd.imaging import srgb_float_to_linear
 from deblurd.inference.base import input_noise_sigma
 from deblurd.inference.factory import open_deblurrer
-from deblurd.inference.onnx import OnnxDeblurrer, _srgb_float_to_linear
+from deblurd.inference.onnx import OnnxDeblurrer
 from deblurd.inference.tiling import run_tiled
 from deblurd.settings.inference import InferenceSettings, OnnxRuntimeSettings
 
@@ -100,9 +101,9 @@ def test_noise_map_is_the_measured_noise_of_the_whole_image(tmp_path: Path, sigm
     assert expected == pytest.approx(sigma, rel=0.05)
     fed = d.deblur_srgb(srgb) - d.deblur_srgb(srgb, noise=0.0)
     np.testing.assert_allclose(fed, expected, atol=1e-5)  # the same value in every tile
-    via_srgb = _srgb_float_to_linear(d.deblur_srgb(srgb))
+    via_srgb = srgb_float_to_linear(d.deblur_srgb(srgb))
     for pass_ in ("first", "second"):  # linear in, the same measured map, linear out
-        out = d.deblur(_srgb_float_to_linear(srgb), pass_)
+        out = d.deblur(srgb_float_to_linear(srgb), pass_)
         np.testing.assert_allclose(out, via_srgb, atol=2e-4)
 
 

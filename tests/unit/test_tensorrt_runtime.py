@@ -201,3 +201,70 @@ def test_the_daemon_builds_a_missing_or_stale_plan_at_start(
     keys = [json.loads(p.read_text()) for p in (state / "engines").glob("unet-*.json")]
     assert sorted(k["tensorrt_version"] for k in keys) == ["10.4.0", "10.4.0"]  # ... stale gone
     assert len(list((state / "engines").glob("*.plan"))) == 2
+
+
+def _model(path: Path, out_channels: int = 3) -> Path:
+    """A network without the noise input whose tensors are not named as ours: ``rgb``
+    float32 (1, 3, H, W) in, ``y`` out (``rgb`` itself, or its channel mean with
+    ``out_channels = 1``, which breaks the contract)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    node = (helper.make_node("Identity", ["rgb"], ["y"]) if out_channels == 3 else
+            helper.make_node("ReduceMean", ["rgb"], ["y"], axes=[1], keepdims=1))  # fmt: skip
+    graph = helper.make_graph(
+        [node], "plain",
+        [helper.make_tensor_value_info("rgb", TensorProto.FLOAT, [1, 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, out_channels, "H", "W"])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_tensor_names_come_from_the_plan_and_the_noise_input_is_optional(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The profile and the buffers are built from the network's I/O tensors: a network
+    with its own names and no noise map builds, loads and runs like onnxruntime."""
+    driver, trt = install_fake_tensorrt(monkeypatch)
+    from deblurd.inference.tensorrt import TensorRTDeblurrer, build_engine
+
+    model = _model(tmp_path / "plain.onnx")
+    build_engine(model, tmp_path, TILE)
+    assert set(trt.built[0]["profile"]) == {"rgb"}
+    net = TensorRTDeblurrer(model, tmp_path, tile=TILE)
+    ref = OnnxDeblurrer(OnnxRuntimeSettings(model=str(model), tile=TILE, threads=1))
+    img = np.random.default_rng(3).random((90, 300, 3), dtype=np.float32) * 0.8
+    assert np.array_equal(net.deblur(img, "first"), ref.deblur(img, "first"))
+    net.close()
+    ref.close()
+    assert driver.allocs and all(a.freed for a in driver.allocs)
+
+
+def test_a_network_outside_the_contract_is_our_error_at_build_and_at_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver, trt = install_fake_tensorrt(monkeypatch)
+    from fake_cuda import fake_plan
+
+    from deblurd.inference.tensorrt import (
+        TensorRTDeblurrer,
+        build_engine,
+        current_key,
+        store_plan,
+    )
+
+    bad = _model(tmp_path / "gray.onnx", out_channels=1)
+    expected = r"not a deblurd U-Net: expected the input image float32 \(1, 3, H, W\).*output y"
+    with pytest.raises(InferenceError, match=r"gray\.onnx: " + expected):
+        build_engine(bad, tmp_path, TILE)
+    assert trt.built == []
+    with pytest.raises(InferenceError, match=r"gray\.onnx: " + expected):
+        OnnxDeblurrer(OnnxRuntimeSettings(model=str(bad)))
+    # a plan of it (another builder): refused from the engine's I/O tensors, nothing held
+    store_plan(tmp_path, current_key(bad, TILE), fake_plan(bad.read_bytes(), TILE), b"")
+    with pytest.raises(InferenceError, match=r"unet-\w+\.plan: " + expected):
+        TensorRTDeblurrer(bad, tmp_path, tile=TILE)
+    assert all(a.freed for a in driver.allocs) and driver.context_depth() == 0

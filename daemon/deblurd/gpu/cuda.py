@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -76,18 +77,23 @@ class CudaBackend(Backend):
                 raise GpuError(f"cannot load the CUDA kernels: {exc}") from exc
             self.device_name = str(cuda.Context.get_device().name())
 
-    def _error(self, what: str, exc: Exception) -> GpuError:
-        if isinstance(exc, self._cuda.MemoryError):
-            self.release()  # the next job starts with an empty pool
-            return GpuError(f"out of GPU memory ({what}): {exc}")
-        return GpuError(f"CUDA error ({what}): {exc}")
-
-    def _alloc(self, nbytes: int, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Any:
+    @contextlib.contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        """Run the block with the primary context current; a pycuda error in it becomes a
+        :class:`GpuError` saying ``what`` failed (out of memory: the pool is freed first,
+        so the next job starts with an empty pool)."""
         try:
             with cuda_context():
-                return self._cuda.mem_alloc(nbytes)
+                yield
         except self._cuda.Error as exc:
-            raise self._error(f"allocating {nbytes} bytes for {dtype}{shape}", exc) from exc
+            if isinstance(exc, self._cuda.MemoryError):
+                self.release()
+                raise GpuError(f"out of GPU memory ({what}): {exc}") from exc
+            raise GpuError(f"CUDA error ({what}): {exc}") from exc
+
+    def _alloc(self, nbytes: int, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Any:
+        with self._guard(f"allocating {nbytes} bytes for {dtype}{shape}"):
+            return self._cuda.mem_alloc(nbytes)
 
     def _free(self, buf: Buffer) -> None:
         handle, buf.handle = buf.handle, None
@@ -98,21 +104,15 @@ class CudaBackend(Backend):
 
     def upload(self, buf: Buffer, host: npt.NDArray[Any]) -> None:
         arr = self._check_upload(buf, host)
-        try:
-            with cuda_context():
-                self._cuda.memcpy_htod_async(buf.handle, arr, self._stream)
-        except self._cuda.Error as exc:
-            raise self._error(f"upload of {arr.nbytes} bytes", exc) from exc
+        with self._guard(f"upload of {arr.nbytes} bytes"):
+            self._cuda.memcpy_htod_async(buf.handle, arr, self._stream)
         self._pending.append(arr)
 
     def download(self, buf: Buffer) -> npt.NDArray[Any]:
         out: npt.NDArray[Any] = np.empty(buf.shape, buf.dtype)
-        try:
-            with cuda_context():
-                self._cuda.memcpy_dtoh_async(out, buf.handle, self._stream)
-                self._stream.synchronize()
-        except self._cuda.Error as exc:
-            raise self._error(f"download of {buf.nbytes} bytes", exc) from exc
+        with self._guard(f"download of {buf.nbytes} bytes"):
+            self._cuda.memcpy_dtoh_async(out, buf.handle, self._stream)
+            self._stream.synchronize()
         self._pending.clear()
         return out
 
@@ -120,14 +120,11 @@ class CudaBackend(Backend):
         self, kernel: str, grid: tuple[int, int], block: tuple[int, int], *args: KernelArg
     ) -> None:
         fn = self._functions.get(kernel)
-        try:
-            with cuda_context():
-                if fn is None:
-                    fn = self._functions[kernel] = self._module.get_function(kernel)
-                fn(*[self._arg(a) for a in args], block=(block[0], block[1], 1),
-                   grid=(grid[0], grid[1]), stream=self._stream)
-        except self._cuda.Error as exc:
-            raise self._error(f"kernel {kernel}", exc) from exc
+        with self._guard(f"kernel {kernel}"):
+            if fn is None:
+                fn = self._functions[kernel] = self._module.get_function(kernel)
+            fn(*[self._arg(a) for a in args], block=(block[0], block[1], 1),
+               grid=(grid[0], grid[1]), stream=self._stream)
 
     @staticmethod
     def _arg(arg: KernelArg) -> Any:
@@ -140,11 +137,8 @@ class CudaBackend(Backend):
         raise GpuError(f"kernel argument of type {type(arg).__name__}")
 
     def synchronize(self) -> None:
-        try:
-            with cuda_context():
-                self._stream.synchronize()
-        except self._cuda.Error as exc:
-            raise self._error("synchronize", exc) from exc
+        with self._guard("synchronize"):
+            self._stream.synchronize()
         self._pending.clear()
 
     def close(self) -> None:

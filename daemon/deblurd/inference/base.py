@@ -4,19 +4,41 @@ A :class:`Deblurrer` takes one linear-light RGB image and returns its deblurred 
 of the same shape. Runtimes (onnxruntime everywhere, TensorRT on Jetson, a Triton server)
 implement it; :func:`deblurd.inference.factory.open_deblurrer` picks one from the config.
 The pipeline only sees this protocol; this module imports no runtime.
+
+What every runtime shares lives here too: the model contract (:func:`check_contract`:
+input ``image`` float32 ``(1, 3, H, W)`` sRGB-encoded values in [0, 1] (the network learns
+on what the camera writes), optional second input ``noise`` float32 ``(1, 1, H, W)``: the
+noise-level map, the noise std of ``image`` in the same sRGB units (:func:`input_noise_sigma`,
+one value for the whole image: about 0.01–0.04 for a noisy 8-bit ring frame, a few times
+less for a fused image) — one network serves both passes; output float32
+``(1, 3, H, W)``; H and W dynamic, multiples of ``multiple`` (ONNX metadata key
+``deblurd.multiple``, default 16)), the tile plan (:func:`run_network_tiled`), the tensors
+each tile is fed (:func:`network_inputs`), and :class:`TiledDeblurrer`, the base of the
+local runtimes (onnxruntime, TensorRT).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from deblurd.errors import InferenceError
+from deblurd.imaging import linear_to_srgb_float, srgb_float_to_linear
+from deblurd.inference.tiling import run_padded_tiled
 from deblurd.pipeline.noise import estimate_noise_sigma
 
 Pass = Literal["first", "second"]
+F32 = npt.NDArray[np.float32]
+TILE_OVERLAP = 160  # px shared by neighbouring tiles (blended, run_tiled): the U-Nets' deep
+# levels see ~100 px and more around a pixel. Measured at 512 px tiles, max difference to the
+# whole image: 96 px with a plain linear ramp 1.5 codes (retrained first-pass model), 160 px
+# with the ramp's zero outer quarter 0.67 (first pass) and 0.57 (second pass).
 
 
 def input_noise_sigma(srgb: npt.NDArray[np.float32]) -> float:
@@ -51,6 +73,133 @@ class Deblurrer(Protocol):
     def close(self) -> None:
         """Free every resource (sessions, device memory)."""
         ...
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One input or output of a network as its runtime reports it."""
+
+    name: str
+    is_input: bool
+    shape: tuple[int, ...]  # -1: a dynamic dim
+    float32: bool
+
+
+@dataclass(frozen=True)
+class NetworkIO:
+    """The names of a network's tensors in the model contract (module docstring)."""
+
+    image: str
+    noise: str | None  # None: the network takes no noise map
+    output: str
+
+    def inputs(self) -> list[tuple[str, int]]:
+        """``(name, channels)`` of each input, in :func:`network_inputs`' order."""
+        return [(self.image, 3)] + ([(self.noise, 1)] if self.noise is not None else [])
+
+
+def check_contract(where: str, tensors: Sequence[TensorInfo]) -> NetworkIO:
+    """Match ``tensors`` to the model contract: one float32 ``(1, 3, H, W)`` input (the
+    image), at most one float32 ``(1, 1, H, W)`` input (the noise map) and nothing else in,
+    one float32 ``(1, 3, H, W)`` output (the batch dim may be dynamic). Raises
+    :class:`InferenceError` starting with ``where`` and listing what the network has."""
+
+    def channels(t: TensorInfo) -> int | None:
+        if len(t.shape) != 4 or not t.float32 or t.shape[0] not in (1, -1):
+            return None
+        return t.shape[1]
+
+    inputs = [t for t in tensors if t.is_input]
+    outputs = [t for t in tensors if not t.is_input]
+    image = [t.name for t in inputs if channels(t) == 3]
+    noise = [t.name for t in inputs if channels(t) == 1]
+    outs = [t.name for t in outputs if channels(t) == 3]
+    ins_ok = len(image) == 1 and len(noise) <= 1 and len(inputs) == len(image) + len(noise)
+    if not ins_ok or len(outs) != 1 or len(outputs) != 1:
+        shown = ", ".join(
+            f"{'input' if t.is_input else 'output'} {t.name} "
+            f"{'float32' if t.float32 else 'not float32'} {t.shape}"
+            for t in tensors
+        )
+        raise InferenceError(
+            f"{where}: not a deblurd U-Net: expected the input image float32 (1, 3, H, W), "
+            f"optionally the input noise float32 (1, 1, H, W), and one output float32 "
+            f"(1, 3, H, W); it has {shown or 'no tensors'}"
+        )
+    return NetworkIO(image[0], noise[0] if noise else None, outs[0])
+
+
+def network_inputs(srgb: F32, noise: float) -> tuple[F32, F32]:
+    """The network's two inputs for one tile ``(h, w, 3)`` of :func:`run_network_tiled`
+    (its sides are multiples of the network's multiple): ``image`` ``float32 (1, 3, h, w)``
+    and ``noise`` ``float32 (1, 1, h, w)`` filled with ``noise``. Every runtime feeds
+    exactly these."""
+    image = np.ascontiguousarray(srgb.transpose(2, 0, 1)[None], dtype=np.float32)
+    noise_map = np.full((1, 1, *srgb.shape[:2]), noise, dtype=np.float32)
+    return image, noise_map
+
+
+def network_output(out: npt.NDArray[Any]) -> F32:
+    """The network's output ``(1, 3, h, w)`` back to the tile's ``float32 (h, w, 3)`` (a
+    copy: a runtime may reuse the memory of ``out``)."""
+    return np.ascontiguousarray(out[0].transpose(1, 2, 0), dtype=np.float32)
+
+
+def run_network_tiled(
+    srgb: F32,
+    run: Callable[[F32, float], F32],
+    tile: int,
+    multiple: int,
+    noise: float | None = None,
+) -> F32:
+    """The tile plan every runtime shares: check ``srgb`` ``float32 (H, W, 3)``, measure
+    its noise on the whole image (when ``noise`` is None), and call ``run(tile, noise)`` on
+    overlapping tiles whose sides are multiples of ``multiple``
+    (:func:`~deblurd.inference.tiling.run_padded_tiled`, overlap :data:`TILE_OVERLAP`);
+    the same plan gives the same output on any runtime."""
+    if srgb.ndim != 3 or srgb.shape[2] != 3:
+        raise InferenceError(f"expected (H, W, 3) image, got {srgb.shape}")
+    if min(srgb.shape[:2]) < multiple:
+        raise InferenceError(
+            f"image {srgb.shape[1]}x{srgb.shape[0]} is too small for the network "
+            f"(at least {multiple} px each side)"
+        )
+    sigma = input_noise_sigma(srgb) if noise is None else noise
+    return run_padded_tiled(srgb, lambda t: run(t, sigma), tile, TILE_OVERLAP, multiple)
+
+
+class TiledDeblurrer:
+    """What the local runtimes share: :meth:`deblur` in linear light around
+    :meth:`deblur_srgb`, which checks the image and runs :meth:`_run` on the tiles of
+    :func:`run_network_tiled`. A runtime sets ``name``, ``tile`` (px) and ``multiple``
+    and implements :meth:`_run` and :meth:`close`."""
+
+    name: str
+    tile: int
+    multiple: int
+
+    def _run(self, srgb: F32, noise: float) -> F32:
+        """The network on one tile ``float32 (h, w, 3)`` with the noise level ``noise``."""
+        raise NotImplementedError
+
+    def _running(self) -> contextlib.AbstractContextManager[object]:
+        """The context every :meth:`deblur_srgb` runs in (TensorRT: the CUDA context)."""
+        return contextlib.nullcontext()
+
+    def deblur_srgb(self, srgb: F32, noise: float | None = None) -> F32:
+        """Deblur sRGB-encoded ``float32 (H, W, 3)`` in [0, 1], tiled; same shape out.
+
+        ``noise``: the noise-level input (sRGB units); measured on the whole image
+        (:func:`input_noise_sigma`, before tiling) when None."""
+        with self._running():
+            return run_network_tiled(srgb, self._run, self.tile, self.multiple, noise)
+
+    def deblur(self, image: F32, pass_: Pass) -> F32:
+        """Linear ``float32 (H, W, 3)`` in, linear out (the network works in sRGB)."""
+        return srgb_float_to_linear(self.deblur_srgb(linear_to_srgb_float(image)))
+
+    def close(self) -> None:
+        raise NotImplementedError
 
 
 def resolve_model_path(model: str | Path) -> Path:

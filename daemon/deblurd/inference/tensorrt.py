@@ -9,14 +9,20 @@ missing or was built from another ONNX file, TensorRT version or GPU is rebuilt 
 needs no manual step), or, with ``build_plans = false``, refused with a message that says
 to run ``deblurd build-engine``.
 
-The model contract is :mod:`deblurd.inference.onnx`'s (inputs ``image`` and ``noise``,
-output ``deblurred``; sRGB in [0, 1]). The optimisation profile covers one tile
-(``tile × tile`` px, the most the runtime feeds; smaller images run at their padded
-size); bigger images are tiled (:func:`~deblurd.inference.tiling.run_padded_tiled`).
+The model contract is :func:`deblurd.inference.base.check_contract`'s (inputs ``image``
+and, optionally, ``noise``, output ``deblurred``; sRGB in [0, 1]): the build checks the
+parsed network's inputs and outputs against it, and loading checks the plan's I/O tensors
+(``num_io_tensors``, ``get_tensor_name``/``mode``/``shape``/``dtype``), so a plan of
+another network is our error, not TensorRT's at the first job; the names come from the
+network. The optimisation profile covers one tile (``tile × tile`` px, the most the
+runtime feeds; smaller images run at their padded size); bigger images are tiled
+(:func:`~deblurd.inference.base.run_network_tiled`, the plan every runtime shares).
 
 Execution uses the TensorRT 10 tensor API (``set_input_shape``, ``set_tensor_address``,
-``execute_async_v3``) with pycuda: page-locked host buffers, device buffers sized for the
-profile's largest shape, one CUDA stream; :meth:`TensorRTDeblurrer.close` frees them all.
+``execute_async_v3``) with pycuda: one :class:`HostDeviceMem` per I/O tensor (page-locked
+host memory and device memory sized for the profile's largest shape, paired as in
+NVIDIA's ``samples/python/common_runtime.py``), one CUDA stream;
+:meth:`TensorRTDeblurrer.close` frees them all.
 Every entry point runs with the device's primary context current on the calling thread
 (:func:`deblurd.gpu.context.cuda_context`): the daemon opens and warms the runtime on its
 main thread and runs jobs on the capture worker, and the CUDA registration shares the
@@ -30,7 +36,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,15 +45,18 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import InferenceError
-from deblurd.imaging import atomic_write_files, linear_to_srgb_float
-from deblurd.inference.base import Pass, input_noise_sigma
-from deblurd.inference.onnx import TILE_OVERLAP, _srgb_float_to_linear
-from deblurd.inference.tiling import run_padded_tiled
+from deblurd.imaging import atomic_write_files
+from deblurd.inference.base import (
+    NetworkIO,
+    TensorInfo,
+    TiledDeblurrer,
+    check_contract,
+    network_inputs,
+    network_output,
+)
 
 F32 = npt.NDArray[np.float32]
 log = logging.getLogger(__name__)
-INPUTS = ("image", "noise")
-OUTPUT = "deblurred"
 
 
 def sha256_file(path: Path) -> str:
@@ -157,6 +166,55 @@ def _cuda() -> Iterator[Any]:
         yield cuda
 
 
+def _check_io(where: str, trt: Any, tensors: Sequence[tuple[Any, bool, Any, Any]]) -> NetworkIO:
+    """:func:`~deblurd.inference.base.check_contract` on TensorRT's ``(name, is input,
+    Dims, DataType)`` of each I/O tensor (a dynamic dim is -1)."""
+    infos = [
+        TensorInfo(str(name), is_input, tuple(int(d) for d in shape), dtype == trt.DataType.FLOAT)
+        for name, is_input, shape, dtype in tensors
+    ]
+    return check_contract(where, infos)
+
+
+def network_io(where: str, trt: Any, network: Any) -> NetworkIO:
+    """The contract's tensors of a parsed ``INetworkDefinition`` (its inputs and outputs)."""
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    outputs = [network.get_output(i) for i in range(network.num_outputs)]
+    tensors = [(t.name, True, t.shape, t.dtype) for t in inputs]
+    tensors += [(t.name, False, t.shape, t.dtype) for t in outputs]
+    return _check_io(where, trt, tensors)
+
+
+def engine_io(where: str, trt: Any, engine: Any) -> NetworkIO:
+    """The contract's tensors of a deserialized ``ICudaEngine`` (its I/O tensors)."""
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    tensors = [
+        (name, engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
+         engine.get_tensor_shape(name), engine.get_tensor_dtype(name))
+        for name in names
+    ]  # fmt: skip
+    return _check_io(where, trt, tensors)
+
+
+class HostDeviceMem:
+    """One I/O tensor's memory, paired as in NVIDIA's ``common_runtime.HostDeviceMem``:
+    page-locked host memory and device memory of the profile's largest shape
+    ``(1, channels, tile, tile)`` float32. Allocate and free with the CUDA context
+    current."""
+
+    def __init__(self, cuda: Any, name: str, channels: int, tile: int) -> None:
+        self.name, self.channels = name, channels
+        self.host: F32 = cuda.pagelocked_empty((1, channels, tile, tile), np.float32)
+        self.device: Any = cuda.mem_alloc(self.host.nbytes)
+
+    def view(self, h: int, w: int) -> F32:
+        """The host memory as the tensor ``(1, channels, h, w)`` of a tile that size."""
+        return self.host.reshape(-1)[: self.channels * h * w].reshape(1, self.channels, h, w)
+
+    def free(self) -> None:
+        self.device.free()
+
+
 def default_state_dir() -> Path:
     """``$STATE_DIRECTORY`` (systemd's StateDirectory=) or ``~/.local/state/deblurd``."""
     env = os.environ.get("STATE_DIRECTORY")
@@ -197,12 +255,13 @@ def build_engine(onnx_path: Path, state_dir: Path, tile: int, multiple: int = 16
         if not parser.parse(onnx_path.read_bytes()):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise InferenceError(f"{onnx_path}: TensorRT cannot parse the model: {errors}")
+        io = network_io(str(onnx_path), trt, network)
         config = builder.create_builder_config()
         config.set_flag(trt.BuilderFlag.FP16)
         cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
         config.set_timing_cache(cache, ignore_mismatch=False)
         profile = builder.create_optimization_profile()
-        for name, ch in (("image", 3), ("noise", 1)):
+        for name, ch in io.inputs():
             profile.set_shape(
                 name, (1, ch, multiple, multiple), (1, ch, tile, tile), (1, ch, tile, tile)
             )
@@ -239,7 +298,7 @@ def ensure_plan(onnx_path: Path, state_dir: Path, tile: int) -> bool:
     return True
 
 
-class TensorRTDeblurrer:
+class TensorRTDeblurrer(TiledDeblurrer):
     """The U-Net as a TensorRT plan (module docstring). ``tile``: the profile's side, px."""
 
     def __init__(
@@ -255,8 +314,7 @@ class TensorRTDeblurrer:
         plan_path, _ = plan_paths(state_dir, key)
         self.tile, self.multiple = tile, multiple
         self.name = f"tensorrt:{plan_path.name}"
-        self._host: dict[str, Any] = {}
-        self._device: dict[str, Any] = {}
+        self._buffers: list[HostDeviceMem] = []  # the inputs (image, noise), the output
         self._context: Any = None
         self._engine: Any = None
         self._stream: Any = None
@@ -269,13 +327,13 @@ class TensorRTDeblurrer:
                     raise InferenceError(
                         f"{plan_path}: not a loadable TensorRT plan: run `deblurd build-engine`"
                     )
+                io = engine_io(str(plan_path), trt, self._engine)
                 self._context = self._engine.create_execution_context()
                 self._stream = cuda.Stream()
-                for name, ch in (("image", 3), ("noise", 1), (OUTPUT, 3)):
-                    host = cuda.pagelocked_empty((1, ch, tile, tile), np.float32)
-                    self._host[name] = host
-                    self._device[name] = cuda.mem_alloc(host.nbytes)
-                    self._context.set_tensor_address(name, int(self._device[name]))
+                for name, channels in (*io.inputs(), (io.output, 3)):
+                    mem = HostDeviceMem(cuda, name, channels, tile)
+                    self._buffers.append(mem)
+                    self._context.set_tensor_address(name, int(mem.device))
             except InferenceError:
                 self.close()
                 raise
@@ -287,52 +345,31 @@ class TensorRTDeblurrer:
 
     def _run(self, srgb: F32, noise: float) -> F32:
         h, w = srgb.shape[:2]
-        m = self.multiple
-        ph, pw = (-h) % m, (-w) % m
-        padded = np.pad(srgb, ((0, ph), (0, pw), (0, 0)), mode="reflect") if ph or pw else srgb
-        hh, ww = padded.shape[:2]
         cuda, stream = self._cuda, self._stream
-        img = self._host["image"].reshape(-1)[: 3 * hh * ww].reshape(1, 3, hh, ww)
-        img[...] = padded.transpose(2, 0, 1)[None]
-        nz = self._host["noise"].reshape(-1)[: hh * ww].reshape(1, 1, hh, ww)
-        nz.fill(noise)
-        self._context.set_input_shape("image", (1, 3, hh, ww))
-        self._context.set_input_shape("noise", (1, 1, hh, ww))
-        cuda.memcpy_htod_async(self._device["image"], img, stream)
-        cuda.memcpy_htod_async(self._device["noise"], nz, stream)
+        *inputs, output = self._buffers
+        for mem, value in zip(inputs, network_inputs(srgb, noise), strict=False):
+            host = mem.view(h, w)
+            host[...] = value
+            self._context.set_input_shape(mem.name, value.shape)
+            cuda.memcpy_htod_async(mem.device, host, stream)
         if not self._context.execute_async_v3(stream.handle):
             raise InferenceError(f"{self.name}: TensorRT execution failed")
-        out = self._host[OUTPUT].reshape(-1)[: 3 * hh * ww].reshape(1, 3, hh, ww)
-        cuda.memcpy_dtoh_async(out, self._device[OUTPUT], stream)
+        out = output.view(h, w)
+        cuda.memcpy_dtoh_async(out, output.device, stream)
         stream.synchronize()
-        result: F32 = np.ascontiguousarray(out[0].transpose(1, 2, 0)[:h, :w], dtype=np.float32)
-        return result
+        return network_output(out)
 
-    def deblur_srgb(self, srgb: F32, noise: float | None = None) -> F32:
-        """Deblur sRGB ``float32 (H, W, 3)`` in [0, 1], tiled at the profile's tile size;
-        ``noise`` as in :meth:`deblurd.inference.onnx.OnnxDeblurrer.deblur_srgb`."""
-        if srgb.ndim != 3 or srgb.shape[2] != 3 or min(srgb.shape[:2]) < self.multiple:
-            raise InferenceError(
-                f"expected an (H, W, 3) image of at least {self.multiple} px, got {srgb.shape}"
-            )
-        sigma = input_noise_sigma(srgb) if noise is None else noise
-        with _cuda():  # any thread: the daemon warms up on its main thread, runs on a worker
-            return run_padded_tiled(
-                srgb, lambda t: self._run(t, sigma), self.tile, TILE_OVERLAP, self.multiple
-            )
-
-    def deblur(self, image: F32, pass_: Pass) -> F32:
-        """Linear ``float32 (H, W, 3)`` in, linear out (the network works in sRGB)."""
-        return _srgb_float_to_linear(self.deblur_srgb(linear_to_srgb_float(image)))
+    def _running(self) -> contextlib.AbstractContextManager[object]:
+        """Any thread: the daemon warms up on its main thread and runs on a worker."""
+        return _cuda()
 
     def close(self) -> None:
         """Free device buffers, pinned memory, the stream, and the execution context,
         engine and runtime (in that order), with the CUDA context current. Idempotent."""
         with _cuda():
-            for buf in self._device.values():
-                buf.free()
-            self._device.clear()
-            self._host.clear()
+            for mem in self._buffers:
+                mem.free()
+            self._buffers.clear()
             self._stream = None
             self._context = None
             self._engine = None

@@ -2,8 +2,8 @@
 
 The device keeps registration and fusion; only the image of a U-Net pass travels, as the
 local runtime would feed it to its ONNX model: sRGB-encoded, in the tiles of the same plan
-(:func:`~deblurd.inference.onnx.run_network_tiled`: tile side ``tile``, overlap
-:data:`~deblurd.inference.onnx.TILE_OVERLAP`, each tile reflect-padded to a multiple of 16),
+(:func:`~deblurd.inference.base.run_network_tiled`: tile side ``tile``, overlap
+:data:`~deblurd.inference.base.TILE_OVERLAP`, tile sides multiples of 16),
 each tile one request with the inputs ``image`` ``FP32 (1, 3, H, W)`` and ``noise``
 ``FP32 (1, 1, H, W)``, the output ``deblurred`` ``FP32 (1, 3, H, W)`` (the names and dims
 ``deblurd export-triton`` writes, read from the server's model metadata). So the remote
@@ -35,13 +35,14 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import ConfigError, InferenceError, RemoteInferenceError
-from deblurd.imaging import linear_to_srgb_float
-from deblurd.inference.base import Deblurrer, Pass, resolve_model_path
-from deblurd.inference.onnx import (
+from deblurd.imaging import linear_to_srgb_float, srgb_float_to_linear
+from deblurd.inference.base import (
+    Deblurrer,
+    Pass,
     network_inputs,
     network_output,
+    resolve_model_path,
     run_network_tiled,
-    srgb_float_to_linear,
 )
 from deblurd.settings.inference import OnnxRuntimeSettings, TritonSettings
 
@@ -253,7 +254,7 @@ class TritonDeblurrer:
 
     def _run_remote(self, model: str, srgb: F32, noise: float) -> F32:
         info = self._model(model)
-        image, noise_map = network_inputs(srgb, noise, info.multiple)
+        image, noise_map = network_inputs(srgb, noise)
         m = self._module
         inputs = [m.InferInput(info.image, list(image.shape), "FP32")]
         inputs[0].set_data_from_numpy(image)
@@ -281,7 +282,7 @@ class TritonDeblurrer:
             raise RemoteError(f"Triton {self.endpoint}: model {model!r} answered NaN or inf")
         with self._lock:
             self.stats.latency_ms.append(ms)
-        return network_output(out, srgb.shape[0], srgb.shape[1])
+        return network_output(out)
 
     def infer_raw(
         self, model: str, arrays: dict[str, npt.NDArray[Any]], outputs: tuple[str, ...]

@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 KEY = "service.curve_keys_dir"
 SERVER_SECRET = "server.key_secret"
-SERVER_PUBLIC = "server.key"
 CLIENTS = "clients"
 PRIVATE = "private"
 _LOCAL = ("ipc://", "inproc://")
