@@ -267,6 +267,54 @@ class CaptureWorker:
 
         t = time.perf_counter()
         runtime_report(self.deblurrer)  # drops notes of an earlier job that failed
+        burst, metas, window_info = self._window(request)
+        numbers = [m.frame_number for m in metas]
+        t = stage("window", t)
+        self._check_abort()
+
+        plan: BurstPlan | RemotePlan
+        if self.offload is not None:
+            plan = self.offload.plan(burst, s)
+        else:
+            plan = plan_burst(burst, s, self.deblurrer)
+        t = stage("plan", t)
+        self._announce_selection(cid, plan, burst, numbers)
+        self._check_abort()
+
+        decision = plan.decision
+        if decision.source == "extra" and decision.exposure_us is not None and decision.frames:
+            self._add_extra(cid, burst, metas, numbers, decision.exposure_us, decision.frames)
+            t = stage("extra_capture", t)
+            self._check_abort()
+
+        if isinstance(plan, BurstPlan):
+            result = complete_burst(burst, s, plan, self.deblurrer, stage4_for(s.registration))
+            image, report = result.image, result.report.to_json()
+        else:
+            image, report = plan.complete(burst, s)
+        t = stage("fuse_finish", t)
+        data = encode_image(image, s.output.format, s.output.jpeg_quality)
+        t = stage("encode", t)
+        meta = self._result_meta(request, image, plan, burst, numbers, window_info, report)
+        self._check_abort()
+        if s.output.save_bursts:
+            burst_dir = self.store.save_burst(cid, burst)
+            meta["burst_dir"] = str(burst_dir) if burst_dir else None
+            t = stage("save_burst", t)
+        path = self.store.save(cid, data, "jpg" if s.output.format == "jpeg" else "png", meta)
+        meta["file"] = str(path)
+        t = stage("save", t)
+        meta["stage_ms"] = {**report["stage_ms"], **timing}
+        self.publisher.result(cid, meta, data)
+        for name, ms in report["stage_ms"].items():
+            timing[f"pipeline.{name}"] = ms
+        return meta
+
+    def _window(self, request: CaptureRequest) -> tuple[Burst, list[FrameMeta], dict[str, Any]]:
+        """The ring's frames around the trigger as a burst, their metadata, and the
+        :func:`window_report`. Raises :class:`CameraError` when the camera delivered no
+        frame after the trigger and its newest is old (stalled or dead)."""
+        s = self.settings
         fps = self.camera.fps or s.camera.fps
         wait_s = (s.selection.frames_after + 1) / fps + s.service.window_margin_s
         # The press on the sensor's clock (the sim camera's may lag the wall clock).
@@ -280,7 +328,6 @@ class CaptureWorker:
             frame_infos(metas, "ring", 0),
             trigger_position(metas, center_ns),
         )
-        numbers = [m.frame_number for m in metas]
         window_info = window_report(
             metas, center_ns, s.selection.frames_before + 1, s.selection.frames_after
         )
@@ -291,18 +338,14 @@ class CaptureWorker:
                 "or dead"
             )
         if not window_info["complete"]:
-            log.warning("capture %s: incomplete window %s", cid, window_info)
-        t = stage("window", t)
-        self._check_abort()
+            log.warning("capture %s: incomplete window %s", request.capture_id, window_info)
+        return burst, metas, window_info
 
-        plan: BurstPlan | RemotePlan
-        if self.offload is not None:
-            plan = self.offload.plan(burst, s)
-        else:
-            plan = plan_burst(burst, s, self.deblurrer)
-        t = stage("plan", t)
+    def _announce_selection(
+        self, cid: str, plan: BurstPlan | RemotePlan, burst: Burst, numbers: list[int]
+    ) -> None:
+        """The ``selected`` event: the frame chosen, its scores, and the decision."""
         decision = plan.decision
-        trig = metas[burst.trigger_index]
         self.publisher.event(
             cid,
             "selected",
@@ -314,35 +357,48 @@ class CaptureWorker:
             decision={"source": decision.source, "frames": decision.frames,
                       "exposure_us": decision.exposure_us},
         )  # fmt: skip
-        self._check_abort()
 
-        if decision.source == "extra" and decision.exposure_us is not None and decision.frames:
-            gain = exposure_gain(
-                trig.exposure_us, trig.analogue_gain, decision.exposure_us,
-                min(s.decision.max_analogue_gain, s.camera.max_gain),
-            )  # fmt: skip
-            self.publisher.event(
-                cid, "extra_capture", exposure_us=decision.exposure_us,
-                analogue_gain=round(gain, 3), frames=decision.frames,
-            )  # fmt: skip
-            extra = self._extra(cid, decision.exposure_us, gain, decision.frames)
-            extra_metas = [m for _, m in extra]
-            burst.frames += [f for f, _ in extra]
-            burst.infos += frame_infos(extra_metas, "extra", len(metas))
-            numbers += [m.frame_number for m in extra_metas]
-            t = stage("extra_capture", t)
-            self._check_abort()
+    def _add_extra(
+        self,
+        cid: str,
+        burst: Burst,
+        metas: list[FrameMeta],
+        numbers: list[int],
+        exposure_us: int,
+        frames: int,
+    ) -> None:
+        """Capture the decision's extra frames (at the trigger frame's brightness) and
+        append them to ``burst`` and their frame numbers to ``numbers``."""
+        s = self.settings
+        trig = metas[burst.trigger_index]
+        gain = exposure_gain(
+            trig.exposure_us, trig.analogue_gain, exposure_us,
+            min(s.decision.max_analogue_gain, s.camera.max_gain),
+        )  # fmt: skip
+        self.publisher.event(
+            cid, "extra_capture", exposure_us=exposure_us,
+            analogue_gain=round(gain, 3), frames=frames,
+        )  # fmt: skip
+        extra = self._extra(cid, exposure_us, gain, frames)
+        extra_metas = [m for _, m in extra]
+        burst.frames += [f for f, _ in extra]
+        burst.infos += frame_infos(extra_metas, "extra", len(metas))
+        numbers += [m.frame_number for m in extra_metas]
 
-        if isinstance(plan, BurstPlan):
-            result = complete_burst(burst, s, plan, self.deblurrer, stage4_for(s.registration))
-            image, report = result.image, result.report.to_json()
-        else:
-            image, report = plan.complete(burst, s)
-        t = stage("fuse_finish", t)
-        data = encode_image(image, s.output.format, s.output.jpeg_quality)
-        t = stage("encode", t)
+    def _result_meta(
+        self,
+        request: CaptureRequest,
+        image: U8Image,
+        plan: BurstPlan | RemotePlan,
+        burst: Burst,
+        numbers: list[int],
+        window_info: dict[str, Any],
+        report: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The result's metadata (``file``, ``burst_dir`` and ``stage_ms`` come later)."""
+        s = self.settings
         h, w = image.shape[:2]
-        meta: dict[str, Any] = {
+        return {
             "source": request.source,
             "trigger_wall_ns": request.wall_ns,
             "format": s.output.format,
@@ -359,19 +415,6 @@ class CaptureWorker:
             "report": report,
             "inference": runtime_report(self.deblurrer),  # e.g. a Triton pass run locally
         }
-        self._check_abort()
-        if s.output.save_bursts:
-            burst_dir = self.store.save_burst(cid, burst)
-            meta["burst_dir"] = str(burst_dir) if burst_dir else None
-            t = stage("save_burst", t)
-        path = self.store.save(cid, data, "jpg" if s.output.format == "jpeg" else "png", meta)
-        meta["file"] = str(path)
-        t = stage("save", t)
-        meta["stage_ms"] = {**report["stage_ms"], **timing}
-        self.publisher.result(cid, meta, data)
-        for name, ms in report["stage_ms"].items():
-            timing[f"pipeline.{name}"] = ms
-        return meta
 
     def _extra(
         self, cid: str, exposure_us: int, gain: float, frames: int
