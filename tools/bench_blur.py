@@ -24,13 +24,9 @@ from collections.abc import Callable
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
-from deblurd.imaging import linear_to_srgb, srgb_to_linear
+from deblurd.imaging import F32, U8, linear_to_srgb, srgb_to_linear
 from deblurd.pipeline.blur import DEFAULT_SIZE, analysis_image, blur_score, ring_powers
-
-U8 = npt.NDArray[np.uint8]
-F32 = npt.NDArray[np.float32]
 
 
 def natural_frame(height: int, width: int, seed: int = 0) -> U8:

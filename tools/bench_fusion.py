@@ -17,14 +17,12 @@ from collections.abc import Callable, Iterator
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
+from deblurd.imaging import F32
 from deblurd.pipeline.finishing import sharpen
 from deblurd.pipeline.fusion import AlignedFrame, FusionResult, fuse_sequential, fuse_to_reference
 from deblurd.pipeline.noise import estimate_noise_model, estimate_noise_sigma
 from deblurd.settings.fusion import FusionSettings
-
-F32 = npt.NDArray[np.float32]
 
 
 def make_scene(h: int, w: int, rng: np.random.Generator) -> F32:

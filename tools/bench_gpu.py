@@ -34,14 +34,12 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.gpu.backend import Backend, KernelArg, available
-from deblurd.imaging import srgb_to_linear
+from deblurd.imaging import F32, U8, srgb_to_linear
 from deblurd.pipeline.registration import OpenCVRegistrar, Registrar, Registration
 from deblurd.pipeline.stage4 import Aligner, CpuFusionJob, FusionJob, RegistrarAligner
 from deblurd.settings.fusion import FusionSettings
 from deblurd.settings.registration import RegistrationSettings
 
-F32 = npt.NDArray[np.float32]
-U8 = npt.NDArray[np.uint8]
 SIZES = {"1080p": (1920, 1080), "12mp": (4000, 3000)}
 
 

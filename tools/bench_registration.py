@@ -35,15 +35,12 @@ from typing import Any
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
 from deblurd.evaluation.cli_args import frame_sizes
 from deblurd.evaluation.pairs import grid_error, motion_kernel
+from deblurd.imaging import F32, F64
 from deblurd.pipeline.registration import OpenCVRegistrar
 from deblurd.settings.registration import RegistrationSettings
-
-F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
 
 
 def scene(width: int, height: int, seed: int) -> F32:

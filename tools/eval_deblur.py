@@ -32,11 +32,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 
 from deblurd.evaluation.cli_args import frame_size_at_least, nonnegative_floats
 from deblurd.evaluation.metrics import psnr, ssim
-from deblurd.imaging import srgb_to_linear
+from deblurd.imaging import F32, U8, srgb_to_linear
 from deblurd.inference.onnx import OnnxDeblurrer
 from deblurd.settings.inference import OnnxRuntimeSettings
 from deblurd.sim.isp import IspParams, camera_frame, tone_map
@@ -47,8 +46,6 @@ from deblurd.sim.sensor import SensorModel
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate import load_photo  # the evaluation photos: one loader
 
-F32 = npt.NDArray[np.float32]
-U8 = npt.NDArray[np.uint8]
 DEFAULT_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle")
 RING_EXPOSURE_US = 8000
 

@@ -63,12 +63,12 @@ from typing import Any, cast
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
 from deblurd.burstdir import Burst, FrameInfo, frame_names, read_burst, write_burst
 from deblurd.evaluation import noref
 from deblurd.evaluation.baselines import aligned_mean, candidate_indices, sharpest_index
 from deblurd.imaging import (
+    U8,
     atomic_write_bytes,
     linear_to_srgb,
     read_rgb8,
@@ -80,8 +80,6 @@ from deblurd.pipeline.process import process_burst
 from deblurd.settings.inference import InferenceSettings
 from deblurd.settings.load import load_settings
 from deblurd.settings.models import DeblurdSettings
-
-U8 = npt.NDArray[np.uint8]
 
 FPS = 15.0
 EXPOSURE_US = 16666

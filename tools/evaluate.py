@@ -61,7 +61,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
 from deblurd.evaluation.baselines import (
     aligned_mean,
@@ -73,13 +72,10 @@ from deblurd.evaluation.baselines import (
 )
 from deblurd.evaluation.cli_args import frame_size_at_least, nonnegative_floats
 from deblurd.evaluation.metrics import crop_border, psnr, ssim
-from deblurd.imaging import atomic_write_bytes, srgb_to_linear, write_image
+from deblurd.imaging import U8, Mask, atomic_write_bytes, srgb_to_linear, write_image
 from deblurd.settings.models import DeblurdSettings
 from deblurd.sim.burst import DEFAULT_SHAKE_DEG_S, SimParams, SimulatedBurst, simulate_burst
 from deblurd.sim.isp import isp_for_seed
-
-U8 = npt.NDArray[np.uint8]
-Mask = npt.NDArray[np.bool_]
 
 METHODS = ("trigger", "sharpest", "aligned mean", "FBA", "pipeline", "pipeline U-Net off")
 SETS = ("clean", "isp")

@@ -15,16 +15,13 @@ import argparse
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
 from deblurd.evaluation.metrics import psnr
-from deblurd.imaging import write_image
+from deblurd.imaging import U8, write_image
 from deblurd.inference.factory import open_deblurrer
 from deblurd.pipeline.process import process_burst
 from deblurd.settings.models import DeblurdSettings
 from deblurd.sim.burst import SimParams, simulate_burst
-
-U8 = npt.NDArray[np.uint8]
 
 
 def _label(img: U8, text: str) -> U8:

@@ -11,9 +11,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 import pytest
 
+from deblurd.imaging import F32, F64
 from deblurd.pipeline.fusion import AlignedFrame, fuse
 from deblurd.pipeline.registration import OpenCVRegistrar, warp_homography
 from deblurd.settings.fusion import FusionSettings
@@ -21,8 +21,6 @@ from deblurd.settings.registration import RegistrationSettings
 
 pytestmark = pytest.mark.gpu
 skdata: Any = pytest.importorskip("skimage.data")
-F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from deblurd.errors import ConfigError, InferenceError
+from deblurd.imaging import F32
 from deblurd.inference.onnx import OnnxDeblurrer
 from deblurd.inference.triton import TritonDeblurrer
 from deblurd.settings.inference import OnnxRuntimeSettings, TritonSettings
 
-F32 = npt.NDArray[np.float32]
 ROOT = Path(__file__).resolve().parents[2]
 SECOND = "engines/unet-second.onnx"
 
@@ -287,7 +286,7 @@ def test_daemon_status_and_report_show_the_remote_runtime(tmp_path: Path, server
     def doc(url: str, fallback: str) -> dict[str, Any]:
         return {
             "camera": {"width": 160, "height": 128, "fps": 20.0, "ring_memory_mb": 8,
-                       "sim": {"seed": 5, "shake": 60.0}},
+                       "backend": "sim", "sim": {"seed": 5, "shake": 60.0}},
             "service": {"control_endpoint": f"ipc://{tmp_path}/c-{fallback}.sock",
                         "results_endpoint": f"ipc://{tmp_path}/r-{fallback}.sock",
                         "results_hwm": 10000},
@@ -534,7 +533,7 @@ def test_daemon_with_burst_offload(tmp_path: Path, server: Any) -> None:
     PyTriton-bound deblurd_burst); a server that is down fails the jobs."""
     doc: dict[str, Any] = {
         "camera": {"width": 160, "height": 128, "fps": 20.0, "ring_memory_mb": 8,
-                   "sim": {"seed": 5, "shake": 60.0}},
+                   "backend": "sim", "sim": {"seed": 5, "shake": 60.0}},
         "service": {"control_endpoint": f"ipc://{tmp_path}/c.sock",
                     "results_endpoint": f"ipc://{tmp_path}/r.sock", "results_hwm": 10000},
         "output": {"directory": str(tmp_path / "out")},

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from deblurd.errors import ImageError
+from deblurd.imaging import F32
 from deblurd.pipeline.accumulation import fourier_accumulate, luma
 
-F32 = npt.NDArray[np.float32]
 H, W = 160, 192
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from deblurd.burstdir import Burst, FrameInfo
@@ -20,10 +19,7 @@ from deblurd.evaluation.baselines import (
     trigger_frame,
 )
 from deblurd.evaluation.metrics import psnr
-from deblurd.imaging import linear_to_srgb, srgb_to_linear
-
-U8 = npt.NDArray[np.uint8]
-F32 = npt.NDArray[np.float32]
+from deblurd.imaging import F32, U8, linear_to_srgb, srgb_to_linear
 
 
 def _texture(h: int, w: int, seed: int = 0) -> U8:

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deblurd.errors import ImageError
-from deblurd.imaging import linear_to_srgb_float, srgb_to_linear, to_gray
+from deblurd.imaging import F32, F64, U8, linear_to_srgb_float, srgb_to_linear, to_gray
 from deblurd.pipeline.blur import (
     HIGH_BAND,
     LOW_BAND,
@@ -27,10 +27,6 @@ from deblurd.pipeline.blur import (
     blur_score,
     blur_scores,
 )
-
-U8 = npt.NDArray[np.uint8]
-F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
 
 PHOTOS = ("astronaut", "camera", "coffee", "chelsea")
 KINDS = ("motion", "disk", "gaussian")

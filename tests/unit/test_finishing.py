@@ -10,11 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deblurd.errors import ImageError
+from deblurd.imaging import F32
 from deblurd.pipeline.finishing import finish, sharpen
 from deblurd.pipeline.noise import NoiseModel
 from deblurd.settings.fusion import FinishingSettings
-
-F32 = npt.NDArray[np.float32]
 
 
 def soft_edge(h: int = 64, w: int = 64, lo: float = 0.2, hi: float = 0.6) -> F32:

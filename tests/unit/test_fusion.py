@@ -10,6 +10,7 @@ import numpy.typing as npt
 import pytest
 
 from deblurd.errors import ImageError
+from deblurd.imaging import F32
 from deblurd.pipeline.fusion import (
     AlignedFrame,
     FusionResult,
@@ -21,7 +22,6 @@ from deblurd.pipeline.fusion import (
 from deblurd.pipeline.noise import NoiseModel, estimate_noise_model, estimate_noise_sigma
 from deblurd.settings.fusion import FusionSettings
 
-F32 = npt.NDArray[np.float32]
 A_READ, B_SHOT = 2e-5, 2e-3  # Poisson-Gaussian noise: σ(0.2) ≈ 0.021, σ(0.7) ≈ 0.038
 PATCH = 28
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
+from deblurd.imaging import F32
 from deblurd.pipeline.fusion import AlignedFrame, NoiseCalibration, floor_variance, fuse
 from deblurd.pipeline.noise import NoiseModel, estimate_noise_sigma
 from deblurd.settings.fusion import FusionSettings
 
-F32 = npt.NDArray[np.float32]
 H = W = 192
 
 

@@ -16,13 +16,13 @@ from typing import Any
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from deblurd.gpu.backend import grid_2d
 from deblurd.gpu.emulation import EmulatedBackend
 from deblurd.gpu.fuser import GpuFuser, area_taps, linear_taps
 from deblurd.gpu.registrar import HARRIS_SCALE, GpuRegistrar, warp_on
+from deblurd.imaging import F32, F64
 from deblurd.pipeline.corners import harris_response
 from deblurd.pipeline.fusion import AlignedFrame, fuse
 from deblurd.pipeline.pyramid import tracking_pyramid
@@ -38,8 +38,6 @@ from deblurd.settings.registration import RegistrationSettings
 
 skdata: Any = pytest.importorskip("skimage.data")
 
-F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
 
 
 def gray_photo(name: str = "astronaut") -> F32:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from deblurd.errors import RegistrationError
@@ -27,8 +26,6 @@ from deblurd.settings.registration import RegistrationSettings
 
 pytest.importorskip("skimage.data")  # photo_gray() loads scikit-image photos
 
-F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
 DEFAULTS = RegistrationSettings()
 
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from deblurd.errors import ImageError, RegistrationError
@@ -32,7 +31,7 @@ from deblurd.gpu.resident import (
     linear_into,
     opencv_gray_formula,
 )
-from deblurd.imaging import linear_to_srgb, srgb_to_linear, to_gray
+from deblurd.imaging import F32, U8, linear_to_srgb, srgb_to_linear, to_gray
 from deblurd.pipeline.fusion import AlignedFrame, fuse_sequential, fuse_to_reference
 from deblurd.pipeline.stage4 import CpuFusionJob, RegistrarAligner
 from deblurd.settings.fusion import FusionSettings
@@ -41,8 +40,6 @@ from deblurd.settings.registration import RegistrationSettings
 skdata: Any = pytest.importorskip("skimage.data")
 pytestmark = pytest.mark.usefixtures("emulation_compiler")
 
-U8 = npt.NDArray[np.uint8]
-F32 = npt.NDArray[np.float32]
 S = RegistrationSettings()
 
 

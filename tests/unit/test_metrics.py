@@ -6,13 +6,11 @@ import math
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from deblurd.errors import ImageError
 from deblurd.evaluation.metrics import crop_border, mse, psnr, ssim
-
-U8 = npt.NDArray[np.uint8]
+from deblurd.imaging import U8
 
 
 def _scene(h: int = 96, w: int = 128, seed: int = 0) -> U8:

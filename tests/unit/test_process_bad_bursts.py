@@ -10,17 +10,14 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from deblurd.burstdir import Burst, FrameInfo
 from deblurd.evaluation.metrics import psnr
-from deblurd.imaging import linear_to_srgb, srgb_to_linear
+from deblurd.imaging import U8, linear_to_srgb, srgb_to_linear
 from deblurd.pipeline.process import process_burst
 from deblurd.settings.models import DeblurdSettings
 from deblurd.sim import SimParams, simulate_burst
-
-U8 = npt.NDArray[np.uint8]
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
+from deblurd.imaging import F32
 from deblurd.pipeline.refine import (
     RefineParams,
     WorkingScale,
@@ -16,7 +16,6 @@ from deblurd.pipeline.refine import (
 from deblurd.pipeline.registration import OpenCVRegistrar, warp_homography
 from deblurd.settings.registration import RegistrationSettings
 
-F32 = npt.NDArray[np.float32]
 H, W = 360, 480
 
 

@@ -7,7 +7,6 @@ from dataclasses import replace
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +20,7 @@ from deblurd.evaluation.pairs import (
     warp_to_moving,
 )
 from deblurd.evaluation.pairs import handheld_homography as shake
+from deblurd.imaging import F32, F64
 from deblurd.pipeline.corners import CornerParams, persistent_corners, persists, spread
 from deblurd.pipeline.pyramid import PyramidBuilder, coarsest_level, tracking_level
 from deblurd.pipeline.registration import (
@@ -35,8 +35,6 @@ from deblurd.settings.registration import RegistrationSettings
 
 pytest.importorskip("skimage.data")  # photo_gray() loads scikit-image photos
 
-F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
 
 DEFAULTS = RegistrationSettings()
 
