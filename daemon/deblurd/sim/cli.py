@@ -7,11 +7,35 @@ from pathlib import Path
 
 from deblurd.errors import SimulationError
 from deblurd.sim.burst import simulate_burst, write_simulation
-from deblurd.sim.isp import isp_by_name
+from deblurd.sim.isp import IspParams, isp_by_name
 from deblurd.sim.params import DEFAULT_SHAKE_DEG_S, ShakeModel, SimParams
 from deblurd.sim.scene import load_scene
 
 _REF_EXPOSURE_GAIN_US = 32000.0  # the default preview's 8 ms × gain 4
+
+
+def _ring_exposure(exposure_ms: float | None) -> tuple[int, float, float]:
+    """The ring's exposure (µs), gain and frame rate: 8 ms at gain 4 and 30 fps by default;
+    for ``exposure_ms``, the gain that keeps the brightness (at least 1) and the fastest
+    rate the exposure allows (at most 30 fps)."""
+    if exposure_ms is None:
+        return 8000, 4.0, 30.0
+    if not 0 < exposure_ms <= 1000:
+        raise SimulationError(f"exposure must be in (0, 1000] ms, got {exposure_ms}")
+    exposure_us = round(exposure_ms * 1000)
+    gain = max(1.0, _REF_EXPOSURE_GAIN_US / exposure_us)
+    fps = min(30.0, 1e6 / (exposure_us + 500))
+    return exposure_us, gain, fps
+
+
+def _print_isp(name: str | None, c: IspParams) -> None:
+    """The simulated camera ISP's line of the summary."""
+    codec = {"jpeg": f"JPEG q{c.jpeg_quality}", "h264": f"H.264-like q{c.qstep:.1f}"}
+    print(
+        f"camera: {name} ISP, demosaic {c.demosaic}, denoise {c.denoise:.2f}/"
+        f"{c.chroma_denoise:.2f}, sharpen {c.sharpen:.2f}, "
+        f"{'4:2:0, ' if c.chroma_420 else ''}{codec.get(c.codec, 'no codec')}"
+    )
 
 
 def simulate_command(
@@ -59,13 +83,7 @@ def simulate_command(
         raise SimulationError(f"{out.parent}: cannot create folder: {exc.strerror}") from exc
     if flicker_pct is not None and not 0 <= flicker_pct <= 50:
         raise SimulationError(f"flicker must be 0..50 % RMS, got {flicker_pct}")
-    exposure_us, gain, fps = 8000, 4.0, 30.0
-    if exposure_ms is not None:
-        if not 0 < exposure_ms <= 1000:
-            raise SimulationError(f"exposure must be in (0, 1000] ms, got {exposure_ms}")
-        exposure_us = round(exposure_ms * 1000)
-        gain = max(1.0, _REF_EXPOSURE_GAIN_US / exposure_us)
-        fps = min(30.0, 1e6 / (exposure_us + 500))
+    exposure_us, gain, fps = _ring_exposure(exposure_ms)
     params = SimParams(
         width=width,
         height=height,
@@ -99,13 +117,7 @@ def simulate_command(
         f"{params.focal:.0f} px, seed {seed}"
     )
     if params.isp is not None:
-        c = params.isp
-        codec = {"jpeg": f"JPEG q{c.jpeg_quality}", "h264": f"H.264-like q{c.qstep:.1f}"}
-        print(
-            f"camera: {isp} ISP, demosaic {c.demosaic}, denoise {c.denoise:.2f}/"
-            f"{c.chroma_denoise:.2f}, sharpen {c.sharpen:.2f}, "
-            f"{'4:2:0, ' if c.chroma_420 else ''}{codec.get(c.codec, 'no codec')}"
-        )
+        _print_isp(isp, params.isp)
     extras = [
         f"flicker {params.flicker_rms * 100:.1f} % RMS" if params.flicker_rms else "",
         f"rolling shutter {rolling_shutter_ms:g} ms" if rolling_shutter_ms else "",
