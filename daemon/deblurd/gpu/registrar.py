@@ -50,6 +50,7 @@ from deblurd.pipeline.registration import (
     Registration,
     TrackedCorners,
     check_gray,
+    corner_params,
     fit_tracked,
     global_shift,
     rejected,
@@ -161,18 +162,6 @@ class GpuRegistrar(TrackedCorners):
 
     # --- corners ----------------------------------------------------------------------
 
-    def _corner_params(self) -> CornerParams:
-        s = self.settings
-        return CornerParams(
-            max_corners=s.max_corners,
-            quality=s.corner_quality,
-            min_distance_px=s.corner_min_distance_px,
-            margin_px=s.lk_window_px // 2 + 1,
-            persistence_levels=s.persistence_levels,
-            radius_px=s.persistence_radius_px,
-            grid=s.grid_cells,
-        )
-
     def _persistent_corners(self, params: CornerParams) -> F32:
         """corners.persistent_corners on the device pyramid ``ref``."""
         b = self.backend
@@ -281,7 +270,7 @@ class GpuRegistrar(TrackedCorners):
         self._pyramid("ref", gray)
         self._ref_top = self.backend.download(self._u8("ref", self._top))
         t1 = time.perf_counter()
-        self._corners = self._persistent_corners(self._corner_params())
+        self._corners = self._persistent_corners(corner_params(self.settings))
         n = len(self._corners)
         if n:
             pts = np.zeros((s.max_corners, 2), np.float32)

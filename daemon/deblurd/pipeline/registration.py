@@ -66,6 +66,7 @@ __all__ = [
     "Registration",
     "TrackedCorners",
     "check_gray",
+    "corner_params",
     "fit_homography",
     "fit_tracked",
     "global_shift",
@@ -436,16 +437,7 @@ class OpenCVRegistrar(TrackedCorners):
             )
         self._ref_pyr = self._ref_builder.build(gray)
         t1 = time.perf_counter()
-        params = CornerParams(
-            max_corners=s.max_corners,
-            quality=s.corner_quality,
-            min_distance_px=s.corner_min_distance_px,
-            margin_px=s.lk_window_px // 2 + 1,
-            persistence_levels=s.persistence_levels,
-            radius_px=s.persistence_radius_px,
-            grid=s.grid_cells,
-        )
-        self._corners = persistent_corners(self._ref_pyr, params)
+        self._corners = persistent_corners(self._ref_pyr, corner_params(s))
         self._shape = shape
         t2 = time.perf_counter()
         self.stage_ms = {"pyramid": elapsed_ms(t0, t1), "corners": elapsed_ms(t1, t2)}
@@ -605,6 +597,19 @@ def judge(
         tracked=tracked,
         inliers=inliers,
         residual_px=residual,
+    )
+
+
+def corner_params(s: RegistrationSettings) -> CornerParams:
+    """The reference corners' parameters from the settings (every registrar's)."""
+    return CornerParams(
+        max_corners=s.max_corners,
+        quality=s.corner_quality,
+        min_distance_px=s.corner_min_distance_px,
+        margin_px=s.lk_window_px // 2 + 1,
+        persistence_levels=s.persistence_levels,
+        radius_px=s.persistence_radius_px,
+        grid=s.grid_cells,
     )
 
 
