@@ -29,12 +29,11 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import InferenceError
-from deblurd.imaging import linear_to_srgb_float, srgb_float_to_linear
+from deblurd.imaging import F32, linear_to_srgb_float, srgb_float_to_linear
 from deblurd.inference.tiling import run_padded_tiled
 from deblurd.pipeline.noise import estimate_noise_sigma
 
 Pass = Literal["first", "second"]
-F32 = npt.NDArray[np.float32]
 TILE_OVERLAP = 160  # px shared by neighbouring tiles (blended, run_tiled): the U-Nets' deep
 # levels see ~100 px and more around a pixel. Measured at 512 px tiles, max difference to the
 # whole image: 96 px with a plain linear ramp 1.5 codes (retrained first-pass model), 160 px

@@ -12,10 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from deblurd.errors import InferenceError
+from deblurd.imaging import F32
 from deblurd.inference.base import (
     TensorInfo,
     TiledDeblurrer,
@@ -25,8 +23,6 @@ from deblurd.inference.base import (
     resolve_model_path,
 )
 from deblurd.settings.inference import OnnxRuntimeSettings
-
-F32 = npt.NDArray[np.float32]
 
 
 def _check_onnx_header(path: Path) -> None:

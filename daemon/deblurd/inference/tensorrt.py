@@ -42,10 +42,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from deblurd.errors import InferenceError
-from deblurd.imaging import atomic_write_files
+from deblurd.imaging import F32, atomic_write_files
 from deblurd.inference.base import (
     NetworkIO,
     TensorInfo,
@@ -55,7 +54,6 @@ from deblurd.inference.base import (
     network_output,
 )
 
-F32 = npt.NDArray[np.float32]
 log = logging.getLogger(__name__)
 
 

@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from deblurd.errors import ConfigError, InferenceError, RemoteInferenceError
-from deblurd.imaging import linear_to_srgb_float, srgb_float_to_linear
+from deblurd.imaging import F32, linear_to_srgb_float, srgb_float_to_linear
 from deblurd.inference.base import (
     Deblurrer,
     Pass,
@@ -46,7 +46,6 @@ from deblurd.inference.base import (
 )
 from deblurd.settings.inference import OnnxRuntimeSettings, TritonSettings
 
-F32 = npt.NDArray[np.float32]
 log = logging.getLogger(__name__)
 KEY = "inference.runtime"
 MULTIPLE_PARAMETER = "deblurd.multiple"

@@ -38,7 +38,7 @@ from deblurd.camera.base import CameraBackend, CameraError, FrameMeta
 from deblurd.camera.ring import FrameRing
 from deblurd.errors import DeblurdError, RemoteInferenceError
 from deblurd.gpu.factory import stage4_for
-from deblurd.imaging import U8Image, encode_image
+from deblurd.imaging import U8, encode_image
 from deblurd.inference.base import Deblurrer, runtime_report
 from deblurd.pipeline.decision import exposure_gain
 from deblurd.pipeline.process import BurstPlan, complete_burst, plan_burst
@@ -124,7 +124,7 @@ class JobQueue:
                 return left
 
 
-CaptureExtra = Callable[..., list[tuple[U8Image, FrameMeta]]]
+CaptureExtra = Callable[..., list[tuple[U8, FrameMeta]]]
 
 
 def _default_capture_extra() -> CaptureExtra:
@@ -388,7 +388,7 @@ class CaptureWorker:
     def _result_meta(
         self,
         request: CaptureRequest,
-        image: U8Image,
+        image: U8,
         plan: BurstPlan | RemotePlan,
         burst: Burst,
         numbers: list[int],
@@ -418,7 +418,7 @@ class CaptureWorker:
 
     def _extra(
         self, cid: str, exposure_us: int, gain: float, frames: int
-    ) -> list[tuple[U8Image, FrameMeta]]:
+    ) -> list[tuple[U8, FrameMeta]]:
         s = self.settings.camera
         capture = self._capture_extra or _default_capture_extra()
 
