@@ -238,7 +238,7 @@ def test_stop_is_clean_and_idempotent() -> None:
     cam.start(got)
     got.wait_until(lambda: len(got.frames) >= 3)
     cam.stop()
-    assert not any(t.name == "argus-camera" for t in threading.enumerate())
+    assert not any(t.name == "camera-argus" for t in threading.enumerate())
     count = got.calls
     time.sleep(0.1)
     assert got.calls == count

@@ -12,9 +12,15 @@ event-loop thread that completes one request per sensor frame, runs queued jobs
 (``capture_request(wait=False)`` → a job, ``wait(job, timeout)`` → its result or
 TimeoutError), keeps at most one completed request when ``queue`` is on and recycles the
 rest; ``cancel_all_and_flush``. Requests are reference counted (``release`` below zero
-raises, as the real ``CompletedRequest`` does), ``make_array("main")`` returns a copy in
-libcamera's byte order (``RGB888`` = B, G, R in memory), ``get_metadata()`` has
-``SensorTimestamp`` (ns), ``ExposureTime`` (µs), ``AnalogueGain``, ``FrameDuration`` (µs).
+raises, as the real ``CompletedRequest`` does) and own one buffer of ``stride`` bytes a row
+(``configure`` pads rows to ``rig.stride_align`` bytes, padding bytes 0xAB) in libcamera's
+byte order (``RGB888`` = B, G, R in memory); ``FakeMappedArray`` maps it like
+``picamera2.request.MappedArray`` (no copy; reshaped to ``(H, W, 3)`` from the request's
+``config["main"]``, skipping the padding; read-only here when ``write=False``, so a
+backend that wrote into the camera's buffer would fail); a released buffer is scribbled
+over (0xEE: the camera fills it again), so a view kept past ``on_frame`` shows garbage.
+``get_metadata()`` has ``SensorTimestamp`` (ns), ``ExposureTime`` (µs), ``AnalogueGain``,
+``FrameDuration`` (µs).
 Controls land ``control_delay`` frames after ``set_controls`` (the real camera: buffer
 count + a few); a frame is lost when no buffer is free. The rig records the truth of
 every sensor frame so tests can compare the backend's ``FrameMeta`` with it.
@@ -37,6 +43,7 @@ import pytest
 
 from deblurd.camera.base import CameraError, FrameMeta
 from deblurd.camera.picamera2 import Picamera2Camera
+from deblurd.camera.ring import FrameRing
 from deblurd.settings.camera import CameraSettings
 
 # ---------------------------------------------------------------------------- stand-in
@@ -61,6 +68,7 @@ class Rig:
     fail_configure: bool = False
     deliver: bool = True
     control_delay: int = 6
+    stride_align: int = 64
     wall_frame_s: float = 0.005
     sensor_margin_us: int = 500
     ae_exposure_us: int = 15000
@@ -115,13 +123,15 @@ class FakeJob:
 
 
 class FakeRequest:
-    """Like picamera2's CompletedRequest: reference counted, owns one buffer."""
+    """Like picamera2's CompletedRequest: reference counted, owns one buffer (``memory``:
+    flat, ``stride`` bytes a row), mapped by ``FakeMappedArray``."""
 
     def __init__(self, cam: FakePicamera2, buffer: int, memory: np.ndarray, md: dict[str, Any]):
         self.cam = cam
         self.buffer = buffer
         self.ref_count = 1
-        self._memory = memory
+        self.memory = memory
+        self.mapped = 0
         self._metadata = md
         self.config = dict(cam.camera_config or {})
 
@@ -138,17 +148,52 @@ class FakeRequest:
                 self.cam.release_errors += 1
                 raise RuntimeError("CompletedRequest: lock now has negative ref_count")
             if self.ref_count == 0:
+                if self.mapped:
+                    self.cam.release_errors += 1  # released while still mapped
+                self.memory.fill(0xEE)  # back to the camera, which fills it again
                 self.cam.free_buffers.append(self.buffer)
-
-    def make_array(self, name: str) -> np.ndarray:
-        if name != "main":
-            raise RuntimeError(f"Stream {name!r} is not defined")
-        if self.ref_count <= 0:
-            raise RuntimeError("request used after release")
-        return np.array(self._memory)  # picamera2's make_buffer copies
 
     def get_metadata(self) -> dict[str, Any]:
         return dict(self._metadata)
+
+
+class FakeMappedArray:
+    """Like picamera2.request.MappedArray: maps a request's stream buffer, no copy."""
+
+    def __init__(
+        self, request: FakeRequest, stream: str, reshape: bool = True, write: bool = True
+    ) -> None:
+        if stream != "main":
+            raise KeyError(stream)  # request.stream_map[stream]
+        self._request = request
+        self._reshape = reshape
+        self._write = write
+        self._array: np.ndarray | None = None
+
+    def __enter__(self) -> FakeMappedArray:
+        request = self._request
+        if request.ref_count <= 0:
+            raise RuntimeError("request used after release")
+        array = request.memory.view()
+        array.flags.writeable = self._write
+        if self._reshape:
+            config = request.config["main"]
+            fmt, (w, h), stride = config["format"], config["size"], config["stride"]
+            bpp = 3 if fmt in ("BGR888", "RGB888") else 4
+            if stride != w * bpp:
+                array = array.reshape((h, stride))[:, : w * bpp]
+            array = array.reshape((h, w, bpp))
+        request.mapped += 1
+        self._array = array
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._array = None
+        self._request.mapped -= 1
+
+    @property
+    def array(self) -> np.ndarray | None:
+        return self._array
 
 
 class FakePicamera2:
@@ -305,7 +350,8 @@ class FakePicamera2:
         if size[0] % 2 or size[1] % 2:
             raise RuntimeError("width and height should be even")
         bpp = 3 if main["format"] in ("RGB888", "BGR888") else 4
-        main["stride"] = size[0] * bpp
+        align = self.rig.stride_align
+        main["stride"] = -(-size[0] * bpp // align) * align
         config["main"] = main
         self._state = {}
         self._apply(config["controls"])
@@ -392,10 +438,15 @@ class FakePicamera2:
         rgb[..., 0], rgb[..., 1], rgb[..., 2] = 200, 100, index % 256
         fmt = cfg["main"]["format"]
         if fmt == "RGB888":
-            return np.ascontiguousarray(rgb[..., ::-1])  # B, G, R bytes in memory
-        if fmt == "BGR888":
-            return rgb  # R, G, B bytes
-        return np.concatenate([rgb, np.full((h, w, 1), 255, np.uint8)], axis=2)
+            pixels = rgb[..., ::-1]  # B, G, R bytes in memory
+        elif fmt == "BGR888":
+            pixels = rgb  # R, G, B bytes
+        else:
+            pixels = np.concatenate([rgb, np.full((h, w, 1), 255, np.uint8)], axis=2)
+        stride = cfg["main"]["stride"]
+        memory = np.full((h, stride), 0xAB, np.uint8)  # 0xAB: the row padding
+        memory[:, : pixels[0].size] = pixels.reshape(h, -1)
+        return memory.reshape(-1)
 
     def _event_loop(self) -> None:
         while self._running:
@@ -548,9 +599,13 @@ class FakeCamAccess:
         return self.rig.cameras[-1] if self.rig.cameras else None
 
 
-def make_camera(rig: Rig, **picam: Any) -> Picamera2Camera:
+def make_camera(
+    rig: Rig, settings: CameraSettings | None = None, **picam: Any
+) -> Picamera2Camera:
     return Picamera2Camera(
-        make_settings(**picam), picamera2_factory=partial(FakePicamera2, rig=rig)
+        settings or make_settings(**picam),
+        picamera2_factory=partial(FakePicamera2, rig=rig),
+        mapped_array=FakeMappedArray,
     )
 
 
@@ -576,6 +631,40 @@ def test_frames_arrive_in_rgb_order_at_the_configured_size(fmt: str) -> None:
         assert (rgb[..., 2] == t.index % 256).all()
 
 
+@pytest.mark.parametrize("fmt", ["RGB888", "BGR888"])
+def test_frames_go_from_the_mapped_buffer_into_the_ring_in_one_pass(fmt: str) -> None:
+    """on_frame gets a view of the mapped request buffer (the backend copies nothing);
+    the ring's push is the one pass: the right RGB pixels, no row padding, and each
+    request is released as soon as on_frame returns."""
+    rig = Rig()
+    ring = FrameRing(8, 64, 96)
+    views: list[bool] = []
+
+    def on_frame(rgb: np.ndarray, meta: FrameMeta) -> None:
+        fake = rig.cameras[-1]
+        mapped = [r for r in fake.all_requests if r.mapped]
+        views.append(len(mapped) == 1 and np.shares_memory(rgb, mapped[0].memory))
+        ring.push(rgb, meta)
+
+    cam = make_camera(rig, main_format=fmt)
+    cam.start(on_frame)
+    try:
+        ring.wait_for(lambda _m: True, 10, timeout_s=5.0, start_after_frame=-1)
+    finally:
+        cam.stop()
+    assert views and all(views)
+    fake = rig.cameras[-1]
+    assert fake.camera_config is not None and fake.camera_config["main"]["stride"] > 96 * 3
+    assert fake.release_errors == 0 and all(r.ref_count == r.mapped == 0 for r in fake.all_requests)
+    truth = rig.by_sensor_ns()
+    newest = ring.newest_meta()
+    assert newest is not None
+    for rgb, meta in ring.window(newest.timestamp_ns, ring.capacity, 0, timeout_s=0.0):
+        t = truth[meta.timestamp_ns + meta.exposure_us * 1000]
+        assert (rgb[..., 0] == 200).all() and (rgb[..., 1] == 100).all()
+        assert (rgb[..., 2] == t.index % 256).all()
+
+
 def test_configuration_follows_picamera2_api() -> None:
     rig = Rig()
     cam = make_camera(rig, buffer_count=5)
@@ -596,7 +685,7 @@ def test_configuration_follows_picamera2_api() -> None:
 def test_odd_size_is_made_even_like_picamera2() -> None:
     rig = Rig()
     settings = make_settings().model_copy(update={"width": 97, "height": 65})
-    cam = Picamera2Camera(settings, picamera2_factory=partial(FakePicamera2, rig=rig))
+    cam = make_camera(rig, settings)
     got = Collector()
     cam.start(got)
     try:
@@ -714,7 +803,7 @@ def test_stop_joins_the_thread_and_closes_the_camera() -> None:
     cam.start(got)
     got.wait_for(3)
     assert cam.alive()
-    threads = [t for t in threading.enumerate() if t.name == "picamera2-camera"]
+    threads = [t for t in threading.enumerate() if t.name == "camera-picamera2"]
     cam.stop()
     assert threads and not any(t.is_alive() for t in threads)
     fake = rig.cameras[-1]

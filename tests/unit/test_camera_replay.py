@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from frame_recorder import Recorder
 
 from deblurd.burstdir import Burst, FrameInfo, write_burst
-from deblurd.camera.base import CameraError, FrameMeta
+from deblurd.camera.base import CameraError
 from deblurd.camera.factory import open_camera
 from deblurd.camera.replay import ReplayCamera
 from deblurd.settings.camera import CameraSettings, ReplayCameraSettings
@@ -42,25 +42,6 @@ def settings(path: Path, loop: bool = True, fps: float = 100.0) -> CameraSetting
     return CameraSettings(
         backend="replay", fps=fps, replay=ReplayCameraSettings(path=str(path), loop=loop)
     )
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.items: list[tuple[np.ndarray, FrameMeta]] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, frame: np.ndarray, meta: FrameMeta) -> None:
-        with self.lock:
-            self.items.append((frame.copy(), meta))
-
-    def wait(self, n: int, timeout: float = 5.0) -> list[tuple[np.ndarray, FrameMeta]]:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            with self.lock:
-                if len(self.items) >= n:
-                    return list(self.items)
-            time.sleep(0.005)
-        raise AssertionError(f"only {len(self.items)} of {n} frames")
 
 
 def test_burst_replay_loops_with_the_bursts_metadata(burst_dir: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -10,8 +9,9 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from frame_recorder import Recorder
 
-from deblurd.camera.base import CameraError, FrameMeta
+from deblurd.camera.base import CameraError
 from deblurd.camera.v4l2 import AUTO_EXPOSURE_AUTO, AUTO_EXPOSURE_MANUAL, V4l2Camera
 from deblurd.settings.camera import CameraSettings, V4l2CameraSettings
 
@@ -66,25 +66,6 @@ def cfg(**v4l2: Any) -> CameraSettings:
     return CameraSettings(
         backend="v4l2", width=W, height=H, latency_frames=2, v4l2=V4l2CameraSettings(**v4l2)
     )
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.items: list[tuple[np.ndarray, FrameMeta]] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, frame: np.ndarray, meta: FrameMeta) -> None:
-        with self.lock:
-            self.items.append((frame.copy(), meta))
-
-    def wait(self, n: int, timeout: float = 5.0) -> list[tuple[np.ndarray, FrameMeta]]:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            with self.lock:
-                if len(self.items) >= n:
-                    return list(self.items)
-            time.sleep(0.002)
-        raise AssertionError(f"only {len(self.items)} of {n} frames")
 
 
 def test_missing_device_names_it(tmp_path: Path) -> None:

@@ -77,6 +77,22 @@ def test_push_rejects_wrong_shape_and_counts_gaps() -> None:
     assert ring.frames_missed == 2
 
 
+def test_push_takes_padded_and_channel_reversed_views() -> None:
+    """A camera's own buffer handed over as a view (padded rows; B, G, R bytes seen as RGB
+    through ``[..., ::-1]``, picamera2's RGB888) lands in the ring as the RGB frame."""
+    ring = FrameRing(4, H, W)
+    for n in range(4):
+        reversed_channels = n % 2 == 0
+        rows = np.full((H, W * 3 + 32), 0xAB, np.uint8)  # 32 bytes of row padding
+        buffer = rows[:, : W * 3].reshape(H, W, 3)
+        buffer[...] = make_frame(n)[..., ::-1] if reversed_channels else make_frame(n)
+        buffer.flags.writeable = False  # a mapped camera buffer is read, never written
+        ring.push(buffer[..., ::-1] if reversed_channels else buffer, make_meta(n))
+        latest = ring.latest()
+        assert latest is not None
+        check(*latest)
+
+
 def test_window_before_and_after() -> None:
     ring = FrameRing(32, H, W)
     push_range(ring, 0, 20)

@@ -61,7 +61,8 @@ from fractions import Fraction
 from typing import Any
 
 from deblurd.camera import gst
-from deblurd.camera.base import CameraBackend, CameraError, FrameCallback, FrameMeta
+from deblurd.camera.base import CameraError, FrameCallback, FrameMeta
+from deblurd.camera.thread import ThreadedCamera
 from deblurd.settings.camera import CameraSettings
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ def require_source(settings: CameraSettings) -> None:
 
 
 @dataclass
-class _Run:
+class _Stream:
     """One built pipeline and the exposure its frames carry."""
 
     pipeline: Any
@@ -165,20 +166,22 @@ class _Run:
     last_pts: int | None = None
 
 
-class ArgusCamera(CameraBackend):
-    """Jetson CSI camera through ``nvarguscamerasrc`` (or ``videotestsrc``); see module doc."""
+class ArgusCamera(ThreadedCamera):
+    """Jetson CSI camera through ``nvarguscamerasrc`` (or ``videotestsrc``); see module doc.
+
+    Its thread (:meth:`_run`) manages the pipeline: rebuilds it for exposure requests and
+    after errors. Frames arrive on GStreamer's streaming thread (:meth:`_on_sample`)."""
 
     name = "argus"
 
     def __init__(self, settings: CameraSettings) -> None:
-        self._settings = settings
+        super().__init__()
+        self.settings = settings
         self._argus = settings.argus
         self._wanted = plan_exposure(settings, settings.exposure_us, settings.analogue_gain)
         self._lock = threading.Lock()  # guards _wanted
         self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._run: _Run | None = None
+        self._stream: _Stream | None = None
         self._on_frame: FrameCallback | None = None
         self._Gst: Any = None
         self._frame_number = -1
@@ -192,51 +195,47 @@ class ArgusCamera(CameraBackend):
 
     @property
     def size(self) -> tuple[int, int]:
-        return (self._settings.height, self._settings.width)
+        return (self.settings.height, self.settings.width)
 
     @property
     def fps(self) -> float:
-        return self._settings.fps
+        return self.settings.fps
 
     @property
     def applied(self) -> ArgusExposure | None:
         """The exposure plan of the running pipeline (``None`` when not running)."""
-        run = self._run
-        return None if run is None else run.plan
+        stream = self._stream
+        return None if stream is None else stream.plan
 
     def start(self, on_frame: FrameCallback) -> None:
-        if self._thread is not None:
-            raise CameraError("argus camera is already started")
+        self._refuse_if_started()
         self._Gst = gst.import_gst()
-        require_source(self._settings)
+        require_source(self.settings)
         self._on_frame = on_frame
-        self._stop.clear()
+        self._stop.clear()  # _launch watches it while it waits for the first frame
         self._failed = False
         with self._lock:
             plan = self._wanted
-        self._run = self._launch(plan)
-        self._thread = threading.Thread(target=self._manage, name="argus-camera", daemon=True)
-        self._thread.start()
+        self._stream = self._launch(plan)
+        self._start_thread(on_frame)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stop.set()  # before the wake-up, so that the woken manager sees it
         self._wake.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join()
-        run, self._run = self._run, None
-        if run is not None:
-            self._teardown(run)
+        self._stop_thread()
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            self._teardown(stream)
         self._on_frame = None
 
     def request_exposure(self, exposure_us: int, analogue_gain: float) -> None:
-        plan = plan_exposure(self._settings, exposure_us, analogue_gain)
+        plan = plan_exposure(self.settings, exposure_us, analogue_gain)
         with self._lock:
             self._wanted = plan
         self._wake.set()
 
     def restore_preview(self) -> None:
-        self.request_exposure(self._settings.exposure_us, self._settings.analogue_gain)
+        self.request_exposure(self.settings.exposure_us, self.settings.analogue_gain)
 
     def alive(self) -> bool:
         if self._thread is None or self._failed:
@@ -248,41 +247,43 @@ class ArgusCamera(CameraBackend):
 
     # -- pipeline lifecycle (start: caller's thread; afterwards: the manager thread) --
 
-    def _launch(self, plan: ArgusExposure) -> _Run:
+    def _launch(self, plan: ArgusExposure) -> _Stream:
         """Build ``plan``'s pipeline, play it, wait for its first frame; CameraError if not."""
         Gst = self._Gst
-        desc = build_pipeline(self._settings, plan)
+        desc = build_pipeline(self.settings, plan)
         log.info("argus: starting pipeline: %s", desc)
         self._grace_until = time.monotonic() + self._argus.start_timeout_s
         try:
             pipeline = Gst.parse_launch(desc)
         except Exception as exc:  # GLib.Error: no such element, bad syntax
             raise CameraError(f"cannot build the GStreamer pipeline ({exc}): {desc}") from exc
-        run = _Run(pipeline, plan)
+        stream = _Stream(pipeline, plan)
         sink = pipeline.get_by_name("sink")
-        sink.connect("new-sample", self._on_sample, run)
+        sink.connect("new-sample", self._on_sample, stream)
         bus = pipeline.get_bus()
         if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
             failure = self._bus_error(bus) or "state change to PLAYING failed"
-            self._teardown(run)
+            self._teardown(stream)
             raise CameraError(f"{self._what()} did not start: {failure}")
         deadline = time.monotonic() + self._argus.start_timeout_s
-        while not run.first_frame.wait(_POLL_S):
+        while not stream.first_frame.wait(_POLL_S):
             detail = self._bus_error(bus)
             if detail is None and time.monotonic() > deadline:
                 detail = f"no frame within {self._argus.start_timeout_s:g} s"
             if detail is not None:
-                self._teardown(run)
+                self._teardown(stream)
                 raise CameraError(f"{self._what()} did not start: {detail}")
             if self._stop.is_set():
                 break
-        return run
+        return stream
 
-    def _teardown(self, run: _Run) -> None:
-        run.stale = True
-        run.pipeline.set_state(self._Gst.State.NULL)  # waits for the streaming thread
+    def _teardown(self, stream: _Stream) -> None:
+        stream.stale = True
+        stream.pipeline.set_state(self._Gst.State.NULL)  # waits for the streaming thread
 
-    def _manage(self) -> None:
+    def _run(self, on_frame: FrameCallback) -> None:
+        """The manager loop. ``on_frame`` is called from GStreamer's streaming thread
+        (:meth:`_on_sample`, through ``_on_frame``), not from here."""
         retry_at = 0.0
         backoff = _BACKOFF_MIN_S
         while not self._stop.is_set():
@@ -292,23 +293,23 @@ class ArgusCamera(CameraBackend):
                 break
             with self._lock:
                 wanted = self._wanted
-            run = self._run
-            if run is not None:
-                detail = self._bus_error(run.pipeline.get_bus())
+            stream = self._stream
+            if stream is not None:
+                detail = self._bus_error(stream.pipeline.get_bus())
                 if detail is not None:
                     self._fail(f"{self._what()} failed: {detail}")
-                    self._teardown(run)
-                    self._run = run = None
+                    self._teardown(stream)
+                    self._stream = stream = None
                     retry_at = time.monotonic() + backoff
-                elif run.plan == wanted:
+                elif stream.plan == wanted:
                     continue
-            if run is None and time.monotonic() < retry_at:
+            if stream is None and time.monotonic() < retry_at:
                 continue
-            if run is not None:
-                self._teardown(run)
-                self._run = None
+            if stream is not None:
+                self._teardown(stream)
+                self._stream = None
             try:
-                self._run = self._launch(wanted)
+                self._stream = self._launch(wanted)
             except CameraError as exc:
                 self._fail(str(exc))
                 retry_at = time.monotonic() + backoff
@@ -341,13 +342,13 @@ class ArgusCamera(CameraBackend):
 
     # -- frames (GStreamer streaming thread) --
 
-    def _on_sample(self, sink: Any, run: _Run) -> Any:
+    def _on_sample(self, sink: Any, stream: _Stream) -> Any:
         Gst = self._Gst
         sample = sink.emit("pull-sample")
-        if sample is None or run.stale or self._on_frame is None:
+        if sample is None or stream.stale or self._on_frame is None:
             return Gst.FlowReturn.OK
         try:
-            meta = self._meta(run, sample.get_buffer().pts)
+            meta = self._meta(stream, sample.get_buffer().pts)
             with gst.mapped_rgb(sample, Gst) as rgb:
                 self._on_frame(rgb, meta)
         except Exception:
@@ -355,25 +356,25 @@ class ArgusCamera(CameraBackend):
             if self.callback_errors <= 3 or self.callback_errors % 100 == 0:
                 log.exception("argus: frame handling failed (%d so far)", self.callback_errors)
         self._last_frame_at = time.monotonic()
-        run.first_frame.set()
+        stream.first_frame.set()
         return Gst.FlowReturn.OK
 
-    def _meta(self, run: _Run, pts: int) -> FrameMeta:
-        plan = run.plan
+    def _meta(self, stream: _Stream, pts: int) -> FrameMeta:
+        plan = stream.plan
         dropped = 0
         valid = pts != self._Gst.CLOCK_TIME_NONE
-        if valid and run.last_pts is not None:
+        if valid and stream.last_pts is not None:
             period_ns = 1e9 / float(plan.fps)
-            dropped = max(0, round((pts - run.last_pts) / period_ns) - 1)
+            dropped = max(0, round((pts - stream.last_pts) / period_ns) - 1)
         if valid:
-            run.last_pts = pts
+            stream.last_pts = pts
         self.dropped_frames += dropped
         self._frame_number += 1 + dropped
-        clock = run.pipeline.get_clock()
+        clock = stream.pipeline.get_clock()
         if valid and clock is not None:
             # pipeline clock -> monotonic: sample both clocks now
             offset = clock.get_time() - time.monotonic_ns()
-            ts = run.pipeline.get_base_time() + pts - offset
+            ts = stream.pipeline.get_base_time() + pts - offset
         else:
             ts = time.monotonic_ns()
         if self._argus.source == "nvarguscamerasrc":

@@ -1,11 +1,14 @@
 """The camera interface: frames as numpy arrays plus the sensor's own metadata.
 
 Every backend (sim, replay, picamera2, argus, v4l2) implements :class:`CameraBackend`.
-A backend owns its capture thread; for each frame it calls the ``on_frame`` callback
-given to :meth:`CameraBackend.start` with a ``uint8 (H, W, 3)`` RGB array that is valid
-**only during the call** (the callback copies it into the ring and returns at once; the
-camera never waits on processing) and a :class:`FrameMeta` that tells the truth about
-that frame (DESIGN §5: exposure changes land several frames late; only metadata counts).
+A backend owns its capture thread (:class:`deblurd.camera.thread.ThreadedCamera`); for
+each frame it calls the ``on_frame`` callback given to :meth:`CameraBackend.start` with a
+``uint8 (H, W, 3)`` RGB array that is valid **only during the call** (the callback copies
+it into the ring and returns at once; the camera never waits on processing) and a
+:class:`FrameMeta` that tells the truth about that frame (DESIGN §5: exposure changes land
+several frames late; only metadata counts). The array may be a strided view of the
+camera's own buffer (padded rows; picamera2: channels reversed in memory), which
+:meth:`deblurd.camera.ring.FrameRing.push` copies in one pass.
 """
 
 from __future__ import annotations

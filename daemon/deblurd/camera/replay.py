@@ -145,8 +145,7 @@ class ReplayCamera(ThreadedCamera):
         return self.settings.fps
 
     def start(self, on_frame: FrameCallback) -> None:
-        if self._thread is not None:
-            raise CameraError("replay: already started")
+        self._refuse_if_started()
         self._running = True
         self._start_thread(on_frame)
 

@@ -184,8 +184,7 @@ class SimCamera(ThreadedCamera):
         return self.settings.fps
 
     def start(self, on_frame: FrameCallback) -> None:
-        if self._thread is not None:
-            raise CameraError("sim camera: already started")
+        self._refuse_if_started()
         self._renderer = self._make_renderer()
         if self.params.noise:
             n = self.settings.height * self.settings.width * 3

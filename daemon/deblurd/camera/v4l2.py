@@ -145,8 +145,7 @@ class V4l2Camera(ThreadedCamera):
         return (exposure if exposure > 0 else s.exposure_us), gain
 
     def start(self, on_frame: FrameCallback) -> None:
-        if self._thread is not None:
-            raise CameraError(f"v4l2: {self.device} already started")
+        self._refuse_if_started()
         self._cap = self._open()
         self._alive = True
         self._start_thread(on_frame)
