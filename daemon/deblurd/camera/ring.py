@@ -38,13 +38,13 @@ import numpy.typing as npt
 
 from deblurd.camera.base import CameraError, FrameMeta
 from deblurd.errors import ConfigError
-from deblurd.imaging import U8Image
+from deblurd.imaging import U8
 
-Frame = tuple[U8Image, FrameMeta]
+Frame = tuple[U8, FrameMeta]
 _RETRIES = 3
 
 
-def _copy_rgb(frame: npt.NDArray[np.uint8], dst: U8Image) -> None:
+def _copy_rgb(frame: npt.NDArray[np.uint8], dst: U8) -> None:
     """``dst[...] = frame`` for ``uint8 (H, W, 3)`` arrays, in one pass (see ``push``)."""
     if frame.strides[2] == -1 and frame.strides[1] == 3:  # RGB view of B, G, R bytes
         cv2.cvtColor(frame[..., ::-1], cv2.COLOR_BGR2RGB, dst=dst)
@@ -88,7 +88,7 @@ class FrameRing:
         if capacity < 1 or height < 1 or width < 1:
             raise ValueError(f"bad ring geometry: {capacity} frames of {width}x{height}")
         self.capacity, self.height, self.width = capacity, height, width
-        self._frames: U8Image = np.zeros((capacity, height, width, 3), np.uint8)
+        self._frames: U8 = np.zeros((capacity, height, width, 3), np.uint8)
         self._frames.fill(0)  # touch every page now, not in the camera thread later
         self._number = np.zeros(capacity, np.int64)
         self._ts = np.zeros(capacity, np.int64)
