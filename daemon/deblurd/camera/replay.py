@@ -26,7 +26,7 @@ from deblurd.burstdir import read_burst
 from deblurd.camera.base import CameraError, FrameCallback, FrameMeta
 from deblurd.camera.thread import ThreadedCamera
 from deblurd.errors import BurstError
-from deblurd.imaging import U8Image
+from deblurd.imaging import U8
 from deblurd.settings.camera import CameraSettings
 from deblurd.settings.limits import LimitsSettings
 
@@ -46,7 +46,7 @@ class _BurstSource:
         self.size = burst.size
         self._i = 0
 
-    def next(self, loop: bool) -> tuple[U8Image, int, float] | None:
+    def next(self, loop: bool) -> tuple[U8, int, float] | None:
         if self._i >= len(self.frames):
             if not loop:
                 return None
@@ -87,7 +87,7 @@ class _VideoSource:
             raise CameraError(f"replay: {self.path}: cannot open as a video (OpenCV)")
         return cap
 
-    def next(self, loop: bool) -> tuple[U8Image, int, float] | None:
+    def next(self, loop: bool) -> tuple[U8, int, float] | None:
         frame = self._first
         self._first = None
         if frame is None:
@@ -102,7 +102,7 @@ class _VideoSource:
                     raise CameraError(f"replay: {self.path}: cannot read after rewinding")
         if frame.ndim == 2:
             frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-        rgb: U8Image = np.asarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), np.uint8)
+        rgb: U8 = np.asarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), np.uint8)
         if rgb.shape[:2] != self.size:
             raise CameraError(f"replay: {self.path}: frame size changed mid-stream")
         return rgb, self.exposure_us, self.gain

@@ -53,7 +53,7 @@ import numpy as np
 from deblurd.camera.base import CameraError, FrameCallback, FrameMeta
 from deblurd.camera.thread import ThreadedCamera
 from deblurd.errors import ConfigError, SimulationError
-from deblurd.imaging import F32Image, U8Image, linear_to_srgb
+from deblurd.imaging import F32, U8, linear_to_srgb
 from deblurd.settings.camera import CameraSettings
 from deblurd.sim.burst import make_renderer
 from deblurd.sim.isp import camera_frame, isp_by_name, tone_map
@@ -73,16 +73,16 @@ _LAG_HISTORY = 1024
 _LUT_SCALE = 65535.0
 # Linear [0, 1] quantised to 16 bits (bin centres) -> 8-bit sRGB: one table lookup instead
 # of pow/round passes; differs from ``linear_to_srgb`` by 1 code on ~0.1 % of pixels.
-_SRGB_LUT: U8Image = linear_to_srgb((np.arange(65536, dtype=np.float64) + 0.5) / _LUT_SCALE)
+_SRGB_LUT: U8 = linear_to_srgb((np.arange(65536, dtype=np.float64) + 0.5) / _LUT_SCALE)
 
 
 def expose_with_bank(
     sensor: SensorModel,
-    radiance: F32Image,
+    radiance: F32,
     exposure_us: float,
     gain: float,
-    z: F32Image | None,
-) -> U8Image:
+    z: F32 | None,
+) -> U8:
     """An 8-bit sRGB frame ``uint8 (H, W, 3)`` of linear ``radiance`` ``float32 (H, W, 3)``:
     the sensor model's Gaussian path (``SensorModel.expose(..., approximate=True)``: shot +
     read noise of variance ``λ + σr²`` electrons, gain, clipping) with the standard normals
@@ -99,7 +99,7 @@ def expose_with_bank(
         out += lam
     out *= to_code
     np.clip(out, 0.0, _LUT_SCALE, out=out)
-    codes: U8Image = np.take(_SRGB_LUT, out.astype(np.uint16))
+    codes: U8 = np.take(_SRGB_LUT, out.astype(np.uint16))
     return codes
 
 
@@ -116,8 +116,8 @@ class SimCamera(ThreadedCamera):
     def __init__(
         self,
         settings: CameraSettings,
-        scene: F32Image | None = None,
-        renderer_factory: Callable[[SimParams, F32Image | None], ShakeRenderer] = make_renderer,
+        scene: F32 | None = None,
+        renderer_factory: Callable[[SimParams, F32 | None], ShakeRenderer] = make_renderer,
     ) -> None:
         super().__init__()
         self.settings = settings
@@ -146,14 +146,14 @@ class SimCamera(ThreadedCamera):
         self._flicker = random_sines(
             np.random.default_rng([sim.seed, 9]), 6, (0.3, 3.0), rms_value=1.0
         )
-        self._previous: U8Image | None = None  # last frame handed over (H.264-like skips)
+        self._previous: U8 | None = None  # last frame handed over (H.264-like skips)
         self._scene = scene
         self._renderer_factory = renderer_factory
         self.sensor = self.params.sensor()
         self._period_ns = round(1e9 / settings.fps)
         self._lock = threading.Lock()
         self._renderer: ShakeRenderer | None = None
-        self._bank: F32Image | None = None
+        self._bank: F32 | None = None
         self._rng = np.random.default_rng([sim.seed, 7])
         self._fault_rng = np.random.default_rng([sim.seed, 8])
         self._preview = (settings.exposure_us, settings.analogue_gain)
@@ -234,7 +234,7 @@ class SimCamera(ThreadedCamera):
             raise CameraError(f"sim camera: no ground truth for frame {frame_number}")
         return stats
 
-    def truth_for(self, frame_number: int) -> U8Image:
+    def truth_for(self, frame_number: int) -> U8:
         """The ground truth of a recent frame: ``uint8 (H, W, 3)`` sRGB, noiseless and
         sharp at the frame's mean pose (camera and subject). Raises :class:`CameraError`
         when the frame is not remembered."""
@@ -400,7 +400,7 @@ class SimCamera(ThreadedCamera):
 
     def _render(
         self, frame: int, start_ns: int, exposure_us: int, gain: float
-    ) -> tuple[U8Image, ExposureStats]:
+    ) -> tuple[U8, ExposureStats]:
         renderer = self._renderer
         if renderer is None:
             raise CameraError("sim camera: not started")
@@ -426,7 +426,7 @@ class SimCamera(ThreadedCamera):
             return image, exp.stats
         if bright != 1.0:
             blurred = blurred * np.float32(bright)
-        z: F32Image | None = None
+        z: F32 | None = None
         if self._bank is not None:
             n = blurred.size
             off = int(self._rng.integers(0, self._bank.size - n + 1))

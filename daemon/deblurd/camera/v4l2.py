@@ -31,7 +31,7 @@ import numpy as np
 
 from deblurd.camera.base import CameraError, FrameCallback, FrameMeta
 from deblurd.camera.thread import ThreadedCamera
-from deblurd.imaging import U8Image
+from deblurd.imaging import U8
 from deblurd.settings.camera import CameraSettings
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ class V4l2Camera(ThreadedCamera):
     def _run(self, on_frame: FrameCallback) -> None:
         h, w = self.size
         bgr: Any = np.empty((h, w, 3), np.uint8)
-        rgb: U8Image = np.empty((h, w, 3), np.uint8)
+        rgb: U8 = np.empty((h, w, 3), np.uint8)
         failures = 0
         while not self._stop.is_set():
             cap = self._cap
