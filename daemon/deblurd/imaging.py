@@ -28,14 +28,13 @@ import numpy.typing as npt
 
 from deblurd.errors import ImageError, OutputError
 
-# The package's array aliases, defined here only (every module imports them from here).
+# The package's array aliases, defined here only (every module imports them from here):
+# a frame is a U8, a linear or gray image an F32 (the conventions above).
 U8 = npt.NDArray[np.uint8]
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 I32 = npt.NDArray[np.int32]
 Mask = npt.NDArray[np.bool_]
-U8Image = U8
-F32Image = F32
 
 # sRGB -> linear lookup table for 8-bit codes (IEC 61966-2-1).
 _codes = np.arange(256, dtype=np.float64) / 255.0
@@ -44,13 +43,13 @@ _SRGB_TO_LINEAR_LUT = np.where(
 ).astype(np.float32)
 
 
-def srgb_to_linear(frame: U8Image) -> F32Image:
+def srgb_to_linear(frame: U8) -> F32:
     """Decode an 8-bit sRGB frame ``(H, W[, 3]) uint8`` to linear light ``float32`` in [0, 1]."""
     if frame.dtype != np.uint8:
         raise ImageError(f"expected uint8 sRGB image, got {frame.dtype}")
     if frame.ndim <= 3 and (frame.ndim < 3 or frame.shape[2] <= 4) and frame.size:
         # cv2.LUT with a float32 table: ~20x faster than numpy fancy indexing at 1080p.
-        out: F32Image = np.asarray(
+        out: F32 = np.asarray(
             cv2.LUT(np.ascontiguousarray(frame), _SRGB_TO_LINEAR_LUT.reshape(256, 1)),
             dtype=np.float32,
         )
@@ -58,7 +57,7 @@ def srgb_to_linear(frame: U8Image) -> F32Image:
     return np.asarray(_SRGB_TO_LINEAR_LUT[frame], dtype=np.float32)
 
 
-def srgb_float_to_linear(x: F32Image) -> F32Image:
+def srgb_float_to_linear(x: F32) -> F32:
     """Decode sRGB values in [0, 1] (any shape, ``float32``; clipped to [0, 1] first) to
     linear light, ``float32`` (the LUT of :func:`srgb_to_linear` is for uint8 codes)."""
     x = np.clip(x, 0.0, 1.0)
@@ -66,23 +65,23 @@ def srgb_float_to_linear(x: F32Image) -> F32Image:
     return out.astype(np.float32)
 
 
-def linear_to_srgb_float(linear: npt.NDArray[np.floating]) -> F32Image:
+def linear_to_srgb_float(linear: npt.NDArray[np.floating]) -> F32:
     """Encode linear light (any shape, float) to sRGB values in [0, 1], ``float32``."""
     x = np.clip(np.asarray(linear, dtype=np.float32), 0.0, 1.0)
     # cv2.pow is vectorised: ~3x faster than np.power at 1080p, same result to 1 ulp.
-    out: F32Image = np.asarray(cv2.pow(x, 1.0 / 2.4), dtype=np.float32).reshape(x.shape)
+    out: F32 = np.asarray(cv2.pow(x, 1.0 / 2.4), dtype=np.float32).reshape(x.shape)
     out *= np.float32(1.055)
     out -= np.float32(0.055)
     np.copyto(out, x * np.float32(12.92), where=x <= 0.0031308)
     return out
 
 
-def linear_to_srgb(linear: npt.NDArray[np.floating]) -> U8Image:
+def linear_to_srgb(linear: npt.NDArray[np.floating]) -> U8:
     """Encode linear light (float, [0, 1]) to an 8-bit sRGB frame (rounded, clipped)."""
     return np.round(linear_to_srgb_float(linear) * 255.0).astype(np.uint8)
 
 
-def to_gray(image: npt.NDArray[np.generic]) -> F32Image:
+def to_gray(image: npt.NDArray[np.generic]) -> F32:
     """Luma of an RGB image ``(H, W, 3)`` as ``float32 (H, W)``; a 2-D input is returned as float32.
 
     uint8 input is scaled to [0, 1] (sRGB codes, not linearised: scoring and registration
@@ -97,11 +96,11 @@ def to_gray(image: npt.NDArray[np.generic]) -> F32Image:
     if arr.dtype == np.uint8:
         # OpenCV's fixed-point conversion: ~10x faster than float numpy at 1080p.
         g8 = cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_RGB2GRAY)
-        gray: F32Image = g8.astype(np.float32)
+        gray: F32 = g8.astype(np.float32)
         gray *= np.float32(scale)
         return gray
     f = np.ascontiguousarray(arr, dtype=np.float32)
-    grayf: F32Image = np.asarray(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), dtype=np.float32)
+    grayf: F32 = np.asarray(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), dtype=np.float32)
     return grayf
 
 
@@ -347,7 +346,7 @@ def check_pixels(header: ImageHeader, max_pixels: int, where: str) -> None:
         )
 
 
-def read_rgb8(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_FRAME_PIXELS) -> U8Image:
+def read_rgb8(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_FRAME_PIXELS) -> U8:
     """Read an 8-bit RGB image file (PNG or JPEG) as ``uint8 (H, W, 3)`` RGB.
 
     The header is read first: an image over ``max_pixels`` px is refused before anything
@@ -392,11 +391,11 @@ def read_rgb8(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_FRAME_
         raise ImageError(f"{p}: expected an RGB image with 3 channels, got {channels}")
     if img.shape[:2] != (header.height, header.width):
         raise ImageError(f"{p}: not a readable image: decoded size differs from its header")
-    rgb: U8Image = np.asarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+    rgb: U8 = np.asarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), dtype=np.uint8)
     return rgb
 
 
-def encode_image(frame: U8Image, fmt: str = "png", jpeg_quality: int = 92) -> bytes:
+def encode_image(frame: U8, fmt: str = "png", jpeg_quality: int = 92) -> bytes:
     """Encode an RGB ``uint8 (H, W, 3)`` frame as PNG or JPEG bytes."""
     ext = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg"}.get(fmt.lower())
     if ext is None:
@@ -501,7 +500,7 @@ def check_output_file(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def encode_for_path(path: str | os.PathLike[str], frame: U8Image, jpeg_quality: int = 92) -> bytes:
+def encode_for_path(path: str | os.PathLike[str], frame: U8, jpeg_quality: int = 92) -> bytes:
     """Encode ``frame`` by the file's extension (.png, .jpg/.jpeg; none: PNG)."""
     p = Path(path)
     fmt = p.suffix.lower().lstrip(".") or "png"
@@ -511,7 +510,7 @@ def encode_for_path(path: str | os.PathLike[str], frame: U8Image, jpeg_quality: 
         raise ImageError(f"{p}: {exc}") from exc
 
 
-def write_image(path: str | os.PathLike[str], frame: U8Image, jpeg_quality: int = 92) -> Path:
+def write_image(path: str | os.PathLike[str], frame: U8, jpeg_quality: int = 92) -> Path:
     """Encode by the file's extension (.png, .jpg/.jpeg) and write atomically."""
     p = Path(path)
     data = encode_for_path(p, frame, jpeg_quality)
