@@ -28,6 +28,7 @@ import zmq
 
 from deblurd.camera.sim import SimCamera
 from deblurd.service.daemon import Daemon
+from deblurd.settings.camera import SimCameraSection
 from deblurd.settings.models import DeblurdSettings
 
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080), "480p": (640, 480)}
@@ -49,10 +50,13 @@ def pct(values: list[float], q: float) -> float:
 def bench(size: str, triggers: int, fps: float, realtime: bool, warmup: int, unet: str) -> None:
     width, height = SIZES[size]
     tmp = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
+    camera = SimCameraSection.model_validate(
+        {"width": width, "height": height, "fps": fps, "ring_memory_mb": 256,
+         "sim": {"realtime": realtime}}
+    )  # fmt: skip
     settings = DeblurdSettings.model_validate(
         {
-            "camera": {"width": width, "height": height, "fps": fps, "ring_memory_mb": 256,
-                       "sim": {"realtime": realtime}},
+            "camera": camera,
             "service": {"control_endpoint": f"ipc://{tmp}/c.sock",
                         "results_endpoint": f"ipc://{tmp}/r.sock", "results_hwm": 1000},
             "output": {"directory": str(tmp / "out"), "max_files": 20},
@@ -60,7 +64,7 @@ def bench(size: str, triggers: int, fps: float, realtime: bool, warmup: int, une
             "inference": {"passes": unet},
         }
     )  # fmt: skip
-    daemon = Daemon(settings, camera_factory=lambda: SimCamera(settings.camera), terminal=False)
+    daemon = Daemon(settings, camera_factory=lambda: SimCamera(camera), terminal=False)
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     if not daemon.wait_ready(60):

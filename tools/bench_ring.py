@@ -23,7 +23,7 @@ from deblurd.camera.base import FrameMeta
 from deblurd.camera.ring import FrameRing, capacity_for_budget
 from deblurd.camera.sim import SimCamera
 from deblurd.evaluation.cli_args import frame_size, frame_sizes
-from deblurd.settings.camera import CameraSettings, SimCameraSettings
+from deblurd.settings.camera import SimCameraSection, SimCameraSettings
 
 
 def peak_rss_mb() -> float:
@@ -96,7 +96,7 @@ def bench_ring(height: int, width: int, budget_mb: int, seconds: float, fps: flo
 
 
 def bench_sim(height: int, width: int, seconds: float, realtime: bool) -> None:
-    cfg = CameraSettings(width=width, height=height, sim=SimCameraSettings(realtime=realtime))
+    cfg = SimCameraSection(width=width, height=height, sim=SimCameraSettings(realtime=realtime))
     cam = SimCamera(cfg)
     metas: list[FrameMeta] = []
     walls: list[float] = []

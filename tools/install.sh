@@ -17,7 +17,8 @@
 #   - /opt/deblurd/engines/*.onnx (the shipped U-Net) and the docs in /opt/deblurd/share/doc;
 #   - /etc/deblurd/deblurd.toml from config/deblurd.toml with the device paths filled in
 #     (results in /var/lib/deblurd/results, sockets in /run/deblurd, the camera backend of
-#     the platform) -- only when there is none: an existing config is never touched;
+#     the platform, the sim camera's tables commented out) -- only when there is none: an
+#     existing config is never touched;
 #   - deblurd.service in /etc/systemd/system, the platform drop-in as
 #     deblurd.service.d/10-PLATFORM.conf, tmpfiles.d, and on Jetson the udev rule for the
 #     GPIO chips;
@@ -242,13 +243,30 @@ for guide in "$SOURCE"/docs/guides/*.md; do
 done
 
 # ---------------------------------------------------------------- config
-# set_key SECTION KEY VALUE < in > out: set KEY (plain or commented out) in [SECTION].
+# set_key SECTION KEY VALUE < in > out: set KEY in [SECTION]: its line, or where there is
+# none the first commented-out one (a key unset by default; comments such as the tagged
+# table's '# backend = "sim": ...' come before the live key).
 set_key() {
     awk -v sect="$1" -v key="$2" -v val="$3" '
+        { line[NR] = $0 }
         /^\[.*\]$/ { cur = substr($0, 2, length($0) - 2) }
-        !done && cur == sect && $0 ~ ("^(# )?" key " = ") { print key " = " val; done = 1; next }
+        cur == sect && !live && $0 ~ ("^" key " = ") { live = NR }
+        cur == sect && !commented && $0 ~ ("^# " key " = ") { commented = NR }
+        END {
+            at = live ? live : commented
+            if (!at) { print "set_key: no " key " in [" sect "]" > "/dev/stderr"; exit 1 }
+            for (i = 1; i <= NR; i++) print (i == at ? key " = " val : line[i])
+        }'
+}
+# comment_table TABLE < in > out: comment out the keys and headers of [TABLE] and its
+# sub-tables (the default camera backend's, once another backend is chosen: only the
+# chosen backend's table may be in [camera]).
+comment_table() {
+    awk -v t="$1" '
+        /^\[.*\]$/ { cur = substr($0, 2, length($0) - 2); off = (cur == t || index(cur, t ".") == 1); found = found || off }
+        off && !/^(#|$)/ { print "# " $0; next }
         { print }
-        END { if (!done) { print "set_key: no " key " in [" sect "]" > "/dev/stderr"; exit 1 } }'
+        END { if (!found) { print "comment_table: no [" t "]" > "/dev/stderr"; exit 1 } }'
 }
 CONFIG=/etc/deblurd/deblurd.toml
 dir /etc/deblurd 755
@@ -271,14 +289,19 @@ else
         "service|results_endpoint|\"ipc:///run/deblurd/results.sock\""
         "triggers|terminal|false"
     )
+    commented=()
     case $PLATFORM in
-        rpi) edits+=("camera|backend|\"picamera2\"" "triggers.gpio|enabled|true") ;;
-        jetson) edits+=("camera|backend|\"argus\"") ;;
+        rpi) edits+=("camera|backend|\"picamera2\"" "triggers.gpio|enabled|true"); commented+=(camera.sim) ;;
+        jetson) edits+=("camera|backend|\"argus\""); commented+=(camera.sim) ;;
     esac
     i=0
     for e in "${edits[@]}"; do
         IFS='|' read -r s k v <<<"$e"
         set_key "$s" "$k" "$v" < "$tmp.$i" > "$tmp.$((i + 1))" || { rm -f "$tmp"*; die "config template changed: cannot set $s.$k"; }
+        i=$((i + 1))
+    done
+    for t in "${commented[@]}"; do
+        comment_table "$t" < "$tmp.$i" > "$tmp.$((i + 1))" || { rm -f "$tmp"*; die "config template changed: no [$t] to comment out"; }
         i=$((i + 1))
     done
     install -m 640 "$tmp.$i" "$ROOT$CONFIG"

@@ -46,15 +46,25 @@ def run_settings(
     output: str | None = None,
 ) -> DeblurdSettings:
     """``settings`` with the ``deblurd run`` flags applied (each overrides its config key),
-    and the default ``output.directory`` moved to ``$STATE_DIRECTORY/results`` under systemd."""
+    and the default ``output.directory`` moved to ``$STATE_DIRECTORY/results`` under systemd.
+    ``camera`` (``--camera``) switching to another backend drops the configured backend's
+    own table (``[camera.sim]``): the chosen backend's gets its defaults."""
     from pydantic import ValidationError
 
     from deblurd.service.runtime import output_directory
+    from deblurd.settings.camera import CAMERA_BACKENDS
     from deblurd.settings.output import OutputSettings
 
     data = settings.model_dump()
     default_output = str(OutputSettings.model_fields["directory"].default)
     data["output"]["directory"] = output_directory(settings.output.directory, default_output)
+    if camera is not None and camera != settings.camera.backend:
+        chosen = CAMERA_BACKENDS.get(camera)
+        if chosen is None:
+            tags = ", ".join(CAMERA_BACKENDS)
+            message = f"expected one of {tags}, got {camera!r} (from the command line)"
+            raise ConfigError("invalid command-line override", [("camera.backend", message)])
+        data["camera"] = {k: v for k, v in data["camera"].items() if k in chosen.model_fields}
     flags = {
         ("camera", "backend"): camera,
         ("service", "control_endpoint"): control,
@@ -67,13 +77,13 @@ def run_settings(
     try:
         return DeblurdSettings.model_validate(data)
     except ValidationError as exc:
-        problems = [
-            (
-                ".".join(str(p) for p in err["loc"]),
-                f"{err['msg'].removeprefix('Value error, ')} (from the command line)",
-            )
-            for err in exc.errors()
-        ]
+        problems = []
+        for err in exc.errors():
+            loc = list(err["loc"])
+            if loc[:1] == ["camera"] and len(loc) > 1 and loc[1] in CAMERA_BACKENDS:
+                del loc[1]  # the backend's tag, which pydantic puts in the location
+            message = err["msg"].removeprefix("Value error, ")
+            problems.append((".".join(map(str, loc)), f"{message} (from the command line)"))
         raise ConfigError("invalid command-line override", problems) from exc
 
 

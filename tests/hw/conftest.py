@@ -133,9 +133,9 @@ def picamera2_live() -> Iterator[LiveCamera]:
     if reason is not None:
         pytest.skip(reason)
     from deblurd.camera.picamera2 import Picamera2Camera
-    from deblurd.settings.camera import CameraSettings
+    from deblurd.settings.camera import Picamera2CameraSection
 
-    yield from _live(Picamera2Camera(CameraSettings(backend="picamera2")))
+    yield from _live(Picamera2Camera(Picamera2CameraSection()))
 
 
 @pytest.fixture
@@ -145,6 +145,6 @@ def argus_live() -> Iterator[LiveCamera]:
     if reason is not None:
         pytest.skip(reason)
     from deblurd.camera.argus import ArgusCamera
-    from deblurd.settings.camera import CameraSettings
+    from deblurd.settings.camera import ArgusCameraSection
 
-    yield from _live(ArgusCamera(CameraSettings(backend="argus")))
+    yield from _live(ArgusCamera(ArgusCameraSection()))

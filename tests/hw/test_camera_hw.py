@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deblurd.settings.camera import CameraSettings
+from deblurd.settings.models import DeblurdSettings
 
 pytestmark = pytest.mark.camera
 
@@ -55,7 +55,7 @@ def _check_exposure_switch(live: Any, exposure_us: int, gain: float) -> None:
     )
     assert landed, "no frame showed the requested exposure within 3 s"
     live.camera.restore_preview()
-    preview_us = CameraSettings().exposure_us
+    preview_us = DeblurdSettings().camera.exposure_us
     back = live.wait_for(lambda f: _close(f[-1][1].exposure_us, preview_us), timeout=3.0)
     assert back, "the preview exposure did not come back within 3 s"
 

@@ -31,7 +31,7 @@ W, H, FPS = 320, 240, 20.0
 
 def settings_for(tmp: Path, **sections: dict[str, Any]) -> DeblurdSettings:
     doc: dict[str, Any] = {
-        "camera": {"width": W, "height": H, "fps": FPS, "ring_memory_mb": 32,
+        "camera": {"backend": "sim", "width": W, "height": H, "fps": FPS, "ring_memory_mb": 32,
                    "sim": {"seed": 3, "shake": 60.0}},
         "service": {"control_endpoint": f"ipc://{tmp}/control.sock",
                     "results_endpoint": f"ipc://{tmp}/results.sock", "results_hwm": 1000},

@@ -38,7 +38,7 @@ FEED_GAP_S = 1.0  # a longer silence than this means the daemon stopped feeding
 
 def settings_for(tmp: Path, faults: dict[str, Any], **sections: dict[str, Any]) -> DeblurdSettings:
     doc: dict[str, Any] = {
-        "camera": {"width": W, "height": H, "fps": FPS, "ring_memory_mb": 8,
+        "camera": {"backend": "sim", "width": W, "height": H, "fps": FPS, "ring_memory_mb": 8,
                    "exposure_timeout_s": 1.0, "sim": {"seed": 3, "shake": 60.0, "faults": faults}},
         "service": {"control_endpoint": f"ipc://{tmp}/control.sock",
                     "results_endpoint": f"ipc://{tmp}/results.sock", "results_hwm": 10000,

@@ -41,7 +41,7 @@ ORIGINAL_WRITE = results_module.atomic_write_bytes  # type: ignore[attr-defined]
 
 def settings_doc(tmp: Path, out: Path) -> dict[str, Any]:
     return {
-        "camera": {"width": W, "height": H, "fps": FPS, "ring_memory_mb": 8,
+        "camera": {"backend": "sim", "width": W, "height": H, "fps": FPS, "ring_memory_mb": 8,
                    "sim": {"seed": 5, "shake": 60.0}},
         "service": {"control_endpoint": f"ipc://{tmp}/control.sock",
                     "results_endpoint": f"ipc://{tmp}/results.sock", "results_hwm": 10000},

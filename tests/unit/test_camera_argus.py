@@ -22,7 +22,7 @@ from deblurd.camera.argus import (
     require_source,
 )
 from deblurd.camera.base import CameraError, FrameMeta
-from deblurd.settings.camera import CameraSettings
+from deblurd.settings.camera import ArgusCameraSection
 
 GST_REASON = gst.gst_unavailable_reason()
 needs_gst = pytest.mark.skipif(GST_REASON is not None, reason=f"no GStreamer: {GST_REASON}")
@@ -30,8 +30,8 @@ needs_gst = pytest.mark.skipif(GST_REASON is not None, reason=f"no GStreamer: {G
 
 def make_settings(
     width: int = 96, height: int = 64, fps: float = 30.0, **argus: Any
-) -> CameraSettings:
-    return CameraSettings.model_validate(
+) -> ArgusCameraSection:
+    return ArgusCameraSection.model_validate(
         {
             "backend": "argus",
             "width": width,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -16,11 +16,18 @@ from deblurd.camera.replay import ReplayCamera
 from deblurd.camera.sim import SimCamera
 from deblurd.camera.v4l2 import V4l2Camera
 from deblurd.errors import ConfigError
-from deblurd.settings.camera import CameraSettings, ReplayCameraSettings
+from deblurd.settings.camera import (
+    ArgusCameraSection,
+    Picamera2CameraSection,
+    ReplayCameraSection,
+    ReplayCameraSettings,
+    V4l2CameraSection,
+)
+from deblurd.settings.models import DeblurdSettings
 
 
 def test_default_is_the_sim_camera() -> None:
-    cam = open_camera(CameraSettings())
+    cam = open_camera(DeblurdSettings().camera)
     assert isinstance(cam, SimCamera) and isinstance(cam, CameraBackend)
     assert cam.size == (720, 1280) and cam.fps == 30.0
 
@@ -28,28 +35,23 @@ def test_default_is_the_sim_camera() -> None:
 def test_replay_and_v4l2(tmp_path: Path) -> None:
     frame = np.zeros((40, 60, 3), np.uint8)
     path = write_burst(tmp_path / "b", Burst([frame], [FrameInfo("000.png", 0, 8000, 4.0)], 0))
-    cam = open_camera(CameraSettings(backend="replay", replay=ReplayCameraSettings(path=str(path))))
+    cam = open_camera(ReplayCameraSection(replay=ReplayCameraSettings(path=str(path))))
     assert isinstance(cam, ReplayCamera) and cam.size == (40, 60)
-    assert isinstance(open_camera(CameraSettings(backend="v4l2")), V4l2Camera)
+    assert isinstance(open_camera(V4l2CameraSection()), V4l2Camera)
 
 
 def test_replay_needs_a_path() -> None:
     with pytest.raises(ValueError, match=r"replay\.path"):
-        CameraSettings(backend="replay")
+        ReplayCameraSection()
 
 
 def test_missing_library_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_import = importlib.import_module
-
-    def no_hardware(name: str, package: str | None = None) -> Any:
-        if name in ("deblurd.camera.picamera2", "deblurd.camera.argus"):
-            raise ModuleNotFoundError(f"No module named {name!r}", name="picamera2")
-        return real_import(name, package)
-
-    monkeypatch.setattr(importlib, "import_module", no_hardware)
-    for backend, package in (("picamera2", "picamera2"), ("argus", "gstreamer")):
+    for name in ("deblurd.camera.picamera2", "deblurd.camera.argus"):
+        monkeypatch.setitem(sys.modules, name, None)  # importing it raises ImportError
+    sections = (Picamera2CameraSection(), ArgusCameraSection())
+    for section, package in zip(sections, ("picamera2", "gstreamer"), strict=True):
         with pytest.raises(ConfigError, match=r"camera\.backend") as info:
-            open_camera(CameraSettings(backend=backend))  # type: ignore[arg-type]
+            open_camera(section)
         assert info.value.problems[0][0] == "camera.backend"
         assert package in str(info.value).lower()
 
@@ -63,7 +65,7 @@ def test_probe_failure_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(gst, "import_gst", broken)
     with pytest.raises(ConfigError, match="PyGObject") as info:
-        open_camera(CameraSettings(backend="argus"))
+        open_camera(ArgusCameraSection())
     assert info.value.problems[0][0] == "camera.backend"
 
 
@@ -71,7 +73,7 @@ def test_picamera2_here() -> None:
     """On this machine picamera2 is absent (or cannot load libcamera): a ConfigError that
     says what to install; on a Pi it constructs the backend."""
     try:
-        cam = open_camera(CameraSettings(backend="picamera2"))
+        cam = open_camera(Picamera2CameraSection())
     except ConfigError as exc:
         assert "camera.backend" in str(exc) and "picamera2" in str(exc)
     else:

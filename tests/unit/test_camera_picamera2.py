@@ -44,7 +44,7 @@ import pytest
 from deblurd.camera.base import CameraError, FrameMeta
 from deblurd.camera.picamera2 import Picamera2Camera
 from deblurd.camera.ring import FrameRing
-from deblurd.settings.camera import CameraSettings
+from deblurd.settings.camera import Picamera2CameraSection
 
 # ---------------------------------------------------------------------------- stand-in
 
@@ -548,8 +548,8 @@ class FakePicamera2:
 # ---------------------------------------------------------------------------- helpers
 
 
-def make_settings(**picam: Any) -> CameraSettings:
-    return CameraSettings.model_validate(
+def make_settings(**picam: Any) -> Picamera2CameraSection:
+    return Picamera2CameraSection.model_validate(
         {
             "backend": "picamera2",
             "width": 96,
@@ -600,7 +600,7 @@ class FakeCamAccess:
 
 
 def make_camera(
-    rig: Rig, settings: CameraSettings | None = None, **picam: Any
+    rig: Rig, settings: Picamera2CameraSection | None = None, **picam: Any
 ) -> Picamera2Camera:
     return Picamera2Camera(
         settings or make_settings(**picam),

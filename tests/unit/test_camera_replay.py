@@ -14,7 +14,7 @@ from deblurd.burstdir import Burst, FrameInfo, write_burst
 from deblurd.camera.base import CameraError
 from deblurd.camera.factory import open_camera
 from deblurd.camera.replay import ReplayCamera
-from deblurd.settings.camera import CameraSettings, ReplayCameraSettings
+from deblurd.settings.camera import ReplayCameraSection, ReplayCameraSettings
 from deblurd.settings.limits import LimitsSettings
 
 H, W = 40, 56
@@ -38,8 +38,8 @@ def burst_dir(tmp_path: Path) -> Path:
     return write_burst(tmp_path / "b", Burst([frame_of(i) for i in range(3)], infos, 1))
 
 
-def settings(path: Path, loop: bool = True, fps: float = 100.0) -> CameraSettings:
-    return CameraSettings(
+def settings(path: Path, loop: bool = True, fps: float = 100.0) -> ReplayCameraSection:
+    return ReplayCameraSection(
         backend="replay", fps=fps, replay=ReplayCameraSettings(path=str(path), loop=loop)
     )
 

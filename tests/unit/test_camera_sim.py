@@ -12,7 +12,7 @@ import pytest
 
 from deblurd.camera.base import CameraError, FrameMeta
 from deblurd.camera.sim import SimCamera, expose_with_bank
-from deblurd.settings.camera import CameraSettings, SimCameraSettings, SimFaultSettings
+from deblurd.settings.camera import SimCameraSection, SimCameraSettings, SimFaultSettings
 from deblurd.sim.burst import make_renderer
 from deblurd.sim.params import SimParams
 from deblurd.sim.render import ShakeRenderer
@@ -43,10 +43,10 @@ class Recorder:
             time.sleep(0.005)
 
 
-def settings(**sim: Any) -> CameraSettings:
+def settings(**sim: Any) -> SimCameraSection:
     faults = sim.pop("faults", {})
     top = {k: sim.pop(k) for k in ("fps", "latency_frames", "exposure_us") if k in sim}
-    return CameraSettings(
+    return SimCameraSection(
         width=160,
         height=120,
         **top,
@@ -59,7 +59,7 @@ def run() -> Iterator[Any]:
     cams: list[SimCamera] = []
 
     def start(
-        cfg: CameraSettings, keep: bool = True, renderer: Any = make_renderer
+        cfg: SimCameraSection, keep: bool = True, renderer: Any = make_renderer
     ) -> tuple[SimCamera, Recorder]:
         cam, rec = SimCamera(cfg, renderer_factory=renderer), Recorder(keep)
         cams.append(cam)

@@ -13,7 +13,7 @@ from frame_recorder import Recorder
 
 from deblurd.camera.base import CameraError
 from deblurd.camera.v4l2 import AUTO_EXPOSURE_AUTO, AUTO_EXPOSURE_MANUAL, V4l2Camera
-from deblurd.settings.camera import CameraSettings, V4l2CameraSettings
+from deblurd.settings.camera import V4l2CameraSection, V4l2CameraSettings
 
 H, W = 64, 96
 
@@ -62,8 +62,8 @@ class FakeCapture:
         self.released = True
 
 
-def cfg(**v4l2: Any) -> CameraSettings:
-    return CameraSettings(
+def cfg(**v4l2: Any) -> V4l2CameraSection:
+    return V4l2CameraSection(
         backend="v4l2", width=W, height=H, latency_frames=2, v4l2=V4l2CameraSettings(**v4l2)
     )
 

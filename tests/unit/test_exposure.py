@@ -13,11 +13,11 @@ from deblurd.camera.base import CameraError, FrameMeta
 from deblurd.camera.exposure import capture_extra, extra_gain, matches
 from deblurd.camera.ring import FrameRing
 from deblurd.camera.sim import SimCamera
-from deblurd.settings.camera import CameraSettings, SimCameraSettings, SimFaultSettings
+from deblurd.settings.camera import SimCameraSection, SimCameraSettings, SimFaultSettings
 
 
-def sim_settings(**faults: Any) -> CameraSettings:
-    return CameraSettings(
+def sim_settings(**faults: Any) -> SimCameraSection:
+    return SimCameraSection(
         width=160,
         height=120,
         latency_frames=4,
@@ -29,7 +29,7 @@ def sim_settings(**faults: Any) -> CameraSettings:
 def rig() -> Iterator[Any]:
     cams: list[SimCamera] = []
 
-    def make(cfg: CameraSettings) -> tuple[SimCamera, FrameRing]:
+    def make(cfg: SimCameraSection) -> tuple[SimCamera, FrameRing]:
         cam = SimCamera(cfg)
         ring = FrameRing(64, cfg.height, cfg.width)
         cams.append(cam)
@@ -45,7 +45,7 @@ def rig() -> Iterator[Any]:
 
 
 def test_extra_gain_keeps_brightness() -> None:
-    cfg = CameraSettings()  # 8 ms at gain 4
+    cfg = SimCameraSection()  # 8 ms at gain 4
     assert extra_gain(cfg, 32000) == pytest.approx(1.0)
     assert extra_gain(cfg, 16000) == pytest.approx(2.0)
     assert extra_gain(cfg, 100000) == 1.0  # never under unity
@@ -129,4 +129,4 @@ def test_restore_failure_is_reported_in_done(rig: Any) -> None:
 def test_bad_arguments() -> None:
     ring = FrameRing(4, 8, 8)
     with pytest.raises(ValueError):
-        capture_extra(SimCamera(CameraSettings()), ring, 0, 1.0, 2, 1.0, lambda e, d: None)
+        capture_extra(SimCamera(SimCameraSection()), ring, 0, 1.0, 2, 1.0, lambda e, d: None)

@@ -152,6 +152,21 @@ def test_run_settings_use_the_state_directory(
     assert run_settings(configured).output.directory == "/srv/shots"  # the config wins
 
 
+def test_run_settings_camera_flag_switches_the_backend_and_its_table() -> None:
+    camera = {"backend": "sim", "width": 640, "sim": {"seed": 3}}
+    base = DeblurdSettings.model_validate({"camera": camera})
+    assert run_settings(base, camera="sim").camera == base.camera  # the same backend: kept
+    switched = run_settings(base, camera="v4l2").camera
+    assert switched.backend == "v4l2" and switched.width == 640  # the shared keys stay
+    assert not hasattr(switched, "sim")  # the configured backend's table goes
+    with pytest.raises(ConfigError) as info:
+        run_settings(base, camera="nonsense")
+    assert info.value.problems[0][0] == "camera.backend"
+    with pytest.raises(ConfigError) as info:
+        run_settings(base, camera="replay")  # no replay.path
+    assert info.value.problems[0][0] == "camera"
+
+
 # -- deblurctl's endpoints -----------------------------------------------------------------
 
 

@@ -17,7 +17,13 @@ from pydantic import BaseModel, Field
 
 from deblurd.errors import ConfigError
 from deblurd.settings import EX_CONFIG, DeblurdSettings, check_config, load_settings
-from deblurd.settings.base import Section
+from deblurd.settings.base import Section, annotation_shape
+from deblurd.settings.camera import (
+    CAMERA_BACKENDS,
+    ArgusCameraSection,
+    CameraSettings,
+    V4l2CameraSection,
+)
 from deblurd.settings.docs import render_schema, render_toml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,9 +101,11 @@ def test_every_field_of_every_model_is_documented_in_the_config() -> None:
 
 def test_every_section_has_its_table_header() -> None:
     text = CONFIG.read_text(encoding="utf-8")
-    for name, info in DeblurdSettings.model_fields.items():
+    defaults = DeblurdSettings()
+    for name in DeblurdSettings.model_fields:
         assert f"\n[{name}]\n" in text, name
-        doc = inspect.cleandoc(getattr(info.annotation, "__doc__", None) or "")
+        section = type(getattr(defaults, name))  # of a tagged section: its default variant
+        doc = inspect.cleandoc(getattr(section, "__doc__", None) or "")
         assert doc.split()[0] in text
 
 
@@ -260,6 +268,29 @@ def test_tagged_table_without_its_tag_tunes_the_default_variant(tmp_path: Path) 
     settings = load("[inference.runtime]\nthreads = 2\n", tmp_path)
     assert settings.inference.runtime.type == "onnxruntime"
     assert settings.inference.runtime.threads == 2
+
+
+def test_camera_holds_only_the_chosen_backends_table(tmp_path: Path) -> None:
+    text = '[camera]\nbackend = "v4l2"\nwidth = 640\n[camera.v4l2]\nfourcc = "MJPG"\n'
+    settings = load(text, tmp_path)
+    assert isinstance(settings.camera, V4l2CameraSection)
+    assert settings.camera.width == 640 and settings.camera.v4l2.fourcc == "MJPG"
+    assert not hasattr(settings.camera, "sim")
+    found = problems('[camera]\nbackend = "sim"\n[camera.replay]\npath = "x"\n', tmp_path)
+    assert 'only backend = "replay"' in found["camera.replay"]
+    found = problems('[camera]\nbackend = "usb"\n', tmp_path)
+    assert '"usb"' in found["camera.backend"] and '"v4l2"' in found["camera.backend"]
+
+
+def test_env_switching_the_camera_backend_drops_the_files_table() -> None:
+    settings = load_settings(CONFIG, env={"DEBLURD_CAMERA__BACKEND": "argus"})
+    assert isinstance(settings.camera, ArgusCameraSection)
+
+
+def test_camera_backends_table_is_the_unions() -> None:
+    assert dict(CAMERA_BACKENDS) == dict(annotation_shape(CameraSettings).variants)
+    for tag, section in CAMERA_BACKENDS.items():
+        assert section.model_fields["backend"].default == tag
 
 
 def test_invalid_toml_reports_line_and_column(tmp_path: Path) -> None:

@@ -131,9 +131,9 @@ def test_sim_camera_as_a_real_camera() -> None:
     import time
 
     from deblurd.camera.sim import SimCamera
-    from deblurd.settings.camera import CameraSettings, SimCameraSettings
+    from deblurd.settings.camera import SimCameraSection, SimCameraSettings
 
-    cfg = CameraSettings(
+    cfg = SimCameraSection(
         width=160,
         height=120,
         sim=SimCameraSettings(

@@ -63,7 +63,7 @@ from typing import Any
 from deblurd.camera import gst
 from deblurd.camera.base import CameraError, FrameCallback, FrameMeta
 from deblurd.camera.thread import ThreadedCamera
-from deblurd.settings.camera import CameraSettings
+from deblurd.settings.camera import ArgusCameraSection
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class ArgusExposure:
 
 
 def plan_exposure(
-    settings: CameraSettings, exposure_us: int, analogue_gain: float
+    settings: ArgusCameraSection, exposure_us: int, analogue_gain: float
 ) -> ArgusExposure:
     """The pipeline-level exposure for a request: frame rate lowered for exposures longer
     than the nominal frame period, exposure clamped at ``argus.min_fps``, gain clamped."""
@@ -112,7 +112,7 @@ def plan_exposure(
     return ArgusExposure(exposure, gain, fps)
 
 
-def build_pipeline(settings: CameraSettings, plan: ArgusExposure) -> str:
+def build_pipeline(settings: ArgusCameraSection, plan: ArgusExposure) -> str:
     """The ``gst-launch`` description of the capture pipeline for ``plan`` (pure)."""
     argus = settings.argus
     size = f"width={settings.width},height={settings.height}"
@@ -144,7 +144,7 @@ def build_pipeline(settings: CameraSettings, plan: ArgusExposure) -> str:
     )
 
 
-def require_source(settings: CameraSettings) -> None:
+def require_source(settings: ArgusCameraSection) -> None:
     """Raise :class:`CameraError` unless PyGObject, GStreamer and every element the
     configured pipeline needs are installed (cheap; opens no device)."""
     gst.import_gst()
@@ -173,8 +173,9 @@ class ArgusCamera(ThreadedCamera):
     after errors. Frames arrive on GStreamer's streaming thread (:meth:`_on_sample`)."""
 
     name = "argus"
+    settings: ArgusCameraSection
 
-    def __init__(self, settings: CameraSettings) -> None:
+    def __init__(self, settings: ArgusCameraSection) -> None:
         super().__init__()
         self.settings = settings
         self._argus = settings.argus

@@ -67,7 +67,7 @@ import numpy.typing as npt
 
 from deblurd.camera.base import CameraError, FrameCallback, FrameMeta
 from deblurd.camera.thread import ThreadedCamera
-from deblurd.settings.camera import CameraSettings
+from deblurd.settings.camera import Picamera2CameraSection
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +125,11 @@ class Picamera2Camera(ThreadedCamera):
     ``MappedArray`` (tests); None: picamera2's own, imported by :meth:`start`."""
 
     name = "picamera2"
+    settings: Picamera2CameraSection
 
     def __init__(
         self,
-        settings: CameraSettings,
+        settings: Picamera2CameraSection,
         *,
         picamera2_factory: Picamera2Factory | None = None,
         mapped_array: MappedArrayFactory | None = None,

@@ -27,7 +27,7 @@ from deblurd.camera.base import CameraError, FrameCallback, FrameMeta
 from deblurd.camera.thread import ThreadedCamera
 from deblurd.errors import BurstError
 from deblurd.imaging import U8
-from deblurd.settings.camera import CameraSettings
+from deblurd.settings.camera import ReplayCameraSection
 from deblurd.settings.limits import LimitsSettings
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,9 @@ class ReplayCamera(ThreadedCamera):
     """Plays ``camera.replay.path`` (a burst directory or a video file) as a camera."""
 
     name = "replay"
+    settings: ReplayCameraSection
 
-    def __init__(self, settings: CameraSettings, limits: LimitsSettings | None = None) -> None:
+    def __init__(self, settings: ReplayCameraSection, limits: LimitsSettings | None = None) -> None:
         super().__init__()
         self.settings = settings
         limits = limits or LimitsSettings()

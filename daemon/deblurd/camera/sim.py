@@ -54,7 +54,7 @@ from deblurd.camera.base import CameraError, FrameCallback, FrameMeta
 from deblurd.camera.thread import ThreadedCamera
 from deblurd.errors import ConfigError, SimulationError
 from deblurd.imaging import F32, U8, linear_to_srgb
-from deblurd.settings.camera import CameraSettings
+from deblurd.settings.camera import SimCameraSection
 from deblurd.sim.burst import make_renderer
 from deblurd.sim.isp import camera_frame, isp_by_name, tone_map
 from deblurd.sim.kernels import defocus_kernel
@@ -112,10 +112,11 @@ class SimCamera(ThreadedCamera):
     depends on the renderer's speed is tested without depending on the machine's."""
 
     name = "sim"
+    settings: SimCameraSection
 
     def __init__(
         self,
-        settings: CameraSettings,
+        settings: SimCameraSection,
         scene: F32 | None = None,
         renderer_factory: Callable[[SimParams, F32 | None], ShakeRenderer] = make_renderer,
     ) -> None:

@@ -32,7 +32,7 @@ import numpy as np
 from deblurd.camera.base import CameraError, FrameCallback, FrameMeta
 from deblurd.camera.thread import ThreadedCamera
 from deblurd.imaging import U8
-from deblurd.settings.camera import CameraSettings
+from deblurd.settings.camera import V4l2CameraSection
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,10 @@ class V4l2Camera(ThreadedCamera):
     device (default ``cv2.VideoCapture``; tests pass a stand-in)."""
 
     name = "v4l2"
+    settings: V4l2CameraSection
 
     def __init__(
-        self, settings: CameraSettings, capture_factory: CaptureFactory | None = None
+        self, settings: V4l2CameraSection, capture_factory: CaptureFactory | None = None
     ) -> None:
         super().__init__()
         self.settings = settings

@@ -8,6 +8,11 @@
   ``opencv``; the reason for falling back is logged and returned for the status.
 * ``emulated``: the GPU path's host wrappers on the kernels' CPU build (tests, CI).
 
+Each function dispatches with a ``match`` on the resolved kind that ends in
+:func:`typing.assert_never` (on the configured value: :func:`_unlisted`), so a value added
+to :data:`~deblurd.settings.registration.RegistrationBackend` and not handled here is a
+mypy error.
+
 What the stages are wired with: :func:`stage4_for` gives the :class:`~deblurd.pipeline.
 stage4.Stage4` backend the CLI and the daemon hand :func:`deblurd.pipeline.process.
 complete_burst`; its :func:`open_aligner` and :func:`open_fusion_job` open the streaming
@@ -17,14 +22,12 @@ the stages as host arrays (exactly the CPU registrar's and fuser's results); wit
 device from registration through fusion (:mod:`deblurd.gpu.resident`). Both open on the
 process-wide backend of their kind, so the aligner's device frames are in the fusion
 job's memory. :func:`open_registrar` gives the registration stage alone (host arrays in and out).
-
-The settings model is read with ``getattr`` so that this module also accepts values
-(``cuda``, ``emulated``) before the settings literal lists them.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Literal, Never, NoReturn, assert_never
 
 import numpy as np
 import numpy.typing as npt
@@ -45,46 +48,66 @@ from deblurd.settings.registration import RegistrationSettings
 
 log = logging.getLogger(__name__)
 
+Kind = Literal["opencv", "cuda", "emulated"]
+"""What ``registration.backend`` resolves to: ``auto`` becomes ``cuda`` or ``opencv``."""
 
-def resolve_backend(settings: RegistrationSettings) -> tuple[str, str | None]:
+
+def resolve_backend(settings: RegistrationSettings) -> tuple[Kind, str | None]:
     """``(kind, note)``: ``kind`` is ``opencv``, ``cuda`` or ``emulated``; ``note`` says why
     ``auto`` fell back to OpenCV (None otherwise). Raises GpuError for ``cuda`` without a
     usable GPU, and for an unknown value."""
-    wanted = str(getattr(settings, "backend", "opencv"))
-    if wanted in ("opencv", "emulated"):
-        return wanted, None
-    if wanted not in ("cuda", "auto"):
-        raise GpuError(f"registration.backend {wanted!r}: expected opencv, cuda or auto")
-    ok, why = available()
-    if ok:
-        return "cuda", None
-    if wanted == "cuda":
-        raise GpuError(f"registration.backend = cuda, but the GPU path cannot run: {why}")
-    note = f"registration.backend = auto: using OpenCV ({why})"
-    log.info("%s", note)
-    return "opencv", note
+    wanted = settings.backend
+    match wanted:
+        case "opencv" | "emulated":
+            return wanted, None
+        case "cuda" | "auto":
+            ok, why = available()
+            if ok:
+                return "cuda", None
+            if wanted == "cuda":
+                raise GpuError(f"registration.backend = cuda, but the GPU path cannot run: {why}")
+            note = f"registration.backend = auto: using OpenCV ({why})"
+            log.info("%s", note)
+            return "opencv", note
+        case _:
+            _unlisted(wanted)
+
+
+def _unlisted(wanted: Never) -> NoReturn:
+    """:func:`typing.assert_never` for ``registration.backend``: mypy checks that every
+    listed value is handled; a value that bypassed validation (``model_copy``) is a
+    :class:`GpuError`."""
+    raise GpuError(f"registration.backend {wanted!r}: expected opencv, cuda, auto or emulated")
 
 
 def open_registrar(settings: RegistrationSettings) -> Registrar:
     """The registrar ``settings.backend`` asks for (see :func:`resolve_backend`)."""
     kind, _note = resolve_backend(settings)
-    if kind == "opencv":
-        return OpenCVRegistrar(settings)
-    from deblurd.gpu.registrar import GpuRegistrar
+    match kind:
+        case "opencv":
+            return OpenCVRegistrar(settings)
+        case "cuda" | "emulated":
+            from deblurd.gpu.registrar import GpuRegistrar
 
-    return GpuRegistrar(settings, kind)
+            return GpuRegistrar(settings, kind)
+        case _:
+            assert_never(kind)
 
 
 def open_aligner(settings: RegistrationSettings) -> Aligner:
     """The streaming registration stage on ``settings.backend``: the OpenCV registrar
     with host arrays, or the GPU registrar device-resident (:mod:`deblurd.gpu.handoff`)."""
     kind, _note = resolve_backend(settings)
-    if kind == "opencv":
-        return RegistrarAligner(OpenCVRegistrar(settings))
-    from deblurd.gpu.handoff import DeviceAligner
-    from deblurd.gpu.registrar import GpuRegistrar
+    match kind:
+        case "opencv":
+            return RegistrarAligner(OpenCVRegistrar(settings))
+        case "cuda" | "emulated":
+            from deblurd.gpu.handoff import DeviceAligner
+            from deblurd.gpu.registrar import GpuRegistrar
 
-    return DeviceAligner(GpuRegistrar(settings, kind))
+            return DeviceAligner(GpuRegistrar(settings, kind))
+        case _:
+            assert_never(kind)
 
 
 def open_fusion_job(
@@ -100,11 +123,15 @@ def open_fusion_job(
     as :func:`deblurd.pipeline.fusion.fuse`.
     """
     kind, _note = resolve_backend(settings)
-    if kind == "opencv":
-        return CpuFusionJob(reference, fusion_settings, noise_sigma)
-    from deblurd.gpu.fuser import GpuFuser
+    match kind:
+        case "opencv":
+            return CpuFusionJob(reference, fusion_settings, noise_sigma)
+        case "cuda" | "emulated":
+            from deblurd.gpu.fuser import GpuFuser
 
-    return GpuFuser(kind).job(reference, fusion_settings, noise_sigma)
+            return GpuFuser(kind).job(reference, fusion_settings, noise_sigma)
+        case _:
+            assert_never(kind)
 
 
 def stage4_for(settings: RegistrationSettings) -> Stage4:
@@ -112,4 +139,10 @@ def stage4_for(settings: RegistrationSettings) -> Stage4:
     ``auto`` without a GPU), else the one that opens the GPU aligner and fusion job.
     Raises :class:`~deblurd.gpu.backend.GpuError` as :func:`resolve_backend`."""
     kind, _note = resolve_backend(settings)
-    return CPU_STAGE4 if kind == "opencv" else Stage4(open_aligner, open_fusion_job)
+    match kind:
+        case "opencv":
+            return CPU_STAGE4
+        case "cuda" | "emulated":
+            return Stage4(open_aligner, open_fusion_job)
+        case _:
+            assert_never(kind)

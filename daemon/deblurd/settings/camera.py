@@ -1,9 +1,20 @@
-"""Settings of the camera: which backend, its preview (ring) mode, the frame ring's memory
-budget, the extra-exposure switch, and one sub-section per backend."""
+"""Settings of the camera (``[camera]``): a table tagged by ``backend``, like
+``inference.runtime`` by ``type``.
+
+The keys every backend shares (frame size and rate, preview exposure and gain, the ring's
+memory budget, the extra capture's limits) are :class:`CameraSectionBase`'s. Each backend
+has its own section class, which adds its tag (``backend = "sim"``) and its own table,
+named after the tag (``[camera.sim]``): only the chosen backend's table may be in the
+config. :data:`CameraSettings` is the union of those classes (pydantic picks one by the
+tag), :data:`CAMERA_BACKENDS` the table from tag to class, and
+:func:`deblurd.camera.factory.open_camera` a ``match`` on the class.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Annotated, Final, Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -147,13 +158,15 @@ class V4l2CameraSettings(Section):
     )
 
 
-class CameraSettings(Section):
-    """Which camera and its preview (ring) mode."""
+class CameraSectionBase(Section):
+    """The keys of ``[camera]`` that every backend has: the preview (ring) mode, the ring's
+    memory and the extra capture's limits. A backend's section class adds its tag and its
+    own table."""
 
-    backend: Literal["sim", "replay", "picamera2", "argus", "v4l2"] = Field(
-        "sim",
-        description="sim = simulated handheld camera; picamera2 on Raspberry Pi; "
-        "argus on Jetson; v4l2 for USB",
+    backend: str = Field(
+        description="the camera: sim = simulated handheld camera, replay = a saved burst or "
+        "video, picamera2 on Raspberry Pi, argus on Jetson, v4l2 for USB (each backend's "
+        "section class narrows it to its own tag)"
     )
     width: int = Field(1280, ge=64, le=8192, description="frame width, px")
     height: int = Field(720, ge=64, le=8192, description="frame height, px")
@@ -195,23 +208,85 @@ class CameraSettings(Section):
         le=60.0,
         description="longest wait for frames that show a requested exposure, s; then an error",
     )
-    sim: SimCameraSettings = Field(default_factory=SimCameraSettings)
-    replay: ReplayCameraSettings = Field(default_factory=ReplayCameraSettings)
-    v4l2: V4l2CameraSettings = Field(default_factory=V4l2CameraSettings)
-    picamera2: Picamera2Settings = Field(default_factory=Picamera2Settings)
-    argus: ArgusSettings = Field(default_factory=ArgusSettings)
 
     @model_validator(mode="after")
-    def _check(self) -> CameraSettings:
+    def _check_gain(self) -> CameraSectionBase:
         if self.analogue_gain > self.max_gain:
             raise ValueError(
                 f"analogue_gain {self.analogue_gain} is above max_gain {self.max_gain}"
             )
-        if self.backend == "replay" and self.replay.path is None:
-            raise ValueError("backend 'replay' needs replay.path (a burst directory or video)")
         return self
 
     @property
     def ring_bytes(self) -> int:
         """The ring's memory budget, bytes."""
         return self.ring_memory_mb * 1024 * 1024
+
+
+class SimCameraSection(CameraSectionBase):
+    """The simulated handheld camera; its keys in ``[camera.sim]``."""
+
+    backend: Literal["sim"] = Field("sim", description="camera backend tag")
+    sim: SimCameraSettings = Field(
+        default_factory=SimCameraSettings, description="the simulated camera's own keys"
+    )
+
+
+class ReplayCameraSection(CameraSectionBase):
+    """A saved burst directory or video file played as a camera; its keys in
+    ``[camera.replay]`` (``path`` is required)."""
+
+    backend: Literal["replay"] = Field("replay", description="camera backend tag")
+    replay: ReplayCameraSettings = Field(
+        default_factory=ReplayCameraSettings, description="the replay camera's own keys"
+    )
+
+    @model_validator(mode="after")
+    def _check_path(self) -> ReplayCameraSection:
+        if self.replay.path is None:
+            raise ValueError("backend 'replay' needs replay.path (a burst directory or video)")
+        return self
+
+
+class Picamera2CameraSection(CameraSectionBase):
+    """A Raspberry Pi camera through picamera2; its keys in ``[camera.picamera2]``."""
+
+    backend: Literal["picamera2"] = Field("picamera2", description="camera backend tag")
+    picamera2: Picamera2Settings = Field(
+        default_factory=Picamera2Settings, description="the picamera2 backend's own keys"
+    )
+
+
+class ArgusCameraSection(CameraSectionBase):
+    """A Jetson CSI camera through Argus (GStreamer); its keys in ``[camera.argus]``."""
+
+    backend: Literal["argus"] = Field("argus", description="camera backend tag")
+    argus: ArgusSettings = Field(
+        default_factory=ArgusSettings, description="the Argus backend's own keys"
+    )
+
+
+class V4l2CameraSection(CameraSectionBase):
+    """A USB (UVC) camera through OpenCV's V4L2 backend; its keys in ``[camera.v4l2]``."""
+
+    backend: Literal["v4l2"] = Field("v4l2", description="camera backend tag")
+    v4l2: V4l2CameraSettings = Field(
+        default_factory=V4l2CameraSettings, description="the V4L2 backend's own keys"
+    )
+
+
+CameraSettings = Annotated[
+    SimCameraSection
+    | ReplayCameraSection
+    | Picamera2CameraSection
+    | ArgusCameraSection
+    | V4l2CameraSection,
+    Field(discriminator="backend"),
+]
+"""The ``[camera]`` section: the section class of the backend its ``backend`` key names."""
+
+CAMERA_BACKENDS: Final[Mapping[str, type[CameraSectionBase]]] = MappingProxyType({
+    variant.model_fields["backend"].default: variant
+    for variant in get_args(get_args(CameraSettings)[0])
+})
+"""Backend tag -> section class, in the order of :data:`CameraSettings`."""

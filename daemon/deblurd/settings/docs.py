@@ -15,7 +15,7 @@ import math
 import re
 import textwrap
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePath
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -293,9 +293,16 @@ def _rows_doc(item: Shape) -> list[str]:
         if row is None:
             continue
         out += _comment("each row: " + model_doc(row))
-        for name, info in row.model_fields.items():
-            desc = f" ({info.description})" if info.description else ""
-            out += _comment(f"{name}: {_field_summary(name, info)}{desc}", "#   ")
+        out += _keys_doc(row)
+    return out
+
+
+def _keys_doc(model: type[BaseModel]) -> list[str]:
+    """``#   key: type, bounds (description)`` for each key of ``model``."""
+    out: list[str] = []
+    for name, info in model.model_fields.items():
+        desc = f" ({info.description})" if info.description else ""
+        out += _comment(f"{name}: {_field_summary(name, info)}{desc}", "#   ")
     return out
 
 
@@ -304,11 +311,20 @@ def _render_union(lines: list[str], shape: Shape, value: BaseModel, path: tuple[
     disc = shape.discriminator or "type"
     tags = " | ".join(toml_literal(t) for t in shape.variants)
     current_tag = str(getattr(value, disc))
-    lines += _comment(
-        f"One of several variants, chosen by `{disc}` ({tags}). The default variant's keys "
-        "are set below; each other variant's keys follow, commented out: to use one, "
-        "replace the keys of this table with them."
-    )
+    shared = _shared_keys(type(value), shape.variants.values())
+    if shared:
+        lines += _comment(
+            f"One of several variants, chosen by `{disc}` ({tags}). The keys every variant "
+            "has and the default variant's own keys are set below; each other variant's own "
+            f"keys follow, commented out: to use one, set `{disc}` to it and replace the "
+            "default variant's own keys with its own."
+        )
+    else:
+        lines += _comment(
+            f"One of several variants, chosen by `{disc}` ({tags}). The default variant's "
+            "keys are set below; each other variant's keys follow, commented out: to use "
+            "one, replace the keys of this table with them."
+        )
     lines.append(f"[{'.'.join(toml_key(p) for p in path)}]")
     lines.append("")
     lines += _comment(f"{disc} = {toml_literal(current_tag)}: {model_doc(type(value))}")
@@ -327,7 +343,7 @@ def _render_union(lines: list[str], shape: Shape, value: BaseModel, path: tuple[
             continue
         lines.append("")
         lines += _comment(f"--- {disc} = {toml_literal(tag)}: {model_doc(variant)}")
-        lines += _commented_variant(variant, disc, tag)
+        lines += _commented_variant(variant, disc, tag, shared)
     for name, sub in nested:
         sub_path = (*path, name)
         lines += ["", "", *_comment(model_doc(type(sub)))]
@@ -335,20 +351,49 @@ def _render_union(lines: list[str], shape: Shape, value: BaseModel, path: tuple[
         _render_table(lines, type(sub), sub, sub_path)
 
 
-def _commented_variant(variant: type[BaseModel], disc: str, tag: str) -> list[str]:
-    """A variant's keys as commented-out ``key = default`` lines with trailing notes."""
+def _shared_keys(default: type[BaseModel], variants: Iterable[type[BaseModel]]) -> list[str]:
+    """The keys that every variant has exactly as the default variant has them (type,
+    default, description and bounds): those of a base class the variants share."""
+    return [
+        name
+        for name, info in default.model_fields.items()
+        if all(repr(v.model_fields.get(name)) == repr(info) for v in variants)
+    ]
+
+
+def _commented_variant(
+    variant: type[BaseModel], disc: str, tag: str, shared: Sequence[str] = ()
+) -> list[str]:
+    """A variant's keys (but the ``shared`` ones) as commented-out ``key = default`` lines
+    with trailing notes; a table as an inline table, then its doc and its keys."""
     rows: list[tuple[str, str]] = [(f"# {toml_key(disc)} = {toml_literal(tag)}", "")]
+    tables: list[tuple[str, BaseModel]] = []
     for name, info in variant.model_fields.items():
-        if name == disc:
+        if name == disc or name in shared:
             continue
         default = None if info.is_required() else info.get_default(call_default_factory=True)
         note = "; ".join(p for p in (info.description, _field_summary(name, info)) if p)
-        if default is None:
+        if isinstance(default, BaseModel):
+            tables.append((f"# {toml_key(name)} = {_inline_with_placeholders(default)}", default))
+        elif default is None:
             rows.append((f"# {toml_key(name)} = {_placeholder(info)}", note))
         else:
             rows.append((f"# {toml_key(name)} = {toml_literal(default)}", note))
     width = max(len(code) for code, _ in rows)
-    return [f"{code:<{width}}  # {note}" if note else code for code, note in rows]
+    out = [f"{code:<{width}}  # {note}" if note else code for code, note in rows]
+    for line, table in tables:
+        out += [line, *_comment(model_doc(type(table)), "#   "), *_keys_doc(type(table))]
+    return out
+
+
+def _inline_with_placeholders(value: BaseModel) -> str:
+    """``value`` as an inline table, its unset keys shown as placeholders (``<string>``)."""
+    pairs = []
+    for name, info in type(value).model_fields.items():
+        current = getattr(value, name)
+        shown = _placeholder(info) if current is None else toml_literal(current)
+        pairs.append(f"{toml_key(name)} = {shown}")
+    return "{ " + ", ".join(pairs) + " }" if pairs else "{}"
 
 
 # --------------------------------------------------------------------------- JSON schema

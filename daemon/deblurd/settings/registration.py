@@ -16,14 +16,19 @@ from pydantic import Field
 
 from deblurd.settings.base import Section
 
+RegistrationBackend = Literal["opencv", "cuda", "auto", "emulated"]
+"""The values of ``registration.backend`` (:func:`deblurd.gpu.factory.resolve_backend`)."""
+
 
 class RegistrationSettings(Section):
     """Pyramid Harris corners + pyramidal LK + robust homography, with a quality gate."""
 
-    backend: Literal["opencv", "cuda", "auto"] = Field(
+    backend: RegistrationBackend = Field(
         "opencv",
         description="opencv everywhere; cuda = the CUDA kernels (needs pycuda, a GPU and nvcc: "
-        "start-up error otherwise); auto = cuda where available, else opencv (logged, in status)",
+        "start-up error otherwise); auto = cuda where available, else opencv (logged, in "
+        "status); emulated = the CUDA path's kernels built for the CPU with g++ (tests and "
+        "CI: slow)",
     )
     levels: int = Field(
         4,
