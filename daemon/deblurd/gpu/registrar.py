@@ -51,7 +51,6 @@ from deblurd.pipeline.registration import (
     TrackedCorners,
     check_gray,
     corner_params,
-    fit_tracked,
     global_shift,
     rejected,
 )
@@ -349,14 +348,8 @@ class GpuRegistrar(TrackedCorners):
         back_h = b.download(back)[:n]
         ok_f = _inside(fwd_h, b.download(st_f)[:n] != 0, w, h)
         ok_b = _inside(back_h, b.download(st_b)[:n] != 0, w, h)
-        fb = np.hypot(*(back_h - self._corners).T)
-        good = ok_f & ok_b & (fb <= s.fb_max_error_px)
-        src, dst = fwd_h[good], self._corners[good]
-        t2 = time.perf_counter()
-        self.stage_ms = {"pyramid": elapsed_ms(t0, t1), "lk": elapsed_ms(t1, t2)}
-        reg = fit_tracked(src, dst, n, scale, self._shape, s)
-        self.stage_ms["homography"] = elapsed_ms(t2)
-        return reg
+        return self._fit_round_trip(fwd_h, back_h, ok_f & ok_b, scale, self._shape, s,
+                                    t0, t1)[0]
 
     def warp(self, image: F32, reg: Registration) -> tuple[F32, F32]:
         """Resample ``image`` (``float32 (H, W)`` or ``(H, W, C)``, the reference's size)

@@ -364,6 +364,7 @@ class TrackedCorners:
     _corners: F32
     _base: int
     _shape: tuple[int, int] | None
+    stage_ms: dict[str, float]
 
     def _check_warp_input(self, image: F32) -> None:
         """Raise :class:`RegistrationError` unless ``image`` is ``float32 (H, W)`` or
@@ -381,6 +382,24 @@ class TrackedCorners:
                 f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
             )
 
+
+    def _fit_round_trip(
+        self, fwd: F32, back: F32, ok: Mask, scale: float, shape: tuple[int, int],
+        s: RegistrationSettings, t0: float, t1: float,
+    ) -> tuple[Registration, F32, F32]:
+        """After tracking the corners forth (``fwd``) and back (``back``; ``ok``: tracked
+        both ways): the forward-backward check, :func:`fit_tracked` on what survives, and
+        ``stage_ms`` (``pyramid`` from ``t0`` to ``t1``, ``lk`` from ``t1`` to the fit,
+        ``homography``). Returns the registration and the tracks ``(src, dst)`` it fitted
+        (tracking level: moving, reference)."""
+        fb = np.hypot(*(back - self._corners).T)
+        good = ok & (fb <= s.fb_max_error_px)
+        src, dst = fwd[good], self._corners[good]
+        t2 = time.perf_counter()
+        self.stage_ms = {"pyramid": elapsed_ms(t0, t1), "lk": elapsed_ms(t1, t2)}
+        reg = fit_tracked(src, dst, len(self._corners), scale, shape, s)
+        self.stage_ms["homography"] = elapsed_ms(t2)
+        return reg, src, dst
 
     @property
     def corners(self) -> F32:
@@ -471,13 +490,8 @@ class OpenCVRegistrar(TrackedCorners):
         dx, dy = global_shift(self._ref_pyr[-1], pyr[-1], self._window)
         fwd, ok_f = track(self._ref_pyr, pyr, self._corners, *args, prior=(dx, dy))
         back, ok_b = track(pyr, self._ref_pyr, fwd, *args, prior=(-dx, -dy))
-        fb = np.hypot(*(back - self._corners).T)
-        good = ok_f & ok_b & (fb <= s.fb_max_error_px)
-        src, dst = fwd[good], self._corners[good]
-        t2 = time.perf_counter()
-        self.stage_ms = {"pyramid": elapsed_ms(t0, t1), "lk": elapsed_ms(t1, t2)}
-        reg = fit_tracked(src, dst, n, scale, self._shape, s)
-        self.stage_ms["homography"] = elapsed_ms(t2)
+        reg, src, dst = self._fit_round_trip(fwd, back, ok_f & ok_b, scale, self._shape, s,
+                                             t0, t1)
         misfit = math.inf
         if reg.accepted and len(src):
             H_b = scale_homography(np.asarray(reg.homography, np.float64), 1.0 / scale)
