@@ -325,6 +325,7 @@ def evaluate_photo(
         doc[key] = {"immerkaer": _r(noref.immerkaer_sigma(img, mask)), **image_measures(img, phase)}
     doc["output"]["drift"] = _r(noref.brightness_drift(out, image), 3)
     doc["output"]["ghost"] = _r(noref.ghost_fraction(out, image), 4)
+    doc["output"]["colour_shift"] = _r(noref.colour_shift(out, image), 4)
     r, c = noref.texture_window(image, crop)
     win = (slice(r, r + crop), slice(c, c + crop))
     crops = [
@@ -470,6 +471,7 @@ PHOTO_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("blk+ out", lambda d: d["output"]["block_excess"]),
     ("drift", lambda d: d["output"]["drift"]),
     ("ghost", lambda d: d["output"]["ghost"]),
+    ("lp>6", lambda d: d["output"].get("colour_shift")),
 ]
 
 

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from deblurd.errors import ImageError
 from deblurd.evaluation import noref
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,6 +106,22 @@ def test_drift_of_a_4_code_shift_reads_2_units() -> None:
     assert noref.brightness_drift(up, img) == pytest.approx(2.0, abs=0.05)
     assert noref.brightness_drift(img, up) == pytest.approx(-2.0, abs=0.05)
     assert noref.brightness_drift(img, img) == 0.0
+
+
+def test_colour_shift_sees_a_cast_not_deblurring_or_noise() -> None:
+    rng = np.random.default_rng(8)
+    scene = _scene()
+    img = _rgb_float_noise(scene, 2.0, rng)
+    other = _rgb_float_noise(scene, 2.0, rng)  # another exposure: noise only
+    assert noref.colour_shift(other, img) == 0.0
+    blurred = np.asarray(cv2.GaussianBlur(img, (0, 0), 2.0), np.uint8)  # what deblur undoes
+    assert noref.colour_shift(blurred, img) < 0.02
+    cast = img.astype(np.int16)
+    cast[40:160, 40:160, 1] += 12  # a green patch
+    cast_u8 = np.clip(cast, 0, 255).astype(np.uint8)
+    assert 0.2 < noref.colour_shift(cast_u8, img) < 0.6
+    with pytest.raises(ImageError):
+        noref.colour_shift(img[:10], img)
 
 
 def test_ghost_fraction_sees_a_pasted_copy_not_sharpening() -> None:

@@ -31,6 +31,10 @@ product's own (:func:`deblurd.pipeline.blur.blur_score`), reported as the produc
   by far more than noise after a low-pass (σ = 3 px): ghosts of moving things,
   misregistered copies, local brightness changes. Sharpening or denoising alone barely
   moves it (both act on frequencies the low-pass removes).
+* :func:`colour_shift`: the share of pixels where any colour channel's low-pass
+  (σ = 8 px) moved by more than 6 codes between two images in the same geometry: the
+  colour casts, patches and contrast changes a deblurring network may paint (deblurring
+  itself barely moves a σ = 8 px low-pass of blur up to ~40 px).
 """
 
 from __future__ import annotations
@@ -179,6 +183,26 @@ def brightness_drift(image: U8, reference: U8, mask: Mask | None = None) -> floa
     if int(m.sum()) < MIN_PIXELS:
         m = _border_mask(d.shape, 4)
     return float(np.median(d[m])) / DRIFT_UNIT_CODES
+
+
+COLOUR_SHIFT_SIGMA_PX = 8.0
+COLOUR_SHIFT_CODES = 6.0
+
+
+def colour_shift(
+    image: U8, reference: U8, sigma: float = COLOUR_SHIFT_SIGMA_PX,
+    codes: float = COLOUR_SHIFT_CODES,
+) -> float:
+    """The share (0–1) of pixels (an 8 px border left out) where the low-pass
+    (Gaussian, ``sigma`` px) of any channel of ``image`` differs from that of
+    ``reference`` (both ``uint8 (H, W, 3)``, same geometry) by more than ``codes``."""
+    if image.shape != reference.shape or image.ndim != 3:
+        raise ImageError(f"colour_shift needs two (H, W, 3) images of one size, got "
+                         f"{image.shape} and {reference.shape}")  # fmt: skip
+    d = cv2.GaussianBlur(image.astype(np.float32) - reference.astype(np.float32), (0, 0),
+                         sigma, borderType=cv2.BORDER_REFLECT)  # fmt: skip
+    moved = np.abs(d).max(axis=2) > codes
+    return float(moved[_border_mask(moved.shape, 8)].mean())
 
 
 def _block_steps(y: F64, axis: int, block: int, phase: int) -> tuple[float, float]:
