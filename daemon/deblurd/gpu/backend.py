@@ -202,16 +202,19 @@ _shared: dict[str, Backend] = {}
 
 
 def open_backend(kind: str) -> Backend:
-    """A new backend: ``"cuda"`` (pycuda on the GPU) or ``"emulated"`` (g++ host build)."""
-    if kind == "cuda":
-        from deblurd.gpu.cuda import CudaBackend
+    """A new backend: ``"cuda"`` (pycuda on the GPU) or ``"emulated"`` (g++ host build);
+    any other name is a :class:`GpuError`."""
+    match kind:
+        case "cuda":
+            from deblurd.gpu.cuda import CudaBackend
 
-        return CudaBackend()
-    if kind == "emulated":
-        from deblurd.gpu.emulation import EmulatedBackend
+            return CudaBackend()
+        case "emulated":
+            from deblurd.gpu.emulation import EmulatedBackend
 
-        return EmulatedBackend()
-    raise GpuError(f"unknown GPU backend {kind!r} (cuda or emulated)")
+            return EmulatedBackend()
+        case _:
+            raise GpuError(f"unknown GPU backend {kind!r} (cuda or emulated)")
 
 
 def shared_backend(kind: str) -> Backend:

@@ -33,7 +33,7 @@ import time
 import warnings
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, assert_never
 
 from deblurd.errors import ConfigError
 from deblurd.service.triggers.base import TriggerCallback, TriggerError, deliver
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 _POLL_S = 0.2  # how often the gpiod thread checks for stop(), s
 _MAX_EVENT_AGE_NS = 10_000_000_000  # an event timestamp older than this is not trusted, ns
+GpioLibrary = Literal["gpiozero", "gpiod"]
+"""The GPIO libraries a button runs on (``auto`` resolves to one of them)."""
+
 _INSTALL = {
     "gpiozero": "pip install gpiozero (Raspberry Pi: the deblurd[pi] extra, or python3-gpiozero)",
     "gpiod": "pip install gpiod (libgpiod v2 bindings; the deblurd[jetson] extra)",
@@ -58,7 +61,7 @@ class GpioTrigger:
         self._bounce_ns = settings.bounce_ms * 1_000_000
         self._last_press_ns: int | None = None
         self._press_lock = threading.Lock()
-        self._backend: str | None = None
+        self._backend: GpioLibrary | None = None
         self._button: Any = None  # gpiozero.Button
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -68,7 +71,7 @@ class GpioTrigger:
         return "gpio"
 
     @property
-    def backend(self) -> str | None:
+    def backend(self) -> GpioLibrary | None:
         """The backend in use after :meth:`start` (``"gpiozero"`` or ``"gpiod"``), else None."""
         return self._backend
 
@@ -77,10 +80,13 @@ class GpioTrigger:
         if self._backend is not None:
             return
         backend = resolve_backend(self._settings.backend)
-        if backend == "gpiozero":
-            self._start_gpiozero()
-        else:
-            self._start_gpiod()
+        match backend:
+            case "gpiozero":
+                self._start_gpiozero()
+            case "gpiod":
+                self._start_gpiod()
+            case _:
+                assert_never(backend)
         self._backend = backend
         log.info("GPIO button armed: %s (%s)", self._where(backend), backend)
 
@@ -113,11 +119,15 @@ class GpioTrigger:
             self._last_press_ns = timestamp_ns
         deliver(self._on_press, timestamp_ns, self.name)
 
-    def _where(self, backend: str) -> str:
+    def _where(self, backend: GpioLibrary) -> str:
         s = self._settings
-        if backend == "gpiozero":
-            return f"GPIO{s.pin}"
-        return f"{chip_path(s.chip)} line {s.line_offset}"
+        match backend:
+            case "gpiozero":
+                return f"GPIO{s.pin}"
+            case "gpiod":
+                return f"{chip_path(s.chip)} line {s.line_offset}"
+            case _:
+                assert_never(backend)
 
     # -- gpiozero --------------------------------------------------------------------
 
@@ -254,9 +264,9 @@ def event_time_ns(event_ns: int, now_ns: int) -> tuple[int, bool]:
     return now_ns, False
 
 
-def resolve_backend(backend: str) -> str:
+def resolve_backend(backend: Literal["auto"] | GpioLibrary) -> GpioLibrary:
     """``"gpiozero"`` or ``"gpiod"`` for a configured backend (``auto`` picks, see module)."""
-    if backend in _INSTALL:
+    if backend != "auto":
         return backend
     reasons: list[str] = []
     try:
