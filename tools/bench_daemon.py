@@ -133,13 +133,16 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--realtime", action="store_true", help="sim camera drops late frames")
     parser.add_argument(
-        "--unet", choices=["off", "first", "both"], default="both",
+        "--unet",
+        choices=["off", "first", "both"],
+        default="both",
         help="U-Net passes (default: both, the daemon's default)",
     )
     args = parser.parse_args()
     for size in args.sizes:
-        bench(size, args.triggers, args.fps, args.realtime, min(args.warmup, args.triggers),
-              args.unet)
+        bench(
+            size, args.triggers, args.fps, args.realtime, min(args.warmup, args.triggers), args.unet
+        )
 
 
 if __name__ == "__main__":

@@ -189,8 +189,11 @@ def main() -> int:
                f"({platform.processor() or platform.machine()}), Python "
                f"{platform.python_version()}, load average "
                f"{os.getloadavg()[0]:.1f} at start")  # fmt: skip
-    print(f"fleet benchmark, {args.width}x{args.height}, both passes per trigger, "
-          f"{args.jobs} triggers per camera; {machine}", flush=True)
+    print(
+        f"fleet benchmark, {args.width}x{args.height}, both passes per trigger, "
+        f"{args.jobs} triggers per camera; {machine}",
+        flush=True,
+    )
     report: dict[str, Any] = {"machine": machine, "args": vars(args), "runs": []}
 
     local = _local(args.jobs, args.height, args.width, args.local_threads)
@@ -224,9 +227,11 @@ def main() -> int:
     print("\n| mode | cameras | p50 s | p95 s | triggers/s | results/errors/lost |")
     print("|---|---|---|---|---|---|")
     for r in report["runs"]:
-        outcome = (f"{r['results']}/{r['errors']}/{r['lost']}" if "results" in r else "-")
-        print(f"| {r['mode']} | {r['cameras']} | {r['p50_s']} | {r['p95_s']} | "
-              f"{r['throughput_per_s']} | {outcome} |")
+        outcome = f"{r['results']}/{r['errors']}/{r['lost']}" if "results" in r else "-"
+        print(
+            f"| {r['mode']} | {r['cameras']} | {r['p50_s']} | {r['p95_s']} | "
+            f"{r['throughput_per_s']} | {outcome} |"
+        )
     return 0
 
 

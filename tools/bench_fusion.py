@@ -47,11 +47,13 @@ def make_frames(scene: F32, n: int, sigma: float, rng: np.random.Generator) -> l
         tx, ty = rng.uniform(-2.0, 2.0, 2)
         fwd = np.array([[1.0, 0.0, tx], [0.0, 1.0, ty]], np.float32)
         back = np.array([[1.0, 0.0, -tx], [0.0, 1.0, -ty]], np.float32)
-        capture = cv2.warpAffine(scene, fwd, (w, h), flags=cv2.INTER_CUBIC,
-                                 borderMode=cv2.BORDER_REFLECT)
+        capture = cv2.warpAffine(
+            scene, fwd, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
+        )
         capture = capture + rng.standard_normal(scene.shape, dtype=np.float32) * np.float32(sigma)
-        img = cv2.warpAffine(capture, back, (w, h), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REPLICATE)
+        img = cv2.warpAffine(
+            capture, back, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
         valid = cv2.warpAffine(np.ones((h, w), np.float32), back, (w, h), flags=cv2.INTER_LINEAR)
         frames.append(AlignedFrame(img.astype(np.float32), (valid > 0.999).astype(np.float32)))
     return frames
@@ -71,8 +73,10 @@ def timed(label: str, fn: Callable[[], object], per: int = 1, repeat: int = 1) -
         peak = max(peak, tracemalloc.get_traced_memory()[1] - base)
     best, med = min(times), sorted(times)[len(times) // 2]
     extra = f"  {best / per * 1e3:6.1f} ms/frame" if per > 1 else ""
-    print(f"{label:<44s} best {best * 1e3:7.1f} ms (median {med * 1e3:7.1f}){extra}"
-          f"   traced peak +{peak / 2**20:6.1f} MiB")
+    print(
+        f"{label:<44s} best {best * 1e3:7.1f} ms (median {med * 1e3:7.1f}){extra}"
+        f"   traced peak +{peak / 2**20:6.1f} MiB"
+    )
     return out
 
 
@@ -89,15 +93,19 @@ def main() -> None:
         cv2.setNumThreads(args.threads)
     rng = np.random.default_rng(0)
     scene = make_scene(args.height, args.width, rng)
-    ref = (scene + rng.standard_normal(scene.shape, dtype=np.float32) * np.float32(args.sigma))
+    ref = scene + rng.standard_normal(scene.shape, dtype=np.float32) * np.float32(args.sigma)
     ref = ref.astype(np.float32)
     frames = make_frames(scene, args.frames, args.sigma, rng)
     n, r = args.frames, max(1, args.repeat)
-    print(f"{args.width}x{args.height}, {n} second frames, sigma {args.sigma}, "
-          f"cv2 threads {cv2.getNumThreads()}")
+    print(
+        f"{args.width}x{args.height}, {n} second frames, sigma {args.sigma}, "
+        f"cv2 threads {cv2.getNumThreads()}"
+    )
     one_frame_mib = ref.nbytes / 2**20
-    print(f"one linear frame = {one_frame_mib:.1f} MiB; inputs held by the bench: "
-          f"{(n + 2) * one_frame_mib:.0f} MiB (not counted in the traced peaks)")
+    print(
+        f"one linear frame = {one_frame_mib:.1f} MiB; inputs held by the bench: "
+        f"{(n + 2) * one_frame_mib:.0f} MiB (not counted in the traced peaks)"
+    )
     tracemalloc.start()
     timed("estimate_noise_sigma", lambda: estimate_noise_sigma(ref), repeat=r)
     model = estimate_noise_model(ref)
@@ -105,6 +113,7 @@ def main() -> None:
     for robust in (True, False):
         s = FusionSettings(robust=robust)
         tag = "robust" if robust else "plain"
+
         def batch(s: FusionSettings = s) -> FusionResult:
             return fuse_to_reference(ref, frames, s, model)
 
@@ -113,22 +122,28 @@ def main() -> None:
         def stream(s: FusionSettings = s) -> FusionResult:
             def gen() -> Iterator[AlignedFrame]:
                 yield from frames
+
             return fuse_sequential(ref, gen(), s, model)
 
         timed(f"fuse_sequential ({tag}, noise given)", stream, per=n, repeat=r)
-    res = timed("fuse_to_reference (robust, noise estimated)",
-                lambda: fuse_to_reference(ref, frames, FusionSettings()), per=n, repeat=r)
+    res = timed(
+        "fuse_to_reference (robust, noise estimated)",
+        lambda: fuse_to_reference(ref, frames, FusionSettings()),
+        per=n,
+        repeat=r,
+    )
     plain = fuse_to_reference(ref, frames, FusionSettings(robust=False))
     assert isinstance(res, FusionResult)
     inner = (slice(16, -16), slice(16, -16))
     err_ref = float(np.sqrt(np.mean((ref - scene)[inner] ** 2)))
     for tag, img in (("robust", res.image), ("plain", plain.image)):
         err = float(np.sqrt(np.mean((img - scene)[inner] ** 2)))
-        print(f"RMS error vs scene ({tag}): reference {err_ref:.4f}, fused {err:.4f} "
-              f"({err_ref / err:.2f}x lower; sqrt(N+1) = {np.sqrt(n + 1):.2f})")
+        print(
+            f"RMS error vs scene ({tag}): reference {err_ref:.4f}, fused {err:.4f} "
+            f"({err_ref / err:.2f}x lower; sqrt(N+1) = {np.sqrt(n + 1):.2f})"
+        )
     timed("sharpen (plain)", lambda: sharpen(res.image, 0.8, 1.0), repeat=r)
-    timed("sharpen (noise-aware)", lambda: sharpen(res.image, 0.8, 1.0, noise_sigma=0.01),
-          repeat=r)
+    timed("sharpen (noise-aware)", lambda: sharpen(res.image, 0.8, 1.0, noise_sigma=0.01), repeat=r)
     tracemalloc.stop()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"process peak RSS: {rss:.0f} MiB")

@@ -93,8 +93,9 @@ class TimedBackend(Backend):
         self.down_bytes += int(buf.nbytes)
         return self.inner.download(buf)
 
-    def launch(self, kernel: str, grid: tuple[int, int], block: tuple[int, int],
-               *args: KernelArg) -> None:
+    def launch(
+        self, kernel: str, grid: tuple[int, int], block: tuple[int, int], *args: KernelArg
+    ) -> None:
         self.inner.synchronize()
         t0 = time.perf_counter()
         self.inner.launch(kernel, grid, block, *args)
@@ -124,8 +125,13 @@ def to_frame(gray: F32) -> U8:
     return out
 
 
-def stream(aligner: Aligner, job: Callable[[], FusionJob], first: F32, frames: list[U8],
-           sync: Callable[[], None]) -> tuple[float, int]:
+def stream(
+    aligner: Aligner,
+    job: Callable[[], FusionJob],
+    first: F32,
+    frames: list[U8],
+    sync: Callable[[], None],
+) -> tuple[float, int]:
     """Stage 4 as the pipeline runs it: ``(ms per frame, frames fused)``; the reference
     and the fusion job's set-up are not timed."""
     aligner.set_reference(first)
@@ -151,10 +157,17 @@ def bench_stage4(frames: list[U8], ref: U8, backends: list[Backend]) -> None:
     s, fs = RegistrationSettings(), FusionSettings(mode="reference")
     first = srgb_to_linear(ref)
     n = len(frames)
-    print(f"  stage 4 per frame from the uint8 frame (upload + gray + pyramid + LK + warp + "
-          f"fuse), {n} frames:")
-    cpu_ms, fused = stream(RegistrarAligner(OpenCVRegistrar(s)),
-                           partial(CpuFusionJob, first, fs), first, frames, lambda: None)
+    print(
+        f"  stage 4 per frame from the uint8 frame (upload + gray + pyramid + LK + warp + "
+        f"fuse), {n} frames:"
+    )
+    cpu_ms, fused = stream(
+        RegistrarAligner(OpenCVRegistrar(s)),
+        partial(CpuFusionJob, first, fs),
+        first,
+        frames,
+        lambda: None,
+    )
     print(f"    {'opencv':10s} {cpu_ms:9.1f} ms/frame (OpenCV + CPU fuser; fused {fused}/{n})")
     for backend in backends:
         for label, make in (("round trip", RegistrarAligner), ("resident", DeviceAligner)):
@@ -172,8 +185,10 @@ def bench_stage4(frames: list[U8], ref: U8, backends: list[Backend]) -> None:
             job = partial(GpuFuser(backend).job, first, fs)
             stream(aligner, job, first, frames, backend.synchronize)  # warm-up
             ms, fused = stream(aligner, job, first, frames, backend.synchronize)
-            print(f"    {backend.name:10s} {label:10s} {ms:9.1f} ms/frame  x{cpu_ms / ms:5.2f} vs "
-                  f"opencv  up {up:7.2f} MB  down {down:7.2f} MB per frame (fused {fused}/{n})")
+            print(
+                f"    {backend.name:10s} {label:10s} {ms:9.1f} ms/frame  x{cpu_ms / ms:5.2f} vs "
+                f"opencv  up {up:7.2f} MB  down {down:7.2f} MB per frame (fused {fused}/{n})"
+            )
             aligner.close()
 
 
@@ -192,8 +207,10 @@ def bench_size(label: str, size: tuple[int, int], pairs: int, backends: list[Bac
     ms_reg, reg = timed(partial(register_all, cpu, frames), 1)
     ms_warp, _ = timed(partial(cpu.warp, rgb, reg[0]), 1)
     cpu_pair = ms_reg / pairs + ms_warp
-    print(f"opencv     register {ms_reg / pairs:8.1f} ms/pair  warp RGB {ms_warp:7.1f} ms  "
-          f"=> {cpu_pair:8.1f} ms/pair  (accepted {sum(r.accepted for r in reg)}/{pairs})")
+    print(
+        f"opencv     register {ms_reg / pairs:8.1f} ms/pair  warp RGB {ms_warp:7.1f} ms  "
+        f"=> {cpu_pair:8.1f} ms/pair  (accepted {sum(r.accepted for r in reg)}/{pairs})"
+    )
     for backend in backends:
         tb = TimedBackend(backend)
         gpu = GpuRegistrar(s, tb)
@@ -209,9 +226,11 @@ def bench_size(label: str, size: tuple[int, int], pairs: int, backends: list[Bac
         stages = {k: round(v, 1) for k, v in plain.stage_ms.items()}
         e2e_warp, _ = timed(partial(plain.warp, rgb, greg[0]), 1)
         pair = e2e_reg / pairs + e2e_warp
-        print(f"{backend.name:10s} register {e2e_reg / pairs:8.1f} ms/pair  warp RGB "
-              f"{e2e_warp:7.1f} ms  => {pair:8.1f} ms/pair  x{cpu_pair / pair:5.2f} vs opencv  "
-              f"(accepted {sum(r.accepted for r in greg)}/{pairs}; last register {stages} ms)")
+        print(
+            f"{backend.name:10s} register {e2e_reg / pairs:8.1f} ms/pair  warp RGB "
+            f"{e2e_warp:7.1f} ms  => {pair:8.1f} ms/pair  x{cpu_pair / pair:5.2f} vs opencv  "
+            f"(accepted {sum(r.accepted for r in greg)}/{pairs}; last register {stages} ms)"
+        )
         print("  per kernel launch (ms, mean):")
         for k, v in per_kernel.items():
             print(f"    {k:18s} {v:9.3f}  x{len(tb.times[k])}")

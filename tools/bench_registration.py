@@ -48,8 +48,12 @@ def scene(width: int, height: int, seed: int) -> F32:
     try:
         data: Any = importlib.import_module("skimage.data")
         photos = [
-            data.astronaut(), data.coffee(), data.chelsea(), data.rocket(),
-            np.dstack([data.camera()] * 3), data.immunohistochemistry(),
+            data.astronaut(),
+            data.coffee(),
+            data.chelsea(),
+            data.rocket(),
+            np.dstack([data.camera()] * 3),
+            data.immunohistochemistry(),
         ]
     except ImportError:  # random shapes: still corners everywhere
         rng = np.random.default_rng(seed)
@@ -80,8 +84,9 @@ def shake(rng: np.random.Generator, width: int, height: int) -> F64:
     a, s = math.radians(rng.uniform(-1, 1)), 1 + rng.uniform(-0.01, 0.01)
     c = np.array([[1, 0, width / 2], [0, 1, height / 2], [0, 0, 1]])
     ci = np.linalg.inv(c)
-    rot = np.array([[s * math.cos(a), -s * math.sin(a), 0], [s * math.sin(a), s * math.cos(a), 0],
-                    [0, 0, 1]])
+    rot = np.array(
+        [[s * math.cos(a), -s * math.sin(a), 0], [s * math.sin(a), s * math.cos(a), 0], [0, 0, 1]]
+    )
     persp = np.eye(3)
     persp[2, :2] = rng.uniform(-2e-6, 2e-6, 2) / k
     shift = np.eye(3)
@@ -107,9 +112,13 @@ def bench(width: int, height: int, pairs: int, seed: int, settings: Registration
     for _ in range(pairs):
         H = shake(rng, width, height)
         warped = np.asarray(
-            cv2.warpPerspective(clean, H, (width, height),
-                                flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
-                                borderMode=cv2.BORDER_REFLECT),
+            cv2.warpPerspective(
+                clean,
+                H,
+                (width, height),
+                flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                borderMode=cv2.BORDER_REFLECT,
+            ),
             np.float32,
         )
         kernel = motion_kernel(blur, rng.uniform(0, math.pi))
@@ -159,24 +168,28 @@ def bench(width: int, height: int, pairs: int, seed: int, settings: Registration
         )
 
     mp = width * height / 1e6
-    print(f"== {width}x{height} ({mp:.1f} MP), tracking level {reg.tracking_level}, "
-          f"{len(reg.corners)} corners, {pairs} pairs (median ms, min in brackets)")
+    print(
+        f"== {width}x{height} ({mp:.1f} MP), tracking level {reg.tracking_level}, "
+        f"{len(reg.corners)} corners, {pairs} pairs (median ms, min in brackets)"
+    )
     print(f"  set_reference: {fmt(ref_ms)}")
     order = ["pyramid", "lk", "homography", "register", "register cpu", "warp"]
     print(f"  per pair:      {fmt({k: pair_ms[k] for k in order})}")
-    print(f"  accepted {accepted}/{pairs}, grid error median {statistics.median(errors):.3f} px, "
-          f"max {max(errors):.3f} px; median inlier residual "
-          f"{statistics.median(residuals):.3f} px")
-    print(f"  peak traced memory: register {peak_register / 2**20:.1f} MiB, "
-          f"warp (RGB + mask) {peak_warp / 2**20:.1f} MiB; "
-          f"process max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(
+        f"  accepted {accepted}/{pairs}, grid error median {statistics.median(errors):.3f} px, "
+        f"max {max(errors):.3f} px; median inlier residual "
+        f"{statistics.median(residuals):.3f} px"
+    )
+    print(
+        f"  peak traced memory: register {peak_register / 2**20:.1f} MiB, "
+        f"warp (RGB + mask) {peak_warp / 2**20:.1f} MiB; "
+        f"process max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument(
-        "--sizes", type=frame_sizes, default="1920x1080,4000x3000", help="WxH,WxH,..."
-    )
+    ap.add_argument("--sizes", type=frame_sizes, default="1920x1080,4000x3000", help="WxH,WxH,...")
     ap.add_argument("--pairs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-corners", type=int, default=None)

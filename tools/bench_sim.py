@@ -97,8 +97,10 @@ def bench_size(width: int, height: int, frames: int, repeats: int) -> None:
     renderer = make_renderer(params)
     setup = [time.perf_counter() - t0]
     setup += [seconds(lambda: make_renderer(params)) for _ in range(repeats - 1)]
-    print(f"\n{width}x{height}, {frames} ring frames, shake {params.shake:.0f} deg/s, "
-          f"focal {params.focal:.0f} px: renderer set-up {statistics.median(setup) * 1e3:.0f} ms")
+    print(
+        f"\n{width}x{height}, {frames} ring frames, shake {params.shake:.0f} deg/s, "
+        f"focal {params.focal:.0f} px: renderer set-up {statistics.median(setup) * 1e3:.0f} ms"
+    )
     for label, fast, step in _MODES:
         runs = [one_pass(renderer, params, fast, step) for _ in range(repeats)]
         per = 1e3 / frames
@@ -107,9 +109,11 @@ def bench_size(width: int, height: int, frames: int, repeats: int) -> None:
             return float(statistics.median(float(getattr(r, stage)) for r in runs)) * per
 
         total = med("render") + med("noise") + med("encode")
-        print(f"  {label:<24s} ms/frame: render {med('render'):6.1f} "
-              f"(sub-steps {runs[0].substeps / frames:5.1f}), noise {med('noise'):5.1f}, "
-              f"encode {med('encode'):5.1f}, total {total:6.1f}")
+        print(
+            f"  {label:<24s} ms/frame: render {med('render'):6.1f} "
+            f"(sub-steps {runs[0].substeps / frames:5.1f}), noise {med('noise'):5.1f}, "
+            f"encode {med('encode'):5.1f}, total {total:6.1f}"
+        )
     for label, fast in (("exact", False), ("fast", True)):
         p = SimParams(width=width, height=height, ring_frames=frames, fast=fast)
 
@@ -117,8 +121,10 @@ def bench_size(width: int, height: int, frames: int, repeats: int) -> None:
             return simulate_burst(p)
 
         whole = statistics.median(seconds(burst) for _ in range(repeats))
-        print(f"  simulate_burst ({label}): {whole:.2f} s per burst, "
-              f"{whole / frames * 1e3:.0f} ms/frame")
+        print(
+            f"  simulate_burst ({label}): {whole:.2f} s per burst, "
+            f"{whole / frames * 1e3:.0f} ms/frame"
+        )
 
 
 def burst_motion(params: SimParams) -> tuple[list[float], float]:
@@ -151,11 +157,15 @@ def motion_table(seeds: int, levels: list[float]) -> None:
     """Print blur and excursion statistics of the shake model per level over ``seeds``."""
     base = SimParams()
     deg_per_px = math.degrees(1.0 / base.focal)
-    print(f"\nshake model, {seeds} seeds, {base.width}x{base.height}, focal {base.focal:.0f} px, "
-          f"{base.ring_frames} ring frames of {base.ring_exposure_us / 1000:g} ms at "
-          f"{base.fps:g} fps (trajectory only)")
-    print("  level  deg/s | blur px: median  (5-95 %)   burst min/max | "
-          "excursion px: median  95 %   (deg: median  95 %)")
+    print(
+        f"\nshake model, {seeds} seeds, {base.width}x{base.height}, focal {base.focal:.0f} px, "
+        f"{base.ring_frames} ring frames of {base.ring_exposure_us / 1000:g} ms at "
+        f"{base.fps:g} fps (trajectory only)"
+    )
+    print(
+        "  level  deg/s | blur px: median  (5-95 %)   burst min/max | "
+        "excursion px: median  95 %   (deg: median  95 %)"
+    )
     for level in levels:
         blur: list[float] = []
         lows: list[float] = []
@@ -170,23 +180,43 @@ def motion_table(seeds: int, levels: list[float]) -> None:
             exc.append(e)
         b5, b50, b95 = np.percentile(blur, [5, 50, 95])
         e50, e95 = np.percentile(exc, [50, 95])
-        print(f"  {level:5.2f} {level * DEFAULT_SHAKE_DEG_S:6.1f} | {b50:13.2f}  "
-              f"({b5:4.2f}-{b95:5.2f}) {np.median(lows):6.2f}/{np.median(highs):5.2f} | "
-              f"{e50:19.1f} {e95:6.1f}   ({e50 * deg_per_px:11.2f} {e95 * deg_per_px:5.2f})")
+        print(
+            f"  {level:5.2f} {level * DEFAULT_SHAKE_DEG_S:6.1f} | {b50:13.2f}  "
+            f"({b5:4.2f}-{b95:5.2f}) {np.median(lows):6.2f}/{np.median(highs):5.2f} | "
+            f"{e50:19.1f} {e95:6.1f}   ({e50 * deg_per_px:11.2f} {e95 * deg_per_px:5.2f})"
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--size", type=frame_size, action="append", metavar="WxH",
-                    help="frame size, px (repeatable; default 1280x720 and 1920x1080)")
+    ap.add_argument(
+        "--size",
+        type=frame_size,
+        action="append",
+        metavar="WxH",
+        help="frame size, px (repeatable; default 1280x720 and 1920x1080)",
+    )
     ap.add_argument("--frames", type=int, default=9, help="ring frames per burst")
     ap.add_argument("--repeats", type=int, default=3, help="runs per figure (median shown)")
-    ap.add_argument("--timing", action=argparse.BooleanOptionalAction, default=True,
-                    help="run the timings (--no-timing: only the shake statistics)")
-    ap.add_argument("--motion-seeds", type=int, default=0,
-                    help="seeds per level for the shake statistics (0: skip them)")
-    ap.add_argument("--levels", type=float, nargs="+", default=[0.5, 1.0, 2.0],
-                    help="shake levels for the statistics, multiples of the default shake")
+    ap.add_argument(
+        "--timing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the timings (--no-timing: only the shake statistics)",
+    )
+    ap.add_argument(
+        "--motion-seeds",
+        type=int,
+        default=0,
+        help="seeds per level for the shake statistics (0: skip them)",
+    )
+    ap.add_argument(
+        "--levels",
+        type=float,
+        nargs="+",
+        default=[0.5, 1.0, 2.0],
+        help="shake levels for the statistics, multiples of the default shake",
+    )
     args = ap.parse_args()
     if args.frames < 1 or args.repeats < 1 or args.motion_seeds < 0:
         ap.error("--frames and --repeats must be ≥ 1, --motion-seeds ≥ 0")

@@ -62,8 +62,9 @@ def photo(name: str, size: tuple[int, int]) -> F32:
     cw, ch = round(w / scale), round(h / scale)
     y0, x0 = (ih - ch) // 2, (iw - cw) // 2
     crop = np.ascontiguousarray(img[y0 : y0 + ch, x0 : x0 + cw])
-    return srgb_to_linear(np.asarray(cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA),
-                                     np.uint8))
+    return srgb_to_linear(
+        np.asarray(cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA), np.uint8)
+    )
 
 
 def degrade(
@@ -81,8 +82,9 @@ def degrade(
     pad = kernel.shape[0] // 2 + 2
     import cv2
 
-    padded = np.asarray(cv2.copyMakeBorder(sharp, pad, pad, pad, pad, cv2.BORDER_REFLECT),
-                        np.float32)
+    padded = np.asarray(
+        cv2.copyMakeBorder(sharp, pad, pad, pad, pad, cv2.BORDER_REFLECT), np.float32
+    )
     blurred = convolve(padded, kernel)[pad:-pad, pad:-pad]
     isp = IspParams.random(rng) if camera else IspParams()
     gain = float(np.exp(rng.uniform(np.log(2.0), np.log(8.0))))
@@ -98,18 +100,30 @@ def degrade(
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--model", action="append", default=None,
-                   help="ONNX model(s) to compare (default engines/unet.onnx)")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        help="ONNX model(s) to compare (default engines/unet.onnx)",
+    )
     p.add_argument("--size", type=frame_size_at_least(64), default=(640, 480))
     p.add_argument("--photos", default=",".join(DEFAULT_PHOTOS))
-    p.add_argument("--blurs", type=nonnegative_floats, default=[3.0, 8.0, 16.0, 28.0, 40.0],
-                   help="shake kernel extents, px")
+    p.add_argument(
+        "--blurs",
+        type=nonnegative_floats,
+        default=[3.0, 8.0, 16.0, 28.0, 40.0],
+        help="shake kernel extents, px",
+    )
     p.add_argument("--camera", choices=("random", "off"), default="random")
     p.add_argument("--truth", choices=("tone", "camera"), default="tone",
                    help="the sharp photo through the tone curve, or through the same camera "
                    "without noise and codec")  # fmt: skip
-    p.add_argument("--averaged", type=int, default=1,
-                   help="expose each blurred frame as the mean of K video frames")
+    p.add_argument(
+        "--averaged",
+        type=int,
+        default=1,
+        help="expose each blurred frame as the mean of K video frames",
+    )
     p.add_argument("--border", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--markdown", default=None)
@@ -131,20 +145,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         for bi, extent in enumerate(args.blurs):
             frame, truth = degrade(sharp, extent, 1000 * pi + bi, args.camera == "random",
                                    args.truth, args.averaged)  # fmt: skip
-            scores = [(psnr(frame, truth, border=args.border),
-                       ssim(frame, truth, border=args.border))]
+            scores = [
+                (psnr(frame, truth, border=args.border), ssim(frame, truth, border=args.border))
+            ]
             for net in nets:
                 out = net.deblur(srgb_to_linear(frame), "first")
                 from deblurd.imaging import linear_to_srgb
 
                 img = linear_to_srgb(out)
-                scores.append((psnr(img, truth, border=args.border),
-                               ssim(img, truth, border=args.border)))
+                scores.append(
+                    (psnr(img, truth, border=args.border), ssim(img, truth, border=args.border))
+                )
             rows.append((name, extent, scores))
             cells = "  ".join(f"{p_:.2f}/{s_:.4f}" for p_, s_ in scores)
             print(f"{name:12s} {extent:5.1f} px  input {cells}", flush=True)
-    lines = ["| blur px | input PSNR / SSIM | " + " | ".join(names) + " |",
-             "|---" * (2 + len(names)) + "|"]
+    lines = [
+        "| blur px | input PSNR / SSIM | " + " | ".join(names) + " |",
+        "|---" * (2 + len(names)) + "|",
+    ]
     for extent in [*args.blurs, None]:
         sel = [r for r in rows if extent is None or r[1] == extent]
         label = "all" if extent is None else f"{extent:g}"
@@ -156,9 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             cols.append(f"{p_:.2f} / {s_:.4f}{gain}")
         lines.append(f"| {label} | " + " | ".join(cols) + " |")
     table = "\n".join(lines)
-    print(f"\n{len(rows)} cases ({args.camera} camera, {args.size[0]}x{args.size[1]}, "
-          f"truth {args.truth}, {args.averaged} frame(s) averaged); "
-          "PSNR / SSIM, gain over the input in brackets\n")
+    print(
+        f"\n{len(rows)} cases ({args.camera} camera, {args.size[0]}x{args.size[1]}, "
+        f"truth {args.truth}, {args.averaged} frame(s) averaged); "
+        "PSNR / SSIM, gain over the input in brackets\n"
+    )
     print(table)
     if args.markdown:
         Path(args.markdown).write_text(table + "\n")

@@ -30,8 +30,9 @@ from deblurd.sim.burst import SimParams, simulate_burst
 BORDER = 16
 
 
-def relative_mse(result: npt.NDArray[np.uint8], frame: npt.NDArray[np.uint8],
-                 truth: npt.NDArray[np.uint8]) -> float:
+def relative_mse(
+    result: npt.NDArray[np.uint8], frame: npt.NDArray[np.uint8], truth: npt.NDArray[np.uint8]
+) -> float:
     """``MSE(result, truth) / MSE(frame, truth)`` inside a :data:`BORDER` px border."""
     crop = (slice(BORDER, -BORDER), slice(BORDER, -BORDER))
 

@@ -268,9 +268,7 @@ def report(r: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--triggers", type=int, default=1000)
-    parser.add_argument(
-        "--size", type=frame_size, default="320x240", help="WxH of the sim camera"
-    )
+    parser.add_argument("--size", type=frame_size, default="320x240", help="WxH of the sim camera")
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--unet", action="store_true", help="run the U-Net's first pass")
     parser.add_argument("--sample-s", type=float, default=0.5, help="RSS sampling period, s")

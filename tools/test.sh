@@ -26,6 +26,7 @@ echo "== CUDA kernels (nvcc for Orin, host emulation with g++)"
 bash tools/check_cuda.sh
 echo "== ruff"
 "$VENV/bin/ruff" check daemon tests tools
+"$VENV/bin/ruff" format --check daemon tests tools
 echo "== mypy"
 "$VENV/bin/mypy"
 echo "== pytest"

@@ -168,7 +168,8 @@ class RepositoryServer(ServerProcess):
                         dist / "backends" / "python" / "triton_python_backend_stub")  # fmt: skip
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = ":".join(
-            p for p in (str(get_libs_path()), env.get("LD_LIBRARY_PATH", "")) if p)
+            p for p in (str(get_libs_path()), env.get("LD_LIBRARY_PATH", "")) if p
+        )
         env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
         cmd = [str(dist / "bin" / "tritonserver"), "--model-repository", str(self.repository),
                "--backend-directory", str(dist / "backends"),
@@ -277,8 +278,11 @@ def main() -> int:
     parser.add_argument("--burst", action="store_true",
                         help="also serve deblurd_burst (offload = burst)")  # fmt: skip
     parser.add_argument("--slow-s", type=float, default=3.0)
-    parser.add_argument("--ready-file", type=Path,
-                        help="write the READY line to this file (atomically) once serving")
+    parser.add_argument(
+        "--ready-file",
+        type=Path,
+        help="write the READY line to this file (atomically) once serving",
+    )
     parser.add_argument("--tls-dir", type=Path, help="gRPC over TLS with server.crt, server.key "
                         "and ca.crt from this folder (HTTP stays plain: Triton has no TLS "
                         "for it)")  # fmt: skip

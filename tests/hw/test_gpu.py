@@ -94,9 +94,13 @@ def test_gpu_registration_matches_opencv(cuda_backend: Any, width: int, height: 
     assert np.abs(gpu.corners - cpu.corners).max() <= 0.01
     for _ in range(3):
         H = shake(rng, width, height)
-        moving = cv2.warpPerspective(clean, H, (width, height),
-                                     flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
-                                     borderMode=cv2.BORDER_REFLECT)
+        moving = cv2.warpPerspective(
+            clean,
+            H,
+            (width, height),
+            flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REFLECT,
+        )
         moving = np.clip(moving + rng.normal(0, 0.015, moving.shape), 0, 1).astype(np.float32)
         a, b = gpu.register(moving), cpu.register(moving)
         assert a.accepted and b.accepted, (a.reason, b.reason)
@@ -150,16 +154,22 @@ def test_gpu_resident_path_matches_the_host_round_trip(cuda_backend: Any, mode: 
     first = np.clip(clean + rng.normal(0, 0.01, clean.shape), 0, 1).astype(np.float32)
     frames = []
     for _ in range(3):
-        moving = cv2.warpPerspective(clean, shake(rng, w, h), (w, h),
-                                     flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                     borderMode=cv2.BORDER_REFLECT)
+        moving = cv2.warpPerspective(
+            clean,
+            shake(rng, w, h),
+            (w, h),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REFLECT,
+        )
         noisy = np.clip(moving + rng.normal(0, 0.01, moving.shape), 0, 1).astype(np.float32)
         frames.append(linear_to_srgb(noisy))
     settings = FusionSettings(mode=mode)  # type: ignore[arg-type]
     fuser = GpuFuser(cuda_backend)
     runs = []
-    for aligner in (RegistrarAligner(GpuRegistrar(RegistrationSettings(), cuda_backend)),
-                    DeviceAligner(GpuRegistrar(RegistrationSettings(), cuda_backend))):
+    for aligner in (
+        RegistrarAligner(GpuRegistrar(RegistrationSettings(), cuda_backend)),
+        DeviceAligner(GpuRegistrar(RegistrationSettings(), cuda_backend)),
+    ):
         aligner.set_reference(first)
         job = fuser.job(first, settings)
         homographies = []

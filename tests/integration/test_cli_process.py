@@ -414,8 +414,9 @@ def test_frames_are_fused_raw_and_the_second_pass_gets_that_image() -> None:
 
     # Nothing to fuse (every second frame far blurrier): the result is the first pass's.
     strict = settings.model_copy(
-        update={"second_frames": settings.second_frames.model_copy(
-            update={"max_blur_excess": -100.0})}
+        update={
+            "second_frames": settings.second_frames.model_copy(update={"max_blur_excess": -100.0})
+        }
     )
     alone = process_burst(sim.burst, strict, _MarkingDeblurrer(), "first")
     assert alone.report.used == []

@@ -79,9 +79,7 @@ def test_slow_server_times_out(server: Any) -> None:
 
 
 def test_slow_server_with_http_times_out(server: Any) -> None:
-    remote = TritonDeblurrer(
-        settings(server, "http", model="deblurd_unet_slow", timeout_s=1.0)
-    )
+    remote = TritonDeblurrer(settings(server, "http", model="deblurd_unet_slow", timeout_s=1.0))
     with pytest.raises(InferenceError):
         remote.deblur(image(), "first")
     remote.close()
@@ -491,7 +489,10 @@ def test_exported_burst_model_runs_in_a_real_triton(tmp_path: Path, sim_burst: P
         remote = BurstOffload(TritonDeblurrer(runtime, check_models=False))
         rplan = remote.plan(ring_burst, s)
         assert (rplan.selected, rplan.decision, rplan.candidates) == (
-            plan.selected, plan.decision, plan.candidates)
+            plan.selected,
+            plan.decision,
+            plan.candidates,
+        )
         assert np.allclose(rplan.scores, plan.scores) and rplan.first_score == plan.first_score
         image, report = rplan.complete(burst, s)
         assert np.array_equal(image, result.image)

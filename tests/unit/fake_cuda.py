@@ -157,8 +157,9 @@ def fake_pycuda(limit: int, fail_kernel: str | None = None) -> dict[str, types.M
         raise TypeError(type(a))
 
     class SourceModule:
-        def __init__(self, source: str, no_extern_c: bool, include_dirs: list[str],
-                     options: list[str]) -> None:
+        def __init__(
+            self, source: str, no_extern_c: bool, include_dirs: list[str], options: list[str]
+        ) -> None:
             assert source == combined_source() and no_extern_c
             assert "--fmad=false" in options and Path(include_dirs[0], "lk.cu").exists()
             require("cuModuleLoadData")
@@ -166,8 +167,9 @@ def fake_pycuda(limit: int, fail_kernel: str | None = None) -> dict[str, types.M
         def get_function(self, name: str) -> Any:
             fn = getattr(lib, f"emu_{name}")
 
-            def call(*args: Any, block: tuple[int, int, int], grid: tuple[int, int],
-                     stream: Any) -> None:
+            def call(
+                *args: Any, block: tuple[int, int, int], grid: tuple[int, int], stream: Any
+            ) -> None:
                 require("cuLaunchKernel")
                 if name == fail_kernel:
                     raise LaunchError("cuLaunchKernel failed: unspecified launch failure")
@@ -194,8 +196,12 @@ def fake_pycuda(limit: int, fail_kernel: str | None = None) -> dict[str, types.M
     compiler_mod.SourceModule = SourceModule  # type: ignore[attr-defined]
     root.driver = driver  # type: ignore[attr-defined]
     root.VERSION_TEXT = "fake"  # type: ignore[attr-defined]
-    return {"pycuda": root, "pycuda.driver": driver, "pycuda.compiler": compiler_mod,
-            "pycuda.autoinit": autoinit}
+    return {
+        "pycuda": root,
+        "pycuda.driver": driver,
+        "pycuda.compiler": compiler_mod,
+        "pycuda.autoinit": autoinit,
+    }
 
 
 def install_fake_pycuda(monkeypatch: pytest.MonkeyPatch, **kw: Any) -> types.ModuleType:
@@ -208,8 +214,6 @@ def install_fake_pycuda(monkeypatch: pytest.MonkeyPatch, **kw: Any) -> types.Mod
         monkeypatch.setitem(sys.modules, name, mod)
     monkeypatch.setattr(context, "_primary", None)
     return mods["pycuda.driver"]
-
-
 
 
 def alloc_at(driver: types.ModuleType, address: int) -> FakeAlloc:
@@ -236,14 +240,17 @@ class FakeTensor:
 def onnx_io(session: Any) -> list[FakeTensor]:
     """The I/O tensors of an onnxruntime session as TensorRT reports them: dynamic dims
     -1, data types ``float32``, ``float16``, ``int64``... (the fake ``trt.DataType``)."""
+
     def tensor(arg: Any, is_input: bool) -> FakeTensor:
         shape = tuple(d if isinstance(d, int) else -1 for d in arg.shape)
         dtype = {"tensor(float)": "float32", "tensor(float16)": "float16"}.get(
-            arg.type, arg.type.removeprefix("tensor(").removesuffix(")"))
+            arg.type, arg.type.removeprefix("tensor(").removesuffix(")")
+        )
         return FakeTensor(arg.name, is_input, shape, dtype)
 
-    return ([tensor(a, True) for a in session.get_inputs()]
-            + [tensor(a, False) for a in session.get_outputs()])
+    return [tensor(a, True) for a in session.get_inputs()] + [
+        tensor(a, False) for a in session.get_outputs()
+    ]
 
 
 def fake_tensorrt(driver: types.ModuleType, version: str = "10.3.0") -> types.ModuleType:
@@ -370,8 +377,13 @@ def fake_tensorrt(driver: types.ModuleType, version: str = "10.3.0") -> types.Mo
             (profile,) = config.profiles
             if {t.name for t in network.io if t.is_input} != set(profile.shapes):
                 return None  # an input without a profile (or a profile of no input)
-            built.append({"profile": profile.shapes, "fp16": BuilderFlag.FP16 in config.flags,
-                          "cache_in": config.get_timing_cache().data})
+            built.append(
+                {
+                    "profile": profile.shapes,
+                    "fp16": BuilderFlag.FP16 in config.flags,
+                    "cache_in": config.get_timing_cache().data,
+                }
+            )
             hi = max(int(shapes[2][2]) for shapes in profile.shapes.values())
             return fake_plan(network.onnx, hi)
 
@@ -411,8 +423,7 @@ def fake_tensorrt(driver: types.ModuleType, version: str = "10.3.0") -> types.Mo
             outputs = [t.name for t in io if not t.is_input]
             for name, out in zip(outputs, self.session.run(outputs, feeds), strict=True):
                 dst = alloc_at(driver, self.addresses[name]).mem
-                dst[: out.nbytes] = np.ascontiguousarray(out, np.float32).reshape(-1).view(
-                    np.uint8)
+                dst[: out.nbytes] = np.ascontiguousarray(out, np.float32).reshape(-1).view(np.uint8)
             return True
 
     class Engine:
@@ -449,9 +460,16 @@ def fake_tensorrt(driver: types.ModuleType, version: str = "10.3.0") -> types.Mo
                 return None
             return Engine(plan[8:], int.from_bytes(plan[4:8], "little"))
 
-    for name, obj in [("Logger", Logger), ("BuilderFlag", BuilderFlag), ("Builder", Builder),
-                      ("OnnxParser", OnnxParser), ("Runtime", Runtime), ("built", built),
-                      ("TensorIOMode", TensorIOMode), ("DataType", DataType)]:
+    for name, obj in [
+        ("Logger", Logger),
+        ("BuilderFlag", BuilderFlag),
+        ("Builder", Builder),
+        ("OnnxParser", OnnxParser),
+        ("Runtime", Runtime),
+        ("built", built),
+        ("TensorIOMode", TensorIOMode),
+        ("DataType", DataType),
+    ]:
         setattr(trt, name, obj)
     return trt
 

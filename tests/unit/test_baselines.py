@@ -35,8 +35,12 @@ def _texture(h: int, w: int, seed: int = 0) -> U8:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _burst(frames: list[U8], trigger: int = 0, roles: list[str] | None = None,
-           exposures: list[int] | None = None) -> Burst:
+def _burst(
+    frames: list[U8],
+    trigger: int = 0,
+    roles: list[str] | None = None,
+    exposures: list[int] | None = None,
+) -> Burst:
     roles = roles or ["ring"] * len(frames)
     exposures = exposures or [10000] * len(frames)
     infos = [

@@ -100,7 +100,7 @@ def test_noise_aware_leaves_flat_noise_alone_but_sharpens_edges() -> None:
     out = sharpen(edge, 1.5, 1.0, noise_sigma=sigma)
     smooth = cv2.GaussianBlur(out, (0, 0), 0.8)  # measure the edge, not the noise
     ref = cv2.GaussianBlur(edge, (0, 0), 0.8)
-    assert edge_contrast(smooth) / edge_contrast(ref) > 0.8 * gain_plain ** 0.8
+    assert edge_contrast(smooth) / edge_contrast(ref) > 0.8 * gain_plain**0.8
 
 
 def test_noise_map_per_pixel() -> None:
@@ -126,8 +126,9 @@ def test_finish_uses_its_settings() -> None:
     assert edge_contrast(cv2.GaussianBlur(aware, (0, 0), 1.0)) > edge_contrast(
         cv2.GaussianBlur(img, (0, 0), 1.0)
     )
-    np.testing.assert_array_equal(finish(img, s_aware, noise_sigma=0.01),
-                                  sharpen(img, 1.0, 1.0, noise_sigma=0.01))
+    np.testing.assert_array_equal(
+        finish(img, s_aware, noise_sigma=0.01), sharpen(img, 1.0, 1.0, noise_sigma=0.01)
+    )
 
 
 def test_gray_images_work() -> None:

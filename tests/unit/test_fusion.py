@@ -29,8 +29,9 @@ PATCH = 28
 def scene(h: int = 160, w: int = 160, seed: int = 0) -> F32:
     """Textured linear scene in [0.05, 0.85]: smooth field, fine texture, hard edges."""
     rng = np.random.default_rng(seed)
-    coarse = cv2.resize(rng.random((h // 16, w // 16, 3)).astype(np.float32), (w, h),
-                        interpolation=cv2.INTER_CUBIC)
+    coarse = cv2.resize(
+        rng.random((h // 16, w // 16, 3)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC
+    )
     fine = cv2.GaussianBlur(rng.random((h, w, 3)).astype(np.float32), (0, 0), 1.2)
     img = 0.5 * coarse + 1.2 * (fine - 0.5) + 0.1
     for _ in range(8):
@@ -274,10 +275,12 @@ def test_blurry_frames_do_not_import_blur() -> None:
     # ... and still help where they are as good as the others: per-pixel, not per-frame
     assert np.mean(guarded.weight_sum[flat]) > np.mean(only_sharp.weight_sum[flat]) + 2.5
     assert rms(guarded.image, gt, flat) < 0.9 * rms(only_sharp.image, gt, flat)
+
     # sharpness: gradient energy of the result vs the truth (noise-free) at edges
     def grad_energy(x: F32) -> float:
         g = cv2.Sobel(cv2.GaussianBlur(x, (0, 0), 1.0), cv2.CV_32F, 1, 0)
         return float(np.mean(g[m] ** 2))
+
     assert grad_energy(guarded.image) > 0.93 * grad_energy(gt)
     assert grad_energy(unguarded.image) < grad_energy(guarded.image)
 
@@ -299,7 +302,8 @@ def test_frame_weight_is_honoured() -> None:
     s = FusionSettings()
     dropped = [*frames[:2], AlignedFrame(frames[2].image, frames[2].valid, 0.0), frames[3]]
     np.testing.assert_allclose(
-        fuse(ref, dropped, s).image, fuse(ref, [frames[0], frames[1], frames[3]], s).image,
+        fuse(ref, dropped, s).image,
+        fuse(ref, [frames[0], frames[1], frames[3]], s).image,
         atol=1e-6,
     )
     doubled = [frames[0], AlignedFrame(frames[1].image, frames[1].valid, 2.0)]
@@ -372,11 +376,16 @@ def test_warped_frames_still_average() -> None:
         tx, ty = rng.uniform(-2, 2, 2)
         fwd = np.array([[1, 0, tx], [0, 1, ty]], np.float32)
         back = np.array([[1, 0, -tx], [0, 1, -ty]], np.float32)
-        moved = cv2.warpAffine(gt, fwd, (w, h), flags=cv2.INTER_CUBIC,
-                               borderMode=cv2.BORDER_REFLECT)
+        moved = cv2.warpAffine(
+            gt, fwd, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
+        )
         shot = add_noise(np.asarray(moved, dtype=np.float32), rng)
-        img = np.asarray(cv2.warpAffine(shot, back, (w, h), flags=cv2.INTER_LINEAR,
-                                        borderMode=cv2.BORDER_REPLICATE), dtype=np.float32)
+        img = np.asarray(
+            cv2.warpAffine(
+                shot, back, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            ),
+            dtype=np.float32,
+        )
         valid = cv2.warpAffine(ones(gt), back, (w, h), flags=cv2.INTER_LINEAR) > 0.999
         frames.append(AlignedFrame(img, valid.astype(np.float32)))
     m = inner(gt.shape, 8)

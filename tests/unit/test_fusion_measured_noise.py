@@ -22,8 +22,9 @@ H = W = 192
 
 def scene(seed: int = 0) -> F32:
     rng = np.random.default_rng(seed)
-    coarse = cv2.resize(rng.random((12, 12, 3)).astype(np.float32), (W, H),
-                        interpolation=cv2.INTER_CUBIC)
+    coarse = cv2.resize(
+        rng.random((12, 12, 3)).astype(np.float32), (W, H), interpolation=cv2.INTER_CUBIC
+    )
     fine = cv2.GaussianBlur(rng.random((H, W, 3)).astype(np.float32), (0, 0), 1.5)
     out: F32 = np.clip(0.45 * coarse + 0.8 * (fine - 0.5) + 0.15, 0.05, 0.85).astype(np.float32)
     return out
@@ -122,8 +123,13 @@ def test_floor_is_half_a_code_in_srgb() -> None:
     # half a code, taken through the slope of the sRGB decoding: larger where it is brighter
     assert np.all(np.diff(sigma) > 0)
     lin_step_mid = ((0.5 + 0.5 / 255 + 0.055) / 1.055) ** 2.4 - ((0.5 + 0.055) / 1.055) ** 2.4
-    assert abs(float(np.sqrt(floor_variance(np.array([0.214], np.float32)))[0])
-               - 0.5 * lin_step_mid / 0.5) < 0.3 * lin_step_mid
+    assert (
+        abs(
+            float(np.sqrt(floor_variance(np.array([0.214], np.float32)))[0])
+            - 0.5 * lin_step_mid / 0.5
+        )
+        < 0.3 * lin_step_mid
+    )
 
 
 def test_zero_model_never_makes_every_difference_motion() -> None:

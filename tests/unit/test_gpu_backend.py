@@ -54,12 +54,18 @@ def test_pool_reuses_and_checks_sizes() -> None:
 
 def astronaut_pair() -> tuple[np.ndarray, np.ndarray]:
     import cv2
+
     skdata: Any = pytest.importorskip("skimage.data")
 
     g = cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
     H = np.array([[1.0, 0.002, 3.5], [-0.002, 1.0, -2.25], [0.0, 0.0, 1.0]])
-    moving = cv2.warpPerspective(g, H, (512, 512), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
-                                 borderMode=cv2.BORDER_REFLECT)
+    moving = cv2.warpPerspective(
+        g,
+        H,
+        (512, 512),
+        flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REFLECT,
+    )
     return g, np.asarray(moving, np.float32)
 
 

@@ -39,7 +39,6 @@ from deblurd.settings.registration import RegistrationSettings
 skdata: Any = pytest.importorskip("skimage.data")
 
 
-
 def gray_photo(name: str = "astronaut") -> F32:
     img = np.asarray(getattr(skdata, name)(), np.uint8)
     if img.ndim == 3:
@@ -74,8 +73,9 @@ def test_float_pyr_down_matches_cv2_pyrdown(emu: EmulatedBackend, h: int, w: int
     dh, dw = (h + 1) // 2, (w + 1) // 2
     a = emu.upload_new("t/src", src)
     b = emu.buffer("t/dst", (dh, dw), np.float32)
-    emu.launch("pyr_down_f32", *grid_2d(dw, dh), a, np.int32(w), np.int32(h), b, np.int32(dw),
-               np.int32(dh))
+    emu.launch(
+        "pyr_down_f32", *grid_2d(dw, dh), a, np.int32(w), np.int32(h), b, np.int32(dw), np.int32(dh)
+    )
     ref = cv2.pyrDown(src, dstsize=(dw, dh))
     assert np.abs(emu.download(b) - ref).max() <= 2e-7
 
@@ -103,8 +103,16 @@ def test_harris_response_matches_cv2_cornerharris(emu: EmulatedBackend) -> None:
     h, w = img.shape
     a = emu.upload_new("t/u8", img)
     r = emu.buffer("t/resp", (h, w), np.float32)
-    emu.launch("harris_response", *grid_2d(w, h), a, np.int32(w), np.int32(h),
-               np.float32(0.04), np.float32(HARRIS_SCALE), r)
+    emu.launch(
+        "harris_response",
+        *grid_2d(w, h),
+        a,
+        np.int32(w),
+        np.int32(h),
+        np.float32(0.04),
+        np.float32(HARRIS_SCALE),
+        r,
+    )
     ref = harris_response(img)
     assert np.abs(emu.download(r) - ref).max() <= 1e-5 * np.abs(ref).max()
 
@@ -122,15 +130,17 @@ def test_persistent_corners_are_the_opencv_registrars(emu: EmulatedBackend) -> N
 
 
 @pytest.mark.parametrize("persistence", [2, 0])
-def test_noise_corners_do_not_persist_but_corners_of_shapes_do(emu: EmulatedBackend,
-                                                               persistence: int) -> None:
+def test_noise_corners_do_not_persist_but_corners_of_shapes_do(
+    emu: EmulatedBackend, persistence: int
+) -> None:
     """Blocks on the left, flat noise on the right (test_registration's scene)."""
     rng = np.random.default_rng(0)
     img = np.full((256, 512), 0.5, np.float32)
     for _ in range(25):
         x, y = int(rng.integers(20, 200)), int(rng.integers(20, 200))
         img[y : y + int(rng.integers(24, 48)), x : x + int(rng.integers(24, 48))] = rng.uniform(
-            0.2, 0.8)
+            0.2, 0.8
+        )
     img[:, :280] += rng.normal(0.0, 0.005, (256, 280)).astype(np.float32)
     img[:, 280:] += rng.normal(0.0, 0.05, (256, 232)).astype(np.float32)
     img = np.clip(img, 0.0, 1.0)
@@ -153,9 +163,20 @@ def test_lk_tracks_match_calcopticalflowpyrlk(emu: EmulatedBackend) -> None:
     clean = gray_photo()
     h, w = clean.shape
     H = small_shake(rng, w, h)
-    moving = noisy(rng, np.asarray(cv2.warpPerspective(
-        clean, H, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_REFLECT), np.float32), 0.015)
+    moving = noisy(
+        rng,
+        np.asarray(
+            cv2.warpPerspective(
+                clean,
+                H,
+                (w, h),
+                flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                borderMode=cv2.BORDER_REFLECT,
+            ),
+            np.float32,
+        ),
+        0.015,
+    )
     reg = GpuRegistrar(RegistrationSettings(), emu)
     reg.set_reference(noisy(rng, clean, 0.01))
     r = reg.register(moving)
@@ -172,8 +193,9 @@ def test_lk_tracks_match_calcopticalflowpyrlk(emu: EmulatedBackend) -> None:
     both = ok & ref_ok
     assert np.hypot(*(fwd[both] - ref_pts[both]).T).max() <= 0.01
     # and against the truth: the reference corner p sits at H^-1 p in the moving frame
-    truth = cv2.perspectiveTransform(reg._corners.reshape(-1, 1, 2).astype(np.float64),
-                                     np.linalg.inv(H)).reshape(-1, 2)
+    truth = cv2.perspectiveTransform(
+        reg._corners.reshape(-1, 1, 2).astype(np.float64), np.linalg.inv(H)
+    ).reshape(-1, 2)
     assert float(np.median(np.hypot(*(fwd[ok] - truth[ok]).T))) <= 0.1
 
 
@@ -193,15 +215,17 @@ def bilinear_replicate(img: F32, H: F64) -> F32:
     xa, xb = np.clip(x0, 0, w - 1), np.clip(x0 + 1, 0, w - 1)
     ya, yb = np.clip(y0, 0, h - 1), np.clip(y0 + 1, 0, h - 1)
     im = img.reshape(h, w, -1).astype(np.float64)
-    out = (im[ya, xa] * (1 - a) + im[ya, xb] * a) * (1 - b) + (im[yb, xa] * (1 - a)
-                                                               + im[yb, xb] * a) * b
+    out = (im[ya, xa] * (1 - a) + im[ya, xb] * a) * (1 - b) + (
+        im[yb, xa] * (1 - a) + im[yb, xb] * a
+    ) * b
     res: F32 = out.reshape(img.shape).astype(np.float32)
     return res
 
 
 @pytest.mark.parametrize("channels", [None, 3])
-def test_warp_matches_warpperspective_and_valid_mask(emu: EmulatedBackend,
-                                                      channels: int | None) -> None:
+def test_warp_matches_warpperspective_and_valid_mask(
+    emu: EmulatedBackend, channels: int | None
+) -> None:
     rng = np.random.default_rng(5)
     g = gray_photo()[:300, :380]
     img = g if channels is None else np.dstack([g, g**2, 1 - g]).astype(np.float32)
@@ -257,7 +281,8 @@ def fusion_case(h: int, w: int, seed: int) -> tuple[F32, list[AlignedFrame]]:
         x = clean.copy()
         if i == 1:
             x[h // 4 : h // 2, w // 4 : w // 2] = np.roll(clean, 30, axis=1)[
-                h // 4 : h // 2, w // 4 : w // 2]
+                h // 4 : h // 2, w // 4 : w // 2
+            ]
         if i == 2:
             x = x * np.float32(0.8)
         if i == 3:
@@ -274,11 +299,16 @@ def fusion_case(h: int, w: int, seed: int) -> tuple[F32, list[AlignedFrame]]:
 @pytest.mark.parametrize("mode", ["reference", "sequential"])
 @pytest.mark.parametrize(
     "options",
-    [{}, {"robust": False}, {"calibrate_noise": False, "detail_guard": False},
-     {"match_exposure": False, "reject_grow_px": 0, "weight_smooth_px": 0.0}],
+    [
+        {},
+        {"robust": False},
+        {"calibrate_noise": False, "detail_guard": False},
+        {"match_exposure": False, "reject_grow_px": 0, "weight_smooth_px": 0.0},
+    ],
 )
-def test_fused_image_matches_the_cpu_fuser(emu: EmulatedBackend, mode: str,
-                                           options: dict[str, Any]) -> None:
+def test_fused_image_matches_the_cpu_fuser(
+    emu: EmulatedBackend, mode: str, options: dict[str, Any]
+) -> None:
     ref, frames = fusion_case(121, 163, 7)  # odd: the general area-resize path
     # the CUDA fuser applies the motion test's calibration to the detail test too
     settings = FusionSettings(mode=mode, calibrate_detail=False, **options)  # type: ignore[arg-type]

@@ -54,13 +54,15 @@ def settings_for(backend: str, mode: str = "reference") -> DeblurdSettings:
     # The U-Net passes are off: these tests compare registration and fusion backends.
     # The local refinement and the dense fallback exist on the CPU registrar only (the
     # CUDA registrar fits the corners' homography): both off, so like is compared with like.
-    return s.model_copy(update={
-        "inference": s.inference.model_copy(update={"passes": "off"}),
-        "registration": s.registration.model_copy(
-            update={"backend": backend, "refine": False, "dense_fallback": False}
-        ),
-        "fusion": s.fusion.model_copy(update={"mode": mode, "calibrate_detail": False}),
-    })
+    return s.model_copy(
+        update={
+            "inference": s.inference.model_copy(update={"passes": "off"}),
+            "registration": s.registration.model_copy(
+                update={"backend": backend, "refine": False, "dense_fallback": False}
+            ),
+            "fusion": s.fusion.model_copy(update={"mode": mode, "calibrate_detail": False}),
+        }
+    )
 
 
 def attempted(result: ProcessResult) -> int:
@@ -90,9 +92,14 @@ def test_each_second_frame_is_uploaded_once_and_nothing_full_size_comes_back(
     assert all(log[i][2:] == ((h, w, 3), frame_bytes) for i in at)
     # What the host round trip moved and the resident path never does.
     moved = {t[:2] for t in log}
-    assert not moved & {("up", "reg/in"), ("up", "reg/warp/src"), ("up", "fuse/img"),
-                        ("up", "fuse/valid"), ("down", "reg/warp/dst"),
-                        ("down", "reg/warp/valid")}
+    assert not moved & {
+        ("up", "reg/in"),
+        ("up", "reg/warp/src"),
+        ("up", "fuse/img"),
+        ("up", "fuse/valid"),
+        ("down", "reg/warp/dst"),
+        ("down", "reg/warp/valid"),
+    }
     # The result: the last two transfers, the only full-size downloads after the reference.
     result_keys = ("fuse/out", "fuse/wsum") if mode == "reference" else ("fuse/acc", "fuse/wsum")
     assert [t[1] for t in log[-2:]] == list(result_keys)
@@ -100,9 +107,18 @@ def test_each_second_frame_is_uploaded_once_and_nothing_full_size_comes_back(
 
     s = settings_for("emulated").registration
     base = tracking_level((h, w), s.tracking_max_side_px, s.levels)
-    small = {f"reg/frm/u8/{coarsest_level(s.levels, base)}", "reg/fwd", "reg/back",
-             "reg/status_f", "reg/status_b", "fuse/exp_d", "fuse/exp_v", "fuse/cal_d",
-             "fuse/cal_v", "fuse/rows"}
+    small = {
+        f"reg/frm/u8/{coarsest_level(s.levels, base)}",
+        "reg/fwd",
+        "reg/back",
+        "reg/status_f",
+        "reg/status_b",
+        "fuse/exp_d",
+        "fuse/exp_v",
+        "fuse/cal_d",
+        "fuse/cal_v",
+        "fuse/rows",
+    }
     ends = [*at[2:], len(log) - 2]
     per_frame = []
     for start, end in zip(at[1:], ends, strict=True):  # one segment per second frame
@@ -143,7 +159,8 @@ def test_emulated_process_burst_matches_opencv() -> None:
             a, b = cpu.report, emu.report
             assert [u.index for u in a.used] == [u.index for u in b.used] and b.used
             assert [(r.index, r.reason) for r in a.rejected] == [
-                (r.index, r.reason) for r in b.rejected]
+                (r.index, r.reason) for r in b.rejected
+            ]
             for u, v in zip(a.used, b.used, strict=True):
                 assert abs(u.inliers - v.inliers) <= 2
                 assert u.frame_weight == v.frame_weight
@@ -165,8 +182,9 @@ def test_factory_opens_streaming_stages_on_one_backend(monkeypatch: pytest.Monke
     aligner = open_aligner(cpu_settings.registration)
     assert isinstance(aligner, RegistrarAligner)
     assert isinstance(aligner.registrar, OpenCVRegistrar)
-    assert isinstance(open_fusion_job(cpu_settings.registration, ref, FusionSettings()),
-                      CpuFusionJob)
+    assert isinstance(
+        open_fusion_job(cpu_settings.registration, ref, FusionSettings()), CpuFusionJob
+    )
     counting = CountingBackend()
     monkeypatch.setitem(backend_mod._shared, "emulated", counting)
     emu_settings = settings_for("emulated")

@@ -29,13 +29,6 @@ pytest.importorskip("skimage.data")  # photo_gray() loads scikit-image photos
 DEFAULTS = RegistrationSettings()
 
 
-
-
-
-
-
-
-
 @pytest.mark.parametrize(("scene", "pairs"), [("astronaut", 6), ("mosaic", 3)])
 def test_shake_with_blur_and_noise_is_registered_within_a_quarter_pixel(
     emu: EmulatedBackend, scene: str, pairs: int

@@ -86,9 +86,14 @@ def test_linear_kernel_is_bit_identical_to_srgb_to_linear(
     emu.release(resident.LUT_KEY)
     uploaded: list[str] = []
     upload = emu.upload
-    monkeypatch.setattr(emu, "upload", lambda buf, host: (
-        uploaded.append("lut" if buf is emu._pool.get(resident.LUT_KEY) else "frame"),
-        upload(buf, host)))
+    monkeypatch.setattr(
+        emu,
+        "upload",
+        lambda buf, host: (
+            uploaded.append("lut" if buf is emu._pool.get(resident.LUT_KEY) else "frame"),
+            upload(buf, host),
+        ),
+    )
     for img in (codes, rng.integers(0, 256, (121, 163, 3), dtype=np.uint8)):
         src = emu.upload_new("t/frame", img)
         dst = emu.buffer("t/lin", img.shape, np.float32)
@@ -105,8 +110,9 @@ def test_linear_kernel_is_bit_identical_to_srgb_to_linear(
 
 def rgb_scene(w: int = 1280, h: int = 720) -> F32:
     """Linear RGB in [0, 1] (astronaut, resized: tracking level 1 at 1280 px)."""
-    img = cv2.resize(np.asarray(skdata.astronaut(), np.uint8), (w, h),
-                     interpolation=cv2.INTER_CUBIC)
+    img = cv2.resize(
+        np.asarray(skdata.astronaut(), np.uint8), (w, h), interpolation=cv2.INTER_CUBIC
+    )
     out: F32 = srgb_to_linear(img)
     return out
 
@@ -124,8 +130,13 @@ def frames(n: int, seed: int = 3) -> tuple[U8, list[U8]]:
     moving = []
     for _ in range(n):
         H = handheld_homography(rng, w, h)
-        warped = cv2.warpPerspective(clean, H, (w, h), flags=cv2.INTER_LINEAR
-                                     | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
+        warped = cv2.warpPerspective(
+            clean,
+            H,
+            (w, h),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REFLECT,
+        )
         moving.append(shot(np.asarray(warped, np.float32)))
     return shot(clean), moving
 
@@ -144,8 +155,9 @@ def test_resident_registration_and_warp_equal_the_host_round_trip() -> None:
     assert (a.tracked, a.inliers, a.residual_px) == (b.tracked, b.inliers, b.residual_px)
     assert set(dev.stage_ms) == {"pyramid", "lk", "homography"}
     for k in range(dev.tracking_level, dev._top + 1):
-        assert np.array_equal(host_b.download(host._u8("frm", k)),
-                              dev_b.download(dev._u8("frm", k)))
+        assert np.array_equal(
+            host_b.download(host._u8("frm", k)), dev_b.download(dev._u8("frm", k))
+        )
     warped, valid = host.warp(srgb_to_linear(mov), a)
     aligned = dev.warp_resident(b, 0.5)
     assert aligned.weight == 0.5 and aligned.lease is not None and aligned.lease.alive
@@ -168,8 +180,9 @@ def test_unknown_gray_formula_falls_back_to_a_host_conversion(
     monkeypatch.setattr(resident, "opencv_gray_formula", lambda: None)
     uploads: list[tuple[int, ...]] = []
     upload = b_b.upload
-    monkeypatch.setattr(b_b, "upload", lambda buf, host: (uploads.append(buf.shape),
-                                                          upload(buf, host)))
+    monkeypatch.setattr(
+        b_b, "upload", lambda buf, host: (uploads.append(buf.shape), upload(buf, host))
+    )
     fallback.set_reference_frame(ref)
     uploads.clear()
     b = fallback.register_frame(mov)
@@ -297,8 +310,18 @@ def test_gray_kernel_launch_matches_the_formula_on_odd_grids(emu: EmulatedBacken
     img = np.random.default_rng(9).integers(0, 256, (17, 19, 3), dtype=np.uint8)
     src = emu.upload_new("t/f17", img)
     dst = emu.upload_new("t/g17", np.full((20, 19), -1.0, np.float32))  # 3 spare rows
-    emu.launch("rgb8_to_gray", *grid_2d(19, 17), src, np.int32(19), np.int32(17),
-               np.int32(formula.r), np.int32(formula.g), np.int32(formula.b),
-               np.int32(formula.shift), resident.GRAY_SCALE, dst)
+    emu.launch(
+        "rgb8_to_gray",
+        *grid_2d(19, 17),
+        src,
+        np.int32(19),
+        np.int32(17),
+        np.int32(formula.r),
+        np.int32(formula.g),
+        np.int32(formula.b),
+        np.int32(formula.shift),
+        resident.GRAY_SCALE,
+        dst,
+    )
     out = emu.download(dst)
     assert np.array_equal(out[:17], to_gray(img)) and np.all(out[17:] == -1.0)

@@ -112,8 +112,12 @@ def test_ssim_matches_scikit_image(kind: str) -> None:
     skm = pytest.importorskip("skimage.metrics")
     a = _scene(seed=3)
     b = _degraded(a, kind)
-    common = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False,
-              "data_range": 255}
+    common = {
+        "gaussian_weights": True,
+        "sigma": 1.5,
+        "use_sample_covariance": False,
+        "data_range": 255,
+    }
     luma = np.array([0.299, 0.587, 0.114])
     ref_luma = skm.structural_similarity(a @ luma, b @ luma, **common)
     ref_rgb = skm.structural_similarity(a, b, channel_axis=-1, **common)

@@ -39,7 +39,8 @@ def test_frames_of_different_brightness_are_matched_and_fused(sim: object) -> No
     truth = sim.truth  # type: ignore[attr-defined]
     rng = np.random.default_rng(0)
     scaled = [
-        f if i == b.trigger_index
+        f
+        if i == b.trigger_index
         else linear_to_srgb(srgb_to_linear(f) * np.float32(rng.uniform(0.75, 1.25)))
         for i, f in enumerate(b.frames)
     ]
@@ -56,8 +57,7 @@ def test_lying_metadata_changes_nothing_that_matters(sim: object) -> None:
     b = sim.burst  # type: ignore[attr-defined]
     truth = sim.truth  # type: ignore[attr-defined]
     lies = [
-        dataclasses.replace(info, exposure_us=100_000, analogue_gain=16.0)
-        if i % 2 else info
+        dataclasses.replace(info, exposure_us=100_000, analogue_gain=16.0) if i % 2 else info
         for i, info in enumerate(b.infos)
     ]
     res = process_burst(with_frames(b, list(b.frames), lies), off())
@@ -65,15 +65,18 @@ def test_lying_metadata_changes_nothing_that_matters(sim: object) -> None:
     sel = res.report.selected
     assert res.report.used
     assert psnr(res.image, truth[sel], border=16) >= psnr(b.frames[sel], truth[sel], border=16)
-    assert abs(psnr(res.image, truth[sel], border=16)
-               - psnr(honest.image, truth[sel], border=16)) < 0.5
+    assert (
+        abs(psnr(res.image, truth[sel], border=16) - psnr(honest.image, truth[sel], border=16))
+        < 0.5
+    )
 
 
 def test_all_motion_gives_the_selected_frame_with_reasons(sim: object) -> None:
     b = sim.burst  # type: ignore[attr-defined]
     others = [
-        simulate_burst(SimParams(width=320, height=240, ring_frames=1, seed=100 + i))
-        .burst.frames[0]
+        simulate_burst(SimParams(width=320, height=240, ring_frames=1, seed=100 + i)).burst.frames[
+            0
+        ]
         for i in range(len(b.frames))
     ]
     frames = [f if i == b.trigger_index else others[i] for i, f in enumerate(b.frames)]

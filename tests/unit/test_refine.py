@@ -33,8 +33,9 @@ def rolling_shutter(img: F32, shift_px: float) -> F32:
     ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
     t = ys / H - 0.5
     map_x = xs + np.float32(shift_px) * np.sin(np.pi * t)  # a curved, non-affine readout
-    out: F32 = np.asarray(cv2.remap(img, map_x, ys, cv2.INTER_LINEAR,
-                                    borderMode=cv2.BORDER_REFLECT), np.float32)
+    out: F32 = np.asarray(
+        cv2.remap(img, map_x, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT), np.float32
+    )
     return out
 
 

@@ -42,13 +42,6 @@ DEFAULTS = RegistrationSettings()
 # --- synthetic handheld pairs -------------------------------------------------------------
 
 
-
-
-
-
-
-
-
 @pytest.fixture(scope="module")
 def astronaut() -> F32:
     return photo_gray("astronaut")
@@ -118,8 +111,12 @@ def test_shift_beyond_the_lk_window_is_caught_by_the_global_prior(astronaut: F32
     h, w = astronaut.shape
     rng = np.random.default_rng(5)
     c = np.array([[1, 0, w / 2], [0, 1, h / 2], [0, 0, 1.0]])
-    H = (np.array([[1, 0, 70.0], [0, 1, -45.0], [0, 0, 1]]) @ c
-         @ np.vstack([cv2.getRotationMatrix2D((0, 0), 0.8, 1.0), [0, 0, 1]]) @ np.linalg.inv(c))
+    H = (
+        np.array([[1, 0, 70.0], [0, 1, -45.0], [0, 0, 1]])
+        @ c
+        @ np.vstack([cv2.getRotationMatrix2D((0, 0), 0.8, 1.0), [0, 0, 1]])
+        @ np.linalg.inv(c)
+    )
     reg = OpenCVRegistrar(DEFAULTS)
     reg.set_reference(degrade(rng, astronaut, 0.0, 0.01))
     r = reg.register(degrade(rng, warp_to_moving(astronaut, H), 3.0, 0.01))
@@ -233,8 +230,9 @@ def test_warp_keeps_shape_and_dtype(astronaut: F32, channels: int | None) -> Non
     r = Registration(
         homography=H, accepted=True, reason=None, tracked=100, inliers=100, residual_px=0.1
     )
-    image = astronaut if channels is None else np.dstack([astronaut * (c + 1) for c in
-                                                          range(channels)])
+    image = (
+        astronaut if channels is None else np.dstack([astronaut * (c + 1) for c in range(channels)])
+    )
     warped, valid = reg.warp(image, r)
     assert warped.shape == image.shape and warped.dtype == np.float32
     assert valid.shape == astronaut.shape and valid.dtype == np.float32
@@ -247,16 +245,25 @@ def test_warp_keeps_shape_and_dtype(astronaut: F32, channels: int | None) -> Non
 
 @settings(max_examples=40, deadline=None)
 @given(
-    st.floats(-3.0, 3.0), st.floats(-15.0, 15.0), st.floats(-15.0, 15.0),
-    st.floats(-3e-4, 3e-4), st.floats(-3e-4, 3e-4), st.floats(0.95, 1.05),
+    st.floats(-3.0, 3.0),
+    st.floats(-15.0, 15.0),
+    st.floats(-15.0, 15.0),
+    st.floats(-3e-4, 3e-4),
+    st.floats(-3e-4, 3e-4),
+    st.floats(0.95, 1.05),
 )
 def test_valid_mask_marks_only_pixels_whose_source_is_inside(
     angle: float, tx: float, ty: float, p0: float, p1: float, zoom: float
 ) -> None:
     h, w = 48, 64
     a = math.radians(angle)
-    H = np.array([[zoom * math.cos(a), -zoom * math.sin(a), tx],
-                  [zoom * math.sin(a), zoom * math.cos(a), ty], [p0, p1, 1.0]])
+    H = np.array(
+        [
+            [zoom * math.cos(a), -zoom * math.sin(a), tx],
+            [zoom * math.sin(a), zoom * math.cos(a), ty],
+            [p0, p1, 1.0],
+        ]
+    )
     valid = valid_mask(H, (h, w))
     ys, xs = np.mgrid[0:h, 0:w]
     src = np.stack([xs, ys, np.ones_like(xs)], -1).reshape(-1, 3) @ np.linalg.inv(H).T
@@ -272,8 +279,9 @@ def test_valid_mask_marks_only_pixels_whose_source_is_inside(
 
 def test_persistence_radius_is_measured_in_coarse_pixels() -> None:
     coarse = np.array([[10.0, 10.0]], np.float32)  # level k = 2 (4x coarser)
-    points = np.array([[40.0 + 4 * 1.9, 40.0], [40.0 + 4 * 2.1, 40.0], [40.0, 40.0 - 4 * 1.4]],
-                      np.float32)
+    points = np.array(
+        [[40.0 + 4 * 1.9, 40.0], [40.0 + 4 * 2.1, 40.0], [40.0, 40.0 - 4 * 1.4]], np.float32
+    )
     hit = persists(points, coarse, (30, 30), 4.0, 2.0)
     assert hit.tolist() == [True, False, True]
     assert not persists(points, coarse[:0], (30, 30), 4.0, 2.0).any()
@@ -286,12 +294,20 @@ def test_noise_corners_do_not_persist_but_corners_of_shapes_do(seed: int) -> Non
     for _ in range(25):  # left: blocks of 24-48 px, corners at every pyramid scale
         x, y = int(rng.integers(20, 200)), int(rng.integers(20, 200))
         img[y : y + int(rng.integers(24, 48)), x : x + int(rng.integers(24, 48))] = rng.uniform(
-            0.2, 0.8)
+            0.2, 0.8
+        )
     img[:, :280] += rng.normal(0.0, 0.005, (256, 280)).astype(np.float32)
     img[:, 280:] += rng.normal(0.0, 0.05, (256, 232)).astype(np.float32)  # right: flat + noise
     pyr = PyramidBuilder(img.shape, 0, 3).build(np.clip(img, 0.0, 1.0))
-    params = CornerParams(max_corners=400, quality=DEFAULTS.corner_quality, min_distance_px=5.0,
-                          margin_px=8, persistence_levels=2, radius_px=2.0, grid=8)
+    params = CornerParams(
+        max_corners=400,
+        quality=DEFAULTS.corner_quality,
+        min_distance_px=5.0,
+        margin_px=8,
+        persistence_levels=2,
+        radius_px=2.0,
+        grid=8,
+    )
     corners = persistent_corners(pyr, params)
     assert len(corners) >= 30
     assert (corners[:, 0] >= 275).sum() == 0, "no persistent corner in the noise"
@@ -341,8 +357,10 @@ def test_tracking_level_and_pyramid_geometry() -> None:
 
 def test_pyramid_base_level_is_normalised_for_exposure() -> None:
     g = np.random.default_rng(0).random((120, 160), dtype=np.float32)
-    levels = [PyramidBuilder(g.shape, 0, 2).build(g * gain + offset)[0].copy()
-              for gain, offset in [(1.0, 0.0), (0.3, 0.05), (0.5, 0.5)]]
+    levels = [
+        PyramidBuilder(g.shape, 0, 2).build(g * gain + offset)[0].copy()
+        for gain, offset in [(1.0, 0.0), (0.3, 0.05), (0.5, 0.5)]
+    ]
     for level in levels:
         assert abs(float(level.mean()) - 0.5 * 255) < 2
         assert abs(float(level.std()) - 0.16 * 255) < 2
@@ -354,8 +372,9 @@ def test_scale_homography_commutes_with_scaling() -> None:
     H = shake(rng, 960, 540)
     big = scale_homography(H, 2.0)
     p = np.array([[[100.0, 200.0]]])
-    np.testing.assert_allclose(cv2.perspectiveTransform(p * 2, big),
-                               cv2.perspectiveTransform(p, H) * 2, atol=1e-9)
+    np.testing.assert_allclose(
+        cv2.perspectiveTransform(p * 2, big), cv2.perspectiveTransform(p, H) * 2, atol=1e-9
+    )
 
 
 def test_opencv_registrar_is_a_registrar() -> None:

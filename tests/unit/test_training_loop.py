@@ -36,8 +36,20 @@ def test_train_checkpoints_resumes_and_exports(tmp_path: Path) -> None:
 
     photos = _photos(tmp_path / "photos")
     out = tmp_path / "run"
-    common = ["--photos", str(photos), "--out", str(out), "--batch", "2", "--crop", "64",
-              "--checkpoint-every", "3", "--minutes", "10"]
+    common = [
+        "--photos",
+        str(photos),
+        "--out",
+        str(out),
+        "--batch",
+        "2",
+        "--crop",
+        "64",
+        "--checkpoint-every",
+        "3",
+        "--minutes",
+        "10",
+    ]
     assert main([*common, "--steps", "6"]) == 0
     import torch
 
@@ -66,8 +78,20 @@ def test_init_starts_from_weights_with_a_new_schedule(tmp_path: Path) -> None:
     photos = _photos(tmp_path / "photos")
     base = ["--photos", str(photos), "--batch", "2", "--crop", "64", "--checkpoint-every", "2"]
     assert main([*base, "--out", str(tmp_path / "a"), "--steps", "2"]) == 0
-    assert main([*base, "--out", str(tmp_path / "b"), "--steps", "0",
-                 "--init", str(tmp_path / "a" / "last.pt")]) == 0
+    assert (
+        main(
+            [
+                *base,
+                "--out",
+                str(tmp_path / "b"),
+                "--steps",
+                "0",
+                "--init",
+                str(tmp_path / "a" / "last.pt"),
+            ]
+        )
+        == 0
+    )
     import torch
 
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)

@@ -240,7 +240,12 @@ def test_parse_model_checks_the_contract() -> None:
     info = _parse_model("m", {"inputs": [IMAGE, NOISE], "outputs": [OUT]},
                         {"max_batch_size": 8}, "k")  # fmt: skip
     assert (info.image, info.noise, info.output, info.batched, info.multiple) == (
-        "image", "noise", "deblurred", True, 16)
+        "image",
+        "noise",
+        "deblurred",
+        True,
+        16,
+    )
     unbatched = [{**t, "shape": [1, *t["shape"][1:]]} for t in (IMAGE, NOISE, OUT)]
     params = {"parameters": {"deblurd.multiple": {"string_value": "32"}}}
     info = _parse_model("m", {"inputs": unbatched[:2], "outputs": unbatched[2:]}, params, "k")
@@ -290,8 +295,8 @@ def test_batch_dynamic_model_gives_each_item_its_own_result() -> None:
     n = np.stack([np.full((1, 48, 64), v, np.float32) for v in (0.01, 0.04)])
     (both,) = batched.run(None, {"image": x, "noise": n})
     for i in range(2):
-        (one,) = single.run(None, {"image": x[i:i + 1], "noise": n[i:i + 1]})
-        assert np.abs(both[i:i + 1] - one).max() <= 1e-6
+        (one,) = single.run(None, {"image": x[i : i + 1], "noise": n[i : i + 1]})
+        assert np.abs(both[i : i + 1] - one).max() <= 1e-6
 
 
 def test_export_triton_writes_a_repository(tmp_path: Path) -> None:
@@ -304,7 +309,8 @@ def test_export_triton_writes_a_repository(tmp_path: Path) -> None:
         assert (repo / name / "config.pbtxt").is_file()
         # no batching: the model verbatim
         assert (repo / name / "1" / "model.onnx").read_bytes() == (
-            ROOT / "engines" / onnx).read_bytes()
+            ROOT / "engines" / onnx
+        ).read_bytes()
     assert (repo / "other").is_dir()  # other models are left alone
     folders = export_repository(tmp_path / "r2", [("x", "engines/unet.onnx")], max_batch=4)
     assert [f.name for f in folders] == ["x"]

@@ -178,8 +178,12 @@ def test_fused_pairs_are_the_pipelines_second_pass_input(tmp_path: Path) -> None
     sigmas = [pairs.sample(64, np.random.default_rng(s))[2] for s in range(9)]
     assert float(np.median(sigmas)) < 0.02, sigmas
     x, nmap, _ = make_batch(
-        photos, 6, 64, np.random.default_rng(2),
-        BlurConfig(second_fraction=1.0, fused_fraction=1.0), pairs,
+        photos,
+        6,
+        64,
+        np.random.default_rng(2),
+        BlurConfig(second_fraction=1.0, fused_fraction=1.0),
+        pairs,
     )
     import cv2
 
@@ -204,8 +208,7 @@ def test_fused_pairs_of_procedural_scenes_at_several_sizes(tmp_path: Path) -> No
 
     photos = [np.zeros((300, 400, 3), np.uint8)]  # a black photo: never drawn here
     sizes = [(256, 192), (192, 192)]
-    make_fused_pairs(photos, _Identity(), tmp_path, count=4, seed=3, sizes=sizes,
-                     procedural=1.0)
+    make_fused_pairs(photos, _Identity(), tmp_path, count=4, seed=3, sizes=sizes, procedural=1.0)
     files = sorted(tmp_path.glob("pairs-*.npz"))
     assert len(files) >= 2
     shapes = set()

@@ -22,9 +22,7 @@ def frame_size(text: str, minimum: int = MIN_SIDE) -> tuple[int, int]:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"size must be WxH, got {text!r}") from exc
     if w < minimum or h < minimum:
-        raise argparse.ArgumentTypeError(
-            f"size must be at least {minimum}x{minimum}, got {text!r}"
-        )
+        raise argparse.ArgumentTypeError(f"size must be at least {minimum}x{minimum}, got {text!r}")
     return w, h
 
 

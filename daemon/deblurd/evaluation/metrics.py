@@ -118,9 +118,7 @@ def _ssim_plane(x: F64, y: F64) -> float:
     return float(smap[r:-r, r:-r].mean())
 
 
-def ssim(
-    a: U8, b: U8, border: int = 0, channels: Literal["luma", "rgb"] = "luma"
-) -> float:
+def ssim(a: U8, b: U8, border: int = 0, channels: Literal["luma", "rgb"] = "luma") -> float:
     """Mean SSIM in [-1, 1] (1 = identical) of two uint8 images; see the module docstring.
 
     ``channels``: ``luma`` (default) measures the Rec. 601 luma of RGB input; ``rgb`` the

@@ -190,7 +190,9 @@ COLOUR_SHIFT_CODES = 6.0
 
 
 def colour_shift(
-    image: U8, reference: U8, sigma: float = COLOUR_SHIFT_SIGMA_PX,
+    image: U8,
+    reference: U8,
+    sigma: float = COLOUR_SHIFT_SIGMA_PX,
     codes: float = COLOUR_SHIFT_CODES,
 ) -> float:
     """The share (0–1) of pixels (an 8 px border left out) where the low-pass

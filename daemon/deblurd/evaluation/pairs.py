@@ -80,7 +80,10 @@ def warp_to_moving(clean: F32, H: F64) -> F32:
     """The moving frame of a scene the reference sees as ``clean``: ``moving(x) = clean(H x)``."""
     h, w = clean.shape
     out = cv2.warpPerspective(
-        clean, H, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+        clean,
+        H,
+        (w, h),
+        flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_REFLECT,
     )
     return np.asarray(out, np.float32)

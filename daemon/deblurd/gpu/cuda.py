@@ -69,7 +69,9 @@ class CudaBackend(Backend):
                 from pycuda.compiler import SourceModule
 
                 self._module = SourceModule(
-                    combined_source(), no_extern_c=True, include_dirs=[str(GPU_DIR)],
+                    combined_source(),
+                    no_extern_c=True,
+                    include_dirs=[str(GPU_DIR)],
                     options=NVCC_OPTIONS,
                 )
                 self._stream = cuda.Stream()
@@ -123,8 +125,12 @@ class CudaBackend(Backend):
         with self._guard(f"kernel {kernel}"):
             if fn is None:
                 fn = self._functions[kernel] = self._module.get_function(kernel)
-            fn(*[self._arg(a) for a in args], block=(block[0], block[1], 1),
-               grid=(grid[0], grid[1]), stream=self._stream)
+            fn(
+                *[self._arg(a) for a in args],
+                block=(block[0], block[1], 1),
+                grid=(grid[0], grid[1]),
+                stream=self._stream,
+            )
 
     @staticmethod
     def _arg(arg: KernelArg) -> Any:

@@ -119,8 +119,10 @@ def _c_arg(arg: KernelArg) -> Any:
         return ctypes.c_float(float(arg))
     if isinstance(arg, np.float64):
         return ctypes.c_double(float(arg))
-    raise GpuError(f"kernel argument of type {type(arg).__name__}: use a Buffer, None, "
-                   "np.int32, np.float32 or np.float64")
+    raise GpuError(
+        f"kernel argument of type {type(arg).__name__}: use a Buffer, None, "
+        "np.int32, np.float32 or np.float64"
+    )
 
 
 class EmulatedBackend(Backend):
@@ -154,8 +156,13 @@ class EmulatedBackend(Backend):
             fn = getattr(self._lib, f"emu_{kernel}")
         except AttributeError as exc:
             raise GpuError(f"no kernel {kernel!r} in the host emulation") from exc
-        fn(ctypes.c_int(grid[0]), ctypes.c_int(grid[1]), ctypes.c_int(block[0]),
-           ctypes.c_int(block[1]), *[_c_arg(a) for a in args])
+        fn(
+            ctypes.c_int(grid[0]),
+            ctypes.c_int(grid[1]),
+            ctypes.c_int(block[0]),
+            ctypes.c_int(block[1]),
+            *[_c_arg(a) for a in args],
+        )
         self.launches += 1
 
     def synchronize(self) -> None:

@@ -143,11 +143,15 @@ class GpuSequentialFuser:
         if not self._weighted:
             return
         ax, ay = area_taps(W, w2), area_taps(H, h2)
-        self._area = [b.upload_new(_P + n, a) for n, a in
-                      zip(("ax_i", "ax_w", "ay_i", "ay_w"), (*ax, *ay), strict=True)]
+        self._area = [
+            b.upload_new(_P + n, a)
+            for n, a in zip(("ax_i", "ax_w", "ay_i", "ay_w"), (*ax, *ay), strict=True)
+        ]
         lx, ly = linear_taps(w2, W), linear_taps(h2, H)
-        self._lin = [b.upload_new(_P + n, a) for n, a in
-                     zip(("lx_i", "lx_a", "ly_i", "ly_a"), (*lx, *ly), strict=True)]
+        self._lin = [
+            b.upload_new(_P + n, a)
+            for n, a in zip(("lx_i", "lx_a", "ly_i", "ly_a"), (*lx, *ly), strict=True)
+        ]
         self._inv_var_lo = b.upload_new(_P + "ivlo", np.ascontiguousarray(guide.inv_var_lo))
         self._inv_var_box = b.upload_new(_P + "ivbox", np.ascontiguousarray(guide.inv_var_box))
         self._luma = b.upload_new(_P + "luma", np.ascontiguousarray(guide.luma_lo, np.float32))
@@ -174,8 +178,9 @@ class GpuSequentialFuser:
         taps = np.asarray(cv2.getGaussianKernel(k, sigma, cv2.CV_32F), np.float32).reshape(-1)
         return self.backend.upload_new(_P + name, taps), k // 2
 
-    def _blur(self, src: Buffer, dst: Buffer, tmp: Buffer, c: int,
-              kernel: tuple[Buffer, int] | None) -> Buffer:
+    def _blur(
+        self, src: Buffer, dst: Buffer, tmp: Buffer, c: int, kernel: tuple[Buffer, int] | None
+    ) -> Buffer:
         """Separable Gaussian of ``src`` into ``dst`` (``src`` itself without a kernel)."""
         if kernel is None:
             return src
@@ -191,8 +196,19 @@ class GpuSequentialFuser:
         W, H = self._size
         w2, h2 = self._half
         self.backend.launch(
-            "area_half_diff", *grid_2d(w2, h2), img, self._ref, valid, _i(W), _i(H), _i(w2),
-            _i(h2), *self._area, *[_f(float(g)) for g in gains], self._d_half, self._e_half,
+            "area_half_diff",
+            *grid_2d(w2, h2),
+            img,
+            self._ref,
+            valid,
+            _i(W),
+            _i(H),
+            _i(w2),
+            _i(h2),
+            *self._area,
+            *[_f(float(g)) for g in gains],
+            self._d_half,
+            self._e_half,
             self._vmask,
         )
         return self._blur(self._d_half, self._d_lo, self._tmp3, 3, self._guide_k)
@@ -200,10 +216,19 @@ class GpuSequentialFuser:
     def _samples(self, src: Buffer, c: int, step: int, key: str) -> F32:
         """``src[::step, ::step]`` (``c`` channels) gathered on the device, downloaded."""
         w2, h2 = self._half
-        out = self.backend.buffer(_P + key, (math.ceil(h2 / step), math.ceil(w2 / step), c),
-                                  np.float32)
-        self.backend.launch("gather_strided", *grid_2d(out.shape[1], out.shape[0]), src,
-                            _i(w2), _i(h2), _i(c), _i(step), out)
+        out = self.backend.buffer(
+            _P + key, (math.ceil(h2 / step), math.ceil(w2 / step), c), np.float32
+        )
+        self.backend.launch(
+            "gather_strided",
+            *grid_2d(out.shape[1], out.shape[0]),
+            src,
+            _i(w2),
+            _i(h2),
+            _i(c),
+            _i(step),
+            out,
+        )
         got: F32 = self.backend.download(out)
         return got
 
@@ -238,22 +263,31 @@ class GpuSequentialFuser:
         H, W = self._shape[:2]
         image, valid = frame.image, frame.valid
         if not isinstance(image, Buffer) or not isinstance(valid, Buffer):
-            raise ImageError(f"{what}: a device-resident frame holds device Buffers, got "
-                             f"{type(image).__name__}, {type(valid).__name__}")
+            raise ImageError(
+                f"{what}: a device-resident frame holds device Buffers, got "
+                f"{type(image).__name__}, {type(valid).__name__}"
+            )
         if image.shape != (H, W, 3) or image.dtype != np.float32:
-            raise ImageError(f"{what}: device image {image.dtype}{image.shape}, expected "
-                             f"float32{(H, W, 3)} (the reference's shape)")
+            raise ImageError(
+                f"{what}: device image {image.dtype}{image.shape}, expected "
+                f"float32{(H, W, 3)} (the reference's shape)"
+            )
         if valid.shape != (H, W) or valid.dtype != np.float32:
-            raise ImageError(f"{what}: device valid mask {valid.dtype}{valid.shape}, "
-                             f"expected float32{(H, W)}")
+            raise ImageError(
+                f"{what}: device valid mask {valid.dtype}{valid.shape}, expected float32{(H, W)}"
+            )
         if not math.isfinite(frame.weight) or frame.weight < 0.0:
             raise ImageError(f"{what}: frame weight must be finite and >= 0, got {frame.weight}")
         if not (self.backend.owns(image) and self.backend.owns(valid)):
-            raise GpuError(f"{what}: its device buffers are not live buffers of this fuser's "
-                           f"{self.backend.name} backend (another backend, or freed)")
+            raise GpuError(
+                f"{what}: its device buffers are not live buffers of this fuser's "
+                f"{self.backend.name} backend (another backend, or freed)"
+            )
         if frame.lease is not None and not frame.lease.alive:
-            raise GpuError(f"{what}: its device buffers were overwritten by a later warp "
-                           "(fuse each aligned frame before warping the next)")
+            raise GpuError(
+                f"{what}: its device buffers were overwritten by a later warp "
+                "(fuse each aligned frame before warping the next)"
+            )
         return image, valid
 
     def add(self, frame: AnyAlignedFrame) -> float:
@@ -285,9 +319,22 @@ class GpuSequentialFuser:
                 w_half = self._robust_weights(d_lo)
         wfull = b.buffer(_P + "wfull", (H, W), np.float32)
         b.launch(
-            "fuse_accumulate", *grid_2d(W, H), w_half, _i(w2), _i(h2), *self._lin_or_none(),
-            val, img, _i(W), _i(H), *[_f(float(g)) for g in gains], _f(frame.weight),
-            _i(0 if self._mode == "reference" else 1), wfull, self._acc, self._wsum,
+            "fuse_accumulate",
+            *grid_2d(W, H),
+            w_half,
+            _i(w2),
+            _i(h2),
+            *self._lin_or_none(),
+            val,
+            img,
+            _i(W),
+            _i(H),
+            *[_f(float(g)) for g in gains],
+            _f(frame.weight),
+            _i(0 if self._mode == "reference" else 1),
+            wfull,
+            self._acc,
+            self._wsum,
         )
         rows = b.buffer(_P + "rows", (H,), np.float64)
         b.launch("row_sums", *grid_1d(H), wfull, _i(W), _i(H), rows)
@@ -314,9 +361,22 @@ class GpuSequentialFuser:
             b.upload(self._cal, table)
         k, t = s.robust_k, s.detail_tolerance
         b.launch(
-            "weight_half", *grid_2d(w2, h2), self._q, self._e_half, self._inv_var_box,
-            self._luma, _i(w2), _i(h2), self._cal, _i(ncal), _f(k), _f(1.0 / (2.0 * k - k)),
-            _i(1 if s.detail_guard else 0), _f(t), _f(1.0 / (3.0 * t - t)), self._w_half,
+            "weight_half",
+            *grid_2d(w2, h2),
+            self._q,
+            self._e_half,
+            self._inv_var_box,
+            self._luma,
+            _i(w2),
+            _i(h2),
+            self._cal,
+            _i(ncal),
+            _f(k),
+            _f(1.0 / (2.0 * k - k)),
+            _i(1 if s.detail_guard else 0),
+            _f(t),
+            _f(1.0 / (3.0 * t - t)),
+            self._w_half,
         )
         w = self._w_half
         if guide.grow_kernel is not None:
@@ -342,9 +402,14 @@ class GpuSequentialFuser:
             image = b.download(self._acc)
             wsum = b.download(self._wsum)
         factor, sigma = self._guide.measured_noise()
-        return FusionResult(image=image, weight_sum=wsum,
-                            frame_weights=list(self._frame_weights), noise_model=self._noise,
-                            noise_factor=factor, frame_noise_sigma=sigma)
+        return FusionResult(
+            image=image,
+            weight_sum=wsum,
+            frame_weights=list(self._frame_weights),
+            noise_model=self._noise,
+            noise_factor=factor,
+            frame_noise_sigma=sigma,
+        )
 
 
 class GpuFuser:
@@ -381,8 +446,7 @@ class GpuFuser:
         noise_sigma: float | NoiseModel | None = None,
     ) -> GpuSequentialFuser:
         """A streaming job in ``settings.mode`` (what :meth:`fuse` would compute)."""
-        return GpuSequentialFuser(self.backend, reference, settings, noise_sigma,
-                                  settings.mode)
+        return GpuSequentialFuser(self.backend, reference, settings, noise_sigma, settings.mode)
 
     def fuse_sequential(
         self,

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from deblurd.gpu.registrar import GpuRegistrar
 
 
-
 class DeviceAligner(TimedAligner):
     """The device-resident aligner over a :class:`~deblurd.gpu.registrar.GpuRegistrar`:
     per frame one ``uint8`` upload, gray and linear derived on the device, the aligned

@@ -137,9 +137,18 @@ class GpuRegistrar(TrackedCorners):
         stats = b.buffer(_P + "stats", (rows, 2), np.float64)
         params = b.buffer(_P + "norm", (2,), np.float32)
         b.launch("sample_row_stats", *grid_1d(rows), src, _i(w), _i(h), _i(_STATS_STEP), stats)
-        b.launch("norm_params", (1, 1), (1, 1), stats, _i(rows), np.float64(count),
-                 np.float64(PyramidBuilder.NORM_MEAN), np.float64(PyramidBuilder.NORM_STD),
-                 np.float64(PyramidBuilder.MAX_GAIN), params)
+        b.launch(
+            "norm_params",
+            (1, 1),
+            (1, 1),
+            stats,
+            _i(rows),
+            np.float64(count),
+            np.float64(PyramidBuilder.NORM_MEAN),
+            np.float64(PyramidBuilder.NORM_STD),
+            np.float64(PyramidBuilder.MAX_GAIN),
+            params,
+        )
         prev = b.buffer(f"{_P}{which}/u8/{self._base}", (h, w), np.uint8)
         b.launch("normalize_u8", *grid_2d(w, h), src, _i(w), _i(h), params, prev)
         for k in range(self._base, self._top + 1):
@@ -147,8 +156,7 @@ class GpuRegistrar(TrackedCorners):
             cur = b.buffer(f"{_P}{which}/u8/{k}", (kh, kw), np.uint8)
             if k > self._base:
                 ph, pw = self._level(k - 1)
-                b.launch("pyr_down_u8", *grid_2d(kw, kh), prev, _i(pw), _i(ph), cur, _i(kw),
-                         _i(kh))
+                b.launch("pyr_down_u8", *grid_2d(kw, kh), prev, _i(pw), _i(ph), cur, _i(kw), _i(kh))
             deriv = b.buffer(f"{_P}{which}/d/{k}", (kh, kw, 2), np.int16)
             b.launch("scharr_deriv", *grid_2d(kw, kh), cur, _i(kw), _i(kh), deriv)
             prev = cur
@@ -170,28 +178,67 @@ class GpuRegistrar(TrackedCorners):
         for k in range(base, self._top + 1):
             kh, kw = self._level(k)
             resp = b.buffer(f"{_P}resp/{k}", (kh, kw), np.float32)
-            b.launch("harris_response", *grid_2d(kw, kh), self._u8("ref", k), _i(kw), _i(kh),
-                     _f(HARRIS_K), _f(HARRIS_SCALE), resp)
+            b.launch(
+                "harris_response",
+                *grid_2d(kw, kh),
+                self._u8("ref", k),
+                _i(kw),
+                _i(kh),
+                _f(HARRIS_K),
+                _f(HARRIS_SCALE),
+                resp,
+            )
             responses.append(resp)
         rowmax = b.buffer(_P + "rowmax", (h,), np.float32)
         thr = b.buffer(_P + "thr", (2,), np.float32)
         b.launch("row_max", *grid_1d(h), responses[0], _i(w), _i(h), rowmax)
-        b.launch("harris_threshold", (1, 1), (1, 1), rowmax, _i(h), np.float64(params.quality),
-                 thr)
+        b.launch("harris_threshold", (1, 1), (1, 1), rowmax, _i(h), np.float64(params.quality), thr)
         strength = b.buffer(_P + "strength", (h, w), np.float32)
         depth = b.buffer(_P + "depth", (h, w), np.uint8)
         nms = max(1, round(params.min_distance_px))
-        b.launch("harris_nms", *grid_2d(w, h), responses[0], _i(w), _i(h), thr, _i(nms),
-                 _i(params.margin_px), strength, None)
+        b.launch(
+            "harris_nms",
+            *grid_2d(w, h),
+            responses[0],
+            _i(w),
+            _i(h),
+            thr,
+            _i(nms),
+            _i(params.margin_px),
+            strength,
+            None,
+        )
         for j in range(1, self._top - base + 1):
             ch, cw = self._level(base + j)
             flags: Buffer | None = None
             if ch > 4 and cw > 4:  # harris_corners(..., margin=1) needs h, w > 2 * 1 + 2
                 flags = b.buffer(f"{_P}flags/{j}", (ch, cw), np.uint8)
-                b.launch("harris_nms", *grid_2d(cw, ch), responses[j], _i(cw), _i(ch), thr,
-                         _i(1), _i(1), None, flags)
-            b.launch("persist_level", *grid_2d(w, h), strength, _i(w), _i(h), _i(j), flags,
-                     _i(cw), _i(ch), _f(2.0**j), np.float64(params.radius_px), depth)
+                b.launch(
+                    "harris_nms",
+                    *grid_2d(cw, ch),
+                    responses[j],
+                    _i(cw),
+                    _i(ch),
+                    thr,
+                    _i(1),
+                    _i(1),
+                    None,
+                    flags,
+                )
+            b.launch(
+                "persist_level",
+                *grid_2d(w, h),
+                strength,
+                _i(w),
+                _i(h),
+                _i(j),
+                flags,
+                _i(cw),
+                _i(ch),
+                _f(2.0**j),
+                np.float64(params.radius_px),
+                depth,
+            )
         thr_host = b.download(thr)
         strength_host = b.download(strength)
         depth_host = b.download(depth) if self._top > base else np.zeros((h, w), np.uint8)
@@ -277,23 +324,46 @@ class GpuRegistrar(TrackedCorners):
             self.backend.upload_new(_P + "corners", pts)
         self.stage_ms = {"pyramid": elapsed_ms(t0, t1), "corners": elapsed_ms(t1)}
 
-    def _track(self, prev: str, nxt: str, points: Buffer, guess: Buffer, status: Buffer,
-               n: int, prior: tuple[float, float]) -> None:
+    def _track(
+        self,
+        prev: str,
+        nxt: str,
+        points: Buffer,
+        guess: Buffer,
+        status: Buffer,
+        n: int,
+        prior: tuple[float, float],
+    ) -> None:
         """registration.track on the device: ``guess`` ends as the tracked positions."""
         s = self.settings
         b = self.backend
         top = self._top - self._base
-        b.launch("lk_init", *grid_1d(n), points, _i(n), _f(2.0**top), _f(prior[0]),
-                 _f(prior[1]), guess)
+        b.launch(
+            "lk_init", *grid_1d(n), points, _i(n), _f(2.0**top), _f(prior[0]), _f(prior[1]), guess
+        )
         for lvl in range(top, -1, -1):
             k = self._base + lvl
             kh, kw = self._level(k)
             eps = 0.05 if lvl else 0.01
-            b.launch("lk_level", *grid_1d(n), self._u8(prev, k), self._deriv(prev, k),
-                     self._u8(nxt, k), _i(kw), _i(kh), points, _i(n), _f(2.0**lvl), guess,
-                     _f(1.0 if lvl == top else 2.0), status, _i(s.lk_window_px),
-                     _i(min(max(s.lk_iterations, 0), 100)), np.float64(eps * eps),
-                     _f(s.lk_min_eigen))
+            b.launch(
+                "lk_level",
+                *grid_1d(n),
+                self._u8(prev, k),
+                self._deriv(prev, k),
+                self._u8(nxt, k),
+                _i(kw),
+                _i(kh),
+                points,
+                _i(n),
+                _f(2.0**lvl),
+                guess,
+                _f(1.0 if lvl == top else 2.0),
+                status,
+                _i(s.lk_window_px),
+                _i(min(max(s.lk_iterations, 0), 100)),
+                np.float64(eps * eps),
+                _f(s.lk_min_eigen),
+            )
 
     def register(self, gray: F32) -> Registration:
         """Register ``gray`` (``float32 (H, W)`` in [0, 1], the reference's size).
@@ -348,8 +418,7 @@ class GpuRegistrar(TrackedCorners):
         back_h = b.download(back)[:n]
         ok_f = _inside(fwd_h, b.download(st_f)[:n] != 0, w, h)
         ok_b = _inside(back_h, b.download(st_b)[:n] != 0, w, h)
-        return self._fit_round_trip(fwd_h, back_h, ok_f & ok_b, scale, self._shape, s,
-                                    t0, t1)[0]
+        return self._fit_round_trip(fwd_h, back_h, ok_f & ok_b, scale, self._shape, s, t0, t1)[0]
 
     def warp(self, image: F32, reg: Registration) -> tuple[F32, F32]:
         """Resample ``image`` (``float32 (H, W)`` or ``(H, W, C)``, the reference's size)
@@ -375,8 +444,10 @@ class GpuRegistrar(TrackedCorners):
         if self._shape is None:
             raise RegistrationError("warp_resident() before set_reference()")
         if not self._frame_ready:
-            raise RegistrationError("warp_resident() needs a frame from register_frame() "
-                                    "(set_reference* reuses its buffer)")
+            raise RegistrationError(
+                "warp_resident() needs a frame from register_frame() "
+                "(set_reference* reuses its buffer)"
+            )
         t0 = time.perf_counter()
         b = self.backend
         h, w = self._shape
@@ -390,8 +461,9 @@ class GpuRegistrar(TrackedCorners):
         return DeviceAlignedFrame(dst, valid, float(weight), self._lease)
 
 
-def warp_device(backend: Backend, src: Buffer, H: F64, key: str = _P + "warp/"
-                ) -> tuple[Buffer, Buffer]:
+def warp_device(
+    backend: Backend, src: Buffer, H: F64, key: str = _P + "warp/"
+) -> tuple[Buffer, Buffer]:
     """The ``warp_perspective`` kernel on a device image: ``src`` ``float32 (h, w, c)``
     warped through ``H`` (moving → reference) into the pooled ``{key}dst`` (same shape)
     and ``{key}valid`` (``float32 (h, w)``, 1 where the source point lies in the frame
@@ -400,8 +472,17 @@ def warp_device(backend: Backend, src: Buffer, H: F64, key: str = _P + "warp/"
     dst = backend.buffer(key + "dst", (h, w, c), np.float32)
     valid = backend.buffer(key + "valid", (h, w), np.float32)
     m = np.linalg.inv(H).reshape(-1)
-    backend.launch("warp_perspective", *grid_2d(w, h), src, _i(w), _i(h), _i(c),
-                   *[_f(float(v)) for v in m], dst, valid)
+    backend.launch(
+        "warp_perspective",
+        *grid_2d(w, h),
+        src,
+        _i(w),
+        _i(h),
+        _i(c),
+        *[_f(float(v)) for v in m],
+        dst,
+        valid,
+    )
     return dst, valid
 
 
@@ -440,7 +521,11 @@ def _check_frame_u8(frame: U8, what: str, shape: tuple[int, int] | None = None) 
 def _inside(points: F32, ok: Mask, w: int, h: int) -> Mask:
     """track()'s last test: finite and inside the base level."""
     ok = ok & np.isfinite(points).all(axis=1)
-    inside: Mask = ok & (points[:, 0] >= 0) & (points[:, 0] <= w - 1) & (points[:, 1] >= 0) & (
-        points[:, 1] <= h - 1
+    inside: Mask = (
+        ok
+        & (points[:, 0] >= 0)
+        & (points[:, 0] <= w - 1)
+        & (points[:, 1] >= 0)
+        & (points[:, 1] <= h - 1)
     )
     return inside

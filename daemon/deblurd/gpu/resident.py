@@ -122,8 +122,19 @@ def gray_into(backend: Backend, frame: Buffer, host: U8, dst_key: str) -> Buffer
     if formula is None:
         return backend.upload_new(dst_key, to_gray(host))
     dst = backend.buffer(dst_key, (h, w), np.float32)
-    backend.launch("rgb8_to_gray", *grid_2d(w, h), frame, _i(w), _i(h), _i(formula.r),
-                   _i(formula.g), _i(formula.b), _i(formula.shift), GRAY_SCALE, dst)
+    backend.launch(
+        "rgb8_to_gray",
+        *grid_2d(w, h),
+        frame,
+        _i(w),
+        _i(h),
+        _i(formula.r),
+        _i(formula.g),
+        _i(formula.b),
+        _i(formula.shift),
+        GRAY_SCALE,
+        dst,
+    )
     return dst
 
 
@@ -131,8 +142,10 @@ def linear_into(backend: Backend, frame: Buffer, dst: Buffer) -> None:
     """``srgb_to_linear`` of the uploaded ``uint8`` frame into ``dst`` (``float32``, same
     shape) through the 256-entry table (a pooled constant: uploaded once per backend)."""
     if dst.shape != frame.shape or frame.dtype != np.uint8 or dst.dtype != np.float32:
-        raise GpuError(f"linear_into: uint8 {frame.shape} -> float32 {dst.shape} expected, "
-                         f"got {frame.dtype} -> {dst.dtype}")
+        raise GpuError(
+            f"linear_into: uint8 {frame.shape} -> float32 {dst.shape} expected, "
+            f"got {frame.dtype} -> {dst.dtype}"
+        )
     lut = backend.constant(LUT_KEY, SRGB_TO_LINEAR)
     n = int(np.prod(frame.shape))
     backend.launch("lut_u8_f32", *grid_1d(n), frame, _i(n), lut, dst)

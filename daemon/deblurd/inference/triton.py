@@ -120,8 +120,10 @@ class TritonDeblurrer:
     ) -> None:
         self.settings = settings
         self._module = _import_client(settings.protocol)
-        scheme = {"grpc": "grpcs", "http": "https"}[settings.protocol] if settings.ssl else (
-            settings.protocol
+        scheme = (
+            {"grpc": "grpcs", "http": "https"}[settings.protocol]
+            if settings.ssl
+            else (settings.protocol)
         )
         self.endpoint = f"{scheme}://{settings.url}"
         self._models: dict[Pass, str] = {"first": settings.model}
@@ -152,9 +154,7 @@ class TritonDeblurrer:
                 if not resolve_model_path(model).is_file():
                     key = "local_model" if pass_ == "first" else "second_model"
                     prefix = KEY if pass_ == "first" else "inference"
-                    message = (
-                        f"{model}: ONNX model of the local fallback ({pass_} pass) not found"
-                    )
+                    message = f"{model}: ONNX model of the local fallback ({pass_} pass) not found"
                     raise ConfigError(message, [(f"{prefix}.{key}", message)])
         try:
             for model in dict.fromkeys(self._models.values()) if check_models else ():
@@ -485,8 +485,7 @@ def _parse_model(name: str, meta: dict[str, Any], config: dict[str, Any], key: s
     outs = [o["name"] for o in outputs if channels(o) == 3]
     if len(image) != 1 or len(noise) > 1 or len(inputs) != len(image) + len(noise):
         raise fail(
-            "expected inputs image FP32 (1, 3, -1, -1) and noise FP32 (1, 1, -1, -1), got "
-            f"{shown}"
+            f"expected inputs image FP32 (1, 3, -1, -1) and noise FP32 (1, 1, -1, -1), got {shown}"
         )
     if len(outs) != 1:
         raise fail(f"expected one output FP32 (1, 3, -1, -1), got {shown}")

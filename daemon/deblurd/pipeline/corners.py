@@ -109,8 +109,9 @@ def harris_corners(
     return out
 
 
-def persists(points: F32, coarse: F32, coarse_shape: tuple[int, int], scale: float,
-             radius: float) -> Mask:
+def persists(
+    points: F32, coarse: F32, coarse_shape: tuple[int, int], scale: float, radius: float
+) -> Mask:
     """Which ``points`` have a ``coarse`` corner within ``radius`` coarse pixels.
 
     ``points``: base-level ``(N, 2)``; ``coarse``: integer-pixel corners ``(M, 2)`` of a
@@ -151,9 +152,7 @@ def spread(points: F32, shape: tuple[int, int], grid: int, cap: int) -> F32:
     h, w = shape
     cell = max(h, w) / max(1, grid)
     cols = int(np.ceil(w / cell))
-    cell_id = (points[:, 1] // cell).astype(np.intp) * cols + (points[:, 0] // cell).astype(
-        np.intp
-    )
+    cell_id = (points[:, 1] // cell).astype(np.intp) * cols + (points[:, 0] // cell).astype(np.intp)
     order = np.argsort(cell_id, kind="stable")  # priority order kept inside each cell
     sorted_ids = cell_id[order]
     first = np.searchsorted(sorted_ids, sorted_ids, side="left")
@@ -164,8 +163,9 @@ def spread(points: F32, shape: tuple[int, int], grid: int, cap: int) -> F32:
     return out
 
 
-def persistence_depth(points: F32, pyramid: list[U8], threshold: float, params: CornerParams
-                      ) -> npt.NDArray[np.intp]:
+def persistence_depth(
+    points: F32, pyramid: list[U8], threshold: float, params: CornerParams
+) -> npt.NDArray[np.intp]:
     """For each base-level point, how many consecutive coarser levels have a corner near it.
 
     ``pyramid[k]`` is ``2**k`` times coarser than the level of ``points``. Level ``k``
@@ -201,7 +201,10 @@ def persistent_corners(pyramid: list[U8], params: CornerParams) -> F32:
     response = harris_response(base)
     threshold = params.quality * max(float(response.max()), 0.0)
     candidates = harris_corners(
-        response, threshold, max(1, round(params.min_distance_px)), params.margin_px,
+        response,
+        threshold,
+        max(1, round(params.min_distance_px)),
+        params.margin_px,
         8 * params.max_corners,
     )
     depth = persistence_depth(candidates, pyramid, threshold, params)
@@ -212,7 +215,10 @@ def persistent_corners(pyramid: list[U8], params: CornerParams) -> F32:
 
 
 def select_persistent(
-    candidates: F32, depth: npt.NDArray[np.intp], levels: int, shape: tuple[int, int],
+    candidates: F32,
+    depth: npt.NDArray[np.intp],
+    levels: int,
+    shape: tuple[int, int],
     params: CornerParams,
 ) -> F32:
     """The candidates (best first) whose ``depth`` reaches ``persistence_levels`` (clamped

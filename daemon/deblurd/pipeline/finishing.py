@@ -59,9 +59,7 @@ def _highpass_gain(sigma: float) -> float:
     return float(np.sum(g * g))
 
 
-def _noise_variance(
-    noise: NoiseModel | float | npt.NDArray[np.floating], level: F32
-) -> F32:
+def _noise_variance(noise: NoiseModel | float | npt.NDArray[np.floating], level: F32) -> F32:
     """Noise variance per pixel, ``float32 (H, W)``, for the local intensity ``level``."""
     if isinstance(noise, NoiseModel):
         return noise.variance(level)

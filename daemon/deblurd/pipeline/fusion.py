@@ -207,9 +207,7 @@ def as_linear_rgb(image: npt.NDArray[np.generic], what: str) -> F32:
     return out
 
 
-def check_aligned_frame(
-    frame: AlignedFrame, shape: tuple[int, ...], index: int
-) -> tuple[F32, F32]:
+def check_aligned_frame(frame: AlignedFrame, shape: tuple[int, ...], index: int) -> tuple[F32, F32]:
     what = f"aligned frame {index}"
     image = as_linear_rgb(frame.image, what)
     if image.shape != shape:
@@ -291,9 +289,7 @@ class ReferenceGuide:
         # assumed no noisier than a raw frame; if it is less noisy, calibration tightens).
         var1 = np.maximum(noise.variance(self.lo), floor_variance(self.lo))
         var = var1 * np.float32(2.0)
-        self.inv_var_lo: F32 = (1.0 / (var * np.float32(self._lowpass_gain()))).astype(
-            np.float32
-        )
+        self.inv_var_lo: F32 = (1.0 / (var * np.float32(self._lowpass_gain()))).astype(np.float32)
         # The detail test's expected energy: the variance averaged over the same box as the
         # squared differences (the box is wider than the guide's low-pass; at an edge
         # between dark and bright the noise of both sides is in the box).
@@ -369,9 +365,7 @@ class ReferenceGuide:
             gain *= float(np.sum(k1 * k1)) ** 2
         return gain
 
-    def exposure_gain(
-        self, x_lo: F32, vmask: F32 | None
-    ) -> F32 | None:
+    def exposure_gain(self, x_lo: F32, vmask: F32 | None) -> F32 | None:
         """Per-channel factor bringing the frame to the reference's brightness, or None.
 
         The median of ``ref / frame`` over valid, unclipped low-passed pixels (a moving
@@ -432,9 +426,7 @@ class ReferenceGuide:
             return None
         return (self._half(valid) >= np.float32(0.999)).astype(np.float32)
 
-    def _differences(
-        self, image: F32, vmask: F32 | None
-    ) -> tuple[F32, F32]:
+    def _differences(self, image: F32, vmask: F32 | None) -> tuple[F32, F32]:
         """``δ = image − reference`` at full resolution, and its half-res low-pass.
 
         Cells without warp data get δ = 0 in the low-pass (what lies outside the warp's
@@ -493,9 +485,7 @@ class ReferenceGuide:
             k = gaussian_ksize(self.smooth_sigma)
             w = _f32(cv2.GaussianBlur(w, (k, k), self.smooth_sigma))
         if self.scale != 1:
-            w = _f32(
-                cv2.resize(w, self.full_size, dst=self._buf_w, interpolation=cv2.INTER_LINEAR)
-            )
+            w = _f32(cv2.resize(w, self.full_size, dst=self._buf_w, interpolation=cv2.INTER_LINEAR))
         w *= valid
         return image, w
 
@@ -600,8 +590,8 @@ class NoiseCalibration:
         if self._last_motion is not None:
             measured = np.minimum(measured, self._last_motion)
             centres = np.minimum(centres, self._last_motion)
-        self.least_centre = centres if self.least_centre is None else np.minimum(
-            self.least_centre, centres
+        self.least_centre = (
+            centres if self.least_centre is None else np.minimum(self.least_centre, centres)
         )
         measured, self.least_detail = _consensus(measured, self.least_detail)
         return _applied(measured, self.floor_ratio)
@@ -756,7 +746,10 @@ class _StreamingFuser:
             # spatial estimate sets the accumulation's noise floor
             floor_sigma = sigma if self._noise is not None else estimate_noise_sigma(self._ref)
             image = fourier_accumulate(
-                image, [ref, *self._keep], floor_sigma, p=self._settings.accumulation_p,
+                image,
+                [ref, *self._keep],
+                floor_sigma,
+                p=self._settings.accumulation_p,
                 noise_floor=self._settings.accumulation_floor,
             )
         return FusionResult(

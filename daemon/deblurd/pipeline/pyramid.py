@@ -84,7 +84,10 @@ class PyramidBuilder:
     MAX_GAIN = 32.0  # a (nearly) flat frame is not stretched into pure noise
 
     def __init__(
-        self, shape: tuple[int, int], base: int, coarsest: int,
+        self,
+        shape: tuple[int, int],
+        base: int,
+        coarsest: int,
         share_scratch: PyramidBuilder | None = None,
     ) -> None:
         """``share_scratch``: a builder of the same geometry whose float32 scratch buffers
@@ -96,9 +99,9 @@ class PyramidBuilder:
         self._base, self._coarsest = base, coarsest
         self._f32: list[F32]
         self._norm: F32
-        if (
-            share_scratch is not None
-            and (share_scratch.shape, share_scratch._base) == (shape, base)
+        if share_scratch is not None and (share_scratch.shape, share_scratch._base) == (
+            shape,
+            base,
         ):
             self._f32, self._norm = share_scratch._f32, share_scratch._norm
         else:

@@ -125,8 +125,9 @@ class WorkingScale:
 def normalised_u8(gray: F32) -> U8:
     """``gray`` with its mean at 128 and its robust spread fixed, as ``uint8``: frames of
     another exposure or gain look alike to the flow."""
-    lo, hi = np.percentile(gray[:: max(1, gray.shape[0] // 128), :: max(1, gray.shape[1] // 128)],
-                           (1.0, 99.0))
+    lo, hi = np.percentile(
+        gray[:: max(1, gray.shape[0] // 128), :: max(1, gray.shape[1] // 128)], (1.0, 99.0)
+    )
     span = max(float(hi - lo), 1e-3)
     out = (gray - np.float32(lo)) * np.float32(200.0 / span) + np.float32(28.0)
     return np.asarray(np.clip(out + 0.5, 0, 255), np.uint8)
@@ -140,9 +141,13 @@ def residual_field(scale: WorkingScale, moving_gray: F32, H: F64) -> F32 | None:
     h_small = scale.small_homography(H)
     small = scale.resize(moving_gray)
     w, h = scale.size
-    warped = cv2.warpPerspective(small, np.linalg.inv(h_small), (w, h),
-                                 flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                 borderMode=cv2.BORDER_REPLICATE)
+    warped = cv2.warpPerspective(
+        small,
+        np.linalg.inv(h_small),
+        (w, h),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
     warped_u8 = normalised_u8(np.asarray(warped, np.float32))
     flow = scale.flow(warped_u8)
     smooth = _smooth(flow, scale.texture, scale.params.smooth * max(w, h))
@@ -182,8 +187,13 @@ def _improves(scale: WorkingScale, warped_u8: U8, residual: F32) -> bool:
     difference of the low-passed images over the textured half)."""
     h, w = warped_u8.shape
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    moved = cv2.remap(warped_u8, xs + residual[..., 0], ys + residual[..., 1], cv2.INTER_LINEAR,
-                      borderMode=cv2.BORDER_REPLICATE)
+    moved = cv2.remap(
+        warped_u8,
+        xs + residual[..., 0],
+        ys + residual[..., 1],
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
     ref = cv2.GaussianBlur(scale.ref.astype(np.float32), (0, 0), 1.0)
     mask = scale.texture > np.median(scale.texture)
     before = np.abs(cv2.GaussianBlur(warped_u8.astype(np.float32), (0, 0), 1.0) - ref)[mask]
@@ -219,8 +229,9 @@ def dense_homography(scale: WorkingScale, moving_gray: F32) -> DenseFit:
     mapped = cv2.perspectiveTransform(mov_pts[mask_in].reshape(-1, 1, 2).astype(np.float64), H_fit)
     err = np.hypot(*(mapped.reshape(-1, 2) - ref_pts[mask_in]).T)
     residual = float(np.median(err)) * 0.5 * (scale.sx + scale.sy)
-    warped = cv2.warpPerspective(small, H_fit, (w, h), flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    warped = cv2.warpPerspective(
+        small, H_fit, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    ).astype(np.float32)
     ref = scale.ref.astype(np.float32)
     mask = scale.texture > np.quantile(scale.texture, _FIT_FLAT_FRACTION)
     a, b = ref[mask] - ref[mask].mean(), warped[mask] - warped[mask].mean()
@@ -274,8 +285,9 @@ def warp_with_residual(image: F32, H: F64, residual: F32) -> tuple[F32, F32]:
     maps = np.asarray(cv2.resize(src_small, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
     # fixed-point maps (1/32 px, as warpPerspective uses): remap is twice as fast with them
     fixed, frac = cv2.convertMaps(maps, None, cv2.CV_16SC2)  # type: ignore[call-overload]
-    warped = cv2.remap(np.ascontiguousarray(image), fixed, frac, cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_REPLICATE)
+    warped = cv2.remap(
+        np.ascontiguousarray(image), fixed, frac, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
     inside = cv2.inRange(maps, (1.0, 1.0), (w - 2.0, h - 2.0))
     out: F32 = np.asarray(warped, np.float32).reshape(image.shape)
     return out, (inside > 0).astype(np.float32)

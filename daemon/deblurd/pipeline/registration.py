@@ -221,7 +221,11 @@ def fit_homography(src: F32, dst: F32, threshold: float) -> tuple[F64 | None, Ma
     if len(src) < 4:
         return None, none
     found, _mask = cv2.findHomography(
-        src, dst, cv2.USAC_MAGSAC, threshold, maxIters=_RANSAC_ITERS,
+        src,
+        dst,
+        cv2.USAC_MAGSAC,
+        threshold,
+        maxIters=_RANSAC_ITERS,
         confidence=_RANSAC_CONFIDENCE,
     )
     if found is None or not np.isfinite(found).all():
@@ -266,19 +270,20 @@ def implausible(H: F64, shape: tuple[int, int], s: RegistrationSettings) -> str 
     u, v, z = H @ np.array([cx, cy, 1.0])
     if z <= 1e-6:
         return "degenerate homography (centre maps to infinity)"
-    J = np.array(
-        [
-            [H[0, 0] - u / z * H[2, 0], H[0, 1] - u / z * H[2, 1]],
-            [H[1, 0] - v / z * H[2, 0], H[1, 1] - v / z * H[2, 1]],
-        ]
-    ) / z
+    J = (
+        np.array(
+            [
+                [H[0, 0] - u / z * H[2, 0], H[0, 1] - u / z * H[2, 1]],
+                [H[1, 0] - v / z * H[2, 0], H[1, 1] - v / z * H[2, 1]],
+            ]
+        )
+        / z
+    )
     if np.linalg.det(J) <= 0:
         return "degenerate homography (mirror or collapse)"
     sv = np.linalg.svd(J, compute_uv=False)
     if abs(sv[0] - 1) > s.max_scale_change or abs(sv[1] - 1) > s.max_scale_change:
-        return (
-            f"scale/shear {sv[1]:.3f}..{sv[0]:.3f} outside 1 ± {s.max_scale_change:g}"
-        )
+        return f"scale/shear {sv[1]:.3f}..{sv[0]:.3f} outside 1 ± {s.max_scale_change:g}"
     angle = math.degrees(math.atan2(J[1, 0] - J[0, 1], J[0, 0] + J[1, 1]))
     if abs(angle) > s.max_rotation_deg:
         return f"rotation {angle:.2f}° beyond ±{s.max_rotation_deg:g}°"
@@ -308,13 +313,18 @@ def warp_homography(image: F32, H: F64) -> tuple[F32, F32]:
     inv = np.linalg.inv(H)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     if image.ndim == 2 or image.shape[2] <= 4:
-        warped = cv2.warpPerspective(image, inv, (w, h), flags=flags,
-                                     borderMode=cv2.BORDER_REPLICATE).reshape(image.shape)
+        warped = cv2.warpPerspective(
+            image, inv, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE
+        ).reshape(image.shape)
     else:  # OpenCV resamples up to 4 channels at a time
         parts = [
-            cv2.warpPerspective(np.ascontiguousarray(image[..., c : c + 4]), inv, (w, h),
-                                flags=flags, borderMode=cv2.BORDER_REPLICATE)
-            .reshape(h, w, -1)
+            cv2.warpPerspective(
+                np.ascontiguousarray(image[..., c : c + 4]),
+                inv,
+                (w, h),
+                flags=flags,
+                borderMode=cv2.BORDER_REPLICATE,
+            ).reshape(h, w, -1)
             for c in range(0, image.shape[2], 4)
         ]
         warped = np.concatenate(parts, axis=2)
@@ -334,8 +344,15 @@ def valid_mask(H: F64, shape: tuple[int, int]) -> F32:
     """
     h, w = shape
     inset = 1.0
-    rect = np.array([[inset, inset], [w - 1 - inset, inset], [w - 1 - inset, h - 1 - inset],
-                     [inset, h - 1 - inset]], np.float64)
+    rect = np.array(
+        [
+            [inset, inset],
+            [w - 1 - inset, inset],
+            [w - 1 - inset, h - 1 - inset],
+            [inset, h - 1 - inset],
+        ],
+        np.float64,
+    )
     z = np.hstack([rect, np.ones((4, 1))]) @ H[2]
     if (z > 1e-9).all():
         quad = cv2.perspectiveTransform(rect.reshape(-1, 1, 2), H).reshape(-1, 2)
@@ -346,9 +363,14 @@ def valid_mask(H: F64, shape: tuple[int, int]) -> F32:
             out: F32 = mask.astype(np.float32)
             return out
     ones = np.full((h, w), 255, np.uint8)
-    m = cv2.warpPerspective(ones, np.linalg.inv(H), (w, h),
-                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    m = cv2.warpPerspective(
+        ones,
+        np.linalg.inv(H),
+        (w, h),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
     warped_mask: F32 = (m == 255).astype(np.float32)
     return warped_mask
 
@@ -382,10 +404,16 @@ class TrackedCorners:
                 f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
             )
 
-
     def _fit_round_trip(
-        self, fwd: F32, back: F32, ok: Mask, scale: float, shape: tuple[int, int],
-        s: RegistrationSettings, t0: float, t1: float,
+        self,
+        fwd: F32,
+        back: F32,
+        ok: Mask,
+        scale: float,
+        shape: tuple[int, int],
+        s: RegistrationSettings,
+        t0: float,
+        t1: float,
     ) -> tuple[Registration, F32, F32]:
         """After tracking the corners forth (``fwd``) and back (``back``; ``ok``: tracked
         both ways): the forward-backward check, :func:`fit_tracked` on what survives, and
@@ -490,8 +518,7 @@ class OpenCVRegistrar(TrackedCorners):
         dx, dy = global_shift(self._ref_pyr[-1], pyr[-1], self._window)
         fwd, ok_f = track(self._ref_pyr, pyr, self._corners, *args, prior=(dx, dy))
         back, ok_b = track(pyr, self._ref_pyr, fwd, *args, prior=(-dx, -dy))
-        reg, src, dst = self._fit_round_trip(fwd, back, ok_f & ok_b, scale, self._shape, s,
-                                             t0, t1)
+        reg, src, dst = self._fit_round_trip(fwd, back, ok_f & ok_b, scale, self._shape, s, t0, t1)
         misfit = math.inf
         if reg.accepted and len(src):
             H_b = scale_homography(np.asarray(reg.homography, np.float64), 1.0 / scale)
@@ -511,10 +538,13 @@ class OpenCVRegistrar(TrackedCorners):
             fit = dense_homography(scale, gray)
             H, tried, inliers = fit.homography, fit.tried, fit.inliers
             reason = (
-                "no fit" if H is None
+                "no fit"
+                if H is None
                 else f"{inliers} of {tried} flow samples fit ({inliers / tried:.2f} < "
-                f"{DENSE_MIN_INLIER_RATIO:g})" if inliers < DENSE_MIN_INLIER_RATIO * tried
-                else f"correlation {fit.ncc:.2f} < {DENSE_MIN_NCC:g}" if fit.ncc < DENSE_MIN_NCC
+                f"{DENSE_MIN_INLIER_RATIO:g})"
+                if inliers < DENSE_MIN_INLIER_RATIO * tried
+                else f"correlation {fit.ncc:.2f} < {DENSE_MIN_NCC:g}"
+                if fit.ncc < DENSE_MIN_NCC
                 else f"sharpness {fit.sharpness:.2f} of the reference's < {DENSE_MIN_SHARPNESS:g}"
                 if fit.sharpness < DENSE_MIN_SHARPNESS
                 else implausible(H, self._shape, s)
@@ -561,7 +591,11 @@ class OpenCVRegistrar(TrackedCorners):
 
 
 def fit_tracked(
-    src: F32, dst: F32, corners: int, scale: float, shape: tuple[int, int],
+    src: F32,
+    dst: F32,
+    corners: int,
+    scale: float,
+    shape: tuple[int, int],
     s: RegistrationSettings,
 ) -> Registration:
     """After tracking: the track-count gate, the robust fit and :func:`judge`.
@@ -576,14 +610,21 @@ def fit_tracked(
     if tracked < s.min_tracked_ratio * corners:
         return rejected(
             f"{tracked} of {corners} corners tracked: ratio {tracked / corners:.2f} < "
-            f"{s.min_tracked_ratio:g}", tracked, 0,
+            f"{s.min_tracked_ratio:g}",
+            tracked,
+            0,
         )
     H_b, inl = fit_homography(src, dst, s.ransac_threshold_px)
     return judge(H_b, inl, src, dst, scale, shape, s)
 
 
 def judge(
-    H_b: F64 | None, inl: Mask, src: F32, dst: F32, scale: float, shape: tuple[int, int],
+    H_b: F64 | None,
+    inl: Mask,
+    src: F32,
+    dst: F32,
+    scale: float,
+    shape: tuple[int, int],
     s: RegistrationSettings,
 ) -> Registration:
     """Scale the tracking-level fit to full resolution and apply the quality gate."""
@@ -593,7 +634,8 @@ def judge(
     H = scale_homography(H_b, scale)
     residual = (
         float(np.median(reprojection_errors(H_b, src[inl], dst[inl]))) * scale
-        if inliers else math.inf
+        if inliers
+        else math.inf
     )
     reason: str | None = None
     if inliers < s.min_inliers:

@@ -154,9 +154,11 @@ class CpuFusionJob:
         e.g. a device-resident frame, is an :class:`~deblurd.errors.ImageError`: it is not
         in host memory)."""
         if not isinstance(frame, AlignedFrame):
-            raise ImageError(f"the CPU fuser takes host AlignedFrames, got a "
-                             f"{type(frame).__name__} (a device-resident frame is fused by "
-                             "the GPU fuser of its backend)")
+            raise ImageError(
+                f"the CPU fuser takes host AlignedFrames, got a "
+                f"{type(frame).__name__} (a device-resident frame is fused by "
+                "the GPU fuser of its backend)"
+            )
         return self._fuser.add(frame)
 
     def result(self) -> FusionResult:

@@ -285,8 +285,10 @@ CameraSettings = Annotated[
 ]
 """The ``[camera]`` section: the section class of the backend its ``backend`` key names."""
 
-CAMERA_BACKENDS: Final[Mapping[str, type[CameraSectionBase]]] = MappingProxyType({
-    variant.model_fields["backend"].default: variant
-    for variant in get_args(get_args(CameraSettings)[0])
-})
+CAMERA_BACKENDS: Final[Mapping[str, type[CameraSectionBase]]] = MappingProxyType(
+    {
+        variant.model_fields["backend"].default: variant
+        for variant in get_args(get_args(CameraSettings)[0])
+    }
+)
 """Backend tag -> section class, in the order of :data:`CameraSettings`."""

@@ -70,11 +70,15 @@ class FusionSettings(Section):
         "deblurd.pipeline.accumulation); keeps every aligned frame in memory; CPU fuser only",
     )
     accumulation_p: float = Field(
-        11.0, ge=0.0, le=50.0,
+        11.0,
+        ge=0.0,
+        le=50.0,
         description="exponent of the Fourier accumulation's weights (0 = plain mean); unitless",
     )
     accumulation_floor: float = Field(
-        2.0, ge=0.0, le=100.0,
+        2.0,
+        ge=0.0,
+        le=100.0,
         description="noise floor of the Fourier accumulation's magnitudes, in the noise's "
         "spectral level: where every frame is below it the frequencies are averaged; unit: "
         "noise std",

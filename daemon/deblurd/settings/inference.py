@@ -65,8 +65,7 @@ class TritonSettings(Section):
     url: str = Field(
         "localhost:8001",
         pattern=_HOST_PORT,
-        description="the server's HOST:PORT, no scheme (Triton's defaults: 8001 gRPC, 8000 "
-        "HTTP)",
+        description="the server's HOST:PORT, no scheme (Triton's defaults: 8001 gRPC, 8000 HTTP)",
     )
     protocol: Literal["grpc", "http"] = Field(
         "grpc", description="grpc | http (both the Open Inference Protocol)"
@@ -83,19 +82,21 @@ class TritonSettings(Section):
         "serves both passes",
     )
     model_version: str = Field(
-        "", pattern=r"^([0-9]+)?$", description="model version to ask for; empty = the "
-        "server's policy (latest)"
+        "",
+        pattern=r"^([0-9]+)?$",
+        description="model version to ask for; empty = the server's policy (latest)",
     )
     timeout_s: float = Field(
         30.0,
         gt=0.0,
         le=600.0,
-        description="longest wait for one request (one tile), s: a slower answer fails the "
-        "pass",
+        description="longest wait for one request (one tile), s: a slower answer fails the pass",
     )
     connect_timeout_s: float = Field(
-        5.0, gt=0.0, le=120.0, description="longest wait to connect and read the model's "
-        "metadata, s"
+        5.0,
+        gt=0.0,
+        le=120.0,
+        description="longest wait to connect and read the model's metadata, s",
     )
     tile: int = Field(
         2048,
@@ -106,8 +107,7 @@ class TritonSettings(Section):
     )
     ssl: bool = Field(False, description="TLS to the server (a proxy in front of Triton)")
     ssl_ca_file: str | None = Field(
-        None, description="PEM CA bundle that signed the server's certificate; unset = "
-        "the system's"
+        None, description="PEM CA bundle that signed the server's certificate; unset = the system's"
     )
     ssl_cert_file: str | None = Field(
         None, description="PEM client certificate (mutual TLS); needs ssl_key_file"

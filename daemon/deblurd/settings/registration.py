@@ -88,8 +88,7 @@ class RegistrationSettings(Section):
     fb_max_error_px: float = Field(
         0.5,
         gt=0.0,
-        description="forward-backward tracking disagreement that drops a track, "
-        "tracking-level px",
+        description="forward-backward tracking disagreement that drops a track, tracking-level px",
     )
 
     # Robust fit and quality gate.
@@ -143,22 +142,30 @@ class RegistrationSettings(Section):
         "gate still applies (CPU registrar only)",
     )
     refine_min_residual_px: float = Field(
-        0.4, ge=0.0, le=16.0,
+        0.4,
+        ge=0.0,
+        le=16.0,
         description="the local refinement runs only where the corners' homography misses "
         "a quarter of the tracked corners by more than this (rolling shutter, parallax; "
         "frames that differ only in blur stay under it, and the dense flow measured "
         "nothing to gain on them), full-resolution px",
     )
     refine_max_side_px: int = Field(
-        640, ge=64, le=4096,
+        640,
+        ge=64,
+        le=4096,
         description="longer side of the image the dense flow runs on, px",
     )
     refine_smooth: float = Field(
-        0.04, gt=0.0, le=0.5,
+        0.04,
+        gt=0.0,
+        le=0.5,
         description="std of the residual flow's smoothing, as a fraction of the longer side",
     )
     refine_max_px: float = Field(
-        24.0, gt=0.0, le=256.0,
+        24.0,
+        gt=0.0,
+        le=256.0,
         description="largest residual displacement applied, full-resolution px",
     )
     max_shift_fraction: float = Field(

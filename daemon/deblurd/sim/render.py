@@ -467,9 +467,7 @@ class ShakeRenderer:
         )
         return Exposure(blurred, truth, mask, psf, stats)
 
-    def _render_steps(
-        self, times: F64, poses: F64, rows: tuple[int, int] | None = None
-    ) -> F32:
+    def _render_steps(self, times: F64, poses: F64, rows: tuple[int, int] | None = None) -> F32:
         g = self.scene_to_frame(poses)
         if rows is not None:
             g = _row_shift(rows[0]) @ g

@@ -261,9 +261,7 @@ def _tree(
     )
 
 
-def _sign(
-    canvas: F32, rng: np.random.Generator, x: float, y: float, sw: float, sh: float
-) -> None:
+def _sign(canvas: F32, rng: np.random.Generator, x: float, y: float, sw: float, sh: float) -> None:
     """A panel on two posts, with lines of text-like words."""
     dark = bool(rng.integers(2))
     ink = (0.95, 0.85, 0.2) if dark else (0.08, 0.08, 0.1)

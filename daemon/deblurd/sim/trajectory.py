@@ -291,7 +291,6 @@ class ShakeTrajectory(_Sampled):
         return out
 
 
-
 class Trajectory(Protocol):
     """What the renderer needs of a camera trajectory (poses in radians, times in s)."""
 
@@ -400,7 +399,6 @@ class WalkTrajectory(_Sampled):
         f = (u - i0)[:, None]
         out: F64 = self.table[i0] * (1.0 - f) + self.table[i0 + 1] * f
         return out
-
 
 
 def make_trajectory(model: str, shake_deg_s: float, seed: int) -> Trajectory:

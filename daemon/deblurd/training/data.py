@@ -142,9 +142,7 @@ def procedural_photos(count: int, first_seed: int = PROCEDURAL_TRAIN_SEED) -> li
             "smaller seeds are the simulated camera's and the tests'"
         )
     sizes = PROCEDURAL_SIZES
-    return [
-        procedural_scene_srgb(*sizes[k % len(sizes)], first_seed + k) for k in range(count)
-    ]
+    return [procedural_scene_srgb(*sizes[k % len(sizes)], first_seed + k) for k in range(count)]
 
 
 def shake_offsets(
@@ -176,9 +174,7 @@ def _logu(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
     return float(math.exp(rng.uniform(math.log(lo_hi[0]), math.log(lo_hi[1]))))
 
 
-def _sharp_crop(
-    photos: list[U8], side: int, rng: np.random.Generator, cfg: BlurConfig
-) -> F32:
+def _sharp_crop(photos: list[U8], side: int, rng: np.random.Generator, cfg: BlurConfig) -> F32:
     """A random sharp scene crop, linear ``float32 (side, side, 3)`` (zoom, flips, turns,
     brightness and optical softness as :func:`make_sample` draws them)."""
     photo = photos[int(rng.integers(0, len(photos)))]
@@ -227,9 +223,7 @@ def make_camera_sample(
     frames: list[F32] = []
     for kernel in kernels:
         blurred = convolve(sharp, kernel)[pad : pad + crop, pad : pad + crop]
-        frame = camera_frame(
-            np.clip(blurred, 0.0, None), isp, sensor, exposure_us, frame_gain, rng
-        )
+        frame = camera_frame(np.clip(blurred, 0.0, None), isp, sensor, exposure_us, frame_gain, rng)
         frames.append(srgb_to_linear(frame))
     if cfg.camera_target == "isp":
         clean = dataclasses.replace(isp, codec="none")
@@ -265,9 +259,7 @@ def make_sample(
         frames = 1
     else:
         k = int(rng.integers(cfg.second_frames[0], cfg.second_frames[1] + 1))
-        paths = [
-            shake_offsets(rng, shake, focal, t0 + j / 30.0, exp_s, traj) for j in range(k + 1)
-        ]
+        paths = [shake_offsets(rng, shake, focal, t0 + j / 30.0, exp_s, traj) for j in range(k + 1)]
         psfs = [rasterise_psf(p) for p in paths]
         size = max(p.shape[0] for p in psfs)
         acc = np.zeros((size, size), np.float32)
