@@ -13,14 +13,15 @@ import cv2
 import numpy as np
 import pytest
 
-from deblurd.imaging import F32, F64
+from deblurd.evaluation.pairs import grid_error, mosaic, warp_to_moving
+from deblurd.imaging import F64
 from deblurd.pipeline.fusion import AlignedFrame, fuse
 from deblurd.pipeline.registration import OpenCVRegistrar, warp_homography
 from deblurd.settings.fusion import FusionSettings
 from deblurd.settings.registration import RegistrationSettings
 
 pytestmark = pytest.mark.gpu
-skdata: Any = pytest.importorskip("skimage.data")
+pytest.importorskip("skimage.data")  # mosaic() tiles scikit-image photos
 
 
 @pytest.fixture(scope="module")
@@ -41,27 +42,6 @@ def cuda_backend() -> Any:
     backend.close()
 
 
-def scene(width: int, height: int) -> F32:
-    photos = []
-    for n in ("astronaut", "coffee", "chelsea", "rocket", "camera"):
-        img = np.asarray(getattr(skdata, n)(), np.uint8)
-        if img.ndim == 3:
-            img = np.asarray(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), np.uint8)
-        photos.append(img.astype(np.float32) / 255)
-    out = np.zeros((height, width), np.float32)
-    y, i = 0, 0
-    while y < height:
-        x, row = 0, 0
-        while x < width:
-            p = photos[i % len(photos)]
-            i += 1
-            h, w = min(p.shape[0], height - y), min(p.shape[1], width - x)
-            out[y : y + h, x : x + w] = p[:h, :w]
-            x, row = x + w, max(row, h)
-        y += row
-    return out
-
-
 def shake(rng: np.random.Generator, w: int, h: int) -> F64:
     k = w / 1920.0
     a = math.radians(rng.uniform(-1, 1))
@@ -73,19 +53,12 @@ def shake(rng: np.random.Generator, w: int, h: int) -> F64:
     return out
 
 
-def grid_error(est: F64, true: F64, w: int, h: int) -> float:
-    xs, ys = np.meshgrid(np.linspace(0.05 * w, 0.95 * w, 12), np.linspace(0.05 * h, 0.95 * h, 12))
-    p = np.stack([xs.ravel(), ys.ravel()], 1).reshape(-1, 1, 2)
-    d = cv2.perspectiveTransform(p, est) - cv2.perspectiveTransform(p, true)
-    return float(np.median(np.hypot(d[..., 0], d[..., 1])))
-
-
 @pytest.mark.parametrize(("width", "height"), [(1920, 1080), (4000, 3000)])
 def test_gpu_registration_matches_opencv(cuda_backend: Any, width: int, height: int) -> None:
     from deblurd.gpu.registrar import GpuRegistrar
 
     rng = np.random.default_rng(11)
-    clean = scene(width, height)
+    clean = mosaic(width, height)
     s = RegistrationSettings()
     gpu, cpu = GpuRegistrar(s, cuda_backend), OpenCVRegistrar(s)
     ref = np.clip(clean + rng.normal(0, 0.01, clean.shape), 0, 1).astype(np.float32)
@@ -94,13 +67,7 @@ def test_gpu_registration_matches_opencv(cuda_backend: Any, width: int, height: 
     assert np.abs(gpu.corners - cpu.corners).max() <= 0.01
     for _ in range(3):
         H = shake(rng, width, height)
-        moving = cv2.warpPerspective(
-            clean,
-            H,
-            (width, height),
-            flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_REFLECT,
-        )
+        moving = warp_to_moving(clean, H)
         moving = np.clip(moving + rng.normal(0, 0.015, moving.shape), 0, 1).astype(np.float32)
         a, b = gpu.register(moving), cpu.register(moving)
         assert a.accepted and b.accepted, (a.reason, b.reason)
@@ -119,7 +86,7 @@ def test_gpu_fusion_matches_cpu(cuda_backend: Any, mode: str) -> None:
 
     rng = np.random.default_rng(12)
     h, w = 1080, 1920
-    clean = np.dstack([scene(w, h)] * 3) ** np.float32(2.2)
+    clean = np.dstack([mosaic(w, h)] * 3) ** np.float32(2.2)
     ref = np.clip(clean + rng.normal(0, 0.02, clean.shape), 0, 1).astype(np.float32)
     frames = []
     for i in range(4):
@@ -149,7 +116,7 @@ def test_gpu_resident_path_matches_the_host_round_trip(cuda_backend: Any, mode: 
 
     rng = np.random.default_rng(13)
     h, w = 1080, 1920
-    gray = scene(w, h)
+    gray = mosaic(w, h)
     clean = np.dstack([gray, gray**1.3, 1 - 0.8 * gray]).astype(np.float32) ** np.float32(2.2)
     first = np.clip(clean + rng.normal(0, 0.01, clean.shape), 0, 1).astype(np.float32)
     frames = []
@@ -195,7 +162,7 @@ def test_out_of_memory_is_a_job_error_and_the_next_job_works(cuda_backend: Any) 
     reg = GpuRegistrar(RegistrationSettings(), cuda_backend)
     with pytest.raises(GpuError, match="out of GPU memory"):
         cuda_backend.buffer("oom/test", (1 << 40,), np.uint8)  # 1 TB
-    ref = scene(1920, 1080)
+    ref = mosaic(1920, 1080)
     reg.set_reference(ref)
     assert reg.register(ref).accepted
     reg.close()

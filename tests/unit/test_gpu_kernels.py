@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
+from deblurd.evaluation.pairs import photo_gray, warp_to_moving
 from deblurd.gpu.backend import grid_2d
 from deblurd.gpu.emulation import EmulatedBackend
 from deblurd.gpu.fuser import GpuFuser, area_taps, linear_taps
@@ -37,14 +38,6 @@ from deblurd.settings.fusion import FusionSettings
 from deblurd.settings.registration import RegistrationSettings
 
 skdata: Any = pytest.importorskip("skimage.data")
-
-
-def gray_photo(name: str = "astronaut") -> F32:
-    img = np.asarray(getattr(skdata, name)(), np.uint8)
-    if img.ndim == 3:
-        img = np.asarray(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), np.uint8)
-    out: F32 = img.astype(np.float32) / np.float32(255.0)
-    return out
 
 
 def noisy(rng: np.random.Generator, img: F32, sigma: float) -> F32:
@@ -82,7 +75,8 @@ def test_float_pyr_down_matches_cv2_pyrdown(emu: EmulatedBackend, h: int, w: int
 
 def test_tracking_pyramid_is_bit_identical(emu: EmulatedBackend) -> None:
     """Float levels to the base, normalisation to uint8, uint8 levels above (odd size)."""
-    gray = noisy(np.random.default_rng(1), gray_photo()[:501, :447], 0.01) * np.float32(0.6)
+    photo = photo_gray("astronaut")[:501, :447]
+    gray = noisy(np.random.default_rng(1), photo, 0.01) * np.float32(0.6)
     s = RegistrationSettings(tracking_max_side_px=256)
     reg = GpuRegistrar(s, emu)
     reg.set_reference(gray)
@@ -99,7 +93,7 @@ def test_tracking_pyramid_is_bit_identical(emu: EmulatedBackend) -> None:
 
 
 def test_harris_response_matches_cv2_cornerharris(emu: EmulatedBackend) -> None:
-    img = (gray_photo("camera") * 255).astype(np.uint8)[:200, :260]
+    img = (photo_gray("camera") * 255).astype(np.uint8)[:200, :260]
     h, w = img.shape
     a = emu.upload_new("t/u8", img)
     r = emu.buffer("t/resp", (h, w), np.float32)
@@ -118,7 +112,7 @@ def test_harris_response_matches_cv2_cornerharris(emu: EmulatedBackend) -> None:
 
 
 def test_persistent_corners_are_the_opencv_registrars(emu: EmulatedBackend) -> None:
-    gray = noisy(np.random.default_rng(2), gray_photo(), 0.01)
+    gray = noisy(np.random.default_rng(2), photo_gray("astronaut"), 0.01)
     s = RegistrationSettings()
     gpu, cpu = GpuRegistrar(s, emu), OpenCVRegistrar(s)
     gpu.set_reference(gray)
@@ -160,23 +154,10 @@ def test_noise_corners_do_not_persist_but_corners_of_shapes_do(
 
 def test_lk_tracks_match_calcopticalflowpyrlk(emu: EmulatedBackend) -> None:
     rng = np.random.default_rng(4)
-    clean = gray_photo()
+    clean = photo_gray("astronaut")
     h, w = clean.shape
     H = small_shake(rng, w, h)
-    moving = noisy(
-        rng,
-        np.asarray(
-            cv2.warpPerspective(
-                clean,
-                H,
-                (w, h),
-                flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
-                borderMode=cv2.BORDER_REFLECT,
-            ),
-            np.float32,
-        ),
-        0.015,
-    )
+    moving = noisy(rng, warp_to_moving(clean, H), 0.015)
     reg = GpuRegistrar(RegistrationSettings(), emu)
     reg.set_reference(noisy(rng, clean, 0.01))
     r = reg.register(moving)
@@ -227,7 +208,7 @@ def test_warp_matches_warpperspective_and_valid_mask(
     emu: EmulatedBackend, channels: int | None
 ) -> None:
     rng = np.random.default_rng(5)
-    g = gray_photo()[:300, :380]
+    g = photo_gray("astronaut")[:300, :380]
     img = g if channels is None else np.dstack([g, g**2, 1 - g]).astype(np.float32)
     h, w = g.shape
     H = small_shake(rng, w, h)

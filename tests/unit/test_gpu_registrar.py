@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from deblurd.errors import RegistrationError
-from deblurd.evaluation.pairs import degrade, grid_error, mosaic, photo_gray
-from deblurd.evaluation.pairs import handheld_homography as shake
+from deblurd.evaluation.pairs import degrade, grid_error, handheld_pairs, mosaic, photo_gray
 from deblurd.evaluation.pairs import warp_to_moving as to_moving
 from deblurd.gpu.backend import GpuError
 from deblurd.gpu.emulation import EmulatedBackend, compiler
@@ -43,9 +42,7 @@ def test_shake_with_blur_and_noise_is_registered_within_a_quarter_pixel(
     assert gpu.tracking_level == (0 if scene == "astronaut" else 1)
     assert len(gpu.corners) >= 100
     errors = []
-    for _ in range(pairs):
-        H = shake(rng, w, h)
-        moving = degrade(rng, to_moving(clean, H), rng.uniform(2, 5), rng.uniform(0.01, 0.02))
+    for H, moving in handheld_pairs(rng, clean, pairs):
         r = gpu.register(moving)
         c = cpu.register(moving)
         assert r.accepted, r.reason

@@ -15,6 +15,7 @@ from deblurd.errors import RegistrationError
 from deblurd.evaluation.pairs import (
     degrade,
     grid_error,
+    handheld_pairs,
     mosaic,
     photo_gray,
     warp_to_moving,
@@ -67,9 +68,7 @@ def test_shake_with_blur_and_noise_is_registered_within_a_quarter_pixel(
     assert reg.tracking_level == (0 if scene == "astronaut" else 1)
     assert len(reg.corners) >= 100
     errors = []
-    for _ in range(pairs):
-        H = shake(rng, w, h)
-        moving = degrade(rng, warp_to_moving(clean, H), rng.uniform(2, 5), rng.uniform(0.01, 0.02))
+    for H, moving in handheld_pairs(rng, clean, pairs):
         r = reg.register(moving)
         assert r.accepted, r.reason
         assert r.reason is None

@@ -8,11 +8,16 @@ pixel coordinates to reference ones (``deblurd.pipeline.registration``'s convent
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from deblurd.imaging import F32, F64
+
+ArrayT = TypeVar("ArrayT", bound=npt.NDArray[Any])
 
 
 def photo_gray(name: str) -> F32:
@@ -26,10 +31,10 @@ def photo_gray(name: str) -> F32:
     return out
 
 
-def mosaic(width: int, height: int) -> F32:
-    """A ``height x width`` gray scene tiled from photos at their native detail."""
-    photos = [photo_gray(n) for n in ("astronaut", "coffee", "chelsea", "rocket", "camera")]
-    out = np.zeros((height, width), np.float32)
+def tile_photos(photos: Sequence[npt.NDArray[Any]], out: ArrayT) -> ArrayT:
+    """Fill ``out`` (``(H, W)`` or ``(H, W, C)``) with ``photos`` at their native size, row by
+    row from the top left, cycling through them and cropping at the edges; returns ``out``."""
+    height, width = out.shape[:2]
     y, i = 0, 0
     while y < height:
         x, row = 0, 0
@@ -43,9 +48,18 @@ def mosaic(width: int, height: int) -> F32:
     return out
 
 
-def handheld_homography(rng: np.random.Generator, width: int, height: int) -> F64:
+def mosaic(width: int, height: int) -> F32:
+    """A ``height x width`` gray scene tiled from photos at their native detail."""
+    photos = [photo_gray(n) for n in ("astronaut", "coffee", "chelsea", "rocket", "camera")]
+    return tile_photos(photos, np.zeros((height, width), np.float32))
+
+
+def handheld_homography(
+    rng: np.random.Generator, width: int, height: int, perspective: float = 2.5e-6
+) -> F64:
     """Handheld shake, moving → reference: rotation ±1°, shift ±20 px (at 1080p, scaled with
-    the width), zoom ±1 %, perspective up to ~1 % across the frame."""
+    the width), zoom ±1 %, perspective terms up to ``perspective`` at 1080p (scaled with the
+    width; the default: up to ~1 % across the frame)."""
     k = width / 1920.0
     a, s = math.radians(rng.uniform(-1, 1)), 1 + rng.uniform(-0.01, 0.01)
     c = np.array([[1, 0, width / 2], [0, 1, height / 2], [0, 0, 1]])
@@ -53,7 +67,7 @@ def handheld_homography(rng: np.random.Generator, width: int, height: int) -> F6
         [[s * math.cos(a), -s * math.sin(a), 0], [s * math.sin(a), s * math.cos(a), 0], [0, 0, 1]]
     )
     persp = np.eye(3)
-    persp[2, :2] = rng.uniform(-2.5e-6, 2.5e-6, 2) / k
+    persp[2, :2] = rng.uniform(-perspective, perspective, 2) / k
     shift = np.eye(3)
     shift[:2, 2] = rng.uniform(-20 * k, 20 * k, 2)
     out: F64 = shift @ c @ persp @ rot @ np.linalg.inv(c)
@@ -77,8 +91,9 @@ def motion_kernel(length: float, angle: float) -> F32:
 
 
 def warp_to_moving(clean: F32, H: F64) -> F32:
-    """The moving frame of a scene the reference sees as ``clean``: ``moving(x) = clean(H x)``."""
-    h, w = clean.shape
+    """The moving frame of a scene the reference sees as ``clean`` (gray or RGB):
+    ``moving(x) = clean(H x)``."""
+    h, w = clean.shape[:2]
     out = cv2.warpPerspective(
         clean,
         H,
@@ -97,6 +112,16 @@ def degrade(rng: np.random.Generator, img: F32, blur_px: float, sigma: float) ->
         )
     noisy = img + rng.normal(0.0, sigma, img.shape).astype(np.float32)
     return np.clip(noisy, 0.0, 1.0).astype(np.float32)
+
+
+def handheld_pairs(rng: np.random.Generator, clean: F32, count: int) -> Iterator[tuple[F64, F32]]:
+    """``count`` moving frames of the gray scene ``clean``, each ``(H, moving)``: a handheld
+    shake (:func:`handheld_homography`), motion blur of 2-5 px and noise of std 0.01-0.02
+    (:func:`degrade`); drawn from ``rng`` as each is taken."""
+    h, w = clean.shape
+    for _ in range(count):
+        H = handheld_homography(rng, w, h)
+        yield H, degrade(rng, warp_to_moving(clean, H), rng.uniform(2, 5), rng.uniform(0.01, 0.02))
 
 
 def grid_error(est: F64, true: F64, width: int, height: int) -> float:
