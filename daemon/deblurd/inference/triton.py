@@ -44,6 +44,7 @@ from deblurd.inference.base import (
     resolve_model_path,
     run_network_tiled,
 )
+from deblurd.pipeline.timing import latency_summary
 from deblurd.settings.inference import OnnxRuntimeSettings, TritonSettings
 
 log = logging.getLogger(__name__)
@@ -81,14 +82,6 @@ class RemoteStats:
     last_error: str | None = None
     last_error_ns: int | None = None
     latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 def _import_client(protocol: str) -> Any:
@@ -423,17 +416,7 @@ class TritonDeblurrer:
                 "last_error": st.last_error,
                 "last_error_ns": st.last_error_ns,
             }
-        doc["latency_ms"] = (
-            {
-                "last": round(lat[-1], 1),
-                "p50": round(_percentile(lat, 0.5), 1),
-                "p95": round(_percentile(lat, 0.95), 1),
-                "max": round(max(lat), 1),
-                "count": len(lat),
-            }
-            if lat
-            else {}
-        )
+        doc["latency_ms"] = latency_summary(lat) if lat else {}
         return doc
 
     def close(self) -> None:

@@ -1,16 +1,18 @@
 """Stage timing: host wall time in milliseconds, as every ``stage_ms`` report holds it.
 
 One helper for the pipeline's stages, the registrars and aligners, and the daemon's
-per-job timing. Times are ``time.perf_counter()`` readings.
+per-job timing. Times are ``time.perf_counter()`` readings. :func:`latency_summary` is how
+the status reply sums up a window of such times (the daemon's stages, a Triton server's
+requests).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-__all__ = ["StageTimer", "elapsed_ms"]
+__all__ = ["StageTimer", "elapsed_ms", "latency_summary"]
 
 
 def elapsed_ms(t0: float, t1: float | None = None) -> float:
@@ -46,3 +48,24 @@ class StageTimer:
         now = time.perf_counter()
         self.add(name, elapsed_ms(since, now))
         return now
+
+
+def latency_summary(ms: Sequence[float]) -> dict[str, float]:
+    """``last``, ``p50``, ``p95`` and ``max`` of the times ``ms`` (oldest first, at least
+    one), rounded to 0.1 ms, and their ``count``: a latency entry of the status reply."""
+    return {
+        "last": round(ms[-1], 1),
+        "p50": round(_percentile(ms, 0.5), 1),
+        "p95": round(_percentile(ms, 0.95), 1),
+        "max": round(max(ms), 1),
+        "count": len(ms),
+    }
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of ``values``, linear between the two nearest ranks."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)

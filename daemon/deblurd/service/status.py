@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deblurd.camera.base import FrameMeta
+from deblurd.pipeline.timing import latency_summary
 
 LATENCY_WINDOW = 100
 log = logging.getLogger(__name__)
@@ -32,14 +33,6 @@ class LastError:
     message: str
     capture_id: str | None
     time_ns: int
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 class FrameCounter:
@@ -134,16 +127,7 @@ class StatusBoard:
         """Per stage: ``last``, ``p50``, ``p95``, ``max`` (ms) and ``count`` over the window."""
         with self._lock:
             items = {k: list(v) for k, v in self._latency.items() if v}
-        return {
-            name: {
-                "last": round(values[-1], 1),
-                "p50": round(_percentile(values, 0.5), 1),
-                "p95": round(_percentile(values, 0.95), 1),
-                "max": round(max(values), 1),
-                "count": len(values),
-            }
-            for name, values in items.items()
-        }
+        return {name: latency_summary(values) for name, values in items.items()}
 
     def snapshot(self, **live: Any) -> dict[str, Any]:
         """The status reply (without ``ok``); ``live`` adds values read at call time."""
