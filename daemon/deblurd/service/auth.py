@@ -200,6 +200,24 @@ class SocketSecurity:
             self._auth = None
 
 
+def bind_server(
+    sock: zmq.Socket[Any], endpoint: str, security: SocketSecurity | None, role: str
+) -> tuple[str, bool]:
+    """Bind the daemon's ``role`` socket (``control``, ``results``; its options set) at
+    ``endpoint``, a CURVE server first where ``security`` says so (:meth:`SocketSecurity.apply`).
+    Returns the endpoint bound (ZeroMQ's ``LAST_ENDPOINT``: ``tcp://*:0`` gets its port)
+    and whether CURVE is on. A failed bind closes ``sock`` and raises DeblurdError."""
+    import zmq
+
+    curve = security.apply(sock, endpoint) if security is not None else False
+    try:
+        sock.bind(endpoint)
+        return str(sock.getsockopt_string(zmq.LAST_ENDPOINT)) or endpoint, curve
+    except zmq.ZMQError as exc:
+        sock.close(0)
+        raise DeblurdError(f"cannot bind the {role} socket at {endpoint}: {exc}") from exc
+
+
 # -- client side ------------------------------------------------------------------------
 
 

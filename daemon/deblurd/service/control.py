@@ -32,15 +32,13 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import zmq
 
 from deblurd.errors import DeblurdError
+from deblurd.service.auth import SocketSecurity, bind_server
 from deblurd.service.requests import SchemaError, validate_request
-
-if TYPE_CHECKING:
-    from deblurd.service.auth import SocketSecurity
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +158,7 @@ class ControlServer:
         self._sock.setsockopt(zmq.RCVTIMEO, 0)  # reads follow a poll; never wait in recv
         self._sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
         self._sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
-        self.curve = security.apply(self._sock, endpoint) if security is not None else False
-        try:
-            self._sock.bind(endpoint)
-            self.endpoint = str(self._sock.getsockopt_string(zmq.LAST_ENDPOINT)) or endpoint
-        except zmq.ZMQError as exc:
-            self._sock.close(0)
-            raise DeblurdError(f"cannot bind the control socket at {endpoint}: {exc}") from exc
+        self.endpoint, self.curve = bind_server(self._sock, endpoint, security, "control")
 
     def handle(self, body: list[bytes], received_ns: int) -> dict[str, Any]:
         """The reply to one request (never raises)."""

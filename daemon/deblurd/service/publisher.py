@@ -24,14 +24,11 @@ import json
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import zmq
 
-from deblurd.errors import DeblurdError
-
-if TYPE_CHECKING:
-    from deblurd.service.auth import SocketSecurity
+from deblurd.service.auth import SocketSecurity, bind_server
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +60,7 @@ class Publisher:
         # Bounded, so that the last error events of a shutdown still leave; close()
         # never waits longer than this on a subscriber that does not read.
         self._sock.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
-        self.curve = security.apply(self._sock, endpoint) if security is not None else False
-        try:
-            self._sock.bind(endpoint)
-            self.endpoint = str(self._sock.getsockopt_string(zmq.LAST_ENDPOINT)) or endpoint
-        except zmq.ZMQError as exc:
-            self._sock.close(0)
-            raise DeblurdError(f"cannot bind the results socket at {endpoint}: {exc}") from exc
+        self.endpoint, self.curve = bind_server(self._sock, endpoint, security, "results")
         self.sent = 0
 
     def _send(self, topic: Topic, meta: dict[str, Any], image: bytes | None = None) -> None:
