@@ -248,7 +248,7 @@ def test_device_frames_are_checked_before_fusion() -> None:
     gpu = GpuRegistrar(S, b)
     aligner = DeviceAligner(gpu)
     aligner.set_reference(first)
-    job = GpuFuser(b).to_reference(first, FusionSettings(mode="reference"))
+    job = GpuFuser(b).job(first, FusionSettings(mode="reference"))
     _r1, f1 = aligner.align(moving[0])
     _r2, f2 = aligner.align(moving[1])
     assert isinstance(f1, DeviceAlignedFrame) and isinstance(f2, DeviceAlignedFrame)

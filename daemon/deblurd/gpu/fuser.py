@@ -20,11 +20,10 @@ memory and is read where it lies: per frame, nothing crosses but the sparse samp
 (down), the per-row sums of its weight (``H`` float64, down) and the calibration table
 (at most 128 bytes, up). The only full-frame download is the result.
 
-:class:`GpuFuser` offers the CPU fuser's functions with the same signatures
-(:meth:`~GpuFuser.fuse`, :meth:`~GpuFuser.fuse_sequential`,
-:meth:`~GpuFuser.fuse_to_reference`), taking either kind of frame, and streaming jobs
-(``add`` / ``result`` as :class:`~deblurd.pipeline.fusion.SequentialFuser`) in both modes:
-:meth:`~GpuFuser.sequential`, :meth:`~GpuFuser.to_reference`, :meth:`~GpuFuser.job`.
+:class:`GpuFuser` offers :func:`~deblurd.pipeline.fusion.fuse` with the same signature
+(:meth:`~GpuFuser.fuse`; the mode is ``settings.mode``), taking either kind of frame, and
+the streaming job it runs (``add`` / ``result`` as
+:class:`~deblurd.pipeline.fusion.SequentialFuser`): :meth:`~GpuFuser.job`.
 """
 
 from __future__ import annotations
@@ -420,53 +419,16 @@ class GpuFuser:
     def __init__(self, backend: Backend | str = "cuda") -> None:
         self.backend = shared_backend(backend) if isinstance(backend, str) else backend
 
-    def sequential(
-        self,
-        reference: npt.NDArray[np.generic],
-        settings: FusionSettings,
-        noise_sigma: float | NoiseModel | None = None,
-    ) -> GpuSequentialFuser:
-        """A streaming fuser (``add(frame)``, ``result()``), as SequentialFuser."""
-        return GpuSequentialFuser(self.backend, reference, settings, noise_sigma, "sequential")
-
-    def to_reference(
-        self,
-        reference: npt.NDArray[np.generic],
-        settings: FusionSettings,
-        noise_sigma: float | NoiseModel | None = None,
-    ) -> GpuSequentialFuser:
-        """A streaming to-reference job: ``add`` accumulates, ``result`` divides (the
-        result of :meth:`fuse_to_reference` on the frames added)."""
-        return GpuSequentialFuser(self.backend, reference, settings, noise_sigma, "reference")
-
     def job(
         self,
         reference: npt.NDArray[np.generic],
         settings: FusionSettings,
         noise_sigma: float | NoiseModel | None = None,
     ) -> GpuSequentialFuser:
-        """A streaming job in ``settings.mode`` (what :meth:`fuse` would compute)."""
+        """A streaming job (``add(frame)``, ``result()``, as
+        :class:`~deblurd.pipeline.fusion.SequentialFuser`) in ``settings.mode``: what
+        :meth:`fuse` computes from the frames added."""
         return GpuSequentialFuser(self.backend, reference, settings, noise_sigma, settings.mode)
-
-    def fuse_sequential(
-        self,
-        reference: npt.NDArray[np.generic],
-        frames: Iterable[AnyAlignedFrame],
-        settings: FusionSettings,
-        noise_sigma: float | NoiseModel | None = None,
-    ) -> FusionResult:
-        """fusion.fuse_sequential on the device."""
-        return self._fuse("sequential", reference, frames, settings, noise_sigma)
-
-    def fuse_to_reference(
-        self,
-        reference: npt.NDArray[np.generic],
-        frames: Iterable[AnyAlignedFrame],
-        settings: FusionSettings,
-        noise_sigma: float | NoiseModel | None = None,
-    ) -> FusionResult:
-        """fusion.fuse_to_reference on the device."""
-        return self._fuse("reference", reference, frames, settings, noise_sigma)
 
     def fuse(
         self,
@@ -475,18 +437,8 @@ class GpuFuser:
         settings: FusionSettings,
         noise_sigma: float | NoiseModel | None = None,
     ) -> FusionResult:
-        """fusion.fuse: by ``settings.mode`` (both modes stream ``frames``)."""
-        return self._fuse(settings.mode, reference, frames, settings, noise_sigma)
-
-    def _fuse(
-        self,
-        mode: str,
-        reference: npt.NDArray[np.generic],
-        frames: Iterable[AnyAlignedFrame],
-        settings: FusionSettings,
-        noise_sigma: float | NoiseModel | None,
-    ) -> FusionResult:
-        job = GpuSequentialFuser(self.backend, reference, settings, noise_sigma, mode)
+        """fusion.fuse on the device: by ``settings.mode`` (both modes stream ``frames``)."""
+        job = self.job(reference, settings, noise_sigma)
         for frame in frames:
             job.add(frame)
         return job.result()
