@@ -97,14 +97,26 @@ class NetworkIO:
         return [(self.image, 3)] + ([(self.noise, 1)] if self.noise is not None else [])
 
 
-def check_contract(where: str, tensors: Sequence[TensorInfo]) -> NetworkIO:
+def check_contract(
+    where: str,
+    tensors: Sequence[TensorInfo],
+    *,
+    any_size: bool = False,
+    other_outputs: bool = False,
+) -> NetworkIO:
     """Match ``tensors`` to the model contract: one float32 ``(1, 3, H, W)`` input (the
     image), at most one float32 ``(1, 1, H, W)`` input (the noise map) and nothing else in,
     one float32 ``(1, 3, H, W)`` output (the batch dim may be dynamic). Raises
-    :class:`InferenceError` starting with ``where`` and listing what the network has."""
+    :class:`InferenceError` starting with ``where`` and listing what the network has.
+
+    A served model (Triton) is held to one more rule and one fewer: ``any_size``, H and
+    W must be dynamic (it gets tiles of any size); ``other_outputs``, outputs beside the
+    contract's one are allowed (the server returns only the one asked for)."""
 
     def channels(t: TensorInfo) -> int | None:
         if len(t.shape) != 4 or not t.float32 or t.shape[0] not in (1, -1):
+            return None
+        if any_size and any(d != -1 for d in t.shape[2:]):
             return None
         return t.shape[1]
 
@@ -114,7 +126,7 @@ def check_contract(where: str, tensors: Sequence[TensorInfo]) -> NetworkIO:
     noise = [t.name for t in inputs if channels(t) == 1]
     outs = [t.name for t in outputs if channels(t) == 3]
     ins_ok = len(image) == 1 and len(noise) <= 1 and len(inputs) == len(image) + len(noise)
-    if not ins_ok or len(outs) != 1 or len(outputs) != 1:
+    if not ins_ok or len(outs) != 1 or (len(outputs) != 1 and not other_outputs):
         shown = ", ".join(
             f"{'input' if t.is_input else 'output'} {t.name} "
             f"{'float32' if t.float32 else 'not float32'} {t.shape}"

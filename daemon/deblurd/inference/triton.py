@@ -39,6 +39,8 @@ from deblurd.imaging import F32, linear_to_srgb_float, srgb_float_to_linear
 from deblurd.inference.base import (
     Deblurrer,
     Pass,
+    TensorInfo,
+    check_contract,
     network_inputs,
     network_output,
     resolve_model_path,
@@ -439,7 +441,8 @@ def _dims(entry: dict[str, Any]) -> list[int]:
 
 
 def _parse_model(name: str, meta: dict[str, Any], config: dict[str, Any], key: str) -> RemoteModel:
-    """Check a served model's metadata against the U-Net contract (module docstring).
+    """Check a served model's metadata against the U-Net contract
+    (:func:`~deblurd.inference.base.check_contract`, with a served model's rules).
 
     ``meta``: the Open Inference Protocol's model metadata (``inputs``/``outputs`` with
     ``name``, ``datatype``, ``shape``; -1 = any); ``config``: the model config
@@ -450,28 +453,24 @@ def _parse_model(name: str, meta: dict[str, Any], config: dict[str, Any], key: s
         message = f"Triton model {name!r} is not a deblurd U-Net: {why} (set {key})"
         return ConfigError(message, [(key, message)])
 
-    def channels(entry: dict[str, Any]) -> int | None:
+    def tensor(entry: dict[str, Any], is_input: bool) -> TensorInfo:
         dims = _dims(entry)
         if batched and len(dims) == 3:  # some servers leave the batch dim out
             dims = [-1, *dims]
-        if len(dims) != 4 or entry.get("datatype") != "FP32":
-            return None
-        if dims[0] not in (-1, 1) or any(d != -1 for d in dims[2:]):
-            return None  # the tiles have any H, W: fixed spatial dims cannot take them
-        return dims[1]
+        fp32 = entry.get("datatype") == "FP32"
+        return TensorInfo(str(entry["name"]), is_input, tuple(dims), fp32)
 
     inputs = meta.get("inputs", [])
     outputs = meta.get("outputs", [])
-    shown = [(i.get("name"), i.get("datatype"), _dims(i)) for i in [*inputs, *outputs]]
-    image = [i["name"] for i in inputs if channels(i) == 3]
-    noise = [i["name"] for i in inputs if channels(i) == 1]
-    outs = [o["name"] for o in outputs if channels(o) == 3]
-    if len(image) != 1 or len(noise) > 1 or len(inputs) != len(image) + len(noise):
+    tensors = [tensor(i, True) for i in inputs] + [tensor(o, False) for o in outputs]
+    try:
+        io = check_contract(f"Triton model {name!r}", tensors, any_size=True, other_outputs=True)
+    except InferenceError as exc:
+        shown = [(i.get("name"), i.get("datatype"), _dims(i)) for i in [*inputs, *outputs]]
         raise fail(
-            f"expected inputs image FP32 (1, 3, -1, -1) and noise FP32 (1, 1, -1, -1), got {shown}"
-        )
-    if len(outs) != 1:
-        raise fail(f"expected one output FP32 (1, 3, -1, -1), got {shown}")
+            "expected inputs image FP32 (1, 3, -1, -1) and (optional) noise FP32 (1, 1, -1, -1) "
+            f"and one output FP32 (1, 3, -1, -1), got {shown}"
+        ) from exc
     multiple = DEFAULT_MULTIPLE
     param = (config.get("parameters") or {}).get(MULTIPLE_PARAMETER)
     if isinstance(param, dict) and param.get("string_value"):
@@ -481,4 +480,4 @@ def _parse_model(name: str, meta: dict[str, Any], config: dict[str, Any], key: s
             raise fail(f"parameter {MULTIPLE_PARAMETER} = {param['string_value']!r}") from exc
         if not 1 <= multiple <= 256:
             raise fail(f"parameter {MULTIPLE_PARAMETER} = {multiple}")
-    return RemoteModel(name, image[0], noise[0] if noise else None, outs[0], batched, multiple)
+    return RemoteModel(name, io.image, io.noise, io.output, batched, multiple)
