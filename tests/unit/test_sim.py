@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -452,19 +453,14 @@ def test_written_burst_reads_back_with_truth_beside_it(tmp_path: Path) -> None:
         read_truth(tmp_path / "nothing")
 
 
+def simulate_small(out: Path, seed: int = 3, **args: Any) -> int:
+    """``deblurd simulate`` into ``out`` at the tests' small size, 3 ring frames."""
+    return simulate_command(str(out), seed=seed, width=W, height=H, frames=3, **args)
+
+
 def test_simulate_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "b"
-    rc = simulate_command(
-        str(out),
-        seed=3,
-        width=W,
-        height=H,
-        frames=3,
-        extra=1,
-        shake=0.5,
-        subject=False,
-        scene=None,
-    )
+    rc = simulate_small(out, extra=1, shake=0.5)
     assert rc == 0
     text = capsys.readouterr().out
     assert str(out) in text and str(tmp_path / "b.truth") in text
@@ -472,29 +468,9 @@ def test_simulate_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     # The command's shake is a level relative to the default (deg/s in the parameters).
     assert read_truth(out).params.shake == pytest.approx(0.5 * DEFAULT_SHAKE_DEG_S)
     with pytest.raises(SimulationError):
-        simulate_command(
-            str(out),
-            seed=3,
-            width=W,
-            height=H,
-            frames=3,
-            extra=0,
-            shake=1.0,
-            subject=False,
-            scene=None,
-        )
+        simulate_small(out)
     with pytest.raises(SimulationError):
-        simulate_command(
-            str(tmp_path / "c"),
-            seed=0,
-            width=W,
-            height=H,
-            frames=3,
-            extra=0,
-            shake=1.0,
-            subject=False,
-            scene=str(tmp_path / "nope.png"),
-        )
+        simulate_small(tmp_path / "c", seed=0, scene=str(tmp_path / "nope.png"))
 
 
 def test_renderer_truth_at_any_pose() -> None:
