@@ -1,14 +1,28 @@
-"""A frame callback for camera tests: keeps a copy of every frame (the array is valid only
-during the call) with its metadata, and waits for a number of them."""
+"""Camera tests' helpers: :func:`streaming` (a camera delivering frames for a ``with``
+block) and :class:`Recorder`, a frame callback that keeps a copy of every frame (the array
+is valid only during the call) with its metadata, and waits for a number of them."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
-from deblurd.camera.base import FrameMeta
+from deblurd.camera.base import CameraBackend, FrameCallback, FrameMeta
+
+
+@contextmanager
+def streaming(camera: CameraBackend, on_frame: FrameCallback) -> Iterator[None]:
+    """``camera`` started with ``on_frame`` for the block, stopped after it (also when the
+    block fails)."""
+    camera.start(on_frame)
+    try:
+        yield
+    finally:
+        camera.stop()
 
 
 class Recorder:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from frame_recorder import streaming
 
 from deblurd.camera import gst
 from deblurd.camera.argus import (
@@ -153,11 +154,8 @@ def test_frames_arrive_at_the_right_size_in_rgb_order(
 ) -> None:
     cam = ArgusCamera(make_settings(width, height, source="videotestsrc", test_pattern=pattern))
     got = Collector()
-    cam.start(got)
-    try:
+    with streaming(cam, got):
         got.wait_until(lambda: len(got.frames) >= 3)
-    finally:
-        cam.stop()
     assert cam.size == (height, width)
     for rgb, meta, received in got.frames:
         assert rgb.shape == (height, width, 3) and rgb.dtype == np.uint8
@@ -172,11 +170,8 @@ def test_frames_arrive_at_the_right_size_in_rgb_order(
 def test_frames_are_numbered_and_timestamped_at_the_frame_rate() -> None:
     cam = ArgusCamera(make_settings(source="videotestsrc", fps=60.0))
     got = Collector()
-    cam.start(got)
-    try:
+    with streaming(cam, got):
         got.wait_until(lambda: len(got.frames) >= 12)
-    finally:
-        cam.stop()
     metas = [m for _, m, _ in got.frames]
     gaps = np.diff([m.timestamp_ns for m in metas])
     numbers = np.diff([m.frame_number for m in metas])
@@ -190,8 +185,7 @@ def test_frames_are_numbered_and_timestamped_at_the_frame_rate() -> None:
 def test_exposure_change_rebuilds_and_later_frames_carry_it() -> None:
     cam = ArgusCamera(make_settings(source="videotestsrc", fps=30.0))
     got = Collector()
-    cam.start(got)
-    try:
+    with streaming(cam, got):
         got.wait_until(lambda: len(got.frames) >= 3)
         asked = len(got.frames)
         cam.request_exposure(50000, 2.0)
@@ -202,8 +196,6 @@ def test_exposure_change_rebuilds_and_later_frames_carry_it() -> None:
         cam.restore_preview()
         got.wait_until(lambda: got.frames[-1][1].exposure_us == 8000)
         assert cam.rebuilds == 2
-    finally:
-        cam.stop()
     metas = [m for _, m, _ in got.frames]
     # the change is all-or-nothing per pipeline: old frames old values, new frames new
     first_new = next(i for i, m in enumerate(metas) if m.exposure_us == 50000)
@@ -222,12 +214,9 @@ def test_exposure_change_rebuilds_and_later_frames_carry_it() -> None:
 def test_on_frame_errors_do_not_stop_the_stream() -> None:
     cam = ArgusCamera(make_settings(source="videotestsrc", fps=60.0))
     got = Collector(fail_every=2)
-    cam.start(got)
-    try:
+    with streaming(cam, got):
         got.wait_until(lambda: len(got.frames) >= 8)
         assert cam.alive()
-    finally:
-        cam.stop()
     assert cam.callback_errors >= 4
 
 
@@ -245,11 +234,8 @@ def test_stop_is_clean_and_idempotent() -> None:
     assert not cam.alive() and cam.applied is None
     cam.stop()
     # and it can start again
-    cam.start(got)
-    try:
+    with streaming(cam, got):
         got.wait_until(lambda: got.calls >= count + 3)
-    finally:
-        cam.stop()
 
 
 @needs_gst

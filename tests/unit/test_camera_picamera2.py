@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from frame_recorder import streaming
 
 from deblurd.camera.base import CameraError, FrameMeta
 from deblurd.camera.picamera2 import Picamera2Camera
@@ -617,11 +618,8 @@ def test_frames_arrive_in_rgb_order_at_the_configured_size(fmt: str) -> None:
     rig = Rig()
     cam = make_camera(rig, main_format=fmt)
     got = Collector()
-    cam.start(got)
-    try:
+    with streaming(cam, got):
         got.wait_for(10)
-    finally:
-        cam.stop()
     assert cam.size == (64, 96)
     truth = rig.by_sensor_ns()
     for rgb, meta in got.frames:
@@ -647,11 +645,8 @@ def test_frames_go_from_the_mapped_buffer_into_the_ring_in_one_pass(fmt: str) ->
         ring.push(rgb, meta)
 
     cam = make_camera(rig, main_format=fmt)
-    cam.start(on_frame)
-    try:
+    with streaming(cam, on_frame):
         ring.wait_for(lambda _m: True, 10, timeout_s=5.0, start_after_frame=-1)
-    finally:
-        cam.stop()
     assert views and all(views)
     fake = rig.cameras[-1]
     assert fake.camera_config is not None and fake.camera_config["main"]["stride"] > 96 * 3
@@ -668,8 +663,7 @@ def test_frames_go_from_the_mapped_buffer_into_the_ring_in_one_pass(fmt: str) ->
 def test_configuration_follows_picamera2_api() -> None:
     rig = Rig()
     cam = make_camera(rig, buffer_count=5)
-    cam.start(Collector())
-    try:
+    with streaming(cam, Collector()):
         fake = rig.cameras[-1]
         cfg = fake.camera_configuration()
         assert cfg is not None
@@ -678,8 +672,6 @@ def test_configuration_follows_picamera2_api() -> None:
         assert cfg["controls"]["AeEnable"] is False
         assert cfg["controls"]["ExposureTime"] == 8000 and cfg["controls"]["AnalogueGain"] == 4.0
         assert cfg["controls"]["FrameDurationLimits"] == (33333, 33333)
-    finally:
-        cam.stop()
 
 
 def test_odd_size_is_made_even_like_picamera2() -> None:
@@ -687,11 +679,8 @@ def test_odd_size_is_made_even_like_picamera2() -> None:
     settings = make_settings().model_copy(update={"width": 97, "height": 65})
     cam = make_camera(rig, settings)
     got = Collector()
-    cam.start(got)
-    try:
+    with streaming(cam, got):
         got.wait_for(2)
-    finally:
-        cam.stop()
     assert cam.size == (64, 96) and got.frames[0][0].shape == (64, 96, 3)
 
 
@@ -700,11 +689,8 @@ def test_every_request_released_exactly_once_even_when_on_frame_raises() -> None
     access = FakeCamAccess(rig)
     cam = make_camera(rig)
     got = Collector(access, fail_every=2)
-    cam.start(got)
-    try:
+    with streaming(cam, got):
         got.wait_for(40)
-    finally:
-        cam.stop()
     fake = rig.cameras[-1]
     assert cam.callback_errors >= 20
     assert fake.release_errors == 0
@@ -720,8 +706,7 @@ def test_exposure_lands_after_the_delay_and_meta_tells_the_truth() -> None:
     rig = Rig(control_delay=7)
     cam = make_camera(rig)
     got = Collector()
-    cam.start(got)
-    try:
+    with streaming(cam, got):
         got.wait_for(5)
         asked_at = got.frames[-1][1].frame_number
         cam.request_exposure(20000, 2.0)
@@ -730,8 +715,6 @@ def test_exposure_lands_after_the_delay_and_meta_tells_the_truth() -> None:
             assert time.monotonic() < deadline
             time.sleep(0.005)
         got.wait_for(len(got.frames) + 5)
-    finally:
-        cam.stop()
     truth = rig.by_sensor_ns()
     for _, meta in got.frames:
         t = truth[meta.timestamp_ns + meta.exposure_us * 1000]
@@ -754,8 +737,7 @@ def test_long_exposure_lengthens_the_frame_and_restore_preview_undoes_it() -> No
     rig = Rig(control_delay=3)
     cam = make_camera(rig)
     got = Collector()
-    cam.start(got)
-    try:
+    with streaming(cam, got):
         got.wait_for(3)
         cam.request_exposure(50000, 1.0)
         assert rig.control_log[-1]["FrameDurationLimits"] == (33333, 51000)
@@ -769,8 +751,6 @@ def test_long_exposure_lengthens_the_frame_and_restore_preview_undoes_it() -> No
         while got.frames[-1][1].exposure_us != 8000 or len(got.frames) < 20:
             assert time.monotonic() < deadline
             time.sleep(0.005)
-    finally:
-        cam.stop()
     long = [m for _, m in got.frames if m.exposure_us == 50000]
     gaps = np.diff([m.timestamp_ns for m in long])
     assert np.allclose(gaps, 50_500_000, atol=1)  # exposure + the sensor's margin
@@ -783,11 +763,8 @@ def test_drops_are_counted_from_sensor_timestamp_gaps() -> None:
     rig = Rig()
     cam = make_camera(rig)
     got = Collector(sleep_s=0.03)  # every 10th frame stalls the thread ~10 frame times
-    cam.start(got)
-    try:
+    with streaming(cam, got):
         got.wait_for(60)
-    finally:
-        cam.stop()
     truth = rig.by_sensor_ns()
     metas = [m for _, m in got.frames]
     indices = [truth[m.timestamp_ns + m.exposure_us * 1000].index for m in metas]
@@ -826,11 +803,8 @@ def test_restart_continues_the_numbering_without_false_drops() -> None:
     cam.stop()
     n = len(got.frames)
     time.sleep(0.05)
-    cam.start(got)
-    try:
+    with streaming(cam, got):
         got.wait_for(n + 5)
-    finally:
-        cam.stop()
     numbers = [m.frame_number for _, m in got.frames]
     assert numbers[n] == numbers[n - 1] + 1  # the pause is not counted as drops
     assert cam.dropped_frames == sum(b - a - 1 for a, b in itertools.pairwise(numbers))
@@ -840,8 +814,7 @@ def test_restart_continues_the_numbering_without_false_drops() -> None:
 def test_auto_exposure_preview_toggles_ae() -> None:
     rig = Rig()
     cam = make_camera(rig, auto_exposure_preview=True)
-    cam.start(Collector())
-    try:
+    with streaming(cam, Collector()):
         cfg = rig.cameras[-1].camera_configuration()
         assert cfg is not None and cfg["controls"]["AeEnable"] is True
         assert "ExposureTime" not in cfg["controls"]
@@ -849,8 +822,6 @@ def test_auto_exposure_preview_toggles_ae() -> None:
         assert rig.control_log[-1]["AeEnable"] is False
         cam.restore_preview()
         assert rig.control_log[-1] == {"AeEnable": True, "FrameDurationLimits": (33333, 33333)}
-    finally:
-        cam.stop()
 
 
 def test_exposure_mode_controls_when_the_camera_has_no_ae_enable() -> None:
@@ -859,25 +830,19 @@ def test_exposure_mode_controls_when_the_camera_has_no_ae_enable() -> None:
     rig.controls["ExposureTimeMode"] = (0, 1, 0)
     rig.controls["AnalogueGainMode"] = (0, 1, 0)
     cam = make_camera(rig)
-    cam.start(Collector())
-    try:
+    with streaming(cam, Collector()):
         cam.request_exposure(10000, 1.5)
         sent = rig.control_log[-1]
         assert sent["ExposureTimeMode"] == 1 and sent["AnalogueGainMode"] == 1
         assert "AeEnable" not in sent
-    finally:
-        cam.stop()
 
 
 def test_requests_are_clamped_to_the_camera_limits() -> None:
     rig = Rig()
     cam = make_camera(rig)
-    cam.start(Collector())
-    try:
+    with streaming(cam, Collector()):
         cam.request_exposure(10000, 40.0)
         assert rig.control_log[-1]["AnalogueGain"] == 16.0
-    finally:
-        cam.stop()
 
 
 def test_busy_camera_gives_a_camera_error_with_the_fixes() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from frame_recorder import Recorder
+from frame_recorder import Recorder, streaming
 
 from deblurd.burstdir import Burst, FrameInfo, write_burst
 from deblurd.camera.base import CameraError
@@ -48,14 +48,11 @@ def test_burst_replay_loops_with_the_bursts_metadata(burst_dir: Path) -> None:
     cam = ReplayCamera(settings(burst_dir))
     assert cam.size == (H, W) and cam.fps == 100.0
     rec = Recorder()
-    cam.start(rec)
-    try:
+    with streaming(cam, rec):
         items = rec.wait(8)
         assert cam.alive()
         cam.request_exposure(50000, 1.0)  # recorded; frames cannot change
         items = rec.wait(14)
-    finally:
-        cam.stop()
     assert [m.frame_number for _, m in items] == list(range(len(items)))
     for k, (frame, meta) in enumerate(items):
         i = k % 3
@@ -87,11 +84,8 @@ def test_video_replay(tmp_path: Path) -> None:
     cam = ReplayCamera(settings(path))
     assert cam.size == (H, W)
     rec = Recorder()
-    cam.start(rec)
-    try:
+    with streaming(cam, rec):
         items = rec.wait(9)
-    finally:
-        cam.stop()
     for k, (frame, meta) in enumerate(items):
         # lossy codec: close to the frame it was made from, RGB order kept
         assert np.abs(frame.astype(int) - frame_of(k % 4).astype(int)).mean() < 6

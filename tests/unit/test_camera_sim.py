@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from frame_recorder import streaming
 
 from deblurd.camera.base import CameraError, FrameMeta
 from deblurd.camera.sim import SimCamera, expose_with_bank
@@ -218,11 +219,8 @@ def test_non_realtime_slows_its_clock_instead() -> None:
     cfg = settings(fps=240.0, exposure_us=2000)
     period_ns = round(1e9 / 240)
     cam, rec = SimCamera(cfg, renderer_factory=slow_renderer), Recorder(keep_images=False)
-    cam.start(rec)
-    try:
+    with streaming(cam, rec):
         rec.wait(12)
-    finally:
-        cam.stop()
     metas = rec.metas()
     n = len(metas)
     assert [m.frame_number for m in metas] == list(range(n))  # none skipped

@@ -9,7 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from frame_recorder import Recorder
+from frame_recorder import Recorder, streaming
 
 from deblurd.camera.base import CameraError
 from deblurd.camera.v4l2 import AUTO_EXPOSURE_AUTO, AUTO_EXPOSURE_MANUAL, V4l2Camera
@@ -99,8 +99,7 @@ def test_frames_controls_and_honest_exposure_metadata() -> None:
 
     cam = V4l2Camera(cfg(device="0", fourcc="MJPG", gain_per_unit=0.25), capture_factory=factory)
     rec = Recorder()
-    cam.start(rec)
-    try:
+    with streaming(cam, rec):
         items = rec.wait(4)
         assert opened == [(0, cv2.CAP_V4L2)]
         assert fake.props[cv2.CAP_PROP_AUTO_EXPOSURE] == AUTO_EXPOSURE_AUTO  # preview: auto
@@ -126,8 +125,6 @@ def test_frames_controls_and_honest_exposure_metadata() -> None:
         assert fake.props[cv2.CAP_PROP_AUTO_EXPOSURE] == AUTO_EXPOSURE_AUTO
         numbers = [m.frame_number for _, m in rec.items]
         assert numbers == list(range(len(numbers)))
-    finally:
-        cam.stop()
     assert fake.released and not cam.alive()
 
 
@@ -135,12 +132,9 @@ def test_read_failure_reopens() -> None:
     fakes = [FakeCapture(fail_after=3), FakeCapture()]
     cam = V4l2Camera(cfg(device="1"), capture_factory=lambda d, api: fakes.pop(0))
     rec = Recorder()
-    cam.start(rec)
-    try:
+    with streaming(cam, rec):
         rec.wait(3)
         time.sleep(0.1)
         assert not cam.alive()
         rec.wait(6, timeout=5.0)  # after the 0.5 s back-off
         assert cam.alive() and cam.reopen_count == 1
-    finally:
-        cam.stop()
