@@ -27,15 +27,22 @@ On every burst it runs the pipeline (``process_burst``, default settings or ``--
 with the U-Net passes the settings ask for: both by default, from ``engines/``), the
 pipeline with the U-Net passes off, and the baselines of
 :mod:`deblurd.evaluation.baselines` (trigger frame, sharpest frame, aligned mean, Fourier
-Burst Accumulation), and measures PSNR and SSIM (luma) against the simulator's ground
-truth **of the frame whose geometry each output is in**: the pipeline's selected frame,
-the sharpest frame, the trigger frame, and the registration reference (the sharpest) for
-the aligned mean and FBA. ``--border`` px are cropped from every side first (warps leave
+Burst Accumulation), plus the near-limit reference "Wiener (true kernels)" of
+:mod:`deblurd.evaluation.wiener` (frames registered by the truth, multi-frame Wiener
+with the true kernels, the measured noise and a power-law prior; per burst the best of the
+candidate or all frames and of 1–8× the noise-to-prior ratio, by PSNR; clean set only:
+through a camera ISP and a rolling shutter its linear model does not hold, so the isp set
+shows "—"), and
+measures PSNR and SSIM (luma) against the simulator's ground truth **of the frame whose
+geometry each output is in**: the pipeline's selected frame, the sharpest frame, the
+trigger frame, and the registration reference (the sharpest) for the aligned mean, FBA
+and the Wiener reference. ``--border`` px are cropped from every side first (warps leave
 unreliable borders). For subject bursts it also measures the PSNR inside the subject's
 mask (the moving face). Means skip infinite PSNRs (identical images).
 
 Prints the time of every burst, a table of mean PSNR / SSIM per method and burst group,
-the bursts where the pipeline is worse than the sharpest frame, the bursts where the blur
+the bursts where the pipeline is worse than the sharpest frame, the pipeline's mean PSNR
+difference to the Wiener reference on the camera-shake bursts, the bursts where the blur
 score's pick is not the least blurred candidate (by the simulator's true PSF extent), and
 the subject-region table; ``--per-burst`` adds a row per burst. Optionally a Markdown
 file, a JSON file of every number (and every rejection reason) and a contact sheet PNG
@@ -72,12 +79,15 @@ from deblurd.evaluation.baselines import (
 )
 from deblurd.evaluation.cli_args import frame_size_at_least, nonnegative_floats
 from deblurd.evaluation.metrics import crop_border, psnr, ssim
+from deblurd.evaluation.wiener import Oracle, wiener_reference
 from deblurd.imaging import U8, Mask, atomic_write_bytes, srgb_to_linear, write_image
 from deblurd.settings.models import DeblurdSettings
 from deblurd.sim.burst import DEFAULT_SHAKE_DEG_S, SimParams, SimulatedBurst, simulate_burst
 from deblurd.sim.isp import isp_for_seed
 
-METHODS = ("trigger", "sharpest", "aligned mean", "FBA", "pipeline", "pipeline U-Net off")
+WIENER = "Wiener (true kernels)"
+METHODS = ("trigger", "sharpest", "aligned mean", "FBA", WIENER, "pipeline",
+           "pipeline U-Net off")
 SETS = ("clean", "isp")
 ISP_READOUT_MS = (10.0, 30.0)  # rolling-shutter readout of the ISP set, drawn per burst
 SHEET_COLUMNS = ("truth", *METHODS[:4], "pipeline")
@@ -260,6 +270,7 @@ class BurstResult:
     baseline_rejected_reasons: dict[str, str] = field(default_factory=dict)
     crops: dict[str, U8] = field(default_factory=dict)
     crop_box: tuple[int, int, int, int] | None = None
+    wiener_choice: str = ""  # the Wiener reference's per-burst pick: frames x factor
 
 
 def _crop_box(truth: U8, mask: Mask | None) -> tuple[int, int, int, int]:
@@ -326,9 +337,17 @@ def evaluate_burst(
         "pipeline": (result.image, result.report.selected),
         "pipeline U-Net off": (plain.image, plain.report.selected),
     }
+    oracle = Oracle.from_simulation(sim)
+    wiener_choice = ""
+    if oracle.applies():  # not through a camera ISP / rolling shutter (wiener module)
+        image, choice = wiener_reference(oracle, sharp, candidates, border=border)
+        outputs[WIENER] = (image, sharp)
+        wiener_choice = f"{choice.frames} x{choice.regularisation:g}"
     t3 = time.perf_counter()
 
     scores: dict[str, MethodScore] = {}
+    if WIENER not in outputs:
+        scores[WIENER] = MethodScore(sharp, math.nan, math.nan)
     for method, (image, ref) in outputs.items():
         truth = sim.truth[ref]
         score = MethodScore(ref, psnr(image, truth, border=border), ssim(image, truth, border))
@@ -354,6 +373,7 @@ def evaluate_burst(
         scores=scores,
         rejected_reasons={str(x.index): x.reason for x in rep.rejected},
         baseline_rejected_reasons={str(i): why for i, why in stack.rejected.items()},
+        wiener_choice=wiener_choice,
         seconds={},
     )
     if want_crops:
@@ -416,8 +436,19 @@ def summarise(results: Sequence[BurstResult]) -> dict[str, Any]:
         for r in results
         if r.case.subject
     ]
+    shake = [r for r in results
+             if not r.case.subject and math.isfinite(r.scores[WIENER].psnr)
+             and math.isfinite(r.scores["pipeline"].psnr)]
+    vs_wiener = {
+        "n": len(shake),
+        "mean_delta_db": _mean([r.scores["pipeline"].psnr - r.scores[WIENER].psnr
+                                for r in shake]),
+        "below": [r.case.name for r in shake
+                  if r.scores["pipeline"].psnr < r.scores[WIENER].psnr],
+    }
     return {"groups": groups, "table": table, "pipeline_below_sharpest": below,
-            "blur_score_misses": misses, "subject_region_psnr": subject}
+            "blur_score_misses": misses, "subject_region_psnr": subject,
+            "pipeline_vs_wiener": vs_wiener}
 
 
 def _fmt(v: float | None, digits: int = 2) -> str:
@@ -494,6 +525,13 @@ def render_report(
         f"{heading}Pipeline below the sharpest frame (PSNR): {len(below)} of {len(results)}"
         + (f": {', '.join(below)}" if below else "")
     )
+    vs = summary["pipeline_vs_wiener"]
+    if vs["n"]:
+        parts.append(
+            f"{heading}Pipeline minus {WIENER} (camera-shake bursts, PSNR): mean "
+            f"{vs['mean_delta_db']:+.2f} dB; below it on {len(vs['below'])} of {vs['n']}"
+            + (f": {', '.join(vs['below'])}" if vs["below"] else "")
+        )
     misses = summary["blur_score_misses"]
     parts.append(
         f"{heading}Sharpest by blur score is not the least blurred candidate (true PSF "
