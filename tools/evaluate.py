@@ -86,8 +86,7 @@ from deblurd.sim.burst import DEFAULT_SHAKE_DEG_S, SimParams, SimulatedBurst, si
 from deblurd.sim.isp import isp_for_seed
 
 WIENER = "Wiener (true kernels)"
-METHODS = ("trigger", "sharpest", "aligned mean", "FBA", WIENER, "pipeline",
-           "pipeline U-Net off")
+METHODS = ("trigger", "sharpest", "aligned mean", "FBA", WIENER, "pipeline", "pipeline U-Net off")
 SETS = ("clean", "isp")
 ISP_READOUT_MS = (10.0, 30.0)  # rolling-shutter readout of the ISP set, drawn per burst
 SHEET_COLUMNS = ("truth", *METHODS[:4], "pipeline")
@@ -418,10 +417,7 @@ def summarise(results: Sequence[BurstResult]) -> dict[str, Any]:
                 "n": float(len(members)),
             }
         table[method] = row
-    below = [
-        r.case.name for r in results
-        if r.scores["pipeline"].psnr < r.scores["sharpest"].psnr
-    ]
+    below = [r.case.name for r in results if r.scores["pipeline"].psnr < r.scores["sharpest"].psnr]
     misses = [
         f"{r.case.name} (f{r.sharpest} {r.blur_px[r.sharpest]:.1f} px vs "
         f"f{r.least_blur} {r.blur_px[r.least_blur]:.1f} px)"
@@ -436,19 +432,26 @@ def summarise(results: Sequence[BurstResult]) -> dict[str, Any]:
         for r in results
         if r.case.subject
     ]
-    shake = [r for r in results
-             if not r.case.subject and math.isfinite(r.scores[WIENER].psnr)
-             and math.isfinite(r.scores["pipeline"].psnr)]
+    shake = [
+        r
+        for r in results
+        if not r.case.subject
+        and math.isfinite(r.scores[WIENER].psnr)
+        and math.isfinite(r.scores["pipeline"].psnr)
+    ]
     vs_wiener = {
         "n": len(shake),
-        "mean_delta_db": _mean([r.scores["pipeline"].psnr - r.scores[WIENER].psnr
-                                for r in shake]),
-        "below": [r.case.name for r in shake
-                  if r.scores["pipeline"].psnr < r.scores[WIENER].psnr],
+        "mean_delta_db": _mean([r.scores["pipeline"].psnr - r.scores[WIENER].psnr for r in shake]),
+        "below": [r.case.name for r in shake if r.scores["pipeline"].psnr < r.scores[WIENER].psnr],
     }
-    return {"groups": groups, "table": table, "pipeline_below_sharpest": below,
-            "blur_score_misses": misses, "subject_region_psnr": subject,
-            "pipeline_vs_wiener": vs_wiener}
+    return {
+        "groups": groups,
+        "table": table,
+        "pipeline_below_sharpest": below,
+        "blur_score_misses": misses,
+        "subject_region_psnr": subject,
+        "pipeline_vs_wiener": vs_wiener,
+    }
 
 
 def _fmt(v: float | None, digits: int = 2) -> str:
@@ -484,19 +487,40 @@ def _subject_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]
 
 
 def _burst_table(results: Sequence[BurstResult]) -> tuple[list[str], list[list[str]]]:
-    header = ["burst", "seed", "frames", "trig", "sharp", "sel", "blur px", "fused", "rej",
-              "decision",
-              *[f"{m} PSNR" for m in METHODS], "pipe SSIM", "s"]
+    header = [
+        "burst",
+        "seed",
+        "frames",
+        "trig",
+        "sharp",
+        "sel",
+        "blur px",
+        "fused",
+        "rej",
+        "decision",
+        *[f"{m} PSNR" for m in METHODS],
+        "pipe SSIM",
+        "s",
+    ]
     rows = []
     for r in results:
-        rows.append([
-            r.case.name, str(r.case.seed),
-            f"{r.frames - r.extra_frames}" + (f"+{r.extra_frames}x" if r.extra_frames else ""),
-            str(r.trigger), str(r.sharpest), str(r.selected), f"{r.blur_px[r.selected]:.1f}",
-            str(r.fused), str(r.rejected), r.decision,
-            *[_fmt(r.scores[m].psnr) for m in METHODS], _fmt(r.scores["pipeline"].ssim, 4),
-            f"{r.seconds['total']:.1f}",
-        ])
+        rows.append(
+            [
+                r.case.name,
+                str(r.case.seed),
+                f"{r.frames - r.extra_frames}" + (f"+{r.extra_frames}x" if r.extra_frames else ""),
+                str(r.trigger),
+                str(r.sharpest),
+                str(r.selected),
+                f"{r.blur_px[r.selected]:.1f}",
+                str(r.fused),
+                str(r.rejected),
+                r.decision,
+                *[_fmt(r.scores[m].psnr) for m in METHODS],
+                _fmt(r.scores["pipeline"].ssim, 4),
+                f"{r.seconds['total']:.1f}",
+            ]
+        )
     return header, rows
 
 
@@ -515,11 +539,16 @@ def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def render_report(
-    results: Sequence[BurstResult], summary: dict[str, Any], per_burst: bool,
-    fmt: Callable[[Sequence[str], Sequence[Sequence[str]]], str], heading: str,
+    results: Sequence[BurstResult],
+    summary: dict[str, Any],
+    per_burst: bool,
+    fmt: Callable[[Sequence[str], Sequence[Sequence[str]]], str],
+    heading: str,
 ) -> str:
-    parts = [f"{heading}Mean PSNR (dB) / SSIM (luma) against the truth of each output's frame",
-             fmt(*_rows_table(summary))]
+    parts = [
+        f"{heading}Mean PSNR (dB) / SSIM (luma) against the truth of each output's frame",
+        fmt(*_rows_table(summary)),
+    ]
     below = summary["pipeline_below_sharpest"]
     parts.append(
         f"{heading}Pipeline below the sharpest frame (PSNR): {len(below)} of {len(results)}"
@@ -539,8 +568,7 @@ def render_report(
         + (f": {'; '.join(misses)}" if misses else "")
     )
     if summary["subject_region_psnr"]:
-        parts += [f"{heading}Subject (moving face) region PSNR (dB)",
-                  fmt(*_subject_table(summary))]
+        parts += [f"{heading}Subject (moving face) region PSNR (dB)", fmt(*_subject_table(summary))]
     if per_burst:
         parts += [f"{heading}Per burst", fmt(*_burst_table(results))]
     return "\n\n".join(parts) + "\n"
@@ -597,17 +625,31 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate the pipeline against baselines on simulated bursts.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--size", type=frame_size_at_least(64), default=(640, 480),
-                   help="frame size WxH, px")
-    p.add_argument("--levels", type=nonnegative_floats, default=[0.5, 1.0, 2.0],
-                   help="shake levels, multiples of the simulator's default shake")
-    p.add_argument("--photos", default=",".join(DEFAULT_PHOTOS),
-                   help="scikit-image photos, comma-separated")
-    p.add_argument("--subject-level", type=float, default=1.0,
-                   help="shake level of the moving-subject bursts (one per photo)")
+    p.add_argument(
+        "--size", type=frame_size_at_least(64), default=(640, 480), help="frame size WxH, px"
+    )
+    p.add_argument(
+        "--levels",
+        type=nonnegative_floats,
+        default=[0.5, 1.0, 2.0],
+        help="shake levels, multiples of the simulator's default shake",
+    )
+    p.add_argument(
+        "--photos", default=",".join(DEFAULT_PHOTOS), help="scikit-image photos, comma-separated"
+    )
+    p.add_argument(
+        "--subject-level",
+        type=float,
+        default=1.0,
+        help="shake level of the moving-subject bursts (one per photo)",
+    )
     p.add_argument("--no-subject", action="store_true", help="no moving-subject bursts")
-    p.add_argument("--extra-from-level", type=float, default=2.0,
-                   help="bursts at this shake level or more also capture extra frames")
+    p.add_argument(
+        "--extra-from-level",
+        type=float,
+        default=2.0,
+        help="bursts at this shake level or more also capture extra frames",
+    )
     p.add_argument("--seed", type=int, default=0, help="base seed (each burst derives its own)")
     p.add_argument("--config", default=None, help="deblurd.toml for the pipeline's settings")
     p.add_argument("--border", type=int, default=16, help="px cropped from every side")
@@ -618,9 +660,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="write every number as JSON here")
     p.add_argument("--sheet", default=None, help="write a contact-sheet PNG here")
     p.add_argument("--sheet-rows", type=int, default=4, help="bursts on the contact sheet")
-    p.add_argument("--set", dest="sets", choices=[*SETS, "both"], default="clean",
-                   help="clean: the simulator's plain sensor; isp: the same bursts through a "
-                   "random camera ISP and rolling shutter per burst; both: a table for each")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        choices=[*SETS, "both"],
+        default="clean",
+        help="clean: the simulator's plain sensor; isp: the same bursts through a "
+        "random camera ISP and rolling shutter per burst; both: a table for each",
+    )
     return p
 
 
@@ -672,10 +719,13 @@ def _run_cases(
 
     def report(r: BurstResult) -> None:
         s = r.seconds
-        print(f"[{len(results):>2}/{len(cases)}] {r.case.camera:<5} {r.case.name:<22} "
-              f"{s['total']:5.1f} s (sim {s['simulate']:.1f}, pipeline {s['pipeline']:.1f}, "
-              f"baselines {s['baselines']:.1f})  pipeline {r.scores['pipeline'].psnr:.2f} dB, "
-              f"sharpest {r.scores['sharpest'].psnr:.2f} dB", flush=True)
+        print(
+            f"[{len(results):>2}/{len(cases)}] {r.case.camera:<5} {r.case.name:<22} "
+            f"{s['total']:5.1f} s (sim {s['simulate']:.1f}, pipeline {s['pipeline']:.1f}, "
+            f"baselines {s['baselines']:.1f})  pipeline {r.scores['pipeline'].psnr:.2f} dB, "
+            f"sharpest {r.scores['sharpest'].psnr:.2f} dB",
+            flush=True,
+        )
 
     common = (tuple(args.size), settings, args.border, args.fba_p)
     if jobs == 1:
@@ -688,8 +738,9 @@ def _run_cases(
             report(results[-1])
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(evaluate_burst, c, *common, c.index in sheet, True): c
-                       for c in cases}
+            futures = {
+                pool.submit(evaluate_burst, c, *common, c.index in sheet, True): c for c in cases
+            }
             for fut in as_completed(futures):
                 try:
                     results.append(fut.result())
@@ -721,34 +772,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     subject_level = None if args.no_subject else args.subject_level
     runs: dict[str, tuple[list[BurstResult], float, dict[str, Any]]] = {}
     for camera in sets:
-        cases = build_cases(photos, args.levels, subject_level, args.extra_from_level,
-                            args.seed, camera)
+        cases = build_cases(
+            photos, args.levels, subject_level, args.extra_from_level, args.seed, camera
+        )
         sheet = set(sheet_case_indices(cases, args.sheet_rows)) if args.sheet else set()
-        print(f"{camera} set: {len(cases)} bursts at {args.size[0]}x{args.size[1]}, levels "
-              f"{', '.join(f'{v:g}' for v in args.levels)}, {max(1, args.jobs)} job(s)",
-              flush=True)
+        print(
+            f"{camera} set: {len(cases)} bursts at {args.size[0]}x{args.size[1]}, levels "
+            f"{', '.join(f'{v:g}' for v in args.levels)}, {max(1, args.jobs)} job(s)",
+            flush=True,
+        )
         results, wall = _run_cases(cases, args, settings, sheet)
         runs[camera] = (results, wall, summarise(results))
 
     for camera, (results, wall, summary) in runs.items():
         print(f"\n==== {camera} set " + "=" * 60)
         print(render_report(results, summary, args.per_burst, _text, f"== [{camera}] "), end="")
-        print(f"\n{len(results)} bursts in {wall:.1f} s wall "
-              f"({statistics.fmean(r.seconds['total'] for r in results):.1f} s per burst)")
+        print(
+            f"\n{len(results)} bursts in {wall:.1f} s wall "
+            f"({statistics.fmean(r.seconds['total'] for r in results):.1f} s per burst)"
+        )
 
     if args.markdown:
         md = "# deblurd evaluation\n\n"
         for camera, (results, _wall, summary) in runs.items():
-            md += (f"## {camera} set\n\n{len(results)} simulated bursts at "
-                   f"{args.size[0]}x{args.size[1]}, border {args.border} px.\n\n"
-                   + render_report(results, summary, True, _markdown, "### ") + "\n")
+            md += (
+                f"## {camera} set\n\n{len(results)} simulated bursts at "
+                f"{args.size[0]}x{args.size[1]}, border {args.border} px.\n\n"
+                + render_report(results, summary, True, _markdown, "### ")
+                + "\n"
+            )
         atomic_write_bytes(_output_path(args.markdown), md.encode())
         print(f"wrote {args.markdown}")
     if args.json:
+
         def set_doc(camera: str) -> dict[str, Any]:
             results, wall, summary = runs[camera]
-            return {"wall_s": round(wall, 2), "summary": summary,
-                    "bursts": [_result_json(r) for r in results]}
+            return {
+                "wall_s": round(wall, 2),
+                "summary": summary,
+                "bursts": [_result_json(r) for r in results],
+            }
 
         doc: dict[str, Any] = {
             "args": {k: v for k, v in vars(args).items()},

@@ -60,9 +60,7 @@ def blurred_set() -> tuple[F32, list[F32], list[F32]]:
     x = _scene(160, 3.0)
     rng = np.random.default_rng(1)
     kernels = [motion_kernel(9.0, a) for a in ANGLES]
-    frames = [
-        (convolve(x, k) + rng.normal(0, SIGMA, x.shape)).astype(np.float32) for k in kernels
-    ]
+    frames = [(convolve(x, k) + rng.normal(0, SIGMA, x.shape)).astype(np.float32) for k in kernels]
     return x, kernels, frames
 
 
@@ -72,8 +70,9 @@ def test_otf_of_a_centred_kernel_does_not_shift() -> None:
     psf[2, 3] = 1.0  # blurred(x) = truth(x − (0, 1)): one pixel to the right
     moved = _circular_blur(x, psf)
     np.testing.assert_allclose(moved, np.roll(x, 1, axis=1), atol=1e-5)
-    np.testing.assert_allclose(_circular_blur(x, np.pad(np.ones((1, 1), np.float32), 2)),
-                               x, atol=1e-5)
+    np.testing.assert_allclose(
+        _circular_blur(x, np.pad(np.ones((1, 1), np.float32), 2)), x, atol=1e-5
+    )
 
 
 def test_power_law_fit_recovers_the_exponent() -> None:
@@ -89,8 +88,9 @@ def test_multi_frame_beats_every_single_frame_and_the_mean(
     x, kernels, frames = blurred_set
     prior = [fit_power_law(x)]
     multi = multiframe_wiener(frames, kernels, [SIGMA**2] * 4, prior)
-    singles = [multiframe_wiener([y], [k], [SIGMA**2], prior) for y, k in
-               zip(frames, kernels, strict=True)]
+    singles = [
+        multiframe_wiener([y], [k], [SIGMA**2], prior) for y, k in zip(frames, kernels, strict=True)
+    ]
     mean = np.mean(frames, axis=0)
     p_multi = _lin_psnr(multi, x)
     best_single = max(_lin_psnr(s, x) for s in singles)
@@ -116,15 +116,15 @@ def test_one_frame_is_the_single_frame_wiener() -> None:
     f = np.hypot(np.fft.fftfreq(n)[:, None], np.fft.rfftfreq(n)[None, :])
     s = np.where(f > 0, a * np.where(f > 0, f, 1.0) ** (-alpha), np.inf)
     kf = otf(k, (n, n)).astype(np.complex128)
-    want = np.fft.irfft2(np.conj(kf) * np.fft.rfft2(y) / (np.abs(kf) ** 2 + SIGMA**2 / s),
-                         (n, n))
+    want = np.fft.irfft2(np.conj(kf) * np.fft.rfft2(y) / (np.abs(kf) ** 2 + SIGMA**2 / s), (n, n))
     inner = (slice(24, -24), slice(24, -24))
     assert float(np.abs(got - want)[inner].max()) < 5e-3
     assert _lin_psnr(got, want.astype(np.float32), 24) > 55.0
 
     # N identical frames with N times the noise variance: the same filter exactly
-    three = multiframe_wiener([y.astype(np.float32)] * 3, [k] * 3, [3 * SIGMA**2] * 3,
-                              [(a, alpha)], passes=0)
+    three = multiframe_wiener(
+        [y.astype(np.float32)] * 3, [k] * 3, [3 * SIGMA**2] * 3, [(a, alpha)], passes=0
+    )
     np.testing.assert_allclose(three, got, atol=1e-5)
 
 
@@ -165,8 +165,7 @@ def test_bad_inputs() -> None:
     with pytest.raises(ImageError):
         multiframe_wiener([y], [k], [0.0], [(1.0, 2.0)])
     with pytest.raises(ImageError):
-        multiframe_wiener([y, np.zeros((16, 16), np.float32)], [k, k], [1e-4] * 2,
-                          [(1.0, 2.0)])
+        multiframe_wiener([y, np.zeros((16, 16), np.float32)], [k, k], [1e-4] * 2, [(1.0, 2.0)])
 
 
 # ------------------------------------------------------------------ simulated bursts
@@ -197,8 +196,9 @@ def test_oracle_geometry_and_kernels(sim_burst) -> None:  # type: ignore[no-unty
     truth_ref = srgb_to_linear(oracle.truth[ref])
     for i in stack.indices[1:]:
         m = oracle.homography(i, ref)
-        moved = cv2.warpPerspective(srgb_to_linear(oracle.truth[i]), m, (w, h),
-                                    flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP)
+        moved = cv2.warpPerspective(
+            srgb_to_linear(oracle.truth[i]), m, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
+        )
         unmoved = _lin_psnr(srgb_to_linear(oracle.truth[i]), truth_ref, 24)
         assert _lin_psnr(moved, truth_ref, 24) > max(30.0, unmoved + 12.0)
     # the measured noise holds the sensor's, and not much more on a ring frame

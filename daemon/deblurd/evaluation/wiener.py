@@ -161,9 +161,7 @@ class Oracle:
     def from_truth(cls, burst: Burst, truth: Truth) -> Oracle:
         """``burst`` read from a burst directory, ``truth`` its :func:`read_truth`."""
         if len(truth.truth) != len(burst.frames):
-            raise ImageError(
-                f"truth has {len(truth.truth)} frames, the burst {len(burst.frames)}"
-            )
+            raise ImageError(f"truth has {len(truth.truth)} frames, the burst {len(burst.frames)}")
         return cls(
             burst=burst,
             truth=list(truth.truth),
@@ -279,9 +277,7 @@ def _exposure_scale(burst: Burst, i: int, reference: int) -> float:
 
 
 _CODES = np.arange(256, dtype=np.float64) / 255.0
-_DLIN_DS = np.where(
-    _CODES <= 0.04045, 1.0 / 12.92, 2.4 / 1.055 * ((_CODES + 0.055) / 1.055) ** 1.4
-)
+_DLIN_DS = np.where(_CODES <= 0.04045, 1.0 / 12.92, 2.4 / 1.055 * ((_CODES + 0.055) / 1.055) ** 1.4)
 _QUANT_VAR_LUT = (_DLIN_DS / 255.0) ** 2 / 12.0
 
 
@@ -511,14 +507,21 @@ def oracle_stack(
             m = oracle.homography(i, reference)
             warped = np.asarray(
                 cv2.warpPerspective(
-                    linear, m, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                    linear,
+                    m,
+                    (w, h),
+                    flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
                     borderMode=cv2.BORDER_REFLECT_101,
                 ),
                 np.float32,
             )
             cover = cv2.warpPerspective(
-                ones, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
+                ones,
+                m,
+                (w, h),
+                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=0.0,
             )
             valid = np.asarray(cover, np.float32) > 0.999
         stack.indices.append(i)
