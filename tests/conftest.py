@@ -1,10 +1,12 @@
-"""Shared fixtures: small bursts written to tmp folders, and hardware skips."""
+"""Shared fixtures: small bursts written to tmp folders, hardware skips, and ``deblurd
+run`` called in the test's process."""
 
 from __future__ import annotations
 
+import signal
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -91,3 +93,18 @@ def emu(emulation_compiler: str) -> EmulatedBackend:
     from deblurd.gpu.emulation import EmulatedBackend
 
     return EmulatedBackend()
+
+
+@pytest.fixture
+def run_in_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], int]]:
+    """``run_in_process(config)``: ``deblurd run --config CONFIG`` in the test's process
+    (for start-up failures: its exit status), the daemon's logging setup skipped (pytest
+    keeps capturing); the SIGTERM and SIGINT handlers it installs are put back after the
+    test."""
+    from deblurd.cli import main
+
+    monkeypatch.setattr("deblurd.service.logging.setup_logging", lambda **_kw: None)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield lambda config: main(["run", "--config", str(config)])
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)

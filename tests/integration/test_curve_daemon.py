@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,75 +19,43 @@ from typing import Any
 
 import pytest
 import zmq
+from daemon_harness import (
+    DaemonProc,
+    daemon_env,
+    free_port,
+    run_until_exit,
+    sim_daemon_doc,
+    write_config,
+)
 
 from deblurd.client import main as deblurctl
 from deblurd.imaging import read_rgb8
 from deblurd.service.auth import ClientKeys, apply_client, load_client_keys, make_keys
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def config(folder: Path, control: str, results: str, extra: str = "") -> Path:
-    cfg = folder / "deblurd.toml"
-    cfg.write_text(
-        f"""
-[camera]
-backend = "sim"
-width = 160
-height = 120
-fps = 30.0
-ring_memory_mb = 16
-[service]
-control_endpoint = "{control}"
-results_endpoint = "{results}"
-{extra}
-[output]
-directory = "{folder}/out"
-[inference]
-passes = "off"
-[triggers]
-terminal = false
-"""
-    )
-    return cfg
+def config(folder: Path, control: str, results: str, **service: Any) -> Path:
+    """The config of a daemon on these endpoints (plus ``service`` keys), in ``folder``."""
+    service |= {"control_endpoint": control, "results_endpoint": results}
+    doc = sim_daemon_doc(160, 120, 30.0, 16, folder, service=service)
+    return write_config(folder / "deblurd.toml", doc)
 
 
 def env(**extra: str) -> dict[str, str]:
-    e = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("DEBLURD_") and k not in ("NOTIFY_SOCKET", "CREDENTIALS_DIRECTORY")
-    }
-    e.update(extra)  # fmt: skip
-    return e
+    return daemon_env(drop=("NOTIFY_SOCKET", "CREDENTIALS_DIRECTORY"), **extra)
 
 
-def run(cfg: Path, environment: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "deblurd.cli", "run", "--config", str(cfg)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        text=True, env=environment,
-    )  # fmt: skip
+def run(cfg: Path, environment: dict[str, str]) -> DaemonProc:
+    """The daemon on ``cfg``, ready."""
+    daemon = DaemonProc(cfg, environment)
+    daemon.wait_ready()
+    return daemon
 
 
-def wait_ready(proc: subprocess.Popen[str]) -> list[str]:
-    lines: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line.rstrip("\n"))
-        if line.strip() == "deblurd: ready":
-            return lines
-    raise AssertionError("daemon not ready:\n" + "\n".join(lines))
-
-
-def stop(proc: subprocess.Popen[str]) -> str:
-    proc.terminate()
-    out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, out
+def stop(daemon: DaemonProc) -> str:
+    """Stop ``daemon`` (it must exit 0); its whole output."""
+    rc = daemon.stop()
+    out = "\n".join(daemon.lines)
+    assert rc == 0, out
     return out
 
 
@@ -98,25 +63,19 @@ def test_tcp_without_keys_exits_78_naming_the_key(tmp_path: Path) -> None:
     tcp = f"tcp://127.0.0.1:{free_port()}"
     cfg = config(tmp_path, tcp, f"ipc://{tmp_path}/results.sock")
     # No curve_keys_dir, no credentials: the default <state dir>/curve does not exist.
-    p = subprocess.run(
-        [sys.executable, "-m", "deblurd.cli", "run", "--config", str(cfg)],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-        env=env(STATE_DIRECTORY=str(tmp_path / "state")),
-    )  # fmt: skip
+    p = run_until_exit(cfg, env=env(STATE_DIRECTORY=str(tmp_path / "state")))
     assert p.returncode == 78, p.stderr
     assert "service.curve_keys_dir" in p.stderr and "deblurd keys" in p.stderr, p.stderr
 
 
 def test_insecure_true_starts_in_the_clear_with_a_warning(tmp_path: Path) -> None:
     tcp = f"tcp://127.0.0.1:{free_port()}"
-    cfg = config(tmp_path, tcp, f"ipc://{tmp_path}/results.sock", "insecure = true")
-    proc = run(cfg, env(STATE_DIRECTORY=str(tmp_path / "state")))
-    lines: list[str] = []
+    cfg = config(tmp_path, tcp, f"ipc://{tmp_path}/results.sock", insecure=True)
+    daemon = run(cfg, env(STATE_DIRECTORY=str(tmp_path / "state")))
     try:
-        lines = wait_ready(proc)
         assert deblurctl(["--control", tcp, "ping"]) == 0
     finally:
-        out = "\n".join(lines) + stop(proc)
+        out = stop(daemon)
     assert "service.insecure = true" in out and "WITHOUT authentication" in out
 
 
@@ -134,9 +93,8 @@ class Curved:
         self.keys, self.other = keys, folder / "other"
         self.control = f"tcp://127.0.0.1:{free_port()}"
         self.results = f"tcp://127.0.0.1:{free_port()}"
-        cfg = config(folder, self.control, self.results, "results_hwm = 10000")
-        self.proc = run(cfg, env(CREDENTIALS_DIRECTORY=str(creds)))
-        self.lines = wait_ready(self.proc)
+        cfg = config(folder, self.control, self.results, results_hwm=10000)
+        self.daemon = run(cfg, env(CREDENTIALS_DIRECTORY=str(creds)))
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.good = load_client_keys(keys / "server.key", keys / "private/good.key_secret")
         self.bad = load_client_keys(keys / "server.key", self.other / "private/bad.key_secret")
@@ -166,10 +124,10 @@ def curved(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Curved]:
     c = Curved(tmp_path_factory.mktemp("curve"))
     yield c
     c.ctx.destroy(0)
-    out = stop(c.proc)
+    out = stop(c.daemon)
     for secret_file in (c.keys / "server.key_secret", c.keys / "private/good.key_secret"):
         secret = [ln for ln in secret_file.read_text().splitlines() if "secret-key" in ln]
-        assert secret and secret[0].split('"')[1] not in out + "\n".join(c.lines)
+        assert secret and secret[0].split('"')[1] not in out
 
 
 def test_good_key_triggers_and_gets_the_result(

@@ -7,13 +7,8 @@ change the config or kill the process start their own.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +16,15 @@ from typing import Any
 
 import pytest
 import zmq
-from daemon_proc import DaemonProc, daemon_env
+from daemon_harness import (
+    DaemonProc,
+    NotifyRecorder,
+    daemon_env,
+    run_until_exit,
+    sim_daemon_doc,
+    with_sections,
+    write_config,
+)
 
 from deblurd.client import main as deblurctl
 from deblurd.imaging import read_rgb8
@@ -29,47 +32,26 @@ from deblurd.imaging import read_rgb8
 W, H, FPS = 320, 240, 20.0
 
 
-def write_config(folder: Path, extra: str = "") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    cfg = folder / "deblurd.toml"
-    cfg.write_text(
-        f"""
-[camera]
-backend = "sim"
-width = {W}
-height = {H}
-fps = {FPS}
-ring_memory_mb = 32
-[camera.sim]
-seed = 4
-shake = 60.0
-[service]
-control_endpoint = "ipc://{folder}/control.sock"
-results_endpoint = "ipc://{folder}/results.sock"
-results_hwm = 10000
-[output]
-directory = "{folder}/out"
-[inference]
-passes = "off"
-[triggers]
-terminal = false
-{extra}
-"""
-    )
-    return cfg
+def write_daemon_config(folder: Path, **sections: dict[str, Any]) -> Path:
+    """The config of this module's daemons, in ``folder`` (``sections`` merged in)."""
+    sim = {"seed": 4, "shake": 60.0}
+    doc = sim_daemon_doc(W, H, FPS, 32, folder, camera={"sim": sim}, service={"results_hwm": 10000})
+    return write_config(folder / "deblurd.toml", with_sections(doc, sections))
 
 
 class DaemonProcess(DaemonProc):
-    """``python -m deblurd.cli run`` on :func:`write_config`'s config in ``folder`` (plus
-    ``extra``), with ZeroMQ helpers for its endpoints."""
+    """``python -m deblurd.cli run`` on :func:`write_daemon_config`'s config in ``folder``
+    (``sections`` merged in), with ZeroMQ helpers for its endpoints."""
 
     ready_timeout_s = 40.0
 
-    def __init__(self, folder: Path, extra: str = "", env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, folder: Path, env: dict[str, str] | None = None, **sections: dict[str, Any]
+    ) -> None:
         self.folder = folder
         self.control = f"ipc://{folder}/control.sock"
         self.results = f"ipc://{folder}/results.sock"
-        super().__init__(write_config(folder, extra), daemon_env(**(env or {})))
+        super().__init__(write_daemon_config(folder, **sections), daemon_env(**(env or {})))
         self.ctx: zmq.Context[Any] = zmq.Context()
 
     def request(
@@ -127,41 +109,16 @@ def collect(
     return by_id
 
 
-class NotifyListener:
-    """A unix datagram socket standing in for systemd's ``NOTIFY_SOCKET``, drained by a
-    thread (a full socket would block the daemon's ``sd_notify`` sends)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.messages: list[str] = []
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(str(path))
-        self._sock.settimeout(0.2)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._drain, daemon=True)
-        self._thread.start()
-
-    def _drain(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                self.messages += self._sock.recv(4096).decode().splitlines()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self._sock.close()
-
-
 @pytest.fixture(scope="module")
-def notify(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotifyListener]:
-    listener = NotifyListener(tmp_path_factory.mktemp("n") / "notify.sock")
+def notify(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotifyRecorder]:
+    listener = NotifyRecorder(tmp_path_factory.mktemp("n") / "notify.sock")
     yield listener
     listener.close()
 
 
 @pytest.fixture(scope="module")
 def daemon(
-    tmp_path_factory: pytest.TempPathFactory, notify: NotifyListener
+    tmp_path_factory: pytest.TempPathFactory, notify: NotifyRecorder
 ) -> Iterator[DaemonProcess]:
     folder = tmp_path_factory.mktemp("d")
     env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"}
@@ -173,7 +130,7 @@ def daemon(
 
 
 def test_prints_endpoints_and_output_and_notifies_systemd(
-    daemon: DaemonProcess, notify: NotifyListener
+    daemon: DaemonProcess, notify: NotifyRecorder
 ) -> None:
     text = "\n".join(daemon.lines)
     assert f"control endpoint {daemon.control}" in text
@@ -271,7 +228,7 @@ def test_message_over_the_hard_limit_is_dropped_and_daemon_serves_on(
 
 def test_extra_exposure_frames_carry_the_long_exposure(tmp_path: Path) -> None:
     # A threshold under every blur score: stage 3 always asks for extra frames.
-    d = DaemonProcess(tmp_path, extra="[decision]\nsecond_blur_threshold = -100.0\n")
+    d = DaemonProcess(tmp_path, decision={"second_blur_threshold": -100.0})
     try:
         d.wait_ready()
         sub = d.subscribe()
@@ -300,7 +257,7 @@ def test_extra_exposure_frames_carry_the_long_exposure(tmp_path: Path) -> None:
 
 
 def test_sigterm_mid_job_exits_cleanly(tmp_path: Path) -> None:
-    d = DaemonProcess(tmp_path, extra="[decision]\nsecond_blur_threshold = -100.0\n")
+    d = DaemonProcess(tmp_path, decision={"second_blur_threshold": -100.0})
     d.wait_ready()
     sub = d.subscribe()
     reply = d.request({"cmd": "trigger"})
@@ -320,27 +277,11 @@ def test_sigterm_mid_job_exits_cleanly(tmp_path: Path) -> None:
 
 
 def test_bad_config_and_bad_flags_exit_78_naming_the_key(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path)
-    text = cfg.read_text().replace("results_hwm = 10000", "results_hwm = 10000\nqueue_size = 0")
-    cfg.write_text(text)
-    bad = [sys.executable, "-m", "deblurd.cli", "run", "--config", str(cfg)]
-    p = subprocess.run(bad, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    p = run_until_exit(write_daemon_config(tmp_path, service={"queue_size": 0}))
     assert p.returncode == 78 and "service.queue_size" in p.stderr, p.stderr
-    run = [sys.executable, "-m", "deblurd.cli", "run", "--config", str(write_config(tmp_path))]
-    p = subprocess.run(
-        [*run, "--camera", "nonsense"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    cfg = write_daemon_config(tmp_path)
+    p = run_until_exit(cfg, "--camera", "nonsense")
     assert p.returncode == 78 and "camera.backend" in p.stderr, p.stderr
     # A backend whose library is not installed here (picamera2 needs Raspberry Pi OS).
-    p = subprocess.run(
-        [*run, "--camera", "picamera2"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    p = run_until_exit(cfg, "--camera", "picamera2")
     assert p.returncode == 78 and "camera.backend" in p.stderr, p.stderr

@@ -10,7 +10,6 @@ pipeline, result files) is the production code path; ``test_daemon.py`` starts t
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,84 +17,26 @@ from typing import Any
 
 import numpy as np
 import pytest
-import zmq
+from daemon_harness import InProcessDaemon, sim_daemon_doc, with_sections
 
 from deblurd.burstdir import read_burst
 from deblurd.camera.sim import SimCamera
 from deblurd.imaging import read_rgb8
-from deblurd.service.daemon import Daemon
 from deblurd.settings.models import DeblurdSettings
 
 W, H, FPS = 320, 240, 20.0
 
 
 def settings_for(tmp: Path, **sections: dict[str, Any]) -> DeblurdSettings:
-    doc: dict[str, Any] = {
-        "camera": {"backend": "sim", "width": W, "height": H, "fps": FPS, "ring_memory_mb": 32,
-                   "sim": {"seed": 3, "shake": 60.0}},
-        "service": {"control_endpoint": f"ipc://{tmp}/control.sock",
-                    "results_endpoint": f"ipc://{tmp}/results.sock", "results_hwm": 1000},
-        "output": {"directory": str(tmp / "out"), "save_bursts": True},
-        "inference": {"passes": "off"},
-        "triggers": {"terminal": False},
-    }  # fmt: skip
-    for name, values in sections.items():
-        doc[name] = {**doc.get(name, {}), **values}
-    return DeblurdSettings.model_validate(doc)
-
-
-class Running:
-    """A daemon in a thread and a SUB socket on its results."""
-
-    def __init__(self, settings: DeblurdSettings) -> None:
-        self.daemon = Daemon(
-            settings, camera_factory=lambda: SimCamera(settings.camera), terminal=False
-        )
-        self.thread = threading.Thread(target=self.daemon.run, daemon=True)
-        self.ctx: zmq.Context[Any] = zmq.Context()
-        self.thread.start()
-        assert self.daemon.wait_ready(30), "daemon did not become ready"
-        self.sub = self.ctx.socket(zmq.SUB)
-        self.sub.setsockopt(zmq.RCVHWM, 10000)
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sub.connect(self.daemon.endpoints.results)
-        time.sleep(0.3)  # let the subscription reach the PUB socket
-
-    def request(self, msg: dict[str, Any]) -> dict[str, Any]:
-        req = self.ctx.socket(zmq.REQ)
-        req.setsockopt(zmq.LINGER, 0)
-        req.connect(self.daemon.endpoints.control)
-        try:
-            req.send_json(msg)
-            assert req.poll(5000), "no reply"
-            reply: dict[str, Any] = req.recv_json()  # type: ignore[assignment]
-            return reply
-        finally:
-            req.close()
-
-    def wait_for(self, capture_id: str, timeout_s: float = 30.0) -> list[list[bytes]]:
-        """Every message for ``capture_id`` up to its result or error."""
-        got: list[list[bytes]] = []
-        deadline = time.monotonic() + timeout_s
-        while (left := deadline - time.monotonic()) > 0 and self.sub.poll(int(left * 1000)):
-            parts = self.sub.recv_multipart()
-            if json.loads(parts[1]).get("capture_id") == capture_id:
-                got.append(parts)
-                if parts[0] in (b"result", b"error"):
-                    return got
-        raise AssertionError(f"no result for {capture_id}: {[p[:2] for p in got]}")
-
-    def close(self) -> None:
-        self.daemon.request_stop()
-        self.thread.join(20)
-        self.sub.close(0)
-        self.ctx.term()
-        assert not self.thread.is_alive()
+    sim = {"seed": 3, "shake": 60.0}
+    doc = sim_daemon_doc(W, H, FPS, 32, tmp, camera={"sim": sim}, service={"results_hwm": 1000},
+                         output={"save_bursts": True})  # fmt: skip
+    return DeblurdSettings.model_validate(with_sections(doc, sections))
 
 
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[Running]:
-    r = Running(settings_for(tmp_path))
+def running(tmp_path: Path) -> Iterator[InProcessDaemon]:
+    r = InProcessDaemon(settings_for(tmp_path))
     yield r
     r.close()
 
@@ -106,7 +47,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * np.log10(255.0**2 / max(mse, 1e-9))
 
 
-def test_trigger_result_is_closer_to_truth_than_trigger_frame(running: Running) -> None:
+def test_trigger_result_is_closer_to_truth_than_trigger_frame(running: InProcessDaemon) -> None:
     reply = running.request({"cmd": "trigger"})
     assert reply["ok"] is True
     cid = reply["capture_id"]
@@ -144,7 +85,7 @@ def test_mock_gpio_press_gives_a_result(tmp_path: Path) -> None:
     gpiozero.Device.pin_factory = factory
     try:
         gpio = {"gpio": {"enabled": True, "backend": "gpiozero", "pin": 17}}
-        r = Running(settings_for(tmp_path, triggers=gpio))
+        r = InProcessDaemon(settings_for(tmp_path, triggers=gpio))
         try:
             status = r.request({"cmd": "status"})
             assert "gpio" in status["backends"]["triggers"]

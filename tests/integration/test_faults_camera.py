@@ -12,10 +12,8 @@ shows the fault, capture recovers, and ``WATCHDOG=1`` stops only while no frames
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zmq
+from daemon_harness import InProcessDaemon, NotifyRecorder, sim_daemon_doc, with_sections
 
 from deblurd.camera.base import CameraBackend, CameraError
 from deblurd.camera.sim import SimCamera
-from deblurd.service.daemon import Daemon
 from deblurd.service.sdnotify import SystemdNotifier
 from deblurd.settings.models import DeblurdSettings
 
@@ -37,52 +34,16 @@ FEED_GAP_S = 1.0  # a longer silence than this means the daemon stopped feeding
 
 
 def settings_for(tmp: Path, faults: dict[str, Any], **sections: dict[str, Any]) -> DeblurdSettings:
-    doc: dict[str, Any] = {
-        "camera": {"backend": "sim", "width": W, "height": H, "fps": FPS, "ring_memory_mb": 8,
-                   "exposure_timeout_s": 1.0, "sim": {"seed": 3, "shake": 60.0, "faults": faults}},
-        "service": {"control_endpoint": f"ipc://{tmp}/control.sock",
-                    "results_endpoint": f"ipc://{tmp}/results.sock", "results_hwm": 10000,
-                    "camera_stale_s": 1.0},
-        "output": {"directory": str(tmp / "out")},
-        "inference": {"passes": "off"},
-        "triggers": {"terminal": False},
-    }  # fmt: skip
-    for name, values in sections.items():
-        doc[name] = {**doc.get(name, {}), **values}
-    return DeblurdSettings.model_validate(doc)
+    camera = {"exposure_timeout_s": 1.0, "sim": {"seed": 3, "shake": 60.0, "faults": faults}}
+    service = {"results_hwm": 10000, "camera_stale_s": 1.0}
+    doc = sim_daemon_doc(W, H, FPS, 8, tmp, camera=camera, service=service)
+    return DeblurdSettings.model_validate(with_sections(doc, sections))
 
 
-class NotifyRecorder:
-    """A unix datagram socket standing in for systemd's: every line with its arrival time."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.lines: list[tuple[float, str]] = []
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(str(path))
-        self._sock.settimeout(0.1)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._drain, daemon=True)
-        self._thread.start()
-
-    def _drain(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                data = self._sock.recv(4096).decode()
-                now = time.monotonic()
-                self.lines += [(now, line) for line in data.splitlines()]
-
-    def feeds(self) -> list[float]:
-        return [t for t, line in self.lines if line == "WATCHDOG=1"]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self._sock.close()
-
-
-class Harness:
-    """The daemon in a thread; a SUB drained into ``messages`` by a thread of its own."""
+class Harness(InProcessDaemon):
+    """The daemon in a thread (its first camera carries ``faults``, the ones it reopens
+    are healthy), fed to a :class:`NotifyRecorder`; ``sub`` drained into ``messages`` by a
+    thread of its own."""
 
     def __init__(self, tmp: Path, faults: dict[str, Any], **sections: dict[str, Any]) -> None:
         self.settings = settings_for(tmp, faults, **sections)
@@ -91,21 +52,11 @@ class Harness:
         self.opened = 0
         self.notify = NotifyRecorder(tmp / "notify.sock")
         env = {"NOTIFY_SOCKET": str(self.notify.path), "WATCHDOG_USEC": str(WATCHDOG_USEC)}
-        self.daemon = Daemon(self.settings, notifier=SystemdNotifier(env),
-                             camera_factory=self._open, terminal=False)  # fmt: skip
-        self.thread = threading.Thread(target=self.daemon.run, daemon=True)
-        self.thread.start()
-        assert self.daemon.wait_ready(30), "daemon did not become ready"
-        self.ctx: zmq.Context[Any] = zmq.Context()
+        super().__init__(self.settings, camera_factory=self._open, notifier=SystemdNotifier(env))
         self.messages: list[tuple[float, str, dict[str, Any]]] = []
         self._stop = threading.Event()
-        sub = self.ctx.socket(zmq.SUB)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.connect(self.daemon.endpoints.results)
-        self._sub_thread = threading.Thread(target=self._drain, args=(sub,), daemon=True)
+        self._sub_thread = threading.Thread(target=self._drain, daemon=True)
         self._sub_thread.start()
-        time.sleep(0.3)
 
     def _open(self) -> CameraBackend:
         self.opened += 1
@@ -115,33 +66,11 @@ class Harness:
             raise CameraError("sim camera: no such device (unplugged, test)")
         return SimCamera(self.healthy.camera)
 
-    def _drain(self, sub: zmq.Socket[Any]) -> None:
+    def _drain(self) -> None:
         while not self._stop.is_set():
-            if sub.poll(100):
-                parts = sub.recv_multipart()
+            if self.sub.poll(100):
+                parts = self.sub.recv_multipart()
                 self.messages.append((time.monotonic(), parts[0].decode(), json.loads(parts[1])))
-        sub.close(0)
-
-    def request(self, msg: dict[str, Any]) -> dict[str, Any]:
-        req = self.ctx.socket(zmq.REQ)
-        req.setsockopt(zmq.LINGER, 0)
-        req.connect(self.daemon.endpoints.control)
-        try:
-            req.send_json(msg)
-            assert req.poll(5000), "no reply"
-            reply: Any = req.recv_json()
-            assert isinstance(reply, dict)
-            return reply
-        finally:
-            req.close()
-
-    def trigger(self) -> str:
-        reply = self.request({"cmd": "trigger"})
-        assert reply["ok"], reply
-        return str(reply["capture_id"])
-
-    def status(self) -> dict[str, Any]:
-        return self.request({"cmd": "status"})
 
     def outcome(self, cid: str, timeout_s: float = 20.0) -> tuple[str, dict[str, Any]]:
         """``("result" | "error", document)`` of a capture."""
@@ -161,13 +90,12 @@ class Harness:
         wait_until(lambda: (self.daemon.status.frames.last_number or 0) >= number, timeout_s)
 
     def close(self) -> None:
-        self.daemon.request_stop()
-        self.thread.join(20)
         self._stop.set()
         self._sub_thread.join(2)
-        self.ctx.term()
-        self.notify.close()
-        assert not self.thread.is_alive()
+        try:
+            super().close()
+        finally:
+            self.notify.close()
 
 
 def wait_until(cond: Callable[[], bool], timeout_s: float) -> float:

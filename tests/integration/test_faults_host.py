@@ -16,7 +16,6 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,75 +25,44 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import zmq
-from daemon_proc import DaemonProc, daemon_env
+from daemon_harness import (
+    DaemonProc,
+    InProcessDaemon,
+    daemon_env,
+    free_port,
+    sim_daemon_doc,
+    with_sections,
+    write_config,
+)
 
-from deblurd.camera.sim import SimCamera
 from deblurd.imaging import read_rgb8
 from deblurd.service import daemon as daemon_module
 from deblurd.service import results as results_module
-from deblurd.service.daemon import Daemon
 from deblurd.settings.models import DeblurdSettings
 
 W, H, FPS = 160, 120, 20.0
 ORIGINAL_WRITE = results_module.atomic_write_bytes  # type: ignore[attr-defined]
 
 
-def settings_doc(tmp: Path, out: Path) -> dict[str, Any]:
-    return {
-        "camera": {"backend": "sim", "width": W, "height": H, "fps": FPS, "ring_memory_mb": 8,
-                   "sim": {"seed": 5, "shake": 60.0}},
-        "service": {"control_endpoint": f"ipc://{tmp}/control.sock",
-                    "results_endpoint": f"ipc://{tmp}/results.sock", "results_hwm": 10000},
-        "output": {"directory": str(out)},
-        "inference": {"passes": "off"},
-        "triggers": {"terminal": False},
-    }  # fmt: skip
+def settings_doc(tmp: Path, out: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+    """The settings of this module's daemons: sockets in ``tmp``, results in ``out``
+    (``sections`` merged in)."""
+    sim = {"seed": 5, "shake": 60.0}
+    doc = sim_daemon_doc(
+        W,
+        H,
+        FPS,
+        8,
+        tmp,
+        camera={"sim": sim},
+        service={"results_hwm": 10000},
+        output={"directory": str(out)},
+    )
+    return with_sections(doc, sections)
 
 
-class InProcess:
-    """The daemon object in a thread; ``capture()`` triggers and waits for the outcome."""
-
-    def __init__(self, settings: DeblurdSettings) -> None:
-        self.daemon = Daemon(
-            settings, camera_factory=lambda: SimCamera(settings.camera), terminal=False
-        )
-        self.thread = threading.Thread(target=self.daemon.run, daemon=True)
-        self.thread.start()
-        assert self.daemon.wait_ready(30)
-        self.ctx: zmq.Context[Any] = zmq.Context()
-        self.sub = self.ctx.socket(zmq.SUB)
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sub.connect(self.daemon.endpoints.results)
-        self.req = self.ctx.socket(zmq.REQ)
-        self.req.connect(self.daemon.endpoints.control)
-        time.sleep(0.3)
-
-    def capture(self) -> tuple[str, dict[str, Any]]:
-        self.req.send_json({"cmd": "trigger"})
-        assert self.req.poll(5000)
-        reply: Any = self.req.recv_json()
-        assert reply["ok"], reply
-        cid = reply["capture_id"]
-        while self.sub.poll(20000):
-            parts = self.sub.recv_multipart()
-            doc = json.loads(parts[1])
-            if doc.get("capture_id") == cid and parts[0] in (b"result", b"error"):
-                return parts[0].decode(), doc
-        raise AssertionError(f"no outcome for {cid}")
-
-    def status(self) -> dict[str, Any]:
-        self.req.send_json({"cmd": "status"})
-        assert self.req.poll(5000)
-        reply: dict[str, Any] = self.req.recv_json()  # type: ignore[assignment]
-        return reply
-
-    def close(self) -> None:
-        self.daemon.request_stop()
-        self.thread.join(20)
-        self.req.close(0)
-        self.sub.close(0)
-        self.ctx.term()
-        assert not self.thread.is_alive()
+def in_process(doc: dict[str, Any]) -> InProcessDaemon:
+    return InProcessDaemon(DeblurdSettings.model_validate(doc))
 
 
 def check_output_folder(out: Path) -> tuple[int, list[str]]:
@@ -147,7 +115,7 @@ def test_disk_full_fails_jobs_cleanly_and_recovers(
             return ORIGINAL_WRITE(path, data, mode=mode)
 
         monkeypatch.setattr(results_module, "atomic_write_bytes", full)
-    d = InProcess(DeblurdSettings.model_validate(settings_doc(tmp_path, out)))
+    d = in_process(settings_doc(tmp_path, out))
     try:
         outcomes = [d.capture() for _ in range(8)]
         topics = [t for t, _ in outcomes]
@@ -177,7 +145,7 @@ def test_disk_full_fails_jobs_cleanly_and_recovers(
 
 def test_output_folder_removed_at_run_time_is_recreated(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    d = InProcess(DeblurdSettings.model_validate(settings_doc(tmp_path, out)))
+    d = in_process(settings_doc(tmp_path, out))
     try:
         assert d.capture()[0] == "result"
         for p in out.iterdir():
@@ -222,9 +190,7 @@ def test_engine_failing_mid_job_fails_that_job_only(
 ) -> None:
     engine = FailingDeblurrer(good=3)  # warm-up + 2 good passes, then two failures
     monkeypatch.setattr(daemon_module, "open_deblurrer", lambda _s: engine)
-    doc = settings_doc(tmp_path, tmp_path / "out")
-    doc["inference"] = {"passes": "first"}
-    d = InProcess(DeblurdSettings.model_validate(doc))
+    d = in_process(settings_doc(tmp_path, tmp_path / "out", inference={"passes": "first"}))
     try:
         outcomes = [d.capture() for _ in range(5)]
         topics = [t for t, _ in outcomes]
@@ -243,38 +209,16 @@ def test_engine_failing_mid_job_fails_that_job_only(
 
 
 class Process(DaemonProc):
-    """``deblurd run`` on a TOML config; a SUB socket collecting every message."""
+    """``deblurd run`` on this module's config (plus ``sections``; its queue 8 deep); a SUB
+    socket collecting every message."""
 
-    def __init__(
-        self, tmp: Path, extra: str = "", control: str | None = None, service_extra: str = ""
-    ) -> None:
+    def __init__(self, tmp: Path, **sections: dict[str, Any]) -> None:
         self.tmp, self.out = tmp, tmp / "out"
-        self.control = control or f"ipc://{tmp}/control.sock"
-        cfg = tmp / "deblurd.toml"
-        cfg.write_text(
-            f"""
-[camera]
-width = {W}
-height = {H}
-fps = {FPS}
-ring_memory_mb = 8
-[camera.sim]
-seed = 5
-[service]
-control_endpoint = "{self.control}"
-results_endpoint = "ipc://{tmp}/results.sock"
-results_hwm = 10000
-queue_size = 8
-{service_extra}[output]
-directory = "{self.out}"
-[inference]
-passes = "off"
-[triggers]
-terminal = false
-{extra}
-"""
-        )
-        super().__init__(cfg, daemon_env())
+        service = {"results_hwm": 10000, "queue_size": 8}
+        doc = sim_daemon_doc(W, H, FPS, 8, tmp, camera={"sim": {"seed": 5}}, service=service)
+        doc = with_sections(doc, sections)
+        self.control = doc["service"]["control_endpoint"]
+        super().__init__(write_config(tmp / "deblurd.toml", doc), daemon_env())
         self.wait_ready(40)
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.sub = self.ctx.socket(zmq.SUB)
@@ -310,7 +254,7 @@ terminal = false
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_stop_signal_during_a_job_exits_0_without_partial_files(tmp_path: Path, sig: int) -> None:
-    p = Process(tmp_path, "[decision]\nsecond_blur_threshold = -100.0\n")
+    p = Process(tmp_path, decision={"second_blur_threshold": -100.0})
     try:
         for _ in range(3):  # one running (in its extra capture), two waiting
             assert p.trigger()["ok"]
@@ -386,9 +330,9 @@ def test_files_and_sockets_under_the_units_umask(tmp_path: Path) -> None:
     previous = os.umask(0o027)
     try:
         (tmp_path / "run").mkdir(mode=0o700)  # a configured socket folder must exist (issue 14)
-        doc = settings_doc(tmp_path / "run", tmp_path / "out")
-        doc["output"]["save_bursts"] = True
-        d = InProcess(DeblurdSettings.model_validate(doc))
+        d = in_process(
+            settings_doc(tmp_path / "run", tmp_path / "out", output={"save_bursts": True})
+        )
         try:
             topic, meta = d.capture()
             assert topic == "result", meta
@@ -426,14 +370,9 @@ def test_no_key_material_in_the_daemons_log(tmp_path: Path) -> None:
             if "secret-key" in line:
                 secrets.append(line.split("=", 1)[1].strip().strip('"'))
     assert secrets, "no secret keys written"
-    import socket as socket_module
-
-    with socket_module.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    service = f'curve_keys_dir = "{keys}"\n'
+    service = {"control_endpoint": f"tcp://127.0.0.1:{free_port()}", "curve_keys_dir": str(keys)}
     try:
-        p = Process(tmp_path, control=f"tcp://127.0.0.1:{port}", service_extra=service)
+        p = Process(tmp_path, service=service)
     except AssertionError as exc:
         pytest.skip(f"the daemon does not start with CURVE keys here: {str(exc)[-300:]}")
     try:

@@ -9,29 +9,20 @@ Small frames (320x240 at 20 fps) and the U-Net off keep the job to a few hundred
 from __future__ import annotations
 
 import json
-import signal
-import socket
 import stat
 import sys
 import types
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_proc import DaemonProc, daemon_env
+from daemon_harness import DaemonProc, daemon_env, free_port, sim_daemon_doc, write_config
 
-from deblurd.cli import main as deblurd_main
 from deblurd.client import main as deblurctl
 
 W, H, FPS = 320, 240, 20.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -55,32 +46,15 @@ class ServiceLike(DaemonProc):
         self.run_dir.mkdir(parents=True)
         self.run_dir.chmod(0o750)
         self.state_dir.mkdir(parents=True)
-        config = tmp / "deblurd.toml"
-        config.write_text(
-            f"""
-[camera]
-backend = "sim"
-width = {W}
-height = {H}
-fps = {FPS}
-ring_memory_mb = 32
-[camera.sim]
-seed = 5
-shake = 40.0
-[service]
-metrics_endpoint = "127.0.0.1:{metrics_port}"
-[inference]
-passes = "off"
-[triggers]
-terminal = false
-"""
-        )
+        sim = {"seed": 5, "shake": 40.0}
+        service = {"metrics_endpoint": f"127.0.0.1:{metrics_port}"}
+        doc = sim_daemon_doc(W, H, FPS, 32, camera={"sim": sim}, service=service)
         env = daemon_env(
             drop=("NOTIFY_SOCKET", "WATCHDOG_USEC", "XDG_RUNTIME_DIR"),
             RUNTIME_DIRECTORY=str(self.run_dir),
             STATE_DIRECTORY=str(self.state_dir),
         )
-        super().__init__(config, env, cwd=self.state_dir)
+        super().__init__(write_config(tmp / "deblurd.toml", doc), env, cwd=self.state_dir)
 
 
 @pytest.fixture(scope="module")
@@ -210,43 +184,16 @@ def test_gpio_trigger_problem_exits_78(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    run_in_process: Callable[[Path], int],
     error: BaseException,
     words: list[str],
 ) -> None:
     chip = tmp_path / "gpiochip7"  # stands in for the device node (owned by root: 'gpio')
     chip.touch()
     monkeypatch.setitem(sys.modules, "gpiod", fake_gpiod(error))
-    monkeypatch.setattr("deblurd.service.logging.setup_logging", lambda **_kw: None)
-    cfg = tmp_path / "deblurd.toml"
-    cfg.write_text(
-        f"""
-[camera]
-width = {W}
-height = {H}
-fps = {FPS}
-ring_memory_mb = 16
-[service]
-control_endpoint = "ipc://{tmp_path}/control.sock"
-results_endpoint = "ipc://{tmp_path}/results.sock"
-[output]
-directory = "{tmp_path}/out"
-[inference]
-passes = "off"
-[triggers]
-terminal = false
-[triggers.gpio]
-enabled = true
-backend = "gpiod"
-chip = "{chip}"
-pin = 17
-"""
-    )
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        assert deblurd_main(["run", "--config", str(cfg)]) == 78
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    gpio = {"enabled": True, "backend": "gpiod", "chip": str(chip), "pin": 17}
+    doc = sim_daemon_doc(W, H, FPS, 16, tmp_path, triggers={"gpio": gpio})
+    assert run_in_process(write_config(tmp_path / "deblurd.toml", doc)) == 78
     err = capsys.readouterr().err
     line = next(x for x in err.splitlines() if x.startswith("deblurd: config error:"))
     assert line.startswith("deblurd: config error: triggers.gpio: ")

@@ -3,18 +3,16 @@ figures as the status reply, stage histograms from finished jobs, and its config
 
 from __future__ import annotations
 
-import signal
 import socket
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from deblurd.cli import main as deblurd_main
 from deblurd.errors import ConfigError, DeblurdError
 from deblurd.service.metrics import KEY, MetricsServer, parse_endpoint
 from deblurd.service.status import StatusBoard
@@ -160,7 +158,10 @@ def test_endpoint_forms() -> None:
 
 
 def test_deblurd_run_exits_78_without_the_library(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    run_in_process: Callable[[Path], int],
 ) -> None:
     """Configured but not installed: fails before the camera starts, exit 78, key named."""
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
@@ -179,13 +180,7 @@ passes = "off"
 terminal = false
 """
     )
-    monkeypatch.setattr("deblurd.service.logging.setup_logging", lambda **_kw: None)
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        assert deblurd_main(["run", "--config", str(cfg)]) == 78
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    assert run_in_process(cfg) == 78
     err = capsys.readouterr().err
     assert "config error: service.metrics_endpoint:" in err
     assert "prometheus-client" in err
