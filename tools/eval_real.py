@@ -339,10 +339,11 @@ def evaluate_photo(
 # ------------------------------------------------------------------------ reports
 
 
-def _measure(image: str, name: str) -> Callable[[dict[str, Any], dict[str, Any]], Any]:
-    """A burst column: the number ``name`` of ``image`` (``selected``, ``output``,
-    ``fusion_effect``, ...) in the burst's numbers."""
-    return lambda n, r: n[image][name]
+def _measure(image: str, name: str) -> Callable[..., Any]:
+    """A column of the burst or photo table: the number ``name`` of ``image`` (``selected``,
+    ``output``, ``fusion_effect``, ``input``, ...) in the burst's or photo's numbers (the
+    column function's first argument)."""
+    return lambda numbers, *_: numbers[image][name]
 
 
 BURST_COLUMNS: list[tuple[str, str, Callable[[dict[str, Any], dict[str, Any]], Any]]] = [
@@ -445,18 +446,18 @@ BURST_TABLES: list[tuple[str, list[str]]] = [
 ]
 
 PHOTO_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
-    ("sigI in", lambda d: d["input"]["immerkaer"]),
-    ("sigI out", lambda d: d["output"]["immerkaer"]),
-    ("GE in", lambda d: d["input"]["gradient_energy"]),
-    ("GE out", lambda d: d["output"]["gradient_energy"]),
-    ("blur in", lambda d: d["input"]["blur_score"]),
-    ("blur out", lambda d: d["output"]["blur_score"]),
-    ("blk in", lambda d: d["input"]["blockiness"]),
-    ("blk out", lambda d: d["output"]["blockiness"]),
-    ("blk+ in", lambda d: d["input"]["block_excess"]),
-    ("blk+ out", lambda d: d["output"]["block_excess"]),
-    ("drift", lambda d: d["output"]["drift"]),
-    ("ghost", lambda d: d["output"]["ghost"]),
+    ("sigI in", _measure("input", "immerkaer")),
+    ("sigI out", _measure("output", "immerkaer")),
+    ("GE in", _measure("input", "gradient_energy")),
+    ("GE out", _measure("output", "gradient_energy")),
+    ("blur in", _measure("input", "blur_score")),
+    ("blur out", _measure("output", "blur_score")),
+    ("blk in", _measure("input", "blockiness")),
+    ("blk out", _measure("output", "blockiness")),
+    ("blk+ in", _measure("input", "block_excess")),
+    ("blk+ out", _measure("output", "block_excess")),
+    ("drift", _measure("output", "drift")),
+    ("ghost", _measure("output", "ghost")),
     ("lp>6", lambda d: d["output"].get("colour_shift")),
 ]
 
