@@ -195,14 +195,6 @@ class ArgusCamera(ThreadedCamera):
         self.last_error: str | None = None
 
     @property
-    def size(self) -> tuple[int, int]:
-        return (self.settings.height, self.settings.width)
-
-    @property
-    def fps(self) -> float:
-        return self.settings.fps
-
-    @property
     def applied(self) -> ArgusExposure | None:
         """The exposure plan of the running pipeline (``None`` when not running)."""
         stream = self._stream

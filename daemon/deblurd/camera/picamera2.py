@@ -156,10 +156,6 @@ class Picamera2Camera(ThreadedCamera):
     def size(self) -> tuple[int, int]:
         return self._size
 
-    @property
-    def fps(self) -> float:
-        return self.settings.fps
-
     # -- lifecycle --
 
     def start(self, on_frame: FrameCallback) -> None:

@@ -141,10 +141,6 @@ class ReplayCamera(ThreadedCamera):
     def size(self) -> tuple[int, int]:
         return self._source.size
 
-    @property
-    def fps(self) -> float:
-        return self.settings.fps
-
     def start(self, on_frame: FrameCallback) -> None:
         self._refuse_if_started()
         self._running = True

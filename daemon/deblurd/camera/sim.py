@@ -176,14 +176,6 @@ class SimCamera(ThreadedCamera):
         self.requests: list[tuple[int, float]] = []  # every request_exposure, in order
 
     # -- CameraBackend ------------------------------------------------------------------
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.settings.height, self.settings.width
-
-    @property
-    def fps(self) -> float:
-        return self.settings.fps
-
     def start(self, on_frame: FrameCallback) -> None:
         self._refuse_if_started()
         self._renderer = self._make_renderer()

@@ -17,8 +17,12 @@ from __future__ import annotations
 import abc
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from deblurd.camera.base import CameraBackend, CameraError, FrameCallback
+
+if TYPE_CHECKING:
+    from deblurd.settings.camera import CameraSectionBase
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +42,23 @@ class ThreadedCamera(CameraBackend):
 
     ``_stop`` is set while stopping (the loop in :meth:`_run` watches it); ``_thread`` is
     the running thread, None before :meth:`_start_thread` and after :meth:`_stop_thread`.
+    ``settings`` is the backend's ``[camera]`` section: the frame size and rate are the
+    configured ones (a backend whose frames differ overrides :attr:`size`).
     """
+
+    settings: CameraSectionBase
 
     def __init__(self) -> None:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.settings.height, self.settings.width
+
+    @property
+    def fps(self) -> float:
+        return self.settings.fps
 
     @abc.abstractmethod
     def _run(self, on_frame: FrameCallback) -> None:

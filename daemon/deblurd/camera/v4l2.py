@@ -82,14 +82,6 @@ class V4l2Camera(ThreadedCamera):
         self._number = 0
         self.reopen_count = 0
 
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.settings.height, self.settings.width
-
-    @property
-    def fps(self) -> float:
-        return self.settings.fps
-
     def _device_arg(self) -> str | int:
         dev = self.device
         return int(dev) if dev.isdigit() else dev
