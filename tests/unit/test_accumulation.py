@@ -30,6 +30,16 @@ def blur(img: F32, length: int, vertical: bool) -> F32:
     return np.asarray(cv2.filter2D(img, -1, k, borderType=cv2.BORDER_REFLECT), np.float32)
 
 
+def crossed_pair(seed: int, length: int, sigma: float) -> tuple[F32, F32, F32]:
+    """:func:`scene` ``seed`` and two frames of it, blurred ``length`` px horizontally and
+    vertically, with Gaussian noise of std ``sigma`` (drawn from ``seed``)."""
+    rng = np.random.default_rng(seed)
+    gt = scene(seed)
+    a = blur(gt, length, False) + rng.normal(0, sigma, gt.shape).astype(np.float32)
+    b = blur(gt, length, True) + rng.normal(0, sigma, gt.shape).astype(np.float32)
+    return gt, a, b
+
+
 def ones() -> F32:
     return np.ones((H, W), np.float32)
 
@@ -40,11 +50,8 @@ def rms(a: F32, b: F32) -> float:
 
 
 def test_frames_blurred_in_different_directions_give_a_sharper_image() -> None:
-    rng = np.random.default_rng(1)
-    gt = scene(1)
     sigma = 0.003
-    a = blur(gt, 9, False) + rng.normal(0, sigma, gt.shape).astype(np.float32)
-    b = blur(gt, 9, True) + rng.normal(0, sigma, gt.shape).astype(np.float32)
+    gt, a, b = crossed_pair(1, 9, sigma)
     average = (a + b) / 2
     out = fourier_accumulate(average, [(a, ones()), (b, ones())], sigma)
     # the accumulation acts on luma (the average's chroma is kept)
@@ -90,11 +97,8 @@ def test_the_fuser_accumulates_when_asked() -> None:
     from deblurd.pipeline.fusion import AlignedFrame, fuse
     from deblurd.settings.fusion import FusionSettings
 
-    rng = np.random.default_rng(5)
-    gt = scene(5)
     sigma = 0.004
-    ref = blur(gt, 7, False) + rng.normal(0, sigma, gt.shape).astype(np.float32)
-    other = blur(gt, 7, True) + rng.normal(0, sigma, gt.shape).astype(np.float32)
+    gt, ref, other = crossed_pair(5, 7, sigma)
     frames = [AlignedFrame(other, ones())]
     # robust off: the two frames differ by their blur, which the detail test would refuse
     plain = fuse(ref, frames, FusionSettings(robust=False))
