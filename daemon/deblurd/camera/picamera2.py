@@ -258,13 +258,7 @@ class Picamera2Camera(ThreadedCamera):
     def _preview_controls(self) -> dict[str, Any]:
         if not self._hw.auto_exposure_preview:
             return self._manual_controls(self.settings.exposure_us, self.settings.analogue_gain)
-        controls: dict[str, Any] = {}
-        if "AeEnable" in self._controls:
-            controls["AeEnable"] = True
-        elif "ExposureTimeMode" in self._controls:
-            controls["ExposureTimeMode"] = 0
-            if "AnalogueGainMode" in self._controls:
-                controls["AnalogueGainMode"] = 0
+        controls = self._auto_exposure(True)
         self._add_frame_limits(controls, (self._period_us, self._period_us))
         return controls
 
@@ -280,17 +274,24 @@ class Picamera2Camera(ThreadedCamera):
                 exposure,
                 gain,
             )
-        controls: dict[str, Any] = {}
-        if "AeEnable" in self._controls:
-            controls["AeEnable"] = False
-        elif "ExposureTimeMode" in self._controls:
-            controls["ExposureTimeMode"] = 1
-            if "AnalogueGainMode" in self._controls:
-                controls["AnalogueGainMode"] = 1
+        controls = self._auto_exposure(False)
         controls["ExposureTime"] = exposure
         controls["AnalogueGain"] = gain
         longest = max(self._period_us, exposure + FRAME_MARGIN_US)
         self._add_frame_limits(controls, (self._period_us, longest))
+        return controls
+
+    def _auto_exposure(self, on: bool) -> dict[str, Any]:
+        """The controls that turn the camera's auto exposure ``on`` or off: ``AeEnable``
+        where it has it, else libcamera's ``ExposureTimeMode`` and ``AnalogueGainMode``
+        (0 auto, 1 manual) as far as it has them."""
+        controls: dict[str, Any] = {}
+        if "AeEnable" in self._controls:
+            controls["AeEnable"] = on
+        elif "ExposureTimeMode" in self._controls:
+            controls["ExposureTimeMode"] = 0 if on else 1
+            if "AnalogueGainMode" in self._controls:
+                controls["AnalogueGainMode"] = 0 if on else 1
         return controls
 
     def _add_frame_limits(self, controls: dict[str, Any], limits: tuple[int, int]) -> None:
