@@ -223,7 +223,16 @@ def test_concurrent_writer_and_readers_never_see_torn_frames() -> None:
     threads += [threading.Thread(target=reader, args=(k,)) for k in (0, 1, 2, 3)]
     for t in threads:
         t.start()
-    time.sleep(1.5)
+    # at least 1.5 s, and until enough has happened (a loaded machine runs the threads
+    # slower; the counts below are what the test needs to have exercised)
+    t_end, deadline = time.monotonic() + 1.5, time.monotonic() + 20.0
+    while time.monotonic() < deadline and (
+        time.monotonic() < t_end
+        or ring.frames_written <= 500
+        or counts["frames"] <= 500
+        or counts["windows"] <= 50
+    ):
+        time.sleep(0.05)
     stop.set()
     ring.close()
     for t in threads:
