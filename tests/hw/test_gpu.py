@@ -16,7 +16,7 @@ import pytest
 from deblurd.evaluation.pairs import grid_error, mosaic, warp_to_moving
 from deblurd.imaging import F64
 from deblurd.pipeline.fusion import AlignedFrame, fuse
-from deblurd.pipeline.registration import OpenCVRegistrar, warp_homography
+from deblurd.pipeline.registration import OpenCVRegistrar
 from deblurd.settings.fusion import FusionSettings
 from deblurd.settings.registration import RegistrationSettings
 
@@ -74,7 +74,48 @@ def test_gpu_registration_matches_opencv(cuda_backend: Any, width: int, height: 
         assert grid_error(a.homography, H, width, height) <= 0.25
         assert grid_error(a.homography, b.homography, width, height) <= 0.02
         wa, va = gpu.warp(moving, a)
-        wb, vb = warp_homography(moving, a.homography)
+        wb, vb = cpu.warp(moving, a)  # warp_homography, or warp_with_residual if refined
+        assert float(np.abs(wa - wb).mean()) <= 1e-4
+        assert float(np.mean(va != vb)) <= 4 * (width + height) / (width * height)
+    gpu.close()
+
+
+def bend(img: Any, shift: float) -> Any:
+    """A rolling-shutter-like readout: row y moves sideways by shift * sin(pi (y/H - 1/2))."""
+    h, w = img.shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    mx = xs + np.float32(shift) * np.sin(np.pi * (ys / h - 0.5))
+    return np.asarray(
+        cv2.remap(img, mx, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT), np.float32
+    )
+
+
+def test_gpu_refinement_and_dense_fallback_match_opencv(cuda_backend: Any) -> None:
+    """A bend the corners' homography leaves (refined) and one the corners cannot follow
+    (the dense fallback, refined): the same decisions as the CPU registrar, the
+    ``warp_map`` kernel's image as ``warp_with_residual`` (the map upsampled on the GPU
+    from the 640-px working scale)."""
+    from deblurd.gpu.registrar import GpuRegistrar
+
+    rng = np.random.default_rng(14)
+    width, height = 1920, 1080
+    clean = mosaic(width, height)
+    s = RegistrationSettings()
+    gpu, cpu = GpuRegistrar(s, cuda_backend), OpenCVRegistrar(s)
+    ref = np.clip(clean + rng.normal(0, 0.01, clean.shape), 0, 1).astype(np.float32)
+    gpu.set_reference(ref)
+    cpu.set_reference(ref)
+    for shift, method in ((12.0, "corners"), (40.0, "dense")):
+        noise = rng.normal(0, 0.01, clean.shape)
+        moving = np.clip(bend(clean, shift) + noise, 0, 1).astype(np.float32)
+        a, b = gpu.register(moving), cpu.register(moving)
+        assert a.accepted and b.accepted, (a.reason, b.reason)
+        assert a.method == b.method == method
+        assert a.residual is not None and b.residual is not None
+        assert grid_error(a.homography, b.homography, width, height) <= 0.02
+        rgb = np.dstack([moving] * 3)
+        wa, va = gpu.warp(rgb, a)
+        wb, vb = cpu.warp(rgb, b)
         assert float(np.abs(wa - wb).mean()) <= 1e-4
         assert float(np.mean(va != vb)) <= 4 * (width + height) / (width * height)
     gpu.close()

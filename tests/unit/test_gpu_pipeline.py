@@ -48,17 +48,18 @@ class CountingBackend(EmulatedBackend):
         return super().download(buf)
 
 
-def settings_for(backend: str, mode: str = "reference") -> DeblurdSettings:
+def settings_for(backend: str, mode: str = "reference", refine: bool = False) -> DeblurdSettings:
     s = DeblurdSettings()
     # model_copy: "emulated" is no value of the settings literal (tests and CI only).
     # The U-Net passes are off: these tests compare registration and fusion backends.
-    # The local refinement and the dense fallback exist on the CPU registrar only (the
-    # CUDA registrar fits the corners' homography): both off, so like is compared with like.
+    # The local refinement and the dense fallback (both backends run them, on the host:
+    # test_gpu_refine) are off unless ``refine``: the transfer counts are those of frames
+    # the corners' homography registers.
     return s.model_copy(
         update={
             "inference": s.inference.model_copy(update={"passes": "off"}),
             "registration": s.registration.model_copy(
-                update={"backend": backend, "refine": False, "dense_fallback": False}
+                update={"backend": backend, "refine": refine, "dense_fallback": refine}
             ),
             "fusion": s.fusion.model_copy(update={"mode": mode, "calibrate_detail": False}),
         }
@@ -150,9 +151,9 @@ def test_emulated_process_burst_matches_opencv() -> None:
     ratios: dict[str, list[float]] = {"opencv": [], "emulated": []}
     for seed in range(4):
         sim = simulate_burst(SimParams(width=320, height=240, ring_frames=7, seed=seed), None)
-        for mode in ("reference", "sequential"):
-            cpu = process_burst(sim.burst, settings_for("opencv", mode))
-            emu_settings = settings_for("emulated", mode)
+        for mode, refine in (("reference", True), ("sequential", False)):
+            cpu = process_burst(sim.burst, settings_for("opencv", mode, refine))
+            emu_settings = settings_for("emulated", mode, refine)
             emu = process_burst(
                 sim.burst, emu_settings, stage4=stage4_for(emu_settings.registration)
             )

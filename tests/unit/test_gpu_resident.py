@@ -153,7 +153,7 @@ def test_resident_registration_and_warp_equal_the_host_round_trip() -> None:
     assert a.accepted and b.accepted, (a.reason, b.reason)
     assert np.array_equal(a.homography, b.homography)
     assert (a.tracked, a.inliers, a.residual_px) == (b.tracked, b.inliers, b.residual_px)
-    assert set(dev.stage_ms) == {"pyramid", "lk", "homography"}
+    assert set(dev.stage_ms) == {"pyramid", "lk", "homography", "refine"}
     for k in range(dev.tracking_level, dev._top + 1):
         assert np.array_equal(
             host_b.download(host._u8("frm", k)), dev_b.download(dev._u8("frm", k))

@@ -3,7 +3,9 @@ interfaces and the CPU implementation): :class:`DeviceAligner` over a
 :class:`~deblurd.gpu.registrar.GpuRegistrar`, paired with the GPU fuser's jobs
 (:class:`~deblurd.gpu.fuser.GpuSequentialFuser`). Each second frame is uploaded once as
 ``uint8`` and stays on the device through gray conversion, pyramid, tracking, decoding,
-warp and fusion (:mod:`deblurd.gpu.resident`).
+warp and fusion (:mod:`deblurd.gpu.resident`); the dense fallback and the local
+refinement run on the host's copy of the frame, and a refined frame's warp uploads only
+its coarse sampling map (:mod:`deblurd.gpu.registrar`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,14 @@ inherently sequential stays on the host:
   level, downloaded once);
 * per frame (:meth:`GpuRegistrar.register`): the global shift by phase correlation on the
   coarsest level (a few kB downloaded), the homography fit (MAGSAC++) and the quality
-  gate on the tracked points (a few kB).
+  gate on the tracked points (a few kB);
+* per frame, as the settings ask: the dense fallback (a frame whose corners fail) and the
+  local refinement (a residual flow on top of the homography), the OpenCV registrar's
+  own code (``TrackedCorners._refined``, :mod:`deblurd.pipeline.refine`: DIS flow at a
+  working scale of at most 640 px) on the host's gray of the frame (the frame is on the
+  host anyway; the reference's working scale is built once per job). Only the warp of a
+  refined frame differs: the ``warp_map`` kernel samples at ``H⁻¹(p + r(p))`` from a
+  coarse sampling map computed on the host and uploaded (:func:`warp_device`).
 
 Two ways in and out (the pipeline uses the second):
 
@@ -42,14 +49,16 @@ import numpy as np
 from deblurd.errors import RegistrationError
 from deblurd.gpu.backend import Backend, Buffer, grid_1d, grid_2d, shared_backend
 from deblurd.gpu.resident import DeviceAlignedFrame, Lease, gray_into, linear_into
-from deblurd.imaging import F32, F64, U8, Mask
+from deblurd.imaging import F32, F64, U8, Mask, to_gray
 from deblurd.pipeline.corners import HARRIS_K, CornerParams, refine_subpix, select_persistent
 from deblurd.pipeline.pyramid import PyramidBuilder, coarsest_level, level_shape, tracking_level
+from deblurd.pipeline.refine import WorkingScale, residual_map
 from deblurd.pipeline.registration import (
     MIN_SIDE,
     Registration,
     TrackedCorners,
     check_gray,
+    corner_misfit,
     corner_params,
     global_shift,
     rejected,
@@ -95,6 +104,7 @@ class GpuRegistrar(TrackedCorners):
         self._corners: F32 = np.empty((0, 2), np.float32)
         self._ref_top: U8 = np.zeros((1, 1), np.uint8)
         self._window: F32 = np.ones((1, 1), np.float32)
+        self._scale: WorkingScale | None = None
         self._frame_ready = False  # buffer reg/frame holds the last register_frame() input
         self._lease = Lease()  # of the last aligned frame warp_resident() returned
         self._lease.end()
@@ -111,6 +121,7 @@ class GpuRegistrar(TrackedCorners):
         self._lease.end()
         self.backend.release(_P)
         self._shape = None
+        self._scale = None
         self._frame_ready = False
 
     def __enter__(self) -> GpuRegistrar:
@@ -296,7 +307,7 @@ class GpuRegistrar(TrackedCorners):
         self.stage_ms = {}
         t0 = time.perf_counter()
         self._prepare((int(gray.shape[0]), int(gray.shape[1])))
-        self._reference(self._upload_gray(gray), t0)
+        self._reference(self._upload_gray(gray), t0, lambda: gray)
 
     def set_reference_frame(self, frame: U8) -> None:
         """:meth:`set_reference` of ``to_gray(frame)``, converted on the device.
@@ -308,10 +319,12 @@ class GpuRegistrar(TrackedCorners):
         self.stage_ms = {}
         t0 = time.perf_counter()
         self._prepare((int(frame.shape[0]), int(frame.shape[1])))
-        self._reference(self._gray_of(self._upload_frame(frame), frame), t0)
+        self._reference(self._gray_of(self._upload_frame(frame), frame), t0, lambda: to_gray(frame))
 
-    def _reference(self, gray: Buffer, t0: float) -> None:
-        """The reference's pyramid from ``gray`` (on the device), and its corners."""
+    def _reference(self, gray: Buffer, t0: float, host_gray: Callable[[], F32]) -> None:
+        """The reference's pyramid from ``gray`` (on the device), and its corners; the
+        dense flow's working scale from ``host_gray()`` (the same image on the host, asked
+        for only when the settings want the refinement or the dense fallback)."""
         s = self.settings
         self._pyramid("ref", gray)
         self._ref_top = self.backend.download(self._u8("ref", self._top))
@@ -322,7 +335,9 @@ class GpuRegistrar(TrackedCorners):
             pts = np.zeros((s.max_corners, 2), np.float32)
             pts[:n] = self._corners
             self.backend.upload_new(_P + "corners", pts)
-        self.stage_ms = {"pyramid": elapsed_ms(t0, t1), "corners": elapsed_ms(t1)}
+        t2 = time.perf_counter()
+        self.stage_ms = {"pyramid": elapsed_ms(t0, t1), "corners": elapsed_ms(t1, t2)}
+        self._set_working_scale(host_gray, t2)
 
     def _track(
         self,
@@ -373,7 +388,7 @@ class GpuRegistrar(TrackedCorners):
         if self._shape is None:
             raise RegistrationError("register() before set_reference()")
         check_gray(gray, "frame", self._shape)
-        return self._register(lambda: self._upload_gray(gray), time.perf_counter())
+        return self._register(lambda: self._upload_gray(gray), lambda: gray, time.perf_counter())
 
     def register_frame(self, frame: U8) -> Registration:
         """:meth:`register` of ``to_gray(frame)``, converted on the device (the same result).
@@ -388,10 +403,14 @@ class GpuRegistrar(TrackedCorners):
         t0 = time.perf_counter()
         buf = self._upload_frame(frame)
         self._frame_ready = True
-        return self._register(lambda: self._gray_of(buf, frame), t0)
+        return self._register(lambda: self._gray_of(buf, frame), lambda: to_gray(frame), t0)
 
-    def _register(self, gray: Callable[[], Buffer], t0: float) -> Registration:
-        """register() from the gray image ``gray()`` puts on the device (timed from ``t0``)."""
+    def _register(
+        self, gray: Callable[[], Buffer], host_gray: Callable[[], F32], t0: float
+    ) -> Registration:
+        """register() from the gray image ``gray()`` puts on the device (timed from ``t0``);
+        the dense fallback and the local refinement (``_refined``, on the host, as the
+        OpenCV registrar's) read the same image from ``host_gray()`` when they run."""
         if self._shape is None:
             raise RegistrationError("register() before set_reference()")
         s = self.settings
@@ -399,7 +418,8 @@ class GpuRegistrar(TrackedCorners):
         self.stage_ms = {}
         n = len(self._corners)
         if n < s.min_inliers:
-            return rejected(f"reference has {n} corners < {s.min_inliers}", 0, 0)
+            reg = rejected(f"reference has {n} corners < {s.min_inliers}", 0, 0)
+            return self._refined(host_gray, reg)  # the dense fallback may still register it
         b = self.backend
         self._pyramid("frm", gray())
         top = b.download(self._u8("frm", self._top))
@@ -418,15 +438,21 @@ class GpuRegistrar(TrackedCorners):
         back_h = b.download(back)[:n]
         ok_f = _inside(fwd_h, b.download(st_f)[:n] != 0, w, h)
         ok_b = _inside(back_h, b.download(st_b)[:n] != 0, w, h)
-        return self._fit_round_trip(fwd_h, back_h, ok_f & ok_b, scale, self._shape, s, t0, t1)[0]
+        reg, src, dst = self._fit_round_trip(
+            fwd_h, back_h, ok_f & ok_b, scale, self._shape, s, t0, t1
+        )
+        return self._refined(host_gray, reg, corner_misfit(reg, src, dst, scale))
 
     def warp(self, image: F32, reg: Registration) -> tuple[F32, F32]:
         """Resample ``image`` (``float32 (H, W)`` or ``(H, W, C)``, the reference's size)
-        into the reference geometry; ``(warped, valid)`` as OpenCVRegistrar.warp."""
+        into the reference geometry with ``reg.homography`` and ``reg.residual`` (when
+        refined; with any number of channels, where OpenCVRegistrar.warp applies it up to 4);
+        ``(warped, valid)`` as OpenCVRegistrar.warp."""
         self._check_warp_input(image)
         t0 = time.perf_counter()
         self._lease.end()  # the warp buffers are the resident frame's
-        warped, valid = warp_on(self.backend, image, np.asarray(reg.homography, np.float64))
+        H = np.asarray(reg.homography, np.float64)
+        warped, valid = warp_on(self.backend, image, H, residual=reg.residual)
         self.stage_ms = {"warp": elapsed_ms(t0)}
         return warped, valid
 
@@ -435,8 +461,9 @@ class GpuRegistrar(TrackedCorners):
         on the device: nothing is uploaded (the frame is) and nothing downloaded.
 
         Decodes the uploaded ``uint8`` frame to linear light (as ``srgb_to_linear``) and
-        warps it with ``reg.homography`` (as :meth:`warp`, whatever ``reg.accepted``
-        says). Returns the warped ``float32 (H, W, 3)`` image and ``float32 (H, W)``
+        warps it with ``reg.homography`` and, when refined, ``reg.residual`` (as
+        :meth:`warp`, whatever ``reg.accepted`` says; a refined frame uploads only its
+        coarse sampling map). Returns the warped ``float32 (H, W, 3)`` image and ``float32 (H, W)``
         valid mask as pooled device buffers, with ``weight`` and a live lease; they hold
         the frame until the next warp or :meth:`close` (see the class docstring). Waits
         for the device, so that ``stage_ms["warp"]`` is the warp's time.
@@ -454,7 +481,8 @@ class GpuRegistrar(TrackedCorners):
         self._lease.end()
         linear = b.buffer(_P + "warp/src", (h, w, 3), np.float32)
         linear_into(b, b.buffer(_P + "frame", (h, w, 3), np.uint8), linear)
-        dst, valid = warp_device(b, linear, np.asarray(reg.homography, np.float64))
+        H = np.asarray(reg.homography, np.float64)
+        dst, valid = warp_device(b, linear, H, residual=reg.residual)
         b.synchronize()
         self._lease = Lease()
         self.stage_ms = {"warp": elapsed_ms(t0)}
@@ -462,15 +490,47 @@ class GpuRegistrar(TrackedCorners):
 
 
 def warp_device(
-    backend: Backend, src: Buffer, H: F64, key: str = _P + "warp/"
+    backend: Backend,
+    src: Buffer,
+    H: F64,
+    key: str = _P + "warp/",
+    residual: F32 | None = None,
 ) -> tuple[Buffer, Buffer]:
     """The ``warp_perspective`` kernel on a device image: ``src`` ``float32 (h, w, c)``
     warped through ``H`` (moving → reference) into the pooled ``{key}dst`` (same shape)
     and ``{key}valid`` (``float32 (h, w)``, 1 where the source point lies in the frame
-    inset by one pixel). Bilinear, replicated border. Queued, not waited for."""
+    inset by one pixel). Bilinear, replicated border. Queued, not waited for.
+
+    With a ``residual`` (a refined :class:`~deblurd.pipeline.registration.Registration`'s
+    working-scale field) the ``warp_map`` kernel samples at ``H⁻¹(p + r(p))`` instead, as
+    :func:`~deblurd.pipeline.refine.warp_with_residual`: the coarse sampling map
+    (:func:`~deblurd.pipeline.refine.residual_map`, ``float32 (rh, rw, 2)``, at most
+    640 px on its longer side by default: 2.5 MB) is computed on the host and uploaded
+    into ``{key}map``; the device upsamples it per pixel. ``valid`` then is 1 where the
+    sampling position lies in the frame inset by one pixel."""
     h, w, c = src.shape
     dst = backend.buffer(key + "dst", (h, w, c), np.float32)
     valid = backend.buffer(key + "valid", (h, w), np.float32)
+    if residual is not None:
+        smap = residual_map((h, w), H, residual)
+        mh, mw = smap.shape[:2]
+        mbuf = backend.upload_new(key + "map", smap)
+        backend.launch(
+            "warp_map",
+            *grid_2d(w, h),
+            src,
+            _i(w),
+            _i(h),
+            _i(c),
+            mbuf,
+            _i(mw),
+            _i(mh),
+            np.float64(1.0 / (w / mw)),  # cv2.resize's scale, as it computes it
+            np.float64(1.0 / (h / mh)),
+            dst,
+            valid,
+        )
+        return dst, valid
     m = np.linalg.inv(H).reshape(-1)
     backend.launch(
         "warp_perspective",
@@ -486,14 +546,20 @@ def warp_device(
     return dst, valid
 
 
-def warp_on(backend: Backend, image: F32, H: F64, key: str = _P + "warp/") -> tuple[F32, F32]:
-    """``warp_homography`` with the ``warp_perspective`` kernel, host in and out: the
-    image is uploaded, the warped image and the valid mask downloaded (see
-    :func:`warp_device`)."""
+def warp_on(
+    backend: Backend,
+    image: F32,
+    H: F64,
+    key: str = _P + "warp/",
+    residual: F32 | None = None,
+) -> tuple[F32, F32]:
+    """``warp_homography`` with the ``warp_perspective`` kernel (``warp_with_residual``
+    with ``warp_map`` when a ``residual`` is given), host in and out: the image is
+    uploaded, the warped image and the valid mask downloaded (see :func:`warp_device`)."""
     h, w = image.shape[:2]
     c = 1 if image.ndim == 2 else int(image.shape[2])
     src = backend.upload_new(key + "src", np.ascontiguousarray(image).reshape(h, w, c))
-    dst, valid = warp_device(backend, src, H, key)
+    dst, valid = warp_device(backend, src, H, key, residual)
     out: F32 = backend.download(dst).reshape(image.shape)
     mask: F32 = backend.download(valid)
     return out, mask

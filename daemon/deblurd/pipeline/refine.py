@@ -266,6 +266,23 @@ def _smooth(flow: F32, texture: F32, sigma: float) -> F32:
     return out
 
 
+def residual_map(shape: tuple[int, int], H: F64, residual: F32) -> F32:
+    """The source positions ``H⁻¹(p + r(p))`` of the working grid's pixel centres ``p``
+    (in full-resolution coordinates), ``float32 (h, w, 2)`` ``(x, y)`` full-resolution px
+    of a frame of ``shape`` ``(H, W)``; ``residual`` as in :func:`warp_with_residual`.
+    Resized bilinearly (``cv2.resize``, ``INTER_LINEAR``) to the full resolution, it is
+    the warp's sampling map (the CUDA warp upsamples it on the device)."""
+    h, w = shape
+    rh, rw = residual.shape[:2]
+    sx, sy = w / rw, h / rh
+    ys, xs = np.mgrid[0:rh, 0:rw].astype(np.float32)
+    # pixel centres of the working grid in full-resolution coordinates
+    pts = np.stack([(xs + 0.5) * sx - 0.5, (ys + 0.5) * sy - 0.5], axis=-1) + residual
+    src = cv2.perspectiveTransform(pts.reshape(-1, 1, 2).astype(np.float64), np.linalg.inv(H))
+    out: F32 = np.ascontiguousarray(src.reshape(rh, rw, 2), np.float32)
+    return out
+
+
 def warp_with_residual(image: F32, H: F64, residual: F32) -> tuple[F32, F32]:
     """Resample ``image`` (``float32 (H, W)`` or ``(H, W, C)``, C ≤ 4) at
     ``H⁻¹(p + r(p))`` for every reference pixel ``p``; ``residual`` is the working-scale
@@ -275,13 +292,7 @@ def warp_with_residual(image: F32, H: F64, residual: F32) -> tuple[F32, F32]:
     ``valid`` is ``float32 (H, W)``, 1 where all bilinear taps lie inside the frame.
     """
     h, w = image.shape[:2]
-    rh, rw = residual.shape[:2]
-    sx, sy = w / rw, h / rh
-    ys, xs = np.mgrid[0:rh, 0:rw].astype(np.float32)
-    # pixel centres of the working grid in full-resolution coordinates
-    pts = np.stack([(xs + 0.5) * sx - 0.5, (ys + 0.5) * sy - 0.5], axis=-1) + residual
-    src = cv2.perspectiveTransform(pts.reshape(-1, 1, 2).astype(np.float64), np.linalg.inv(H))
-    src_small = src.reshape(rh, rw, 2).astype(np.float32)
+    src_small = residual_map((h, w), H, residual)
     maps = np.asarray(cv2.resize(src_small, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
     # fixed-point maps (1/32 px, as warpPerspective uses): remap is twice as fast with them
     fixed, frac = cv2.convertMaps(maps, None, cv2.CV_16SC2)  # type: ignore[call-overload]

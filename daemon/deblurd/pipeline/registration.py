@@ -21,6 +21,11 @@ Per second frame, :meth:`OpenCVRegistrar.register`:
    :class:`~deblurd.errors.RegistrationError` is raised only for input that cannot be
    processed at all (wrong type or shape, no reference set).
 
+Then, as the settings ask (:mod:`deblurd.pipeline.refine`, :meth:`TrackedCorners._refined`,
+shared by every registrar, the CUDA one included): a rejected frame gets the dense
+fallback (a homography fitted to a DIS flow), an accepted one the corners' homography
+does not explain gets the local refinement (a residual flow the warp adds).
+
 :meth:`OpenCVRegistrar.warp` resamples a frame into the reference geometry and says which
 pixels came from inside the frame. :class:`Registrar` is the interface every backend
 (the CUDA one included) implements.
@@ -31,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -66,6 +72,7 @@ __all__ = [
     "Registration",
     "TrackedCorners",
     "check_gray",
+    "corner_misfit",
     "corner_params",
     "fit_homography",
     "fit_tracked",
@@ -380,12 +387,16 @@ class TrackedCorners:
 
     Subclasses set ``_corners`` (``float32 (N, 2)``, tracking-level ``(x, y)`` px),
     ``_base`` (the tracking level) and ``_shape`` (full-resolution ``(H, W)``) in
-    ``set_reference``.
+    ``set_reference``, and ``_scale`` there with :meth:`_set_working_scale`; every
+    ``register`` ends with :meth:`_refined` (the dense fallback and the local refinement,
+    on the host, whatever the backend).
     """
 
+    settings: RegistrationSettings
     _corners: F32
     _base: int
     _shape: tuple[int, int] | None
+    _scale: WorkingScale | None
     stage_ms: dict[str, float]
 
     def _check_warp_input(self, image: F32) -> None:
@@ -428,6 +439,76 @@ class TrackedCorners:
         reg = fit_tracked(src, dst, len(self._corners), scale, shape, s)
         self.stage_ms["homography"] = elapsed_ms(t2)
         return reg, src, dst
+
+    def _set_working_scale(self, gray: Callable[[], F32], t0: float) -> None:
+        """The reference's :class:`~deblurd.pipeline.refine.WorkingScale` from ``gray()``
+        (``float32 (H, W)`` on the host, asked for only when the settings want the local
+        refinement or the dense fallback; else None) and ``stage_ms["refine"]`` from
+        ``t0``."""
+        s = self.settings
+        self._scale = None
+        if s.refine or s.dense_fallback:
+            self._scale = WorkingScale(
+                gray(), RefineParams(s.refine_max_side_px, s.refine_smooth, s.refine_max_px)
+            )
+            self.stage_ms["refine"] = elapsed_ms(t0)
+
+    def _refined(
+        self, gray: Callable[[], F32], reg: Registration, misfit: float = math.inf
+    ) -> Registration:
+        """The dense fallback for a rejected frame, then the local refinement
+        (:mod:`deblurd.pipeline.refine`) of an accepted one, as the settings ask: every
+        registrar's last step, on the host. ``gray()``: the frame, ``float32 (H, W)`` on
+        the host (asked for only when the dense flow runs). ``misfit``: the 75th
+        percentile of the homography's error over every tracked corner (inliers or not),
+        full-resolution px: what one homography leaves (:func:`corner_misfit`)."""
+        s, scale = self.settings, self._scale
+        if scale is None or self._shape is None:
+            return reg
+        t0 = time.perf_counter()
+        frame: list[F32] = []  # gray(), once
+
+        def host_gray() -> F32:
+            if not frame:
+                frame.append(gray())
+            return frame[0]
+
+        if not reg.accepted and s.dense_fallback:
+            fit = dense_homography(scale, host_gray())
+            H, tried, inliers = fit.homography, fit.tried, fit.inliers
+            reason = (
+                "no fit"
+                if H is None
+                else f"{inliers} of {tried} flow samples fit ({inliers / tried:.2f} < "
+                f"{DENSE_MIN_INLIER_RATIO:g})"
+                if inliers < DENSE_MIN_INLIER_RATIO * tried
+                else f"correlation {fit.ncc:.2f} < {DENSE_MIN_NCC:g}"
+                if fit.ncc < DENSE_MIN_NCC
+                else f"sharpness {fit.sharpness:.2f} of the reference's < {DENSE_MIN_SHARPNESS:g}"
+                if fit.sharpness < DENSE_MIN_SHARPNESS
+                else implausible(H, self._shape, s)
+            )
+            if H is not None and reason is None:
+                reg = Registration(
+                    homography=H,
+                    accepted=True,
+                    reason=None,
+                    tracked=tried,
+                    inliers=inliers,
+                    residual_px=fit.residual_px,
+                    method="dense",
+                )
+            else:  # the corners' statistics stay: they are the primary method
+                reg = dataclasses.replace(reg, reason=f"{reg.reason}; dense flow: {reason}")
+        # a corner fit this close explains the motion (no rolling shutter, no parallax to
+        # speak of): the dense flow would find nothing to add
+        explained = reg.method == "corners" and misfit <= s.refine_min_residual_px
+        if reg.accepted and s.refine and not explained:
+            residual = residual_field(scale, host_gray(), reg.homography)
+            if residual is not None:
+                reg = dataclasses.replace(reg, residual=residual)
+        self.stage_ms["refine"] = elapsed_ms(t0)
+        return reg
 
     @property
     def corners(self) -> F32:
@@ -488,12 +569,7 @@ class OpenCVRegistrar(TrackedCorners):
         self._shape = shape
         t2 = time.perf_counter()
         self.stage_ms = {"pyramid": elapsed_ms(t0, t1), "corners": elapsed_ms(t1, t2)}
-        self._scale = None
-        if s.refine or s.dense_fallback:
-            self._scale = WorkingScale(
-                gray, RefineParams(s.refine_max_side_px, s.refine_smooth, s.refine_max_px)
-            )
-            self.stage_ms["refine"] = elapsed_ms(t2)
+        self._set_working_scale(lambda: gray, t2)
 
     def register(self, gray: F32) -> Registration:
         """Register ``gray`` (``float32 (H, W)`` in [0, 1], the reference's size).
@@ -509,7 +585,7 @@ class OpenCVRegistrar(TrackedCorners):
         n = len(self._corners)
         if n < s.min_inliers:
             reg = rejected(f"reference has {n} corners < {s.min_inliers}", 0, 0)
-            return self._refined(gray, reg)  # the dense fallback may still register it
+            return self._refined(lambda: gray, reg)  # the dense fallback may still register it
 
         t0 = time.perf_counter()
         pyr = self._builder.build(gray)
@@ -519,60 +595,11 @@ class OpenCVRegistrar(TrackedCorners):
         fwd, ok_f = track(self._ref_pyr, pyr, self._corners, *args, prior=(dx, dy))
         back, ok_b = track(pyr, self._ref_pyr, fwd, *args, prior=(-dx, -dy))
         reg, src, dst = self._fit_round_trip(fwd, back, ok_f & ok_b, scale, self._shape, s, t0, t1)
-        misfit = math.inf
-        if reg.accepted and len(src):
-            H_b = scale_homography(np.asarray(reg.homography, np.float64), 1.0 / scale)
-            misfit = float(np.percentile(reprojection_errors(H_b, src, dst), 75)) * scale
-        return self._refined(gray, reg, misfit)
-
-    def _refined(self, gray: F32, reg: Registration, misfit: float = math.inf) -> Registration:
-        """The dense fallback for a rejected frame, then the local refinement
-        (:mod:`deblurd.pipeline.refine`) of an accepted one, as the settings ask.
-        ``misfit``: the 75th percentile of the homography's error over every tracked
-        corner (inliers or not), full-resolution px: what one homography leaves."""
-        s, scale = self.settings, self._scale
-        if scale is None or self._shape is None:
-            return reg
-        t0 = time.perf_counter()
-        if not reg.accepted and s.dense_fallback:
-            fit = dense_homography(scale, gray)
-            H, tried, inliers = fit.homography, fit.tried, fit.inliers
-            reason = (
-                "no fit"
-                if H is None
-                else f"{inliers} of {tried} flow samples fit ({inliers / tried:.2f} < "
-                f"{DENSE_MIN_INLIER_RATIO:g})"
-                if inliers < DENSE_MIN_INLIER_RATIO * tried
-                else f"correlation {fit.ncc:.2f} < {DENSE_MIN_NCC:g}"
-                if fit.ncc < DENSE_MIN_NCC
-                else f"sharpness {fit.sharpness:.2f} of the reference's < {DENSE_MIN_SHARPNESS:g}"
-                if fit.sharpness < DENSE_MIN_SHARPNESS
-                else implausible(H, self._shape, s)
-            )
-            if H is not None and reason is None:
-                reg = Registration(
-                    homography=H,
-                    accepted=True,
-                    reason=None,
-                    tracked=tried,
-                    inliers=inliers,
-                    residual_px=fit.residual_px,
-                    method="dense",
-                )
-            else:  # the corners' statistics stay: they are the primary method
-                reg = dataclasses.replace(reg, reason=f"{reg.reason}; dense flow: {reason}")
-        # a corner fit this close explains the motion (no rolling shutter, no parallax to
-        # speak of): the dense flow would find nothing to add
-        explained = reg.method == "corners" and misfit <= s.refine_min_residual_px
-        if reg.accepted and s.refine and not explained:
-            residual = residual_field(scale, gray, reg.homography)
-            if residual is not None:
-                reg = dataclasses.replace(reg, residual=residual)
-        self.stage_ms["refine"] = elapsed_ms(t0)
-        return reg
+        return self._refined(lambda: gray, reg, corner_misfit(reg, src, dst, scale))
 
     def warp(self, image: F32, reg: Registration) -> tuple[F32, F32]:
-        """Resample ``image`` into the reference geometry with ``reg.homography``.
+        """Resample ``image`` into the reference geometry with ``reg.homography`` (and
+        ``reg.residual`` when refined and ``image`` has at most 4 channels).
 
         ``image``: ``float32 (H, W)`` or ``(H, W, C)``, the reference's size (any
         radiometry: gray, linear RGB …). Returns ``(warped, valid)``: ``warped`` of
@@ -588,6 +615,16 @@ class OpenCVRegistrar(TrackedCorners):
             out = warp_homography(image, H)
         self.stage_ms = {"warp": elapsed_ms(t0)}
         return out
+
+
+def corner_misfit(reg: Registration, src: F32, dst: F32, scale: float) -> float:
+    """What the homography of an accepted corner fit leaves: the 75th percentile of its
+    error over every tracked corner ``src -> dst`` (tracking level, inliers or not),
+    full-resolution px; ``inf`` for a rejected fit or without tracks."""
+    if not reg.accepted or not len(src):
+        return math.inf
+    H_b = scale_homography(np.asarray(reg.homography, np.float64), 1.0 / scale)
+    return float(np.percentile(reprojection_errors(H_b, src, dst), 75)) * scale
 
 
 def fit_tracked(

@@ -133,13 +133,14 @@ class RegistrationSettings(Section):
         True,
         description="local refinement: a dense residual flow (DIS) measured after the "
         "homography and smoothed is added to the warp, for rolling shutter, parallax and "
-        "lens distortion, which one homography cannot follow (CPU registrar only)",
+        "lens distortion, which one homography cannot follow (both backends: the flow runs "
+        "on the host, the CUDA path applies it in its warp kernel)",
     )
     dense_fallback: bool = Field(
         True,
         description="when the corners cannot be tracked or fitted (heavy or differing blur, "
         "little texture), fit the homography to the dense flow instead; the plausibility "
-        "gate still applies (CPU registrar only)",
+        "gate still applies (both backends; the dense flow runs on the host)",
     )
     refine_min_residual_px: float = Field(
         0.4,
