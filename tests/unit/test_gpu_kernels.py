@@ -17,6 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from test_fusion_measured_noise import aligned, isp_burst
 
 from deblurd.evaluation.pairs import photo_gray, warp_to_moving
 from deblurd.gpu.backend import grid_2d
@@ -25,7 +26,7 @@ from deblurd.gpu.fuser import GpuFuser, area_taps, linear_taps
 from deblurd.gpu.registrar import HARRIS_SCALE, GpuRegistrar, warp_on
 from deblurd.imaging import F32, F64
 from deblurd.pipeline.corners import harris_response
-from deblurd.pipeline.fusion import AlignedFrame, fuse
+from deblurd.pipeline.fusion import AlignedFrame, FusionResult, fuse
 from deblurd.pipeline.pyramid import tracking_pyramid
 from deblurd.pipeline.registration import (
     OpenCVRegistrar,
@@ -277,6 +278,17 @@ def fusion_case(h: int, w: int, seed: int) -> tuple[F32, list[AlignedFrame]]:
     return ref, frames
 
 
+def assert_fusers_agree(cpu: FusionResult, gpu: FusionResult) -> None:
+    """The GPU fuser's result is the CPU fuser's, within the parity tolerances."""
+    assert gpu.image.shape == cpu.image.shape and gpu.image.dtype == np.float32
+    assert float(np.abs(gpu.image - cpu.image).mean()) <= 1e-5  # target: 1/255
+    assert float(np.abs(gpu.weight_sum - cpu.weight_sum).max()) <= 1e-4
+    assert np.allclose(gpu.frame_weights, cpu.frame_weights, atol=1e-5)
+    assert gpu.noise_model == cpu.noise_model
+    assert gpu.noise_factor == pytest.approx(cpu.noise_factor, rel=1e-5)
+
+
+@pytest.mark.parametrize("calibrate_detail", [True, False])
 @pytest.mark.parametrize("mode", ["reference", "sequential"])
 @pytest.mark.parametrize(
     "options",
@@ -288,18 +300,52 @@ def fusion_case(h: int, w: int, seed: int) -> tuple[F32, list[AlignedFrame]]:
     ],
 )
 def test_fused_image_matches_the_cpu_fuser(
-    emu: EmulatedBackend, mode: str, options: dict[str, Any]
+    emu: EmulatedBackend, mode: str, options: dict[str, Any], calibrate_detail: bool
 ) -> None:
     ref, frames = fusion_case(121, 163, 7)  # odd: the general area-resize path
-    # the CUDA fuser applies the motion test's calibration to the detail test too
-    settings = FusionSettings(mode=mode, calibrate_detail=False, **options)  # type: ignore[arg-type]
+    settings = FusionSettings(mode=mode, calibrate_detail=calibrate_detail, **options)  # type: ignore[arg-type]
     cpu = fuse(ref, frames, settings)
     gpu = GpuFuser(emu).fuse(ref, frames, settings)
-    assert gpu.image.shape == cpu.image.shape and gpu.image.dtype == np.float32
-    assert float(np.abs(gpu.image - cpu.image).mean()) <= 1e-5  # target: 1/255
-    assert float(np.abs(gpu.weight_sum - cpu.weight_sum).max()) <= 1e-4
-    assert np.allclose(gpu.frame_weights, cpu.frame_weights, atol=1e-5)
-    assert gpu.noise_model == cpu.noise_model
+    assert_fusers_agree(cpu, gpu)
+
+
+def correlated_noise_case() -> tuple[F32, list[AlignedFrame]]:
+    """test_fusion_measured_noise's ISP burst (spatially correlated noise: the detail
+    test's measured factor is well below the motion test's) with a textured object moving
+    6 px per frame, whose edges the detail test judges."""
+    gt, ref, frames = isp_burst()
+    moved = []
+    for i, f in enumerate(frames):
+        g = f.copy()
+        g[70:110, 66 + 6 * i : 106 + 6 * i] = 0.55 + 0.5 * gt[70:110, 60:100]
+        moved.append(g)
+    return ref, aligned(moved)
+
+
+@pytest.mark.parametrize("calibrate_detail", [True, False])
+@pytest.mark.parametrize("mode", ["reference", "sequential"])
+def test_fused_image_matches_the_cpu_fuser_on_correlated_noise(
+    emu: EmulatedBackend, mode: str, calibrate_detail: bool
+) -> None:
+    ref, frames = correlated_noise_case()
+    settings = FusionSettings(mode=mode, calibrate_detail=calibrate_detail)  # type: ignore[arg-type]
+    cpu = fuse(ref, frames, settings)
+    job = GpuFuser(emu).job(ref, settings)
+    for frame in frames:
+        job.add(frame)
+    assert_fusers_agree(cpu, job.result())
+    cal = job._guide.calibrator
+    assert cal.least is not None
+    if not calibrate_detail:
+        assert cal.least_detail is None
+        return
+    # the premise: the detail test's own factor differs from the motion test's, and
+    # changes the fused result far beyond the parity tolerances
+    assert cal.least_detail is not None
+    assert np.all(cal.least_detail < 0.9 * cal.least)
+    other = fuse(ref, frames, settings.model_copy(update={"calibrate_detail": False}))
+    assert float(np.abs(other.image - cpu.image).mean()) > 10 * 1e-5
+    assert float(np.abs(other.weight_sum - cpu.weight_sum).max()) > 0.5
 
 
 def test_fusion_rejects_the_moving_subject_like_the_cpu(emu: EmulatedBackend) -> None:

@@ -61,7 +61,7 @@ def settings_for(backend: str, mode: str = "reference", refine: bool = False) ->
             "registration": s.registration.model_copy(
                 update={"backend": backend, "refine": refine, "dense_fallback": refine}
             ),
-            "fusion": s.fusion.model_copy(update={"mode": mode, "calibrate_detail": False}),
+            "fusion": s.fusion.model_copy(update={"mode": mode}),
         }
     )
 
@@ -118,6 +118,7 @@ def test_each_second_frame_is_uploaded_once_and_nothing_full_size_comes_back(
         "fuse/exp_v",
         "fuse/cal_d",
         "fuse/cal_v",
+        "fuse/cal_r",
         "fuse/rows",
     }
     ends = [*at[2:], len(log) - 2]

@@ -9,8 +9,11 @@ numbers, and uploaded once. Per frame, everything at pixel rate runs on the devi
 half-resolution differences, the low-pass, the motion and detail tests, the min filter,
 the smoothing, the upsampling and the accumulation. What needs a median (exposure
 matching, noise calibration) is computed on the host from the same sparse samples the CPU
-fuser uses (tens of thousands of values gathered on the device), and enters the kernels
-as a few numbers.
+fuser uses (tens of thousands of values gathered on the device), by the same code
+(:class:`~deblurd.pipeline.fusion.NoiseCalibration`), and enters the kernels as a few
+numbers: the motion test's factor per brightness bin and, with ``fusion.calibrate_detail``,
+the detail test's own (from its energy ratios, computed on the device at the calibration
+grid), each as a small interpolation table.
 
 Aligned frames come in two kinds. A host :class:`~deblurd.pipeline.fusion.AlignedFrame`
 is uploaded (image and valid mask, ``H * W * 16`` bytes). A
@@ -166,6 +169,7 @@ class GpuSequentialFuser:
         self._w_half = b.buffer(_P + "w_half", half1, np.float32)
         self._tmp1 = b.buffer(_P + "tmp1", half1, np.float32)
         self._cal = b.buffer(_P + "cal", (2 * 16,), np.float32)
+        self._cal_d = b.buffer(_P + "cal_detail", (2 * 16,), np.float32)  # the detail test's
         # exposure matching samples the reference's low-pass on this grid
         self._exp_step = exposure_sample_step(h2, w2)
         self._ref_lo_s = guide.lo[:: self._exp_step, :: self._exp_step]
@@ -238,21 +242,66 @@ class GpuSequentialFuser:
         ok = self._samples(self._vmask, 1, step, "exp_v")[..., 0] > 0.5
         return exposure_gains_from_samples(self._ref_lo_s, x_s, ok)
 
-    def _calibration(self, d_lo: Buffer) -> tuple[F32, F32] | None:
-        """ReferenceGuide.calibration's bin factors from the device's samples:
-        ``(levels, factors)`` for np.interp, or None when nothing changes."""
+    def _calibration(
+        self, d_lo: Buffer, detail: bool
+    ) -> tuple[tuple[F32, F32] | None, tuple[F32, F32] | None]:
+        """ReferenceGuide.calibration's bin factors from the device's samples, and with
+        ``detail`` those of ReferenceGuide.detail_calibration (the detail test's ratios,
+        computed on the device at the same sparse grid; measured after the motion test's,
+        as the CPU guide does): each ``(levels, factors)`` for np.interp, or None when
+        nothing changes."""
         guide = self._guide
         if not guide.calib_chunks:
-            return None
+            return None, None
         st = guide.calib_step
         zs = guide.signed_samples(self._samples(d_lo, 3, st, "cal_d"))
         ok = self._samples(self._vmask, 1, st, "cal_v").reshape(-1) > 0.5
-        factors = guide.calibrator.factors(zs, guide.calib_chunks, ok)
+        cal = guide.calibrator
+        motion = self._table(cal.factors(zs, guide.calib_chunks, ok))
+        if not detail:
+            return motion, None
+        ratios = self._detail_ratios(st)
+        tolerance = self._settings.detail_tolerance
+        return motion, self._table(cal.detail_factors(ratios, guide.calib_chunks, ok, tolerance))
+
+    def _table(self, factors: npt.NDArray[np.float64] | None) -> tuple[F32, F32] | None:
+        """Bin factors as the kernel's interpolation table ``(levels, factors)``."""
         if factors is None:
             return None
         if factors.size == 1:
             return np.zeros(1, np.float32), np.asarray(factors, np.float32)
-        return (np.asarray(guide.calib_levels, np.float32), np.asarray(factors, np.float32))
+        return (np.asarray(self._guide.calib_levels, np.float32), np.asarray(factors, np.float32))
+
+    def _detail_ratios(self, step: int) -> F32:
+        """The detail test's ratios (local energy over the model's) at ``[::step, ::step]``
+        of the half-resolution grid, computed on the device, downloaded flat ``(n,)``."""
+        w2, h2 = self._half
+        out = self.backend.buffer(
+            _P + "cal_r", (math.ceil(h2 / step), math.ceil(w2 / step)), np.float32
+        )
+        self.backend.launch(
+            "detail_ratio_strided",
+            *grid_2d(out.shape[1], out.shape[0]),
+            self._e_half,
+            self._inv_var_box,
+            _i(w2),
+            _i(h2),
+            _i(step),
+            out,
+        )
+        got: F32 = self.backend.download(out).reshape(-1)
+        return got
+
+    def _upload_table(self, buf: Buffer, cal: tuple[F32, F32] | None) -> int:
+        """Upload a calibration table into ``buf``; returns its number of bins (0: none)."""
+        if cal is None:
+            return 0
+        levels, factors = cal
+        n = len(factors)
+        table = np.zeros(32, np.float32)
+        table[:n], table[n : 2 * n] = levels, factors
+        self.backend.upload(buf, table)
+        return n
 
     def _device_inputs(self, frame: DeviceAlignedFrame) -> tuple[Buffer, Buffer]:
         """A device-resident frame's buffers, checked: :class:`ImageError` for a wrong
@@ -350,14 +399,14 @@ class GpuSequentialFuser:
         w2, h2 = self._half
         n3 = w2 * h2 * 3
         b.launch("fuse_q", *grid_1d(n3), d_lo, self._inv_var_lo, _i(n3), self._q)
-        cal = self._calibration(d_lo) if s.calibrate_noise else None
-        ncal = 0
-        if cal is not None:
-            levels, factors = cal
-            ncal = len(factors)
-            table = np.zeros(32, np.float32)
-            table[:ncal], table[ncal : 2 * ncal] = levels, factors
-            b.upload(self._cal, table)
+        # the detail test's own factor (fusion.calibrate_detail), as the CPU guide: only
+        # when the detail test runs; otherwise it divides by the motion test's factor
+        own_detail = s.calibrate_noise and s.calibrate_detail and s.detail_guard
+        cal, cal_detail = self._calibration(d_lo, own_detail) if s.calibrate_noise else (None, None)
+        ncal = self._upload_table(self._cal, cal)
+        cal_d, ncal_d = self._cal, ncal
+        if own_detail:
+            cal_d, ncal_d = self._cal_d, self._upload_table(self._cal_d, cal_detail)
         k, t = s.robust_k, s.detail_tolerance
         b.launch(
             "weight_half",
@@ -370,6 +419,8 @@ class GpuSequentialFuser:
             _i(h2),
             self._cal,
             _i(ncal),
+            cal_d,
+            _i(ncal_d),
             _f(k),
             _f(1.0 / (2.0 * k - k)),
             _i(1 if s.detail_guard else 0),

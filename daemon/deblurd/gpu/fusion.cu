@@ -5,8 +5,11 @@
 //   sep_row/sep_col  Gaussian low-pass (separable, BORDER_REFLECT_101) of d, and of w
 //   fuse_q           q = d_lo² / (g V), per channel
 //   gather_strided   the sparse samples the host takes medians of (exposure, calibration)
+//   detail_ratio_strided  the detail test's ratio mean(box5 d² / box5 V) on the sparse
+//                    calibration grid (the host measures the detail test's factor from it)
 //   weight_half      motion test T(sqrt(mean q / f); k, 2k) times detail test
-//                    T(mean(box5 d² / box5 V) / f - 1; t, 3t)  (box: BORDER_REFLECT)
+//                    T(mean(box5 d² / box5 V) / f_d - 1; t, 3t)  (box: BORDER_REFLECT;
+//                    f_d: the detail test's own factor, or f)
 //   erode_min        grow rejected areas (min filter, BORDER_REPLICATE)
 //   fuse_accumulate  upsample (cv2.INTER_LINEAR tables), times valid and frame weight,
 //                    into the running (sequential) or summed (to-reference) result
@@ -137,10 +140,50 @@ __device__ __forceinline__ float calib_factor(const float* cal, int ncal, float 
     return fc[j - 1] + t * (fc[j] - fc[j - 1]);
 }
 
+// The detail test's ratio at half-resolution cell (x, y): the channels' mean of the
+// local mean squared difference (5x5 box, BORDER_REFLECT) over the model's box variance.
+__device__ __forceinline__ float detail_ratio(const float* e_half, const float* inv_var_box,
+                                              int w, int h, int x, int y) {
+    const float third = 1.0f / 3.0f;
+    size_t o = (size_t)y * w + x;
+    float e[3] = {0.0f, 0.0f, 0.0f};
+    for (int dy = -2; dy <= 2; ++dy) {
+        const float* row = e_half + (size_t)reflect(y + dy, h) * w * 3;
+        for (int dx = -2; dx <= 2; ++dx) {
+            const float* p = row + (size_t)reflect(x + dx, w) * 3;
+            e[0] += p[0];
+            e[1] += p[1];
+            e[2] += p[2];
+        }
+    }
+    const float box = 1.0f / 25.0f;
+    float r0 = (e[0] * box) * inv_var_box[o * 3];
+    float r1 = (e[1] * box) * inv_var_box[o * 3 + 1];
+    float r2 = (e[2] * box) * inv_var_box[o * 3 + 2];
+    return r0 * third + r1 * third + r2 * third;
+}
+
+// out = the detail ratio at [::step, ::step], shape (ceil(h/step), ceil(w/step)): the
+// samples of the detail test's calibration, the values weight_half tests.
+extern "C" __global__ void detail_ratio_strided(const float* e_half, const float* inv_var_box,
+                                                int w, int h, int step, float* out) {
+    int x = DEBLURD_X, y = DEBLURD_Y;
+    int ow = (w + step - 1) / step, oh = (h + step - 1) / step;
+    if (x >= ow || y >= oh) return;
+    out[(size_t)y * ow + x] = detail_ratio(e_half, inv_var_box, w, h, x * step, y * step);
+}
+DEBLURD_LAUNCHER(detail_ratio_strided,
+                 (const float* e_half, const float* inv_var_box, int w, int h, int step,
+                  float* out),
+                 (e_half, inv_var_box, w, h, step, out))
+
+// cal/ncal: the motion test's calibration table; cal_d/ncal_d: the detail test's (the
+// host passes the motion test's own when the detail test is not calibrated separately).
 extern "C" __global__ void weight_half(const float* q, const float* e_half,
                                        const float* inv_var_box, const float* luma_lo, int w,
-                                       int h, const float* cal, int ncal, float k_lo, float k_inv,
-                                       int detail, float t_lo, float t_inv, float* out) {
+                                       int h, const float* cal, int ncal, const float* cal_d,
+                                       int ncal_d, float k_lo, float k_inv, int detail,
+                                       float t_lo, float t_inv, float* out) {
     int x = DEBLURD_X, y = DEBLURD_Y;
     if (x >= w || y >= h) return;
     size_t o = (size_t)y * w + x;
@@ -150,32 +193,19 @@ extern "C" __global__ void weight_half(const float* q, const float* e_half,
     if (ncal > 0) z2 = z2 / f;
     float wgt = flat_top(sqrtf(z2), k_lo, k_inv);
     if (detail) {
-        float e[3] = {0.0f, 0.0f, 0.0f};
-        for (int dy = -2; dy <= 2; ++dy) {
-            const float* row = e_half + (size_t)reflect(y + dy, h) * w * 3;
-            for (int dx = -2; dx <= 2; ++dx) {
-                const float* p = row + (size_t)reflect(x + dx, w) * 3;
-                e[0] += p[0];
-                e[1] += p[1];
-                e[2] += p[2];
-            }
-        }
-        const float box = 1.0f / 25.0f;
-        float r0 = (e[0] * box) * inv_var_box[o * 3];
-        float r1 = (e[1] * box) * inv_var_box[o * 3 + 1];
-        float r2 = (e[2] * box) * inv_var_box[o * 3 + 2];
-        float ratio = r0 * third + r1 * third + r2 * third;
-        if (ncal > 0) ratio = ratio / f;
+        float ratio = detail_ratio(e_half, inv_var_box, w, h, x, y);
+        if (ncal_d > 0) ratio = ratio / calib_factor(cal_d, ncal_d, luma_lo[o]);
         wgt = wgt * flat_top(ratio - 1.0f, t_lo, t_inv);
     }
     out[o] = wgt;
 }
 DEBLURD_LAUNCHER(weight_half,
                  (const float* q, const float* e_half, const float* inv_var_box,
-                  const float* luma_lo, int w, int h, const float* cal, int ncal, float k_lo,
-                  float k_inv, int detail, float t_lo, float t_inv, float* out),
-                 (q, e_half, inv_var_box, luma_lo, w, h, cal, ncal, k_lo, k_inv, detail, t_lo,
-                  t_inv, out))
+                  const float* luma_lo, int w, int h, const float* cal, int ncal,
+                  const float* cal_d, int ncal_d, float k_lo, float k_inv, int detail,
+                  float t_lo, float t_inv, float* out),
+                 (q, e_half, inv_var_box, luma_lo, w, h, cal, ncal, cal_d, ncal_d, k_lo, k_inv,
+                  detail, t_lo, t_inv, out))
 
 // Minimum over a (2r+1)² square, BORDER_REPLICATE (cv2.erode).
 extern "C" __global__ void erode_min(const float* src, int w, int h, int r, float* dst) {

@@ -59,8 +59,8 @@ class FusionSettings(Section):
         True,
         description="measure the detail test's noise on its own scale (full-resolution "
         "energy, whose spread widens the tolerance for spatially correlated ISP noise) "
-        "instead of applying the motion test's low-pass factor to it (CPU fuser only; the "
-        "CUDA fuser applies the motion test's factor to both)",
+        "instead of applying the motion test's low-pass factor to it (both fusers, CPU and "
+        "CUDA)",
     )
     accumulation: Literal["average", "fourier"] = Field(
         "average",
