@@ -41,12 +41,18 @@ noisy as a frame), on a half-resolution grid:
   Tukey-style fall to exactly 0 (a rejected ghost contributes nothing).
 * ``w = upsample(G_smooth * minfilter_grow(w_motion · w_detail)) · valid · frame.weight``:
   the min filter grows rejected areas over the ghost's soft edge, the blur removes speckle.
-* **noise calibration** (``calibrate_noise``): per frame and per luma bin, the median of
-  ``L_c² / (g·V_c)`` over the flattest unclipped pixels is compared with its χ²₁ value;
-  where the frame shows clearly less noise than the model (a denoised reference, a
-  generous σ from the caller), ``V`` is scaled down (both tests). Never up: blur,
-  misregistration and motion also raise those differences, so they must not be able to
-  loosen the tests.
+* **noise calibration** (``calibrate_noise``, :class:`NoiseCalibration`): the noise as
+  the burst itself shows it. Per frame and luma bin, the robust spread (MAD around the
+  median) of the low-passed differences over the flattest unclipped samples, in model
+  stds, scales ``V`` of the motion test: down where the frame shows less noise than the
+  model (a denoised reference, a generous σ), up where it shows clearly more
+  (ISP-processed and compressed frames, whose spatially measured noise collapses),
+  capped at a multiple of the least factor an earlier frame of the job measured (a
+  mostly moving frame cannot loosen its own test). With ``calibrate_detail`` the detail
+  test gets its own factor, measured at full resolution and widened by the spread of its
+  ratios (correlated noise has fewer independent samples). The model never goes below
+  the floor of quantisation and compression (:func:`floor_variance`). The CPU guide and
+  the GPU fuser share this code and apply the same numbers.
 
 The frame-level ``AlignedFrame.weight`` (e.g. from sharpness) multiplies everything, so
 a caller can down-weight or drop a blurry frame outright; the detail test is the
