@@ -46,6 +46,18 @@ def isp_burst(n: int = 6, sigma: float = 0.02, seed: int = 3) -> tuple[F32, F32,
     return gt, ref, frames
 
 
+def moving_patch_burst() -> tuple[F32, F32, list[F32]]:
+    """:func:`isp_burst` with a bright object with its own texture, 6 px further right in
+    every frame; the reference (and the truth) have background there."""
+    gt, ref, frames = isp_burst()
+    moved = []
+    for i, f in enumerate(frames):
+        g = f.copy()
+        g[70:110, 66 + 6 * i : 106 + 6 * i] = 0.55 + 0.5 * gt[70:110, 60:100]
+        moved.append(g)
+    return gt, ref, moved
+
+
 def aligned(frames: list[F32]) -> list[AlignedFrame]:
     return [AlignedFrame(f, np.ones((H, W), np.float32)) for f in frames]
 
@@ -71,14 +83,7 @@ def test_static_isp_frames_are_averaged_with_the_measured_noise() -> None:
 
 
 def test_measured_noise_still_refuses_a_moving_patch() -> None:
-    gt, ref, frames = isp_burst()
-    moved = []
-    for i, f in enumerate(frames):
-        # a bright object with its own texture, 6 px further right in every frame; the
-        # reference (and the truth) have background there
-        g = f.copy()
-        g[70:110, 66 + 6 * i : 106 + 6 * i] = 0.55 + 0.5 * gt[70:110, 60:100]
-        moved.append(g)
+    gt, ref, moved = moving_patch_burst()
     res = fuse(ref, aligned(moved), FusionSettings())
     every = np.zeros((H, W), bool)
     every[70:110, 90:106] = True  # where every frame has the object

@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from test_fusion_measured_noise import aligned, isp_burst
+from test_fusion_measured_noise import aligned, moving_patch_burst
 
 from deblurd.evaluation.pairs import photo_gray, warp_to_moving
 from deblurd.gpu.backend import grid_2d
@@ -313,12 +313,7 @@ def correlated_noise_case() -> tuple[F32, list[AlignedFrame]]:
     """test_fusion_measured_noise's ISP burst (spatially correlated noise: the detail
     test's measured factor is well below the motion test's) with a textured object moving
     6 px per frame, whose edges the detail test judges."""
-    gt, ref, frames = isp_burst()
-    moved = []
-    for i, f in enumerate(frames):
-        g = f.copy()
-        g[70:110, 66 + 6 * i : 106 + 6 * i] = 0.55 + 0.5 * gt[70:110, 60:100]
-        moved.append(g)
+    _gt, ref, moved = moving_patch_burst()
     return ref, aligned(moved)
 
 
