@@ -34,6 +34,7 @@ pixels came from inside the frame. :class:`Registrar` is the interface every bac
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -466,12 +467,7 @@ class TrackedCorners:
         if scale is None or self._shape is None:
             return reg
         t0 = time.perf_counter()
-        frame: list[F32] = []  # gray(), once
-
-        def host_gray() -> F32:
-            if not frame:
-                frame.append(gray())
-            return frame[0]
+        host_gray = functools.cache(gray)  # the frame's gray: fetched once, when first needed
 
         if not reg.accepted and s.dense_fallback:
             fit = dense_homography(scale, host_gray())
