@@ -41,13 +41,19 @@ def main() -> int:
         default=0.0,
         help="share of bursts on the simulator's procedural scene (training seeds)",
     )
+    p.add_argument(
+        "--camera",
+        type=float,
+        default=0.0,
+        help="share of bursts through a random camera ISP and rolling shutter (sim.isp)",
+    )
     args = p.parse_args()
     try:
         photos = load_photos(args.photos, short_sides=(720,))
         net = OnnxDeblurrer(OnnxRuntimeSettings(model=args.model, threads=args.threads))
         t0 = time.monotonic()
         n = make_fused_pairs(
-            photos, net, args.out, args.count, args.seed, args.sizes, args.procedural
+            photos, net, args.out, args.count, args.seed, args.sizes, args.procedural, args.camera
         )
     except DeblurdError as exc:
         print(f"error: {exc}", file=sys.stderr)

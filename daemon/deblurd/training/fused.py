@@ -13,7 +13,9 @@ and the simulator's truth of the frame it is aligned to.
 
 * :func:`make_fused_pairs` simulates ``count`` bursts (640×480 by default, shake
   log-uniform over 0.4–2.5 × the simulator's default, a moving face in 30 %, long
-  ``extra`` frames from shake 2 on, as the evaluation does), runs
+  ``extra`` frames from shake 2 on, as the evaluation does; a share ``camera`` of them
+  through a random camera ISP and a 10–30 ms rolling-shutter readout, as the evaluation's
+  camera-pipeline set, the truth then through that camera's tone curve), runs
   :func:`~deblurd.pipeline.process.process_burst` with ``passes = "both"`` and a
   recording second pass, and writes ``pairs-NNNN.npz`` (``fused`` float16 ``(H, W, 3)``
   sRGB, ``truth`` uint8 ``(H, W, 3)`` sRGB) atomically into a folder;
@@ -25,6 +27,7 @@ and the simulator's truth of the frame it is aligned to.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from collections.abc import Sequence
@@ -38,6 +41,8 @@ from deblurd.errors import ImageError
 from deblurd.imaging import F32, U8, atomic_write_bytes, linear_to_srgb_float, srgb_to_linear
 from deblurd.inference.base import Deblurrer, Pass, input_noise_sigma
 from deblurd.training.data import PROCEDURAL_TRAIN_SEED
+
+CAMERA_READOUT_MS = (10.0, 30.0)  # rolling-shutter readout of camera bursts, drawn per burst
 
 
 @dataclass
@@ -73,13 +78,16 @@ def make_fused_pairs(
     seed: int = 1000,
     sizes: Sequence[tuple[int, int]] = ((640, 480),),
     procedural: float = 0.0,
+    camera: float = 0.0,
 ) -> int:
     """Simulate ``count`` bursts of ``photos`` (``uint8 (H, W, 3)`` sRGB) and write the
     pipeline's second-pass inputs with their truth to ``out`` (see the module docstring).
 
     Each burst is ``(width, height)`` drawn from ``sizes``; a share ``procedural`` of them
     shows the simulator's procedural scene at a training seed
-    (≥ :data:`~deblurd.training.data.PROCEDURAL_TRAIN_SEED`) instead of a photo.
+    (≥ :data:`~deblurd.training.data.PROCEDURAL_TRAIN_SEED`) instead of a photo, and a
+    share ``camera`` goes through a random camera (:meth:`~deblurd.sim.isp.IspParams.random`)
+    with a rolling-shutter readout drawn in :data:`CAMERA_READOUT_MS`.
 
     Bursts whose pipeline fused no second frame are skipped (the second pass is not run on
     them). Existing ``pairs-NNNN.npz`` files are kept (a rerun continues). Returns the
@@ -88,6 +96,7 @@ def make_fused_pairs(
     from deblurd.pipeline.process import process_burst
     from deblurd.settings import DeblurdSettings
     from deblurd.sim.burst import simulate_burst
+    from deblurd.sim.isp import IspParams
     from deblurd.sim.params import DEFAULT_SHAKE_DEG_S, SimParams
 
     folder = Path(out)
@@ -111,6 +120,11 @@ def make_fused_pairs(
             subject=bool(rng.random() < 0.3),
             extra_frames=8 if level >= 2.0 else 0,
         )
+        if camera > 0.0 and rng.random() < camera:  # drawn last: camera = 0 keeps old bursts
+            readout = float(rng.uniform(*CAMERA_READOUT_MS))
+            params = dataclasses.replace(
+                params, isp=IspParams.random(rng), rolling_shutter_ms=readout
+            )
         sim = simulate_burst(params, scene)  # None: the procedural scene of params.seed
         recorder.recorded.clear()
         result = process_burst(sim.burst, settings, recorder, "both")
