@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import pytest
 
 from deblurd.errors import SimulationError
 from deblurd.sim import SimParams, read_truth, simulate_burst, write_simulation
-from deblurd.sim.burst import make_renderer
-from deblurd.sim.isp import IspParams
+from deblurd.sim.burst import _brightness, _linear_truth, camera_truth, make_renderer
+from deblurd.sim.isp import IspParams, tone_map
 from deblurd.sim.trajectory import WalkTrajectory
 
 SMALL = {"width": 160, "height": 120, "ring_frames": 5, "fast": True}
@@ -168,3 +169,64 @@ def test_sim_camera_as_a_real_camera() -> None:
     # the brightness wobbles smoothly in time at the configured RMS
     logs = np.log([cam._brightness_at(t) for t in np.linspace(0.0, 60.0, 3000)])
     assert float(np.std(logs)) == pytest.approx(0.03, rel=0.35)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10.0 * math.log10(255.0**2 / max(mse, 1e-12))
+
+
+def test_camera_truth_re_renders_the_frames_own_truth() -> None:
+    # slow path, rolling shutter, subject, flicker: the re-rendered linear truth is the one
+    # simulate_burst tone-mapped, bit for bit
+    isp = IspParams.typical()
+    params = SimParams(
+        seed=6, isp=isp, flicker=0.04, shake=40.0, rolling_shutter_ms=20.0, subject=True,
+        width=96, height=64, ring_frames=3, extra_frames=1,
+    )  # fmt: skip
+    sim = simulate_burst(params)
+    brightness = _brightness(params)
+    assert brightness.std() > 0  # the flicker is on
+    for i in range(4):
+        assert np.array_equal(tone_map(_linear_truth(sim, i), isp, brightness[i]), sim.truth[i])
+    with pytest.raises(SimulationError):
+        camera_truth(sim, 4)
+
+
+def test_camera_truth_is_the_cameras_noiseless_look() -> None:
+    isp = dataclasses.replace(IspParams.typical(), sharpen=1.5)
+    params = SimParams(seed=5, isp=isp, flicker=0.04, shake=3.0, **SMALL)  # type: ignore[arg-type]
+    sim = simulate_burst(params)
+    i = params.trigger
+    cam = camera_truth(sim, i)
+    assert cam.dtype == np.uint8 and cam.shape == (120, 160, 3)
+    assert np.array_equal(cam, camera_truth(sim, i))  # deterministic, noiseless
+    # the ISP's sharpening and demosaic show: on a textured scene it is not the tone truth
+    diff = np.abs(cam.astype(np.int16) - sim.truth[i].astype(np.int16))
+    assert float(diff.mean()) > 3.0 and int(diff.max()) > 50
+    # same brightness as the tone truth (the same tone curve and flicker)
+    assert abs(float(cam.mean()) - float(sim.truth[i].mean())) < 1.5
+    # aligned with frame i: closer to it than to a 2 px shifted copy, closer than nothing
+    frame = sim.burst.frames[i]
+    shifted = np.roll(frame, 2, axis=1)
+    assert _psnr(cam[:, 4:-4], frame[:, 4:-4]) > _psnr(cam[:, 4:-4], shifted[:, 4:-4]) + 2.0
+    assert _psnr(cam, frame) > _psnr(np.full_like(cam, 128), frame) + 10.0
+
+    # with sharpening on, the camera look is sharper than the tone truth: more gradient energy
+    def grad(x: np.ndarray) -> float:
+        g = x.astype(np.float64).mean(axis=2)
+        return float(np.abs(np.diff(g, axis=1)).mean())
+
+    assert grad(cam) > grad(sim.truth[i])
+
+
+def test_camera_truth_is_the_tone_truth_on_a_flat_scene_and_needs_an_isp() -> None:
+    flat = np.full((120, 160, 3), 0.18, np.float32)
+    isp = dataclasses.replace(IspParams.typical(), sharpen=1.5)
+    sim = simulate_burst(SimParams(seed=5, isp=isp, **SMALL), flat)  # type: ignore[arg-type]
+    for i in (0, 2):
+        diff = np.abs(camera_truth(sim, i).astype(np.int16) - sim.truth[i].astype(np.int16))
+        assert int(diff.max()) <= 1
+    plain = simulate_burst(SimParams(seed=5, **SMALL))  # type: ignore[arg-type]
+    with pytest.raises(SimulationError, match="no camera ISP"):
+        camera_truth(plain, 0)

@@ -27,16 +27,18 @@ lives beside it, never inside: ``<burst_dir>.truth/`` (see :mod:`deblurd.sim.tru
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from deblurd.burstdir import Burst, FrameInfo, frame_names
+from deblurd.errors import SimulationError
 from deblurd.imaging import F32, F64, U8, linear_to_srgb
 from deblurd.sim.isp import camera_frame, flicker_factors, tone_map
 from deblurd.sim.kernels import combine_kernels, defocus_kernel
 from deblurd.sim.params import DEFAULT_SHAKE_DEG_S, SimParams
-from deblurd.sim.render import ExposureStats, ShakeRenderer, convolve
+from deblurd.sim.render import Exposure, ExposureStats, ShakeRenderer, convolve
 from deblurd.sim.scene import fit_scene, procedural_scene
 from deblurd.sim.subject import Subject
 from deblurd.sim.trajectory import make_trajectory
@@ -47,6 +49,7 @@ __all__ = [
     "SimParams",
     "SimulatedBurst",
     "Truth",
+    "camera_truth",
     "make_renderer",
     "read_truth",
     "simulate_burst",
@@ -109,6 +112,66 @@ def make_renderer(params: SimParams, scene: F32 | None = None) -> ShakeRenderer:
     return ShakeRenderer(fitted, w, h, trajectory, params.focal, subject)
 
 
+def _brightness(params: SimParams) -> F64:
+    """Per-frame flicker factors ``float64 (frames,)`` of a simulation (1 without flicker)."""
+    n_frames = params.ring_frames + params.extra_frames
+    if params.flicker_rms > 0:
+        return flicker_factors(
+            np.random.default_rng([params.seed, 13]), n_frames, params.flicker_rms, params.trigger
+        )
+    return np.ones(n_frames)
+
+
+def _render(
+    renderer: ShakeRenderer, params: SimParams, ts_ns: int, exposure_us: float, fast: bool
+) -> Exposure:
+    """The noiseless exposure of one scheduled frame (its truth does not depend on
+    ``fast``: the mean pose and the rolling-shutter bands do not)."""
+    return renderer.render(
+        ts_ns * 1e-9,
+        exposure_us * 1e-6,
+        max_substep_px=params.max_substep_px,
+        fast=fast,
+        readout_s=params.rolling_shutter_ms * 1e-3,
+    )
+
+
+def _linear_truth(sim: SimulatedBurst, index: int) -> F32:
+    """Frame ``index``'s linear truth ``float32 (H, W, 3)``, re-rendered: the same array
+    :func:`simulate_burst` tone-mapped for ``sim.truth[index]`` (same pose, same bands;
+    the cheap ``fast`` blur path, which the truth does not depend on)."""
+    schedule = sim.params.schedule()
+    if not 0 <= index < len(schedule):
+        raise SimulationError(f"frame index {index} out of range 0..{len(schedule) - 1}")
+    _, ts_ns, exposure_us, _ = schedule[index]
+    return _render(sim.renderer, sim.params, ts_ns, exposure_us, True).truth
+
+
+def camera_truth(sim: SimulatedBurst, index: int) -> U8:
+    """The camera's own look of frame ``index``: ``uint8 (H, W, 3)`` sRGB.
+
+    The noiseless sharp view of that frame (the linear truth at its mean pose, per
+    rolling-shutter band, that ``sim.truth[index]`` tone-maps) through the burst's own
+    ISP (:func:`~deblurd.sim.isp.camera_frame`) with the codec off (``codec="none"``) and
+    no noise (``rng`` None), at the frame's flicker brightness and with its sensor,
+    exposure (µs) and gain, so the ISP denoise and sharpening are tuned as for the frame.
+    Unlike ``sim.truth[index]`` (tone curve only) it carries the demosaic, denoise,
+    sharpening and 4:2:0 of the camera. Deterministic; re-renders the frame's truth
+    (no blur sub-steps), so it costs about a fast render plus one ISP pass.
+
+    Raises :class:`~deblurd.errors.SimulationError` when the burst has no ISP
+    (``sim.params.isp`` None) or ``index`` is out of range.
+    """
+    params = sim.params
+    if params.isp is None:
+        raise SimulationError("camera_truth: the burst went through no camera ISP (isp None)")
+    linear = _linear_truth(sim, index)
+    _, _, exposure_us, gain = params.schedule()[index]
+    clean = dataclasses.replace(params.isp, codec="none")
+    bright = float(_brightness(params)[index])
+    return camera_frame(linear, clean, params.sensor(), exposure_us, gain, None, brightness=bright)
+
+
 def simulate_burst(params: SimParams, scene: F32 | None = None) -> SimulatedBurst:
     """Simulate a handheld burst of ``scene`` (linear ``float32 (H, W, 3)``, any size, or
     None for the procedural scene). Deterministic: same parameters and scene → same
@@ -123,21 +186,11 @@ def simulate_burst(params: SimParams, scene: F32 | None = None) -> SimulatedBurs
     stats: list[ExposureStats] = []
     n_frames = params.ring_frames + params.extra_frames
     names = frame_names(n_frames)
-    brightness = np.ones(n_frames)
-    if params.flicker_rms > 0:
-        brightness = flicker_factors(
-            np.random.default_rng([params.seed, 13]), n_frames, params.flicker_rms, params.trigger
-        )
+    brightness = _brightness(params)
     disk = defocus_kernel(params.defocus_px) if params.defocus_px > 0 else None
     isp = params.isp
     for i, (role, ts_ns, exposure_us, gain) in enumerate(params.schedule()):
-        exp = renderer.render(
-            ts_ns * 1e-9,
-            exposure_us * 1e-6,
-            max_substep_px=params.max_substep_px,
-            fast=params.fast,
-            readout_s=params.rolling_shutter_ms * 1e-3,
-        )
+        exp = _render(renderer, params, ts_ns, exposure_us, params.fast)
         blurred, psf = exp.blurred, exp.psf
         if disk is not None:
             blurred = convolve(blurred, disk)
