@@ -5,6 +5,9 @@
         --out runs/fused --count 150
 
 Training photos only (tools/prepare_training_photos.sh), never scikit-image's.
+``--camera SHARE`` sends a share of the bursts through a random camera ISP; their truth is
+the sharp view through its tone curve (``--camera-target tone``, the default) or the
+camera's own noiseless look, its ISP included (``--camera-target isp``).
 """
 
 from __future__ import annotations
@@ -47,13 +50,28 @@ def main() -> int:
         default=0.0,
         help="share of bursts through a random camera ISP and rolling shutter (sim.isp)",
     )
+    p.add_argument(
+        "--camera-target",
+        choices=("tone", "isp"),
+        default="tone",
+        help="truth of the camera bursts: tone = the sharp view through the camera's tone "
+        "curve only; isp = the camera's own noiseless look (its ISP, codec off)",
+    )
     args = p.parse_args()
     try:
         photos = load_photos(args.photos, short_sides=(720,))
         net = OnnxDeblurrer(OnnxRuntimeSettings(model=args.model, threads=args.threads))
         t0 = time.monotonic()
         n = make_fused_pairs(
-            photos, net, args.out, args.count, args.seed, args.sizes, args.procedural, args.camera
+            photos,
+            net,
+            args.out,
+            args.count,
+            args.seed,
+            args.sizes,
+            args.procedural,
+            args.camera,
+            args.camera_target,
         )
     except DeblurdError as exc:
         print(f"error: {exc}", file=sys.stderr)

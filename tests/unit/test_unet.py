@@ -231,6 +231,34 @@ def test_fused_pairs_through_a_camera(tmp_path: Path) -> None:
                 assert float(np.abs(z["truth"].astype(float) - truth.astype(float)).mean()) > 1.0
 
 
+def test_fused_pairs_with_the_cameras_own_look_as_truth(tmp_path: Path) -> None:
+    """``camera_target="isp"``: the same camera bursts (same files, same fused images), but
+    the truth is the camera's own noiseless look (:func:`deblurd.sim.burst.camera_truth`,
+    its demosaic, denoise and sharpening included) instead of the tone-curve truth; the
+    fused image is still aligned to it."""
+    photos = [_photo(0, 400), _photo(1, 400)]
+    size = [(256, 192)]
+    tone, look = tmp_path / "tone", tmp_path / "look"
+    make_fused_pairs(photos, _Identity(), tone, count=3, seed=7, sizes=size, camera=1.0)
+    make_fused_pairs(
+        photos, _Identity(), look, count=3, seed=7, sizes=size, camera=1.0, camera_target="isp"
+    )
+    names = sorted(f.name for f in tone.glob("pairs-*.npz"))
+    assert len(names) >= 2 and names == sorted(f.name for f in look.glob("pairs-*.npz"))
+    for name in names:
+        with np.load(tone / name) as a, np.load(look / name) as b:
+            assert np.array_equal(a["fused"], b["fused"])  # the burst does not change
+            fused, truth, tone_truth = b["fused"], b["truth"], a["truth"]
+        assert truth.dtype == np.uint8 and truth.shape == tone_truth.shape == (192, 256, 3)
+        diff = np.abs(truth.astype(np.float64) - tone_truth.astype(np.float64))
+        assert float(diff.mean()) > 0.5, name  # demosaic / denoise / sharpening show
+        assert abs(float(truth.mean()) - float(tone_truth.mean())) < 3.0  # same radiometry
+        est = np.round(np.clip(fused.astype(np.float32), 0, 1) * 255).astype(np.uint8)
+        aligned = psnr(est, truth, border=16)
+        shifted = max(psnr(np.roll(est, 2, axis=a), truth, border=16) for a in (0, 1))
+        assert aligned > 18.0 and aligned > shifted + 1.0, (aligned, shifted)
+
+
 def test_fused_pairs_of_procedural_scenes_at_several_sizes(tmp_path: Path) -> None:
     """``procedural=1``: every burst shows the simulator's procedural scene at a training
     seed (never the camera's default seed 0), at one of the given sizes; its truth is that

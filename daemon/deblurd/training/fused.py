@@ -15,7 +15,8 @@ and the simulator's truth of the frame it is aligned to.
   log-uniform over 0.4–2.5 × the simulator's default, a moving face in 30 %, long
   ``extra`` frames from shake 2 on, as the evaluation does; a share ``camera`` of them
   through a random camera ISP and a 10–30 ms rolling-shutter readout, as the evaluation's
-  camera-pipeline set, the truth then through that camera's tone curve), runs
+  camera-pipeline set, the truth then through that camera's tone curve, or with
+  ``camera_target="isp"`` the camera's own noiseless look, its ISP included), runs
   :func:`~deblurd.pipeline.process.process_burst` with ``passes = "both"`` and a
   recording second pass, and writes ``pairs-NNNN.npz`` (``fused`` float16 ``(H, W, 3)``
   sRGB, ``truth`` uint8 ``(H, W, 3)`` sRGB) atomically into a folder;
@@ -33,6 +34,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -79,6 +81,7 @@ def make_fused_pairs(
     sizes: Sequence[tuple[int, int]] = ((640, 480),),
     procedural: float = 0.0,
     camera: float = 0.0,
+    camera_target: Literal["tone", "isp"] = "tone",
 ) -> int:
     """Simulate ``count`` bursts of ``photos`` (``uint8 (H, W, 3)`` sRGB) and write the
     pipeline's second-pass inputs with their truth to ``out`` (see the module docstring).
@@ -87,7 +90,11 @@ def make_fused_pairs(
     shows the simulator's procedural scene at a training seed
     (≥ :data:`~deblurd.training.data.PROCEDURAL_TRAIN_SEED`) instead of a photo, and a
     share ``camera`` goes through a random camera (:meth:`~deblurd.sim.isp.IspParams.random`)
-    with a rolling-shutter readout drawn in :data:`CAMERA_READOUT_MS`.
+    with a rolling-shutter readout drawn in :data:`CAMERA_READOUT_MS`. ``camera_target``:
+    the truth of those camera bursts — ``"tone"`` the sharp view through the camera's tone
+    curve only (``sim.truth``), ``"isp"`` the camera's own look
+    (:func:`~deblurd.sim.burst.camera_truth`: through its ISP, noise and codec off); the
+    other bursts' truth is the same either way.
 
     Bursts whose pipeline fused no second frame are skipped (the second pass is not run on
     them). Existing ``pairs-NNNN.npz`` files are kept (a rerun continues). Returns the
@@ -95,7 +102,7 @@ def make_fused_pairs(
     """
     from deblurd.pipeline.process import process_burst
     from deblurd.settings import DeblurdSettings
-    from deblurd.sim.burst import simulate_burst
+    from deblurd.sim.burst import camera_truth, simulate_burst
     from deblurd.sim.isp import IspParams
     from deblurd.sim.params import DEFAULT_SHAKE_DEG_S, SimParams
 
@@ -131,7 +138,11 @@ def make_fused_pairs(
         if not recorder.recorded or not result.report.used:
             continue
         fused = linear_to_srgb_float(recorder.recorded[0]).astype(np.float16)
-        _save_npz(path, fused=fused, truth=sim.truth[result.report.selected])
+        selected = result.report.selected
+        truth = sim.truth[selected]
+        if camera_target == "isp" and params.isp is not None:
+            truth = camera_truth(sim, selected)
+        _save_npz(path, fused=fused, truth=truth)
     return len(list(folder.glob("pairs-*.npz")))
 
 
