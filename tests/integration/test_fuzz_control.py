@@ -12,20 +12,19 @@ The long run is ``tools/fuzz_control.py --messages 10000``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tool_modules import load_tool
 
 CODES = {"too_large", "multipart", "bad_encoding", "bad_json", "not_an_object", "bad_request",
          "unknown_command", "busy"}  # fmt: skip
@@ -37,18 +36,7 @@ FUZZ = settings(
 )
 
 
-def _fuzz_tool() -> ModuleType:
-    """``tools/fuzz_control.py``, the long run of this test: its daemon and DEALER socket."""
-    path = Path(__file__).resolve().parents[2] / "tools" / "fuzz_control.py"
-    spec = importlib.util.spec_from_file_location("deblurd_tools_fuzz_control", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-fuzz_control = _fuzz_tool()
+fuzz_control = load_tool("fuzz_control")  # the long run of this test: daemon, DEALER socket
 MAX_REQUEST: int = fuzz_control.MAX_REQUEST  # the daemon's service.max_request_bytes
 HARD_LIMIT: int = fuzz_control.HARD_LIMIT
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -13,21 +10,12 @@ import pytest
 from deblurd.evaluation.metrics import psnr
 from deblurd.settings.models import DeblurdSettings
 from deblurd.sim.burst import camera_truth
+from tool_modules import load_tool
 
 pytest.importorskip("skimage.data")  # the evaluation's photos
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = (160, 120)
-
-
-def _load_tool() -> ModuleType:
-    path = REPO / "tools" / "evaluate.py"
-    spec = importlib.util.spec_from_file_location("evaluate_tool", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["evaluate_tool"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _settings() -> DeblurdSettings:
@@ -36,7 +24,7 @@ def _settings() -> DeblurdSettings:
 
 
 def test_truth_option_parses_and_defaults_to_tone() -> None:
-    tool = _load_tool()
+    tool = load_tool("evaluate")
     assert tool.build_parser().parse_args([]).truth == "tone"
     assert tool.build_parser().parse_args(["--truth", "camera"]).truth == "camera"
     with pytest.raises(SystemExit):
@@ -44,7 +32,7 @@ def test_truth_option_parses_and_defaults_to_tone() -> None:
 
 
 def test_isp_set_scored_against_the_camera_look() -> None:
-    tool = _load_tool()
+    tool = load_tool("evaluate")
     settings = _settings()
     case = tool.build_cases(["astronaut"], [1.0], None, 2.0, 0, "isp")[0]
     args = (case, SIZE, settings, 8, 11.0, False, False)
@@ -76,7 +64,7 @@ def test_isp_set_scored_against_the_camera_look() -> None:
 
 
 def test_clean_set_is_the_same_under_either_truth() -> None:
-    tool = _load_tool()
+    tool = load_tool("evaluate")
     case = tool.build_cases(["astronaut"], [1.0], None, 2.0, 0, "clean")[0]
     args = (case, SIZE, _settings(), 8, 11.0, False, False)
     tone = tool.evaluate_burst(*args, "tone")

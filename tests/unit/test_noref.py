@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import cv2
 import numpy as np
@@ -16,6 +13,7 @@ import pytest
 
 from deblurd.errors import ImageError
 from deblurd.evaluation import noref
+from tool_modules import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
 REALDATA = REPO.parent / "shared" / "realdata"
@@ -213,18 +211,8 @@ def test_texture_window_finds_the_textured_patch() -> None:
 # ------------------------------------------------------------------ tools/eval_real.py
 
 
-def _load_tool() -> ModuleType:
-    path = REPO / "tools" / "eval_real.py"
-    spec = importlib.util.spec_from_file_location("eval_real", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["eval_real"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_window_starts_are_even_and_inside() -> None:
-    tool = _load_tool()
+    tool = load_tool("eval_real")
     assert tool.window_starts(94, 6, 15) == [0, 16, 32, 47, 63, 79]
     assert tool.window_starts(10, 3, 15) == []
     assert tool.window_starts(40, 1, 15) == [12]
@@ -235,7 +223,7 @@ def test_window_starts_are_even_and_inside() -> None:
     reason=f"real camera data not found at {REALDATA} (../shared/realdata beside the repo)",
 )
 def test_eval_real_smoke_on_one_window(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    tool = _load_tool()
+    tool = load_tool("eval_real")
     out_json, sheet = tmp_path / "out.json", tmp_path / "sheet.png"
     rc = tool.main(["--data", str(REALDATA), "--windows", "1", "--frames", "5",
                     "--holdout", "2", "--max-bursts", "1", "--unet", "off", "--no-photos",
@@ -265,7 +253,7 @@ def test_noise_measures_on_real_frames_read_added_white_noise() -> None:
     """On a real H.264 burst, white noise σ = 3 added to the measured frame reads as
     sqrt(σ0² + 9) temporally (within 8 %) and ≈ 3 with Immerkær (the codec left almost no
     fine-grain noise in flat areas): the measures respond to noise, not to the scene."""
-    tool = _load_tool()
+    tool = load_tool("eval_real")
     video = sorted((REALDATA / "video").glob("*.mp4"))[0]
     frames = tool.read_video(video, set(range(40, 51)))
     clip = [frames[i] for i in range(40, 51)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 import re
@@ -25,6 +24,7 @@ from deblurd.settings.camera import (
     V4l2CameraSection,
 )
 from deblurd.settings.docs import render_schema, render_toml
+from tool_modules import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "deblurd.toml"
@@ -191,10 +191,7 @@ def test_render_toml_follows_whatever_the_models_are() -> None:
 
 
 def test_gen_config_writes_and_checks(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("gen_config", ROOT / "tools" / "gen_config.py")
-    assert spec is not None and spec.loader is not None
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
+    gen = load_tool("gen_config")
     assert gen.main(["--root", str(tmp_path), "--check"]) == 1
     assert gen.main(["--root", str(tmp_path)]) == 0
     assert (tmp_path / "config" / "deblurd.toml").read_text(encoding="utf-8") == render_toml()
