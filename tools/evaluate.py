@@ -97,13 +97,12 @@ from deblurd.sim.burst import (
     camera_truth,
     simulate_burst,
 )
-from deblurd.sim.isp import isp_for_seed
+from deblurd.sim.isp import CAMERA_READOUT_MS, isp_for_seed
 
 WIENER = "Wiener (true kernels)"
 METHODS = ("trigger", "sharpest", "aligned mean", "FBA", WIENER, "pipeline", "pipeline U-Net off")
 SETS = ("clean", "isp")
 TRUTHS = ("tone", "camera")  # --truth: what the isp set is scored against (module doc)
-ISP_READOUT_MS = (10.0, 30.0)  # rolling-shutter readout of the ISP set, drawn per burst
 SHEET_COLUMNS = ("truth", *METHODS[:4], "pipeline")
 DEFAULT_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle")
 CROP_FRACTION = 4  # sheet crops are 1/4 of the frame's width and height, shown 2x
@@ -226,7 +225,7 @@ def simulate(case: Case, size: tuple[int, int]) -> SimulatedBurst:
     scene = srgb_to_linear(load_photo(case.photo))
     camera: dict[str, Any] = {}
     if case.camera == "isp":
-        readout = np.random.default_rng([case.seed, 17]).uniform(*ISP_READOUT_MS)
+        readout = np.random.default_rng([case.seed, 17]).uniform(*CAMERA_READOUT_MS)
         camera = {"isp": isp_for_seed(case.seed), "rolling_shutter_ms": float(readout)}
     elif case.camera != "clean":
         raise SystemExit(f"unknown set {case.camera!r}; choose from {', '.join(SETS)}")
@@ -774,7 +773,7 @@ def _run_cases(
         )
 
     common = (tuple(args.size), settings, args.border, args.fba_p)
-    truth = getattr(args, "truth", "tone")
+    truth = args.truth
     if jobs == 1:
         for case in cases:
             try:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from deblurd.errors import SimulationError
+from deblurd.evaluation.metrics import psnr
 from deblurd.sim import SimParams, read_truth, simulate_burst, write_simulation
 from deblurd.sim.burst import _brightness, _linear_truth, camera_truth, make_renderer
 from deblurd.sim.isp import IspParams, tone_map
@@ -171,11 +172,6 @@ def test_sim_camera_as_a_real_camera() -> None:
     assert float(np.std(logs)) == pytest.approx(0.03, rel=0.35)
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10.0 * math.log10(255.0**2 / max(mse, 1e-12))
-
-
 def test_camera_truth_re_renders_the_frames_own_truth() -> None:
     # slow path, rolling shutter, subject, flicker: the re-rendered linear truth is the one
     # simulate_burst tone-mapped, bit for bit
@@ -209,8 +205,8 @@ def test_camera_truth_is_the_cameras_noiseless_look() -> None:
     # aligned with frame i: closer to it than to a 2 px shifted copy, closer than nothing
     frame = sim.burst.frames[i]
     shifted = np.roll(frame, 2, axis=1)
-    assert _psnr(cam[:, 4:-4], frame[:, 4:-4]) > _psnr(cam[:, 4:-4], shifted[:, 4:-4]) + 2.0
-    assert _psnr(cam, frame) > _psnr(np.full_like(cam, 128), frame) + 10.0
+    assert psnr(cam[:, 4:-4], frame[:, 4:-4]) > psnr(cam[:, 4:-4], shifted[:, 4:-4]) + 2.0
+    assert psnr(cam, frame) > psnr(np.full_like(cam, 128), frame) + 10.0
 
     # with sharpening on, the camera look is sharper than the tone truth: more gradient energy
     def grad(x: np.ndarray) -> float:

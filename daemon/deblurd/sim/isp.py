@@ -241,6 +241,12 @@ class IspParams:
             raise SimulationError(f"bad ISP parameters: {exc}") from exc
 
 
+CAMERA_READOUT_MS = (10.0, 30.0)
+"""Rolling-shutter readout range, ms, of the simulated camera bursts that evaluation
+(``tools/evaluate.py --set isp``) and training (``make_fused_pairs --camera``) draw per
+burst."""
+
+
 def isp_for_seed(seed: int) -> IspParams:
     """The random camera of a burst seed (:meth:`IspParams.random` with its own stream of
     that seed): ``deblurd simulate --isp random`` and ``tools/evaluate.py --set isp``."""

@@ -44,8 +44,6 @@ from deblurd.imaging import F32, U8, atomic_write_bytes, linear_to_srgb_float, s
 from deblurd.inference.base import Deblurrer, Pass, input_noise_sigma
 from deblurd.training.data import PROCEDURAL_TRAIN_SEED
 
-CAMERA_READOUT_MS = (10.0, 30.0)  # rolling-shutter readout of camera bursts, drawn per burst
-
 
 @dataclass
 class _RecordingDeblurrer:
@@ -90,9 +88,9 @@ def make_fused_pairs(
     shows the simulator's procedural scene at a training seed
     (≥ :data:`~deblurd.training.data.PROCEDURAL_TRAIN_SEED`) instead of a photo, and a
     share ``camera`` goes through a random camera (:meth:`~deblurd.sim.isp.IspParams.random`)
-    with a rolling-shutter readout drawn in :data:`CAMERA_READOUT_MS`. ``camera_target``:
-    the truth of those camera bursts — ``"tone"`` the sharp view through the camera's tone
-    curve only (``sim.truth``), ``"isp"`` the camera's own look
+    with a rolling-shutter readout drawn in :data:`~deblurd.sim.isp.CAMERA_READOUT_MS`.
+    ``camera_target``: the truth of those camera bursts — ``"tone"`` the sharp view
+    through the camera's tone curve only (``sim.truth``), ``"isp"`` the camera's own look
     (:func:`~deblurd.sim.burst.camera_truth`: through its ISP, noise and codec off); the
     other bursts' truth is the same either way.
 
@@ -103,7 +101,7 @@ def make_fused_pairs(
     from deblurd.pipeline.process import process_burst
     from deblurd.settings import DeblurdSettings
     from deblurd.sim.burst import camera_truth, simulate_burst
-    from deblurd.sim.isp import IspParams
+    from deblurd.sim.isp import CAMERA_READOUT_MS, IspParams
     from deblurd.sim.params import DEFAULT_SHAKE_DEG_S, SimParams
 
     folder = Path(out)
